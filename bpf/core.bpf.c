@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: GPL-2.0
+/* CO-RE programs for BTF kernels without kprobes: BPF netfilter programs where NAT and
+ * marks are decided (linked per netns by tracer/probes/core.py), and BTF tracepoints for
+ * device crossings and drops. Emits struct st_event (event.h) into one ring buffer. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "event.h"
+
+#define NF_ACCEPT 1
+#define ETH_P_IP 0x0800
+#define TCP_INTERESTING 0x07 /* FIN SYN RST: connection start, end, refusal */
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); /* resized by the loader */
+} st_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct st_config);
+} st_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ST_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} st_counters SEC(".maps");
+
+/* Filter: ports and addresses of interest (network order), set by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u16);
+	__type(value, __u8);
+} st_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} st_addrs SEC(".maps");
+
+/* Flows already found interesting, in every NAT form conntrack gave them: a flow keeps
+ * matching after DNAT/SNAT changed its ports and addresses in the next netns. */
+struct flow_key {
+	struct st_tuple t;
+	__u32 proto;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, __u8);
+} st_flows SEC(".maps");
+
+/* The packet as parsed from its IPv4 header. */
+struct pkt {
+	struct st_tuple t;
+	__u8 proto;
+	__u8 tcp_flags;
+};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&st_counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 config_flags(void)
+{
+	__u32 zero = 0;
+	struct st_config *c = bpf_map_lookup_elem(&st_config, &zero);
+	return c ? c->flags : 0;
+}
+
+/* Parse IPv4 + TCP/UDP ports at network header address nh. */
+static __always_inline int parse_ip(unsigned char *nh, struct pkt *p)
+{
+	struct iphdr ip;
+	if (bpf_probe_read_kernel(&ip, sizeof(ip), nh))
+		return -1;
+	if (ip.version != 4)
+		return -1;
+	p->proto = ip.protocol;
+	p->t.saddr = ip.saddr;
+	p->t.daddr = ip.daddr;
+	p->t.sport = p->t.dport = 0;
+	p->tcp_flags = 0;
+	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
+		return -1;
+	unsigned char *th = nh + (ip.ihl & 0xf) * 4;
+	__u16 ports[2];
+	if (bpf_probe_read_kernel(ports, sizeof(ports), th))
+		return -1;
+	p->t.sport = ports[0];
+	p->t.dport = ports[1];
+	if (ip.protocol == IPPROTO_TCP)
+		bpf_probe_read_kernel(&p->tcp_flags, 1, th + 13);
+	return 0;
+}
+
+static __always_inline int parse_at_network_header(struct sk_buff *skb, struct pkt *p)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	return parse_ip(head + nh, p);
+}
+
+static __always_inline void reverse(struct st_tuple *dst, const struct st_tuple *src)
+{
+	dst->saddr = src->daddr;
+	dst->daddr = src->saddr;
+	dst->sport = src->dport;
+	dst->dport = src->sport;
+}
+
+static __always_inline int flow_known(const struct st_tuple *t, __u8 proto)
+{
+	struct flow_key k = {.t = *t, .proto = proto};
+	if (bpf_map_lookup_elem(&st_flows, &k))
+		return 1;
+	reverse(&k.t, t);
+	return bpf_map_lookup_elem(&st_flows, &k) != NULL;
+}
+
+static __always_inline void flow_add(const struct st_tuple *t, __u8 proto)
+{
+	struct flow_key k = {.t = *t, .proto = proto};
+	__u8 one = 1;
+	bpf_map_update_elem(&st_flows, &k, &one, BPF_ANY);
+}
+
+static __always_inline int selector_match(const struct st_tuple *t)
+{
+	__u16 sport = t->sport, dport = t->dport;
+	__u32 saddr = t->saddr, daddr = t->daddr;
+	return bpf_map_lookup_elem(&st_ports, &dport) || bpf_map_lookup_elem(&st_ports, &sport) ||
+	       bpf_map_lookup_elem(&st_addrs, &daddr) || bpf_map_lookup_elem(&st_addrs, &saddr);
+}
+
+/* Only packets that change what a request looks like: connection start (SYN, SYN-ACK),
+ * end (FIN), refusal (RST), and every UDP datagram (DNS is one query, one answer). */
+static __always_inline int informative(const struct pkt *p, __u32 cfg)
+{
+	if (cfg & ST_CFG_ALL_PKTS)
+		return 1;
+	return p->proto == IPPROTO_UDP || (p->tcp_flags & TCP_INTERESTING);
+}
+
+static __always_inline void read_tuple(struct st_tuple *dst, struct nf_conntrack_tuple *src)
+{
+	dst->saddr = BPF_CORE_READ(src, src.u3.ip);
+	dst->daddr = BPF_CORE_READ(src, dst.u3.ip);
+	dst->sport = BPF_CORE_READ(src, src.u.all);
+	dst->dport = BPF_CORE_READ(src, dst.u.all);
+}
+
+static __always_inline struct st_event *reserve(void)
+{
+	struct st_event *e = bpf_ringbuf_reserve(&st_events, sizeof(*e), 0);
+	if (!e) {
+		count(ST_CNT_LOST);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	return e;
+}
+
+static __always_inline void submit(struct st_event *e)
+{
+	bpf_ringbuf_submit(e, 0);
+	count(ST_CNT_EMITTED);
+}
+
+static __always_inline __u32 dev_netns(const struct net_device *dev)
+{
+	return BPF_CORE_READ(dev, nd_net.net, ns.inum);
+}
+
+static __always_inline int is_bridge_port(const struct net_device *dev)
+{
+	if (!dev)
+		return 0;
+	__u64 pf = BPF_CORE_READ_BITFIELD_PROBED(dev, priv_flags);
+	return (pf & bpf_core_enum_value(enum netdev_priv_flags, IFF_BRIDGE_PORT)) != 0;
+}
+
+/* One netfilter hook: hook number comes from the link, point = hook + 1. */
+static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+	const struct nf_hook_state *state = ctx->state;
+	__u32 cfg = config_flags();
+	struct pkt p;
+
+	if (parse_at_network_header(skb, &p))
+		return NF_ACCEPT;
+	if (!informative(&p, cfg))
+		return NF_ACCEPT;
+
+	__u8 hook = BPF_CORE_READ(state, hook);
+	unsigned long nfct = BPF_CORE_READ(skb, _nfct);
+	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
+	__u8 ctinfo = nfct & 7;
+	struct st_tuple orig = {}, reply = {};
+	__u32 status = 0;
+	if (ct) {
+		read_tuple(&orig, &ct->tuplehash[0].tuple);
+		read_tuple(&reply, &ct->tuplehash[1].tuple);
+		status = BPF_CORE_READ(ct, status);
+	}
+	/* POSTROUTING only tells something new when SNAT rewrote the source. */
+	if (hook == 4 && !(status & IPS_SRC_NAT))
+		return NF_ACCEPT;
+
+	if (cfg & ST_CFG_FILTER) {
+		int hit = flow_known(&p.t, p.proto) || (ct && flow_known(&orig, p.proto));
+		if (!hit && !selector_match(&p.t) && !(ct && selector_match(&orig))) {
+			count(ST_CNT_FILTERED);
+			return NF_ACCEPT;
+		}
+		if (ct && !hit) {
+			/* Remember the flow as it looks after this netns's NAT. */
+			struct st_tuple fwd_after;
+			reverse(&fwd_after, &reply);
+			flow_add(&orig, p.proto);
+			flow_add(&fwd_after, p.proto);
+		}
+	}
+
+	struct st_event *e = reserve();
+	if (!e)
+		return NF_ACCEPT;
+	const struct net_device *dev = hook <= 2 ? BPF_CORE_READ(state, in) : BPF_CORE_READ(state, out);
+	e->skb = (__u64)skb;
+	e->netns = BPF_CORE_READ(state, net, ns.inum);
+	e->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
+	e->mark = BPF_CORE_READ(skb, mark);
+	e->point = hook + 1;
+	e->proto = p.proto;
+	e->tcp_flags = p.tcp_flags;
+	e->pkt = p.t;
+	if (ct) {
+		e->flags |= ST_F_CT;
+		e->ct = (__u32)(unsigned long)ct;
+		e->ct_status = status;
+		e->ctinfo = ctinfo;
+		e->aux = BPF_CORE_READ(ct, mark);
+		e->orig = orig;
+		e->reply = reply;
+		if (ctinfo >= 3) /* IP_CT_IS_REPLY */
+			e->flags |= ST_F_REPLY_DIR;
+	}
+	if (is_bridge_port(BPF_CORE_READ(state, in)))
+		e->flags |= ST_F_BRIDGED;
+	submit(e);
+	return NF_ACCEPT;
+}
+
+/* libbpf 1.1 does not know SEC("netfilter"): the loader sets the program type
+ * (BPF_PROG_TYPE_NETFILTER) and attach type before load, and links each hook itself. */
+SEC("netfilter")
+int st_nf_hook(struct bpf_nf_ctx *ctx)
+{
+	return nf_event(ctx);
+}
+
+/* Device crossings and drops: no conntrack here; a packet is of interest when the
+ * netfilter hooks already recorded its flow (or it matches the selectors). */
+static __always_inline int dev_event(struct sk_buff *skb, const struct net_device *dev,
+				     __u8 point, __u32 reason, int at_data)
+{
+	__u32 cfg = config_flags();
+	struct pkt p;
+	if (BPF_CORE_READ(skb, protocol) != bpf_htons(ETH_P_IP))
+		return 0;
+	if (at_data ? parse_ip(BPF_CORE_READ(skb, data), &p) : parse_at_network_header(skb, &p))
+		return 0;
+	if (point != ST_DROP && !informative(&p, cfg))
+		return 0;
+	if ((cfg & ST_CFG_FILTER) && !flow_known(&p.t, p.proto) && !selector_match(&p.t))
+		return 0;
+
+	struct st_event *e = reserve();
+	if (!e)
+		return 0;
+	if (!dev)
+		dev = BPF_CORE_READ(skb, dev);
+	e->skb = (__u64)skb;
+	e->netns = dev ? dev_netns(dev) : 0;
+	e->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
+	e->mark = BPF_CORE_READ(skb, mark);
+	e->aux = reason;
+	e->point = point;
+	e->proto = p.proto;
+	e->tcp_flags = p.tcp_flags;
+	e->pkt = p.t;
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(st_rx, struct sk_buff *skb)
+{
+	if (!(config_flags() & ST_CFG_DEVICES))
+		return 0;
+	/* At receive the MAC header is pulled: data is the IP header. */
+	return dev_event(skb, NULL, ST_RX, 0, 1);
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(st_tx, struct sk_buff *skb, struct net_device *dev)
+{
+	if (!(config_flags() & ST_CFG_DEVICES))
+		return 0;
+	return dev_event(skb, dev, ST_TX, 0, 0);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(st_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	return dev_event(skb, NULL, ST_DROP, reason, 0);
+}

@@ -1,0 +1,75 @@
+/* The one event layout shared by every kernel program (CO-RE and BCC) and by
+ * tracer/events.py, which mirrors it as a numpy dtype; tests/test_event_layout.py
+ * checks sizes and offsets against this file. Bump ST_EVENT_VERSION on any change. */
+#ifndef SWARMTRACE_EVENT_H
+#define SWARMTRACE_EVENT_H
+
+#define ST_EVENT_VERSION 1
+
+/* Where an event was taken. Netfilter points are 1 + NF_INET_* hook number. */
+enum st_point {
+	ST_NF_PRE = 1,      /* PREROUTING, after DNAT: entry into a netns, DNAT result, mark */
+	ST_NF_IN = 2,       /* LOCAL_IN: delivered to a socket of this netns */
+	ST_NF_FWD = 3,      /* FORWARD */
+	ST_NF_OUT = 4,      /* LOCAL_OUT, after DNAT: sent by a local socket, mark (VIP) */
+	ST_NF_POST = 5,     /* POSTROUTING, after SNAT: leaving the netns, SNAT result */
+	ST_RX = 6,          /* netif_receive_skb: arrived on a device */
+	ST_TX = 7,          /* net_dev_start_xmit: leaving on a device */
+	ST_DROP = 8,        /* kfree_skb: dropped, aux = drop reason */
+	ST_LB = 9,          /* load balancer chose a real server (IPVS ip_vs_conn_new) */
+	ST_LB_SCHED = 10,   /* IPVS scheduling decision, aux = scheduler id */
+	ST_LB_XMIT = 11,    /* IPVS NAT transmit of a packet */
+	ST_NAT = 12,        /* netfilter NAT rewrite set up (nf_nat_setup_info) */
+};
+
+/* Flags in st_event.flags */
+#define ST_F_CT 0x01        /* orig/reply tuples and ct_status are valid */
+#define ST_F_REPLY_DIR 0x02 /* packet travels in the conntrack reply direction */
+#define ST_F_BRIDGED 0x04   /* netfilter hook ran on a bridged frame (br_netfilter) */
+
+struct st_tuple {
+	__u32 saddr;  /* network byte order */
+	__u32 daddr;
+	__u16 sport;  /* network byte order */
+	__u16 dport;
+};
+
+struct st_event {
+	__u64 ts_ns;      /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 skb;        /* skb address: one packet across veth/bridge/netns hops */
+	__u32 netns;      /* netns inode (net->ns.inum) */
+	__u32 ifindex;    /* in device (rx, pre, in, fwd) or out device (tx, out, post) */
+	__u32 mark;       /* skb->mark; for ST_LB the service fwmark */
+	__u32 aux;        /* ST_DROP: skb_drop_reason; ST_LB: conn flags; else ct mark */
+	__u32 ct;         /* low 32 bits of the nf_conn address: one connection in one netns */
+	__u16 ct_status;  /* IPS_* bits (low 16) */
+	__u8 point;       /* enum st_point */
+	__u8 proto;       /* IPPROTO_TCP / IPPROTO_UDP / IPPROTO_ICMP */
+	__u8 tcp_flags;   /* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 */
+	__u8 ctinfo;      /* enum ip_conntrack_info */
+	__u8 flags;       /* ST_F_* */
+	__u8 pad;
+	struct st_tuple pkt;    /* the packet's own addresses at this point */
+	struct st_tuple orig;   /* conntrack original direction tuple */
+	struct st_tuple reply;  /* conntrack reply direction tuple */
+};
+
+/* Filter configuration, one entry in the st_config array map. */
+#define ST_CFG_FILTER 0x01     /* only packets matching st_ports/st_addrs (or their flows) */
+#define ST_CFG_ALL_PKTS 0x02   /* every packet, not only SYN/FIN/RST and first data */
+#define ST_CFG_DEVICES 0x04    /* rx/tx device crossings too */
+
+struct st_config {
+	__u32 flags;
+	__u32 pad;
+};
+
+/* Kernel-side counters, index into the st_counters per-CPU array. */
+enum st_counter {
+	ST_CNT_EMITTED = 0,
+	ST_CNT_LOST = 1,       /* ring buffer reservation failed */
+	ST_CNT_FILTERED = 2,   /* packets seen but not of interest */
+	ST_CNT_MAX = 4,
+};
+
+#endif

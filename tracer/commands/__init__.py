@@ -1,0 +1,1 @@
+"""One module per `swarmtrace` subcommand; each exposes register(subparsers)."""

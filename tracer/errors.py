@@ -1,0 +1,31 @@
+"""One exception type per domain; the CLI turns each into one clear line and a non-zero exit."""
+
+
+class SwarmtraceError(Exception):
+    """Base: str(err) is the line shown to the user (what went wrong and how to fix it)."""
+
+    exit_code = 1
+
+
+class ProbeUnavailable(SwarmtraceError):
+    """A probe backend cannot run on this kernel or host."""
+
+    exit_code = 3
+
+
+class LabError(SwarmtraceError):
+    """The lab could not be built, used or removed."""
+
+    exit_code = 4
+
+
+class TraceFileError(SwarmtraceError):
+    """A trace file is missing, damaged, or of an unsupported version."""
+
+    exit_code = 5
+
+
+class TopologyError(SwarmtraceError):
+    """Docker or netns metadata could not be read."""
+
+    exit_code = 6

@@ -1,0 +1,195 @@
+"""The event schema: a mirror of bpf/event.h as a numpy dtype, and its Python view."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+# Must equal ST_EVENT_VERSION in bpf/event.h (checked by tests/test_event_layout.py).
+EVENT_VERSION = 1
+
+
+class Point(enum.IntEnum):
+    """Where in the kernel an event was taken (enum st_point)."""
+
+    NF_PRE = 1
+    NF_IN = 2
+    NF_FWD = 3
+    NF_OUT = 4
+    NF_POST = 5
+    RX = 6
+    TX = 7
+    DROP = 8
+    LB = 9
+    LB_SCHED = 10
+    LB_XMIT = 11
+    NAT = 12
+
+    @property
+    def label(self) -> str:
+        return _POINT_LABELS[self]
+
+
+_POINT_LABELS = {
+    Point.NF_PRE: "prerouting",
+    Point.NF_IN: "input",
+    Point.NF_FWD: "forward",
+    Point.NF_OUT: "output",
+    Point.NF_POST: "postrouting",
+    Point.RX: "rx",
+    Point.TX: "tx",
+    Point.DROP: "drop",
+    Point.LB: "lb",
+    Point.LB_SCHED: "lb-sched",
+    Point.LB_XMIT: "lb-xmit",
+    Point.NAT: "nat",
+}
+
+# st_event.flags
+F_CT = 0x01
+F_REPLY_DIR = 0x02
+F_BRIDGED = 0x04
+
+# conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h)
+IPS_SRC_NAT = 0x10
+IPS_DST_NAT = 0x20
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+_TUPLE = [("saddr", "<u4"), ("daddr", "<u4"), ("sport", "<u2"), ("dport", "<u2")]
+
+# Field order, sizes and offsets exactly as struct st_event (little-endian host).
+EVENT_DTYPE = np.dtype(
+    [
+        ("ts_ns", "<u8"),
+        ("skb", "<u8"),
+        ("netns", "<u4"),
+        ("ifindex", "<u4"),
+        ("mark", "<u4"),
+        ("aux", "<u4"),
+        ("ct", "<u4"),
+        ("ct_status", "<u2"),
+        ("point", "u1"),
+        ("proto", "u1"),
+        ("tcp_flags", "u1"),
+        ("ctinfo", "u1"),
+        ("flags", "u1"),
+        ("pad", "u1"),
+        ("pkt", _TUPLE),
+        ("orig", _TUPLE),
+        ("reply", _TUPLE),
+    ]
+)
+EVENT_SIZE = EVENT_DTYPE.itemsize  # 80
+
+
+class Flow(NamedTuple):
+    """An IPv4 address/port 4-tuple in host order (ports) and dotted strings (addresses)."""
+
+    saddr: str
+    sport: int
+    daddr: str
+    dport: int
+
+    @property
+    def src(self) -> str:
+        return f"{self.saddr}:{self.sport}"
+
+    @property
+    def dst(self) -> str:
+        return f"{self.daddr}:{self.dport}"
+
+    def reversed(self) -> Flow:
+        return Flow(self.daddr, self.dport, self.saddr, self.sport)
+
+    def __str__(self) -> str:
+        return f"{self.src} -> {self.dst}"
+
+
+def _ip(raw: int) -> str:
+    # Addresses are stored as the kernel holds them (network order) read as little-endian u32.
+    return socket.inet_ntoa(int(raw).to_bytes(4, "little"))
+
+
+def _port(raw: int) -> int:
+    return int.from_bytes(int(raw).to_bytes(2, "little"), "big")
+
+
+def raw_flow(t: np.void) -> Flow:
+    return Flow(_ip(t["saddr"]), _port(t["sport"]), _ip(t["daddr"]), _port(t["dport"]))
+
+
+def ip_to_raw(addr: str) -> int:
+    """An address as the kernel stores it (network order bytes read as little-endian u32)."""
+    return int.from_bytes(ipaddress.IPv4Address(addr).packed, "little")
+
+
+def port_to_raw(port: int) -> int:
+    return int.from_bytes(port.to_bytes(2, "big"), "little")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One kernel event, decoded."""
+
+    ts_ns: int
+    skb: int
+    netns: int
+    ifindex: int
+    mark: int
+    aux: int
+    ct: int
+    ct_status: int
+    point: Point
+    proto: int
+    tcp_flags: int
+    ctinfo: int
+    flags: int
+    pkt: Flow
+    orig: Flow | None
+    reply: Flow | None
+
+    @property
+    def has_ct(self) -> bool:
+        return bool(self.flags & F_CT)
+
+    @property
+    def reply_dir(self) -> bool:
+        return bool(self.flags & F_REPLY_DIR)
+
+
+def decode(records: np.ndarray) -> list[Event]:
+    """Decode an array of EVENT_DTYPE records."""
+    out = []
+    for r in records:
+        has_ct = bool(r["flags"] & F_CT)
+        out.append(
+            Event(
+                ts_ns=int(r["ts_ns"]),
+                skb=int(r["skb"]),
+                netns=int(r["netns"]),
+                ifindex=int(r["ifindex"]),
+                mark=int(r["mark"]),
+                aux=int(r["aux"]),
+                ct=int(r["ct"]),
+                ct_status=int(r["ct_status"]),
+                point=Point(int(r["point"])),
+                proto=int(r["proto"]),
+                tcp_flags=int(r["tcp_flags"]),
+                ctinfo=int(r["ctinfo"]),
+                flags=int(r["flags"]),
+                pkt=raw_flow(r["pkt"]),
+                orig=raw_flow(r["orig"]) if has_ct else None,
+                reply=raw_flow(r["reply"]) if has_ct else None,
+            )
+        )
+    return out
+
+
+def decode_bytes(buf: bytes) -> list[Event]:
+    return decode(np.frombuffer(buf, dtype=EVENT_DTYPE))

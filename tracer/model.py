@@ -1,0 +1,114 @@
+"""Requests and their hops: what correlation produces and every sink shows."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracer.events import Flow
+
+# Version of the JSON object per request (`trace --json`, `replay --json`); bump on change.
+JSON_SCHEMA_VERSION = 1
+
+
+class HopKind(enum.StrEnum):
+    SEND = "send"  # left a client socket (LOCAL_OUT)
+    ENTER_NODE = "enter-node"  # first netns of the node the request reached
+    ENTER_NETNS = "enter-netns"  # crossed into another netns
+    BRIDGE = "bridge"  # bridged frame (br_netfilter hook on a bridge port)
+    DNAT = "dnat"  # destination rewritten (iptables DNAT, REDIRECT)
+    MARK = "mark"  # fwmark set (mangle MARK): picks a load-balancer service
+    LB = "lb"  # load balancer chose a real server (IPVS or its stand-in)
+    SNAT = "snat"  # source rewritten (masquerade)
+    VXLAN = "vxlan"  # crossed nodes over the overlay
+    DELIVER = "deliver"  # reached the backend's netns
+    REPLY = "reply"  # first packet back to the client
+    DROP = "drop"  # the kernel dropped it, with a reason
+
+
+class Status(enum.StrEnum):
+    OPEN = "open"  # still in flight
+    OK = "ok"  # reached a backend and got a reply
+    NO_REPLY = "no-reply"  # reached a backend, no reply seen before it ended/timed out
+    REFUSED = "refused"  # RST from the backend side
+    DROPPED = "dropped"
+    UNROUTED = "unrouted"  # never reached a backend
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    kind: HopKind
+    ts_ns: int
+    netns: int  # netns inode
+    where: str  # netns name as resolved by enrichment ("ingress_sbox"), or "netns:<inode>"
+    ifindex: int = 0
+    mark: int = 0
+    before: Flow | None = None  # the tuple before a rewrite (DNAT/SNAT/LB)
+    after: Flow | None = None  # the tuple after it
+    detail: str = ""  # drop reason, service of a mark, "IPVS stand-in", VNI ...
+    node: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": str(self.kind), "netns": self.where, "t_us": 0}
+        if self.node:
+            d["node"] = self.node
+        if self.ifindex:
+            d["ifindex"] = self.ifindex
+        if self.mark:
+            d["mark"] = f"{self.mark:#x}"
+        if self.before is not None:
+            d["before"] = str(self.before)
+        if self.after is not None:
+            d["after"] = str(self.after)
+        if self.detail:
+            d["detail"] = self.detail
+        return d
+
+
+@dataclass(slots=True)
+class Request:
+    """One client connection through the mesh: its path, the backend chosen, its fate."""
+
+    id: int
+    proto: str  # "tcp" / "udp"
+    client: Flow  # as the client sent it: client ip:port -> entry ip:port
+    start_ns: int
+    hops: list[Hop] = field(default_factory=list)
+    backend_addr: str = ""  # "ip:port" as the backend saw it
+    backend_name: str = ""  # netns name here; task/container with Docker enrichment
+    service: str = ""
+    mode: str = ""  # "mesh", "vip", "dnsrr", "direct"
+    status: Status = Status.OPEN
+    reply_ns: int = 0  # first packet back at the client side
+    end_ns: int = 0
+
+    @property
+    def reply_ms(self) -> float | None:
+        return (self.reply_ns - self.start_ns) / 1e6 if self.reply_ns else None
+
+    def to_json(self) -> dict[str, Any]:
+        hops = []
+        for h in self.hops:
+            d = h.to_json()
+            d["t_us"] = round((h.ts_ns - self.start_ns) / 1e3, 1)
+            hops.append(d)
+        out: dict[str, Any] = {
+            "v": JSON_SCHEMA_VERSION,
+            "id": self.id,
+            "proto": self.proto,
+            "client": self.client.src,
+            "entry": self.client.dst,
+            "backend": {"addr": self.backend_addr, "name": self.backend_name}
+            if self.backend_addr
+            else None,
+            "service": self.service or None,
+            "mode": self.mode or None,
+            "status": str(self.status),
+            "start_ns": self.start_ns,
+            "reply_ms": None if self.reply_ms is None else round(self.reply_ms, 3),
+            "duration_ms": round((self.end_ns - self.start_ns) / 1e6, 3) if self.end_ns else None,
+            "hops": hops,
+        }
+        return out
+

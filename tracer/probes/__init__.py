@@ -1,0 +1,1 @@
+"""Probe backends: live EventSources fed by kernel programs (core: CO-RE, bcc: kprobes)."""

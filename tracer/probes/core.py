@@ -1,0 +1,182 @@
+"""The `core` backend: CO-RE programs on BPF netfilter hooks (per netns) and BTF tracepoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import struct
+import time
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from tracer.errors import ProbeUnavailable
+from tracer.events import EVENT_DTYPE, ip_to_raw, port_to_raw
+from tracer.probes import libbpf, netns
+from tracer.probes.ringbuf import RingReader
+from tracer.source import Filter, SourceInfo, SourceStats
+
+log = logging.getLogger(__name__)
+
+# event.h: st_config flags and st_counter indexes
+CFG_FILTER, CFG_ALL_PKTS, CFG_DEVICES = 0x01, 0x02, 0x04
+CNT_EMITTED, CNT_LOST, CNT_FILTERED, CNT_MAX = 0, 1, 2, 4
+
+# (hook number, priority): after mangle (-150) and DNAT (-100) on the way in and out,
+# after SNAT (100) on the way out, so each event shows the decision already taken.
+NF_HOOKS = ((0, -90), (3, -90), (4, 110))
+NETNS_RESCAN_S = 0.5
+PROC_RESCAN_S = 5.0
+RING_BYTES = 16 << 20
+
+
+def bpf_object_path() -> Path:
+    """Where scripts/setup builds the CO-RE object (override: SWARMTRACE_BPF_DIR)."""
+    base = os.environ.get("SWARMTRACE_BPF_DIR")
+    root = Path(base) if base else Path(__file__).resolve().parents[2] / "bpf" / "build"
+    return root / "core.bpf.o"
+
+
+def check_capabilities() -> None:
+    if os.geteuid() != 0:
+        raise ProbeUnavailable("tracing needs root (BPF and netns access): run it with sudo")
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        raise ProbeUnavailable(
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux): use --backend bcc where kernel "
+            "headers are installed"
+        )
+
+
+class CoreSource:
+    """Live events from the running kernel via the CO-RE object."""
+
+    def __init__(self, flt: Filter, ring_bytes: int = RING_BYTES) -> None:
+        check_capabilities()
+        self.filter = flt
+        self._obj = libbpf.BpfObject(bpf_object_path())
+        self._obj.set_max_entries("st_events", ring_bytes)
+        self._obj.make_netfilter("st_nf_hook")
+        self._ring_bytes = ring_bytes
+        self._nf_links: dict[int, list[int]] = {}  # netns inode -> link fds
+        self._nf_failed: set[int] = set()
+        self._reader: RingReader | None = None
+        self._last_scan = self._last_proc_scan = 0.0
+        self._events = 0
+        notes = []
+        self.netfilter_ok = True
+        self.info = SourceInfo(backend="core", kernel=platform.release(), live=True)
+        self._notes = notes
+
+    def __enter__(self) -> CoreSource:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self._obj.load()
+        self._configure()
+        for prog in ("st_rx", "st_tx", "st_drop"):
+            self._obj.attach(prog)
+        self._scan_netns(force_proc=True)
+        if not self._nf_links:
+            self.netfilter_ok = False
+            self._notes.append("no BPF netfilter links on this kernel (< 6.4): device events only")
+        self._reader = RingReader(self._obj.map_fd("st_events"), self._ring_bytes)
+        self.info = SourceInfo(
+            backend="core", kernel=platform.release(), live=True, notes=tuple(self._notes)
+        )
+
+    def _configure(self) -> None:
+        f = self.filter
+        flags = (CFG_FILTER if (f.ports or f.addrs) else 0)
+        flags |= CFG_ALL_PKTS if f.all_packets else 0
+        flags |= CFG_DEVICES if f.devices else 0
+        self._obj.map_update(self._obj.map_fd("st_config"), struct.pack("<I", 0),
+                             struct.pack("<II", flags, 0))
+        ports_fd, addrs_fd = self._obj.map_fd("st_ports"), self._obj.map_fd("st_addrs")
+        for p in f.ports:
+            self._obj.map_update(ports_fd, struct.pack("<H", port_to_raw(p)), b"\x01")
+        for a in f.addrs:
+            self._obj.map_update(addrs_fd, struct.pack("<I", ip_to_raw(a)), b"\x01")
+
+    def _scan_netns(self, force_proc: bool = False) -> None:
+        now = time.monotonic()
+        scan_proc = force_proc or now - self._last_proc_scan >= PROC_RESCAN_S
+        self._last_scan = now
+        if scan_proc:
+            self._last_proc_scan = now
+        seen = netns.discover(scan_proc=scan_proc)
+        prog_fd = self._obj.prog_fd("st_nf_hook")
+        for ino, path in seen.items():
+            if ino in self._nf_links or ino in self._nf_failed:
+                continue
+            try:
+                with netns.entered(path):
+                    fds = [libbpf.netfilter_link(prog_fd, hook, prio) for hook, prio in NF_HOOKS]
+            except OSError as err:
+                # A netns that vanished between listing and entering, or no netfilter links.
+                self._nf_failed.add(ino)
+                log.debug("netns %s (%d): %s", path, ino, err)
+                continue
+            self._nf_links[ino] = fds
+            log.debug("hooked netns %s (%d)", path, ino)
+        if not scan_proc:
+            return
+        for ino in [i for i in self._nf_links if i not in seen]:
+            for fd in self._nf_links.pop(ino):
+                os.close(fd)
+
+    @property
+    def hooked_netns(self) -> set[int]:
+        return set(self._nf_links)
+
+    def poll(self, timeout_s: float) -> np.ndarray:
+        assert self._reader is not None, "use CoreSource as a context manager"
+        if time.monotonic() - self._last_scan >= NETNS_RESCAN_S:
+            self._scan_netns()
+        self._reader.wait(min(timeout_s, NETNS_RESCAN_S))
+        out = self._reader.read()
+        self._events += len(out)
+        return out
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+    def stats(self) -> SourceStats:
+        fd = self._obj.map_fd("st_counters")
+        ncpu = os.cpu_count() or 1
+        totals = []
+        for idx in range(CNT_MAX):
+            raw = self._obj.map_lookup(fd, struct.pack("<I", idx), 8 * ncpu)
+            totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
+        return SourceStats(events=self._events, lost=totals[CNT_LOST],
+                           filtered=totals[CNT_FILTERED],
+                           extra={"netns_hooked": len(self._nf_links)})
+
+    def close(self) -> None:
+        if self._reader:
+            self._reader.close()
+            self._reader = None
+        for fds in self._nf_links.values():
+            for fd in fds:
+                os.close(fd)
+        self._nf_links.clear()
+        self._obj.close()
+
+
+def empty() -> np.ndarray:
+    return np.empty(0, dtype=EVENT_DTYPE)
