@@ -11,7 +11,11 @@ from tracer import __version__
 from tracer.errors import SwarmtraceError
 
 # Each module registers its own subparser with set_defaults(func=run).
-COMMAND_MODULES = ("trace", "lab")
+COMMAND_MODULES = (
+    "trace",
+    "lab",
+    "demo",
+)
 
 EPILOG = """examples:
   swarmtrace lab up                    build the routing-mesh lab (netns, no Docker)

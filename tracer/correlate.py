@@ -1,0 +1,279 @@
+"""Events -> requests: join the per-netns events of a connection into one hop-by-hop request.
+
+A connection is followed through NAT by its tuples: every tuple it had in any netns (before
+and after each DNAT/SNAT) indexes the request, so the next netns's events, which only know
+their own post-NAT view, find it. Replies are the reversed tuples. Works incrementally on a
+live stream with bounded memory: idle requests are closed and forgotten."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracer.events import (
+    F_BRIDGED,
+    F_REPLY_DIR,
+    IPS_DST_NAT,
+    IPS_SRC_NAT,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Event,
+    Flow,
+    Point,
+    decode,
+)
+from tracer.model import Hop, HopKind, Request, Status
+
+IDLE_NS = 3_000_000_000  # a request with no event for this long is finished
+MAX_OPEN = 50_000  # open requests kept; the oldest is closed beyond this
+
+_PROTO = {6: "tcp", 17: "udp"}
+
+
+@dataclass(slots=True)
+class _Open:
+    req: Request
+    tuples: set[Flow] = field(default_factory=set)
+    netns_seen: set[int] = field(default_factory=set)
+    nat_seen: set[tuple[int, str]] = field(default_factory=set)
+    last_fwd_netns: int = 0
+    last_fwd_ts: int = 0
+    last_fwd_dst: str = ""
+    reply_by_netns: dict[int, int] = field(default_factory=dict)  # first reply event per netns
+    fin_fwd: bool = False
+    fin_rev: bool = False
+    last_ts: int = 0
+
+
+class Correlator:
+    """Feed decoded events in arrival order; get back the requests that completed."""
+
+    def __init__(self, idle_ns: int = IDLE_NS, max_open: int = MAX_OPEN) -> None:
+        self._idle_ns = idle_ns
+        self._max_open = max_open
+        self._open: OrderedDict[int, _Open] = OrderedDict()  # by request id, oldest first
+        self._index: dict[tuple[int, Flow], _Open] = {}  # (proto, forward tuple) -> request
+        self._next_id = 1
+        self.now_ns = 0
+
+    @property
+    def open_requests(self) -> list[Request]:
+        return [o.req for o in self._open.values()]
+
+    def feed_array(self, records: np.ndarray) -> list[Request]:
+        return self.feed(decode(records))
+
+    def feed(self, events: Iterable[Event]) -> list[Request]:
+        done: list[Request] = []
+        for e in events:
+            self.now_ns = max(self.now_ns, e.ts_ns)
+            finished = self._event(e)
+            if finished is not None:
+                done.append(self._close(finished))
+        done.extend(self.expire(self.now_ns))
+        return done
+
+    def expire(self, now_ns: int) -> list[Request]:
+        """Close requests idle since before now_ns - idle, and the oldest beyond the cap."""
+        done = []
+        while self._open:
+            o = next(iter(self._open.values()))
+            if now_ns - o.last_ts < self._idle_ns and len(self._open) <= self._max_open:
+                break
+            done.append(self._close(o))
+        return done
+
+    def flush(self) -> list[Request]:
+        """Close everything still open (end of a replay, end of a trace)."""
+        return [self._close(o) for o in list(self._open.values())]
+
+    # -- one event ---------------------------------------------------------------------
+
+    def _lookup(self, e: Event) -> tuple[_Open | None, bool]:
+        """The request this event belongs to, and whether it travels in the reply direction."""
+        if e.has_ct:
+            assert e.orig is not None
+            o = self._index.get((e.proto, e.orig))
+            if o is not None:
+                return o, e.reply_dir
+        o = self._index.get((e.proto, e.pkt))
+        if o is not None:
+            return o, False
+        o = self._index.get((e.proto, e.pkt.reversed()))
+        if o is not None:
+            return o, True
+        return None, bool(e.flags & F_REPLY_DIR)
+
+    def _event(self, e: Event) -> _Open | None:
+        if e.proto not in _PROTO:
+            return None
+        o, reply = self._lookup(e)
+        if o is None:
+            if reply or not _starts_connection(e):
+                return None
+            o = self._new(e)
+        o.last_ts = e.ts_ns
+        self._open.move_to_end(o.req.id)
+        if e.point == Point.DROP:
+            self._drop(o, e)
+            return None
+        if reply:
+            return self._reply(o, e)
+        return self._forward(o, e)
+
+    def _new(self, e: Event) -> _Open:
+        client = e.orig if e.has_ct and e.orig is not None else e.pkt
+        req = Request(id=self._next_id, proto=_PROTO[e.proto], client=client, start_ns=e.ts_ns)
+        self._next_id += 1
+        o = _Open(req=req, last_ts=e.ts_ns)
+        self._open[req.id] = o
+        self._register(o, e.proto, client)
+        return o
+
+    def _register(self, o: _Open, proto: int, t: Flow) -> None:
+        if t not in o.tuples:
+            o.tuples.add(t)
+            self._index[(proto, t)] = o
+
+    def _forward(self, o: _Open, e: Event) -> _Open | None:
+        req = o.req
+        self._register(o, e.proto, e.pkt)
+        if e.has_ct and e.reply is not None:
+            self._register(o, e.proto, e.reply.reversed())
+        if e.tcp_flags & TCP_FIN:
+            o.fin_fwd = True
+        if e.tcp_flags & TCP_RST:
+            return o
+        if not (e.tcp_flags & TCP_SYN) and req.proto == "tcp":
+            return o if o.fin_fwd and o.fin_rev else None
+        # The path is drawn from the first packet (SYN, or the first datagram).
+        if e.netns not in o.netns_seen:
+            o.netns_seen.add(e.netns)
+            req.hops.append(Hop(_enter_kind(e, first=not req.hops), e.ts_ns, e.netns,
+                                f"netns:{e.netns}", e.ifindex))
+        if e.mark and (e.netns, "mark") not in o.nat_seen:
+            o.nat_seen.add((e.netns, "mark"))
+            req.hops.append(Hop(HopKind.MARK, e.ts_ns, e.netns, f"netns:{e.netns}",
+                                e.ifindex, mark=e.mark))
+        self._nat_hops(o, e)
+        o.last_fwd_netns, o.last_fwd_ts, o.last_fwd_dst = e.netns, e.ts_ns, e.pkt.dst
+        return None
+
+    def _nat_hops(self, o: _Open, e: Event) -> None:
+        if not e.has_ct or e.orig is None or e.reply is None:
+            return
+        after = e.reply.reversed()  # the forward tuple once this netns's NAT applied
+        where = f"netns:{e.netns}"
+        if e.ct_status & IPS_DST_NAT and after.dst != e.orig.dst and e.pkt.dst == after.dst \
+                and (e.netns, "dnat") not in o.nat_seen:
+            o.nat_seen.add((e.netns, "dnat"))
+            # A destination chosen where a fwmark selects a service is a load-balancer pick.
+            kind = HopKind.LB if e.mark else HopKind.DNAT
+            o.req.hops.append(Hop(kind, e.ts_ns, e.netns, where, e.ifindex, mark=e.mark,
+                                  before=e.orig, after=Flow(e.orig.saddr, e.orig.sport,
+                                                            after.daddr, after.dport)))
+        if e.ct_status & IPS_SRC_NAT and e.point == Point.NF_POST \
+                and after.src != e.orig.src and (e.netns, "snat") not in o.nat_seen:
+            o.nat_seen.add((e.netns, "snat"))
+            o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, where, e.ifindex,
+                                  mark=e.mark, before=Flow(e.orig.saddr, e.orig.sport,
+                                                           after.daddr, after.dport),
+                                  after=after))
+
+    def _reply(self, o: _Open, e: Event) -> _Open | None:
+        o.reply_by_netns.setdefault(e.netns, e.ts_ns)
+        if e.tcp_flags & TCP_RST:
+            o.req.status = Status.REFUSED
+            return o
+        if e.tcp_flags & TCP_FIN:
+            o.fin_rev = True
+        return o if o.fin_fwd and o.fin_rev else None
+
+    def _drop(self, o: _Open, e: Event) -> None:
+        o.req.hops.append(Hop(HopKind.DROP, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
+                              detail=drop_reason(e.aux)))
+        o.req.status = Status.DROPPED
+
+    # -- completion --------------------------------------------------------------------
+
+    def _close(self, o: _Open) -> Request:
+        req = o.req
+        self._open.pop(req.id, None)
+        for t in o.tuples:
+            key = (_proto_num(req.proto), t)
+            if self._index.get(key) is o:
+                del self._index[key]
+        req.end_ns = o.last_ts
+        # The backend is where the first packet ended up: the last netns it entered.
+        for i in range(len(req.hops) - 1, -1, -1):
+            h = req.hops[i]
+            if h.netns == o.last_fwd_netns and h.kind in _ENTERS:
+                if i > 0:
+                    req.hops[i] = Hop(HopKind.DELIVER, h.ts_ns, h.netns, h.where, h.ifindex)
+                    req.backend_addr = o.last_fwd_dst
+                break
+        if o.reply_by_netns:
+            # Reply time is measured where the request started (the client side) when we
+            # see it there, else at the earliest netns of the path that saw the reply.
+            order = [h.netns for h in req.hops if h.kind in _ENTERS or h.kind == HopKind.DELIVER]
+            seen = [n for n in order if n in o.reply_by_netns]
+            netns = seen[0] if seen else next(iter(o.reply_by_netns))
+            req.reply_ns = o.reply_by_netns[netns]
+            req.hops.append(Hop(HopKind.REPLY, req.reply_ns, netns, f"netns:{netns}"))
+        if req.status == Status.OPEN:
+            if not req.backend_addr:
+                req.status = Status.UNROUTED
+            else:
+                req.status = Status.OK if req.reply_ns else Status.NO_REPLY
+        req.mode = _mode(req)
+        req.hops.sort(key=lambda h: h.ts_ns)
+        return req
+
+
+_ENTERS = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE)
+
+
+def _starts_connection(e: Event) -> bool:
+    if e.proto == 6:
+        return bool(e.tcp_flags & TCP_SYN) and not (e.tcp_flags & TCP_ACK)
+    return not e.has_ct or e.ctinfo == 2  # IP_CT_NEW
+
+
+def _enter_kind(e: Event, first: bool) -> HopKind:
+    if first:
+        return HopKind.SEND if e.point == Point.NF_OUT else HopKind.ENTER_NODE
+    if e.flags & F_BRIDGED and not (e.ct_status & (IPS_DST_NAT | IPS_SRC_NAT)):
+        return HopKind.BRIDGE
+    return HopKind.ENTER_NETNS
+
+
+def _mode(req: Request) -> str:
+    kinds = [h.kind for h in req.hops]
+    if HopKind.LB in kinds:
+        lb_netns = next(h.netns for h in req.hops if h.kind == HopKind.LB)
+        # The balancer in the sender's own netns is VIP; behind a node entry DNAT, the mesh.
+        return "vip" if req.hops[0].kind == HopKind.SEND and req.hops[0].netns == lb_netns \
+            else "mesh"
+    return "direct"
+
+
+def _proto_num(name: str) -> int:
+    return 6 if name == "tcp" else 17
+
+
+# enum skb_drop_reason, the common ones (include/net/dropreason-core.h, stable order).
+_DROP_REASONS = {
+    2: "NOT_SPECIFIED", 3: "NO_SOCKET", 5: "PKT_TOO_SMALL", 6: "TCP_CSUM", 7: "SOCKET_FILTER",
+    8: "UDP_CSUM", 9: "NETFILTER_DROP", 10: "OTHERHOST", 11: "IP_CSUM", 12: "IP_INHDR",
+    13: "IP_RPFILTER", 14: "UNICAST_IN_L2_MULTICAST", 16: "XFRM_POLICY", 17: "IP_NOPROTO",
+}
+
+
+def drop_reason(code: int) -> str:
+    return _DROP_REASONS.get(code, f"reason {code}")
+

@@ -1,0 +1,39 @@
+"""Put names on a correlated request: netns, backend task/container, the service of a mark."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tracer.enrich.names import Names
+from tracer.model import Hop, HopKind, Request
+
+
+def annotate(req: Request, names: Names) -> Request:
+    """Fill hop.where, hop.node, mark services and the backend's name, as of each hop's time."""
+    hops = []
+    for h in req.hops:
+        ns = names.netns(h.netns, h.ts_ns)
+        where = ns.label if ns else h.where
+        changes: dict[str, object] = {"where": where, "node": (ns.node or "") if ns else ""}
+        if h.kind == HopKind.MARK and not h.detail:
+            svc = names.fwmark(h.netns, h.mark, h.ts_ns)
+            if svc:
+                changes["detail"] = f"service {svc} (fwmark {h.mark})"
+        hops.append(replace(h, **changes))  # type: ignore[arg-type]
+    req.hops = hops
+    deliver = next((h for h in hops if h.kind == HopKind.DELIVER), None)
+    if req.backend_addr:
+        ip = req.backend_addr.rsplit(":", 1)[0]
+        addr = names.addr(ip, deliver.ts_ns if deliver else req.start_ns)
+        if addr is not None:
+            req.backend_name = addr.label
+            req.service = req.service or (addr.service or "")
+        elif deliver is not None:
+            req.backend_name = deliver.where
+    return req
+
+
+def label_lb(hops: list[Hop], note: str) -> list[Hop]:
+    """Say how load balancing was done (e.g. "IPVS stand-in") on each LB hop."""
+    return [replace(h, detail=note) if h.kind == HopKind.LB and not h.detail else h
+            for h in hops]

@@ -1,0 +1,48 @@
+"""The one data path every front end runs: source -> correlate -> enrich -> requests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from tracer.correlate import Correlator
+from tracer.enrich.annotate import annotate, label_lb
+from tracer.enrich.names import Names
+from tracer.model import Request
+from tracer.source import EventSource
+
+RawTap = Callable[[np.ndarray], None]
+
+
+class Pipeline:
+    """Poll a source, turn its events into finished, named requests."""
+
+    def __init__(self, source: EventSource, names: Names | None = None, lb_note: str = "") -> None:
+        self.source = source
+        self.names = names
+        self.lb_note = lb_note
+        self.correlator = Correlator()
+        self.taps: list[RawTap] = []  # see raw events first (trace file recorder)
+        self.events = 0
+
+    def poll(self, timeout_s: float) -> list[Request]:
+        arr = self.source.poll(timeout_s)
+        for tap in self.taps:
+            if len(arr):
+                tap(arr)
+        self.events += len(arr)
+        done = self.correlator.feed_array(arr)
+        if self.source.info.live:
+            # Idle requests end by the clock, not only by the next event (same clock as BPF).
+            done += self.correlator.expire(time.monotonic_ns())
+        return [self._finish(r) for r in done]
+
+    def flush(self) -> list[Request]:
+        return [self._finish(r) for r in self.correlator.flush()]
+
+    def _finish(self, req: Request) -> Request:
+        if self.lb_note:
+            req.hops = label_lb(req.hops, self.lb_note)
+        return annotate(req, self.names) if self.names is not None else req
