@@ -15,6 +15,9 @@ COMMAND_MODULES = (
     "trace",
     "lab",
     "demo",
+    "replay",
+    "export",
+    "info",
 )
 
 EPILOG = """examples:

@@ -62,6 +62,8 @@ class TraceHeader:
     nodes: tuple[str, ...] = ()
     filters: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # How the recorded node balanced load, labelled on LB hops at replay as live did it.
+    lb_note: str = ""
     hostname: str = ""
     # ts_ns of events is CLOCK_MONOTONIC: wall = ts_ns - start_mono_ns + start_wall_ns.
     start_wall_ns: int = 0
@@ -78,6 +80,7 @@ class TraceHeader:
         filters: Filter | None = None,
         nodes: tuple[str, ...] = (),
         notes: tuple[str, ...] = (),
+        lb_note: str = "",
     ) -> TraceHeader:
         """A header for a recording that starts now from the source described by `info`."""
         wall, mono = time.time_ns(), time.monotonic_ns()
@@ -87,6 +90,7 @@ class TraceHeader:
             nodes=tuple(nodes),
             filters=asdict(filters) if filters is not None else {},
             notes=tuple(info.notes) + tuple(notes),
+            lb_note=lb_note,
             hostname=socket.gethostname(),
             start_wall_ns=wall,
             start_mono_ns=mono,
@@ -112,6 +116,7 @@ class TraceHeader:
                 nodes=tuple(str(n) for n in d.get("nodes", ())),
                 filters=dict(d.get("filters") or {}),
                 notes=tuple(str(n) for n in d.get("notes", ())),
+                lb_note=str(d.get("lb_note", "")),
                 hostname=str(d.get("hostname", "")),
                 start_wall_ns=int(d["start_wall_ns"]),
                 start_mono_ns=int(d["start_mono_ns"]),

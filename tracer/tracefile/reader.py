@@ -170,6 +170,29 @@ class TraceReader:
         self.damage = err
         log.warning("%s", err)
 
+    def topology(self) -> list[TopologyRecord]:
+        """Only the topology records, seeking over event payloads (fast); silent on damage."""
+        out: list[TopologyRecord] = []
+        size = os.fstat(self._f.fileno()).st_size
+        self._f.seek(self._body)
+        while True:
+            head = self._f.read(FRAME.size)
+            if len(head) < FRAME.size:
+                return out
+            kind, _, _, length, _ = FRAME.unpack(head)
+            if kind != RecordType.TOPOLOGY:
+                if kind == RecordType.SUMMARY or self._f.seek(length, os.SEEK_CUR) > size:
+                    return out
+                continue
+            self._f.seek(-FRAME.size, os.SEEK_CUR)
+            try:
+                kind, payload = self._read_frame()
+                record = _decode(kind, payload)
+            except (EOFError, _Damage):
+                return out
+            if isinstance(record, TopologyRecord):
+                out.append(record)
+
     def events(self) -> Iterator[np.ndarray]:
         """Only the event arrays, in order."""
         for rec in self:

@@ -1,0 +1,164 @@
+"""`swarmtrace info FILE`: what a trace holds: header, time span, counts, lost events, names."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracer.events import Point
+from tracer.tracefile.reader import (
+    EventChunk,
+    LostRecord,
+    TopologyRecord,
+    TraceReader,
+    TraceSummary,
+    open_trace,
+)
+from tracer.tracefile.topology import combined_snapshot, inventory, names_from_snapshot
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("info", help="describe a trace file: header, span, counts, names")
+    p.add_argument("file", type=Path, help="trace file (.swt)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class _Tally:
+    events: int = 0
+    chunks: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+    lost: int = 0
+    points: Counter[int] = field(default_factory=Counter)
+    netns: Counter[int] = field(default_factory=Counter)
+    topology: list[TopologyRecord] = field(default_factory=list)
+    summary: TraceSummary | None = None
+
+    def add(self, events: np.ndarray) -> None:
+        self.events += len(events)
+        self.chunks += 1
+        ts = events["ts_ns"]
+        lo, hi = int(ts.min()), int(ts.max())
+        self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
+        self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
+        for values, counter in ((events["point"], self.points), (events["netns"], self.netns)):
+            keys, counts = np.unique(values, return_counts=True)
+            counter.update(dict(zip(keys.tolist(), counts.tolist(), strict=True)))
+
+
+def _tally(reader: TraceReader) -> _Tally:
+    t = _Tally()
+    for rec in reader:
+        if isinstance(rec, EventChunk):
+            if len(rec.events):
+                t.add(rec.events)
+        elif isinstance(rec, TopologyRecord):
+            t.topology.append(rec)
+        elif isinstance(rec, LostRecord):
+            t.lost = max(t.lost, rec.total)
+        elif isinstance(rec, TraceSummary):
+            t.summary = rec
+            t.lost = max(t.lost, rec.lost)
+    return t
+
+
+def _wall(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds")
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """Everything `info` shows, as a JSON-able dict."""
+    with open_trace(path) as reader:
+        h = reader.header
+        t = _tally(reader)
+        damage = str(reader.damage) if reader.damage else None
+    snapshot = combined_snapshot(t.topology)
+    inv = inventory(snapshot)
+    names = names_from_snapshot(snapshot)
+    size = path.stat().st_size
+    netns = {}
+    for inode, n in t.netns.most_common():
+        ns = names.netns(inode, t.first_ts or 0) if names else None
+        netns[ns.label if ns else f"netns:{inode}"] = n
+    return {
+        "file": str(path),
+        "bytes": size,
+        "bytes_per_event": round(size / t.events, 1) if t.events else None,
+        "schema": h.schema,
+        "tracer_version": h.tracer_version,
+        "event_version": h.event_version,
+        "backend": h.backend,
+        "kernel": h.kernel,
+        "hostname": h.hostname,
+        "notes": list(h.notes),
+        "lb_note": h.lb_note or None,
+        "filters": dict(h.filters),
+        "start": _wall(h.start_wall_ns),
+        "first_event": _wall(h.wall_ns(t.first_ts)) if t.first_ts is not None else None,
+        "last_event": _wall(h.wall_ns(t.last_ts)) if t.last_ts is not None else None,
+        "duration_s": round((t.last_ts - t.first_ts) / 1e9, 3)
+        if t.first_ts is not None and t.last_ts is not None
+        else 0.0,
+        "events": t.events,
+        "event_chunks": t.chunks,
+        "lost_events": t.lost,
+        "points": {
+            (Point(p).label if p in {int(x) for x in Point} else str(p)): n
+            for p, n in t.points.most_common()
+        },
+        "netns": netns,
+        "topology_records": len(t.topology),
+        "nodes": sorted(set(h.nodes) | set(inv.nodes)),
+        "services": list(inv.services),
+        "complete": t.summary is not None,
+        "end_reason": t.summary.reason if t.summary else None,
+        "damage": damage,
+    }
+
+
+def _text(d: dict[str, Any]) -> str:
+    def kv(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in counts.items()) or "-"
+
+    state = "complete" if d["complete"] else "incomplete (no closing summary)"
+    if d["end_reason"] not in (None, "complete"):
+        state += f", ended by {d['end_reason']}"
+    lines = [
+        f"file       {d['file']} ({d['bytes']} bytes, {d['bytes_per_event'] or '-'} bytes/event)",
+        f"format     trace schema {d['schema']}, events v{d['event_version']}, "
+        f"written by swarmtrace {d['tracer_version']}",
+        f"recorded   {d['backend']} backend on {d['hostname'] or '?'}, kernel {d['kernel']}",
+        f"started    {d['start']}",
+        f"events     {d['first_event'] or '-'} .. {d['last_event'] or '-'} ({d['duration_s']} s)",
+        f"counts     {d['events']} events in {d['event_chunks']} chunks, "
+        f"{d['lost_events']} lost in the kernel",
+        f"points     {kv(d['points'])}",
+        f"netns      {kv(d['netns'])}",
+        f"nodes      {', '.join(d['nodes']) or '-'}",
+        f"services   {', '.join(d['services']) or '-'}",
+        f"topology   {d['topology_records']} records",
+        f"filters    {json.dumps(d['filters'], sort_keys=True)}",
+        f"state      {state}",
+    ]
+    lines += [f"note       {n}" for n in d["notes"]]
+    if d["lb_note"]:
+        lines.append(f"lb         {d['lb_note']}")
+    if d["damage"]:
+        lines.append(f"damage     {d['damage']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    d = describe(args.file)
+    print(json.dumps(d, indent=2) if args.json else _text(d), file=sys.stdout)
+    return 0

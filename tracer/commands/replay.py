@@ -1,0 +1,109 @@
+"""`swarmtrace replay FILE`: the requests of a recorded trace; no root, BPF or Docker needed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import ipaddress
+import sys
+from pathlib import Path
+
+from tracer.errors import TraceFileError
+from tracer.pipeline import Pipeline
+from tracer.sinks.text import JsonSink, TextSink
+from tracer.source import Filter
+from tracer.tracefile.replay import ReplaySource
+from tracer.tracefile.topology import trace_names
+
+EXAMPLES = """examples:
+  swarmtrace replay mesh.swt                 the recorded requests, hop by hop
+  swarmtrace replay mesh.swt --json          JSON lines, same schema as `trace --json`
+  swarmtrace replay mesh.swt --speed 1       paced as recorded (0.25 = four times slower)
+  swarmtrace replay --sample                 the bundled trace of the article's cluster
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "replay",
+        help="replay a recorded trace file (no root needed)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", nargs="?", type=Path, help="trace file (.swt)")
+    p.add_argument("--sample", action="store_true", help="replay the bundled sample trace")
+    p.add_argument("--json", action="store_true", help="one JSON object per request per line")
+    p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
+    p.add_argument(
+        "--speed", type=float, default=None, help="pace by recorded time (1 = real time)"
+    )
+    p.add_argument("--count", type=int, default=0, help="stop after N requests")
+    p.add_argument("--port", type=int, action="append", default=[], help="port of interest")
+    p.add_argument(
+        "--addr", type=ipv4, action="append", default=[], help="IPv4 address of interest"
+    )
+    p.add_argument(
+        "--no-tui", action="store_true", help="text output even when stdout is a terminal"
+    )
+    p.set_defaults(func=run)
+
+
+def ipv4(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from err
+
+
+def sample_path() -> Path:
+    """The bundled sample trace (tracer/data/sample.swt)."""
+    path = Path(str(importlib.resources.files("tracer") / "data" / "sample.swt"))
+    if not path.is_file():
+        raise TraceFileError(
+            f"the bundled sample trace is missing ({path}): reinstall swarmtrace or "
+            "replay a file of your own"
+        )
+    return path
+
+
+def trace_path(args: argparse.Namespace) -> Path:
+    if args.sample == (args.file is not None):
+        raise TraceFileError("give a trace FILE or --sample (one of them)")
+    return sample_path() if args.sample else Path(args.file)
+
+
+def open_tui(path: Path, args: argparse.Namespace) -> int | None:
+    """Hook for the TUI (issue 6): run it on the replay and return its exit status.
+
+    Returns None while no TUI is wired in; replay then prints text.
+    """
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    path = trace_path(args)
+    if args.speed is not None and args.speed <= 0:
+        raise TraceFileError(f"--speed must be > 0 (got {args.speed})")
+    if sys.stdout.isatty() and not (args.json or args.no_tui):
+        status = open_tui(path, args)
+        if status is not None:
+            return status
+    flt = Filter(ports=tuple(args.port), addrs=tuple(args.addr))
+    sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
+    shown = 0
+    with ReplaySource(path, args.speed, filter=flt) as source:
+        pipe = Pipeline(source, trace_names(path), source.header.lb_note)
+        while not source.finished:
+            for req in pipe.poll(0.2):
+                sink.write(req)
+                shown += 1
+                if args.count and shown >= args.count:
+                    sink.close()
+                    return 0
+        for req in pipe.flush():
+            if args.count and shown >= args.count:
+                break
+            sink.write(req)
+            shown += 1
+    sink.close()
+    return 0
