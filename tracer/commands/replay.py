@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tracer.errors import TraceFileError
+from tracer.model import Request
 from tracer.pipeline import Pipeline
 from tracer.sinks.text import JsonSink, TextSink
 from tracer.source import Filter
@@ -91,19 +92,29 @@ def run(args: argparse.Namespace) -> int:
     flt = Filter(ports=tuple(args.port), addrs=tuple(args.addr))
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     shown = 0
-    with ReplaySource(path, args.speed, filter=flt) as source:
+    with ReplaySource(path, args.speed) as source:
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
-        while not source.finished:
-            for req in pipe.poll(0.2):
-                sink.write(req)
-                shown += 1
-                if args.count and shown >= args.count:
-                    sink.close()
-                    return 0
-        for req in pipe.flush():
-            if args.count and shown >= args.count:
+        while not (args.count and shown >= args.count):
+            done = source.finished
+            for req in pipe.flush() if done else pipe.poll(0.2):
+                if matches(req, flt) and not (args.count and shown >= args.count):
+                    sink.write(req)
+                    shown += 1
+            if done:
                 break
-            sink.write(req)
-            shown += 1
     sink.close()
     return 0
+
+
+def matches(req: Request, flt: Filter) -> bool:
+    """Live filters select flows by port/address anywhere along their NAT chain: so here."""
+    if not (flt.ports or flt.addrs):
+        return True
+    flows = [req.client] + [f for h in req.hops for f in (h.before, h.after) if f is not None]
+    ports = {p for f in flows for p in (f.sport, f.dport)}
+    addrs = {a for f in flows for a in (f.saddr, f.daddr)}
+    if req.backend_addr:
+        addr, _, port = req.backend_addr.rpartition(":")
+        addrs.add(addr)
+        ports.add(int(port))
+    return bool(ports & set(flt.ports)) or bool(addrs & set(flt.addrs))

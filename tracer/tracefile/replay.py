@@ -10,8 +10,8 @@ from types import TracebackType
 import numpy as np
 
 from tracer.errors import TraceFileError
-from tracer.events import EVENT_DTYPE, ip_to_raw, port_to_raw
-from tracer.source import Filter, SourceInfo, SourceStats
+from tracer.events import EVENT_DTYPE
+from tracer.source import SourceInfo, SourceStats
 from tracer.tracefile.reader import (
     EventChunk,
     LostRecord,
@@ -36,7 +36,6 @@ class ReplaySource:
         path: str | os.PathLike[str],
         speed: float | None = None,
         *,
-        filter: Filter | None = None,
         on_topology: Callable[[TopologyRecord], None] | None = None,
         batch_events: int = BATCH_EVENTS,
     ) -> None:
@@ -52,7 +51,6 @@ class ReplaySource:
             notes=(f"recorded by {self.header.backend} on {origin}", *self.header.notes),
         )
         self._speed = speed
-        self._filter = filter
         self._on_topology = on_topology
         self._batch = batch_events
         self._records: Iterator[Record] = iter(self._reader)
@@ -121,9 +119,8 @@ class ReplaySource:
         """Read records up to the next non-empty event chunk; False at the end of the file."""
         for rec in self._records:
             if isinstance(rec, EventChunk):
-                events = self._apply_filter(rec.events)
-                if len(events):
-                    self._buf, self._pos = events, 0
+                if len(rec.events):
+                    self._buf, self._pos = rec.events, 0
                     return True
             elif isinstance(rec, TopologyRecord):
                 if self._on_topology is not None:
@@ -131,19 +128,3 @@ class ReplaySource:
             elif isinstance(rec, LostRecord):
                 self._stats.lost = rec.total
         return False
-
-    def _apply_filter(self, events: np.ndarray) -> np.ndarray:
-        f = self._filter
-        if f is None or not (f.ports or f.addrs):
-            return events
-        keep = np.zeros(len(events), dtype=bool)
-        for tup in ("pkt", "orig", "reply"):
-            t = events[tup]
-            for port in f.ports:
-                raw = port_to_raw(port)
-                keep |= (t["sport"] == raw) | (t["dport"] == raw)
-            for addr in f.addrs:
-                raw = ip_to_raw(addr)
-                keep |= (t["saddr"] == raw) | (t["daddr"] == raw)
-        self._stats.filtered += int(len(events) - keep.sum())
-        return events[keep]
