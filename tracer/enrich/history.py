@@ -1,0 +1,176 @@
+"""Names over time: every Topology reading becomes spans [since, until) per key, and a log.
+
+The log of changes (CLOCK_MONOTONIC ns, like the events) is the snapshot written into trace
+files; replay rebuilds the very same spans from it, so it resolves names as live did.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable
+from dataclasses import dataclass, fields
+from typing import Any, cast
+
+from tracer.enrich.names import AddrName, Names, NetnsName
+from tracer.enrich.topology import Topology
+from tracer.errors import TraceFileError
+
+SNAPSHOT_VERSION = 1
+KINDS = tuple(f.name for f in fields(Topology))  # netns, addrs, fwmarks, lb_index, ports
+
+# Docker's reading outranks the bare netns reading when both know a key at the same time.
+RANK_DOCKER = 0
+RANK_NETNS = 1
+
+
+@dataclass(slots=True)
+class _Span:
+    since: int
+    until: int | None
+    rank: int
+    value: Any
+
+    def distance(self, ts: int) -> int:
+        if ts < self.since:
+            return self.since - ts
+        if self.until is not None and ts >= self.until:
+            return ts - self.until + 1
+        return 0
+
+
+def _key_to_json(kind: str, key: Hashable) -> Any:
+    return list(cast(tuple[Any, ...], key)) if kind in ("fwmarks", "lb_index", "ports") else key
+
+
+def _key_from_json(kind: str, key: Any) -> Hashable:
+    return tuple(key) if kind in ("fwmarks", "lb_index", "ports") else key
+
+
+def _value_to_json(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, NetnsName | AddrName) else value
+
+
+def _value_from_json(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "netns":
+        return NetnsName(**value)
+    if kind == "addrs":
+        return AddrName(**value)
+    return value
+
+
+class NameHistory:
+    """Thread-safe store of what every key meant when; fed by readers, read by resolvers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spans: dict[str, dict[Hashable, list[_Span]]] = {k: {} for k in KINDS}
+        self._open: dict[tuple[str, str, Hashable], _Span] = {}  # (source, kind, key) ->
+        self._changes: list[dict[str, Any]] = []
+
+    def observe(self, source: str, topo: Topology, ts_ns: int, rank: int) -> int:
+        """Record that `source` (e.g. "docker:node1") now sees `topo`; returns #changes."""
+        with self._lock:
+            n = 0
+            for kind in KINDS:
+                now: dict[Hashable, Any] = getattr(topo, kind)
+                before = {k: s.value for (src, kd, k), s in self._open.items()
+                          if src == source and kd == kind}
+                for key, value in before.items():
+                    if now.get(key) != value:
+                        self._apply(ts_ns, source, rank, kind, key, None)
+                        n += 1
+                for key, value in now.items():
+                    if before.get(key) != value:
+                        self._apply(ts_ns, source, rank, kind, key, value)
+                        n += 1
+            return n
+
+    def forget_source(self, source: str, ts_ns: int) -> None:
+        """Close every span of `source` (its node is gone for good)."""
+        self.observe(source, Topology(), ts_ns, 0)
+
+    def _apply(self, ts: int, source: str, rank: int, kind: str, key: Hashable, value: Any) -> None:
+        self._changes.append({
+            "t": ts, "src": source, "rank": rank, "kind": kind,
+            "key": _key_to_json(kind, key), "value": _value_to_json(value),
+        })
+        old = self._open.pop((source, kind, key), None)
+        if old is not None:
+            old.until = ts
+        if value is not None:
+            span = _Span(ts, None, rank, value)
+            self._open[(source, kind, key)] = span
+            self._spans[kind].setdefault(key, []).append(span)
+
+    def lookup(self, kind: str, key: Hashable, ts_ns: int) -> Any:
+        """The value of key at ts_ns; outside every span, the value of the nearest span."""
+        with self._lock:
+            spans = self._spans[kind].get(key)
+            if not spans:
+                return None
+            # A task that died later keeps its name; a packet seen just before Docker's event
+            # (or after a removal) still gets the nearest name rather than none.
+            best = min(spans, key=lambda s: (s.distance(ts_ns), s.rank, -s.since))
+            return best.value
+
+    def keys(self, kind: str) -> list[Hashable]:
+        with self._lock:
+            return list(self._spans[kind])
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {"version": SNAPSHOT_VERSION, "clock": "CLOCK_MONOTONIC",
+                    "changes": list(self._changes)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NameHistory:
+        if d.get("version") != SNAPSHOT_VERSION:
+            raise TraceFileError(
+                f"names snapshot version {d.get('version')!r} is not {SNAPSHOT_VERSION}: "
+                "record the trace again with this swarmtrace")
+        history = cls()
+        try:
+            for c in d["changes"]:
+                kind = c["kind"]
+                history._apply(int(c["t"]), c["src"], int(c["rank"]), kind,
+                               _key_from_json(kind, c["key"]), _value_from_json(kind, c["value"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise TraceFileError(f"names snapshot is damaged ({err!r}): record the trace again") from err
+        return history
+
+
+class RecordedNames(Names):
+    """Names answered from a NameHistory: the replay resolver, and the base of live ones."""
+
+    def __init__(self, history: NameHistory | None = None) -> None:
+        self.history = history if history is not None else NameHistory()
+
+    def netns(self, inode: int, ts_ns: int) -> NetnsName | None:
+        return cast(NetnsName | None, self.history.lookup("netns", inode, ts_ns))
+
+    def addr(self, ip: str, ts_ns: int) -> AddrName | None:
+        return cast(AddrName | None, self.history.lookup("addrs", ip, ts_ns))
+
+    def fwmark(self, netns_inode: int, mark: int, ts_ns: int) -> str | None:
+        """A MARK rule in that netns first, else the node's LocalLBIndex for that mark."""
+        service = self.history.lookup("fwmarks", (netns_inode, mark), ts_ns)
+        if service is not None:
+            return cast(str, service)
+        ns = self.netns(netns_inode, ts_ns)
+        if ns is not None and ns.node is not None:
+            service = self.history.lookup("lb_index", (ns.node, mark), ts_ns)
+            if service is not None:
+                return cast(str, service)
+        # Unknown node: a mark that means one service on every node still names it.
+        candidates = {self.history.lookup("lb_index", k, ts_ns)
+                      for k in self.history.keys("lb_index") if k[1] == mark}  # type: ignore[index]
+        return cast(str, candidates.pop()) if len(candidates) == 1 else None
+
+    def published_port(self, port: int, ts_ns: int, proto: str = "tcp") -> str | None:
+        """The service that publishes `port` on the routing mesh."""
+        return cast(str | None, self.history.lookup("ports", (proto, port), ts_ns))
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.history.to_dict()

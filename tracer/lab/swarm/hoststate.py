@@ -1,0 +1,174 @@
+"""What the machine looked like before the swarm lab, and putting it back afterwards.
+
+dockerd changes the root netns (ip_forward=1, FORWARD policy DROP, DOCKER* chains, bridges) and
+does not undo it on exit. Only what Docker or the lab made is removed: other engineers' rules,
+links and sysctls changed by others since are left alone where they can be told apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Top-level files of these /proc/sys directories are compared before/after.
+SYSCTL_DIRS = ("net/ipv4", "net/ipv4/conf/all", "net/ipv4/conf/default", "net/ipv6/conf/all",
+               "net/ipv6/conf/default", "net/bridge", "net/netfilter", "net/core")
+FIREWALLS = ("iptables", "ip6tables")
+TABLES = ("filter", "nat", "mangle", "raw")
+DOCKER_LINKS = ("docker0", "docker_gwbridge")
+
+
+def _read_sysctls() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for d in SYSCTL_DIRS:
+        base = Path("/proc/sys") / d
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            continue
+        for f in entries:
+            try:
+                if f.is_file() and os.access(f, os.W_OK):
+                    out[str(f.relative_to("/proc/sys"))] = f.read_text().strip()
+            except OSError:  # write-only or gone
+                continue
+    return out
+
+
+def _rules(fw: str, table: str) -> list[str]:
+    try:
+        res = subprocess.run([fw, "-w", "-t", table, "-S"], capture_output=True, text=True,
+                             check=False)
+    except FileNotFoundError:
+        return []
+    return res.stdout.splitlines() if res.returncode == 0 else []
+
+
+def _links() -> list[str]:
+    return sorted(p.name for p in Path("/sys/class/net").iterdir())
+
+
+@dataclass(frozen=True)
+class HostState:
+    sysctls: dict[str, str]
+    rules: dict[str, list[str]]  # "iptables/filter" -> `-S` lines
+    links: list[str]
+    paths: dict[str, bool]  # path -> existed before
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HostState:
+        return cls(**d)
+
+
+def record(paths: list[Path]) -> HostState:
+    """Read the state the lab may change; `paths` are files/dirs Docker or the lab may create."""
+    return HostState(
+        sysctls=_read_sysctls(),
+        rules={f"{fw}/{t}": _rules(fw, t) for fw in FIREWALLS for t in TABLES},
+        links=_links(),
+        paths={str(p): p.exists() or p.is_symlink() for p in paths},
+    )
+
+
+def _fw(fw: str, table: str, args: list[str], problems: list[str]) -> None:
+    res = subprocess.run([fw, "-w", "-t", table, *args], capture_output=True, text=True,
+                         check=False)
+    if res.returncode != 0:
+        problems.append(f"{fw} -t {table} {shlex.join(args)}: {res.stderr.strip()}")
+
+
+def restore_firewall(before: HostState, problems: list[str]) -> None:
+    """Remove Docker's rules and chains, put back built-in chain policies."""
+    for key, old in before.rules.items():
+        fw, table = key.split("/")
+        old_set = set(old)
+        now = _rules(fw, table)
+        for line in now:
+            if line.startswith("-A ") and line not in old_set and "docker" in line.lower():
+                _fw(fw, table, ["-D", *shlex.split(line)[1:]], problems)
+        chains = [line.split()[1] for line in now
+                  if line.startswith("-N ") and line not in old_set
+                  and line.split()[1].upper().startswith("DOCKER")]
+        for chain in chains:
+            _fw(fw, table, ["-F", chain], problems)
+        for chain in chains:
+            _fw(fw, table, ["-X", chain], problems)
+        for line in old:
+            if line.startswith("-P ") and line not in now:
+                _fw(fw, table, line.split(), problems)
+
+
+def restore_sysctls(before: HostState, problems: list[str]) -> None:
+    now = _read_sysctls()
+    for key, value in before.sysctls.items():
+        if now.get(key, value) != value:
+            try:
+                (Path("/proc/sys") / key).write_text(value + "\n")
+                log.info("restored sysctl %s = %s (was %s)", key, value, now[key])
+            except OSError as err:
+                problems.append(f"sysctl {key}: {err}")
+
+
+def remove_links(before: HostState, names: tuple[str, ...], problems: list[str]) -> None:
+    """Delete links among `names` that did not exist before."""
+    existed = set(before.links)
+    for name in names:
+        if name not in existed and Path("/sys/class/net", name).exists():
+            res = subprocess.run(["ip", "link", "del", name], capture_output=True, text=True,
+                                 check=False)
+            if res.returncode != 0 and Path("/sys/class/net", name).exists():
+                problems.append(f"ip link del {name}: {res.stderr.strip()}")
+
+
+def mounts_under(prefixes: list[Path]) -> list[str]:
+    """Mount points at or below any prefix, deepest first."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # mountinfo escapes space, tab, newline and backslash as octal.
+        point = line.split()[4].encode().decode("unicode_escape")
+        if any(point == str(p) or point.startswith(f"{p}/") for p in prefixes):
+            found.append(point)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def remove_paths(before: HostState, problems: list[str]) -> None:
+    """Unmount and delete paths that did not exist before the lab."""
+    new = [Path(p) for p, existed in before.paths.items() if not existed]
+    for point in mounts_under(new):
+        res = subprocess.run(["umount", "-l", point], capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            problems.append(f"umount {point}: {res.stderr.strip()}")
+    for path in new:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        except OSError as err:
+            problems.append(f"remove {path}: {err}")
+
+
+def remove_cgroups(parents: list[str], problems: list[str]) -> None:
+    """rmdir the cgroup directories dockerd made under --cgroup-parent, deepest first."""
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        for parent in parents:
+            top = hierarchy / parent.lstrip("/")
+            if not top.is_dir():
+                continue
+            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+            for d in [*dirs, top]:
+                try:
+                    d.rmdir()
+                except OSError as err:
+                    problems.append(f"rmdir {d}: {err}")
