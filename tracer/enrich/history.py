@@ -18,9 +18,11 @@ from tracer.errors import TraceFileError
 SNAPSHOT_VERSION = 1
 KINDS = tuple(f.name for f in fields(Topology))  # netns, addrs, fwmarks, lb_index, ports
 
-# Docker's reading outranks the bare netns reading when both know a key at the same time.
+# When several readings know a key at the same time: Docker's API first, then the netns files
+# of a known Docker node, then the bare netns directories.
 RANK_DOCKER = 0
-RANK_NETNS = 1
+RANK_NODE_NETNS = 1
+RANK_NETNS = 2
 
 
 @dataclass(slots=True)
@@ -137,7 +139,8 @@ class NameHistory:
                 history._apply(int(c["t"]), c["src"], int(c["rank"]), kind,
                                _key_from_json(kind, c["key"]), _value_from_json(kind, c["value"]))
         except (KeyError, TypeError, ValueError) as err:
-            raise TraceFileError(f"names snapshot is damaged ({err!r}): record the trace again") from err
+            raise TraceFileError(
+                f"names snapshot is damaged ({err!r}): record the trace again") from err
         return history
 
 

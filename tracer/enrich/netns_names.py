@@ -71,7 +71,9 @@ class NetnsReader:
         self.root = root  # the netns called "host" (None: the node has no host netns of ours)
         self._addr_cache: dict[int, list[str]] = {}
 
-    def read(self, reread_addresses: bool = False) -> Topology:
+    def read(self, reread_addresses: bool = False,
+             names: dict[int, NetnsName] | None = None) -> Topology:
+        """names: better names by inode (Docker's), used for the addresses found there."""
         if reread_addresses:
             self._addr_cache.clear()
         found: list[tuple[int, NetnsName, Path | None]] = []
@@ -84,17 +86,18 @@ class NetnsReader:
                 inode = nsfs_inode(path)
                 if inode is not None:
                     name, kind = classify(path.name)
-                    found.append((inode, NetnsName(name, kind, self.node), path))
+                    ns = (names or {}).get(inode) or NetnsName(name, kind, self.node)
+                    found.append((inode, ns, path))
         if self.root is not None and (inode := nsfs_inode(self.root)) is not None:
             # Last, so that an address living in a named netns names that netns.
             found.append((inode, NetnsName("host", "host", self.node),
                           None if self.root == ROOT_NETNS else self.root))
         netns: dict[int, NetnsName] = {}
         addrs: dict[str, AddrName] = {}
-        for inode, ns, path in found:
+        for inode, ns, ns_path in found:
             netns.setdefault(inode, ns)
             if inode not in self._addr_cache:
-                self._addr_cache[inode] = netns_addresses(path)
+                self._addr_cache[inode] = netns_addresses(ns_path)
             for ip in self._addr_cache[inode]:
                 addrs.setdefault(ip, AddrName("sandbox", node=self.node, netns=ns.name))
         for gone in set(self._addr_cache) - set(netns):

@@ -17,9 +17,12 @@ class Topology:
 
     netns: dict[int, NetnsName] = field(default_factory=dict)  # netns inode ->
     addrs: dict[str, AddrName] = field(default_factory=dict)  # ip ->
-    fwmarks: dict[tuple[int, int], str] = field(default_factory=dict)  # (netns inode, mark) -> service
-    lb_index: dict[tuple[str, int], str] = field(default_factory=dict)  # (node, mark) -> service
-    ports: dict[tuple[str, int], str] = field(default_factory=dict)  # (proto, published port) -> service
+    # (netns inode, mark) -> service
+    fwmarks: dict[tuple[int, int], str] = field(default_factory=dict)
+    # (node, mark) -> service
+    lb_index: dict[tuple[str, int], str] = field(default_factory=dict)
+    # (proto, published port) -> service
+    ports: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def merged(self, other: Topology) -> Topology:
         """Self with other's entries added where self has none (self wins on conflicts)."""

@@ -8,7 +8,7 @@ import shlex
 import signal
 import subprocess
 import time
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 
 import docker
@@ -124,10 +124,8 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     if state == "Z":
-        try:  # our own child (up and down in one process): reap it
+        with suppress(ChildProcessError):  # our own child (up and down in one process)
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         return False
     return True
 
@@ -178,7 +176,5 @@ def stop(node: LabNode, problems: list[str]) -> None:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -20,11 +20,23 @@ from tracer.errors import LabError
 from tracer.lab.swarm import daemons, hoststate
 from tracer.lab.swarm.image import import_image, rootfs_tar
 from tracer.lab.swarm.layout import (
-    DATA_DIR, MAX_NODES, STATE_DIR, STATE_FILE, VETH, LabNode, lab_nodes,
+    DATA_DIR,
+    MAX_NODES,
+    STATE_DIR,
+    STATE_FILE,
+    VETH,
+    LabNode,
+    lab_nodes,
 )
 from tracer.lab.swarm.services import (
-    MODE_SERVICE, PUBLISHED_PORT, Answer, client_container, create_services, form_swarm,
-    request_from_client, request_from_host,
+    MODE_SERVICE,
+    PUBLISHED_PORT,
+    Answer,
+    client_container,
+    create_services,
+    form_swarm,
+    request_from_client,
+    request_from_host,
 )
 
 log = logging.getLogger(__name__)
@@ -70,7 +82,7 @@ def _read_state() -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as err:
-        raise LabError(f"{STATE_FILE} is unreadable ({err}): remove it and the lab by hand") from err
+        raise LabError(f"{STATE_FILE} is unreadable ({err}): remove it, clean up by hand") from err
 
 
 def load() -> SwarmLab | None:

@@ -95,7 +95,7 @@ def _create(mgr: docker.DockerClient, svc: LabService, nodes: list[LabNode]) -> 
 
 def _running(mgr: docker.DockerClient, svc: LabService) -> bool:
     tasks = mgr.services.get(svc.name).tasks(filters={"desired-state": "running"})
-    return sum(t["Status"]["State"] == "running" for t in tasks) == svc.replicas
+    return bool(sum(t["Status"]["State"] == "running" for t in tasks) == svc.replicas)
 
 
 def _wait(cond: object, what: str) -> None:

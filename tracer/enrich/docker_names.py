@@ -1,0 +1,201 @@
+"""DockerNames: Swarm's own words for every hop, kept fresh from Docker's event stream.
+
+Layered over NetnsNames: whatever Docker cannot name (or no longer can, after its daemon went
+away) is still named from the netns files, or left as a raw address.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+from tracer.enrich.docker_topology import (
+    DockerNode,
+    NodeReading,
+    local_docker_sockets,
+    merge_readings,
+)
+from tracer.enrich.history import RANK_DOCKER, RANK_NODE_NETNS, NameHistory
+from tracer.enrich.netns_names import NETNS_DIRS, NetnsNames, NetnsReader
+
+log = logging.getLogger(__name__)
+
+# Docker events that change names; exec_*, health_status, attach ... do not.
+EVENT_ACTIONS = {
+    "container": {"start", "die", "destroy", "rename"},
+    "network": {"connect", "disconnect", "create", "destroy"},
+    "service": {"create", "update", "remove"},
+    "node": {"update", "remove"},
+}
+DEBOUNCE_S = 0.2  # one reading for a burst of events (a service update is a dozen)
+FULL_REFRESH_S = 30.0  # re-read Docker even without events, in case one was missed
+RECONNECT_S = 2.0
+_LOST = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+
+
+def mono_from_wall_ns(wall_ns: int) -> int:
+    """Docker stamps events with wall-clock time; events from BPF use CLOCK_MONOTONIC."""
+    return wall_ns - (time.time_ns() - time.monotonic_ns())
+
+
+class DockerNames(NetnsNames):
+    """Names from one Docker client per node socket (default: every local dockerd)."""
+
+    SOURCE_DOCKER = "docker"
+
+    def __init__(self, sockets: list[str] | None = None, poll_s: float = 2.0,
+                 history: NameHistory | None = None,
+                 dirs: tuple[Path, ...] = NETNS_DIRS) -> None:
+        self.urls = list(sockets) if sockets is not None else local_docker_sockets()
+        self._nodes: dict[str, DockerNode] = {}
+        self._node_netns: dict[str, NetnsReader] = {}
+        self._readings: dict[str, NodeReading] = {}
+        self._dirty: dict[str, int] = {}  # url -> monotonic ns of the earliest unread event
+        self._streams: dict[str, Any] = {}
+        self._next_connect: dict[str, float] = {}
+        self._last_full = float("-inf")
+        self._warned = False
+        self._mu = threading.Lock()
+        self._wake = threading.Event()
+        self._watchers: list[threading.Thread] = []
+        super().__init__(dirs=dirs, poll_s=poll_s, history=history)
+
+    @property
+    def nodes(self) -> list[str]:
+        """Names of the nodes currently connected."""
+        return [n.name for n in self._nodes.values()]
+
+    def _lost(self, url: str, err: BaseException | str) -> None:
+        with self._mu:
+            node = self._nodes.pop(url, None)
+            self._streams.pop(url, None)
+        if node is not None:
+            node.close()
+        if not self._warned:
+            self._warned = True
+            log.warning("Docker at %s is not answering (%s): names from netns files and raw "
+                        "addresses until it is back", url, err)
+
+    def _connect(self, url: str) -> DockerNode | None:
+        with self._mu:
+            node = self._nodes.get(url)
+        if node is not None:
+            return node
+        if time.monotonic() < self._next_connect.get(url, 0.0):
+            return None
+        self._next_connect[url] = time.monotonic() + RECONNECT_S
+        try:
+            node = DockerNode(url)
+        except _LOST as err:
+            self._lost(url, err)
+            return None
+        with self._mu:
+            self._nodes[url] = node
+            self._dirty.setdefault(url, 0)
+        self._node_netns[url] = node.netns_reader()
+        log.info("Docker node %s at %s", node.name, url)
+        return node
+
+    def refresh(self, ts_ns: int | None = None, reread_addresses: bool = False) -> None:
+        """Re-read the netns layer, and every node that had events (or all, now and then)."""
+        super().refresh(ts_ns, reread_addresses)
+        now = time.monotonic()
+        full = now - self._last_full >= FULL_REFRESH_S
+        if full:
+            self._last_full = now
+        changed_at: list[int] = []
+        for url in self.urls:
+            node = self._connect(url)
+            if node is None:
+                continue
+            with self._mu:
+                dirty = self._dirty.pop(url, None)
+            if dirty is None and not full:
+                continue
+            try:
+                self._readings[url] = node.read()
+            except _LOST as err:
+                self._lost(url, err)
+                continue
+            if dirty:
+                changed_at.append(dirty)
+        ts = ts_ns if ts_ns is not None else min(changed_at, default=time.monotonic_ns())
+        topo = merge_readings(list(self._readings.values()))
+        self.history.observe(self.SOURCE_DOCKER, topo, ts, RANK_DOCKER)
+        for url, reader in list(self._node_netns.items()):
+            self.history.observe(f"netns:{url}", reader.read(reread_addresses, topo.netns),
+                                 ts, RANK_NODE_NETNS)
+
+    def start(self) -> DockerNames:
+        if self._thread is None:
+            for url in self.urls:
+                t = threading.Thread(target=self._watch, args=(url,), name=f"docker-events {url}",
+                                     daemon=True)
+                t.start()
+                self._watchers.append(t)
+        super().start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            if self._wake.wait(self.poll_s) and not self._stop.wait(DEBOUNCE_S):
+                self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.refresh()
+            except Exception:  # a reader thread must not die silently and stop names
+                log.exception("docker names refresh failed")
+
+    def _watch(self, url: str) -> None:
+        """Follow one daemon's event stream; mark the node dirty on events that change names."""
+        since = int(time.time()) - 1  # events between the first reading and now
+        while not self._stop.is_set():
+            node = self._connect(url)
+            if node is None:
+                self._stop.wait(RECONNECT_S)
+                continue
+            try:
+                stream = node.client.events(decode=True, since=since,
+                                            filters={"type": list(EVENT_ACTIONS)})
+                with self._mu:
+                    self._streams[url] = stream
+                for ev in stream:
+                    since = int(ev.get("time", since))
+                    if ev.get("Action") in EVENT_ACTIONS.get(ev.get("Type", ""), ()):
+                        ts = mono_from_wall_ns(int(ev.get("timeNano", time.time_ns())))
+                        with self._mu:
+                            self._dirty[url] = min(self._dirty.get(url) or ts, ts)
+                        self._wake.set()
+            except _LOST as err:
+                if not self._stop.is_set():
+                    self._lost(url, err)
+                continue
+            if not self._stop.is_set():  # the stream ended: the daemon went away
+                self._lost(url, "event stream ended")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._mu:
+            streams = list(self._streams.values())
+        for s in streams:
+            try:
+                s.close()
+            except Exception:  # closing a dead connection: nothing left to release
+                log.debug("closing an event stream failed", exc_info=True)
+        for t in self._watchers:
+            t.join(timeout=5)
+        self._watchers.clear()
+        super().close()
+        with self._mu:
+            nodes = list(self._nodes.values())
+            self._nodes.clear()
+        for n in nodes:
+            n.close()

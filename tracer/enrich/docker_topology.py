@@ -1,0 +1,326 @@
+"""Reading one Docker node through its API socket (docker SDK) into Topology objects.
+
+Names come from the Docker API only. Paths Docker reports (SandboxKey, exec root) are opened
+through /proc/<dockerd pid>/root, because a daemon in its own mount namespace (node2 of the
+lab) mounts its netns files where the root mount namespace cannot see them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from tracer.enrich.ipvs import ipvs_available
+from tracer.enrich.mangle import read_mark_rules
+from tracer.enrich.names import AddrName, NetnsName
+from tracer.enrich.netns_names import NetnsReader, nsfs_inode
+from tracer.enrich.topology import Topology
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+DEFAULT_EXEC_ROOT = "/var/run/docker"
+API_TIMEOUT_S = 10
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def _flag(argv: list[str], *names: str) -> list[str]:
+    """Values of a command-line flag, in `--flag v` and `--flag=v` form."""
+    out = []
+    for i, arg in enumerate(argv):
+        for name in names:
+            if arg == name and i + 1 < len(argv):
+                out.append(argv[i + 1])
+            elif arg.startswith(f"{name}="):
+                out.append(arg.split("=", 1)[1])
+    return out
+
+
+def local_docker_sockets() -> list[str]:
+    """The API sockets of every dockerd running on this machine (the lab's node2 included)."""
+    found: list[str] = []
+    env = os.environ.get("DOCKER_HOST")
+    if env and env.startswith("unix://"):
+        found.append(env)
+    for p in sorted(Path("/proc").iterdir(), key=lambda p: p.name):
+        if not p.name.isdigit():
+            continue
+        try:
+            if (p / "comm").read_text().strip() != "dockerd":
+                continue
+        except OSError:
+            continue
+        hosts = [h for h in _flag(_cmdline(int(p.name)), "-H", "--host") if h.startswith("unix://")]
+        for host in hosts or [DEFAULT_SOCKET]:
+            # Through the daemon's own root: its socket may sit in another mount namespace.
+            path = f"unix:///proc/{p.name}/root{host.removeprefix('unix://')}"
+            if host not in found and path not in found:
+                found.append(path)
+    return found
+
+
+def peer_pid(sock_url: str) -> int | None:
+    """Pid of the process serving a unix socket (SO_PEERCRED): the dockerd behind it."""
+    if not sock_url.startswith("unix://"):
+        return None
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(2)
+        s.connect(sock_url.removeprefix("unix://"))
+        cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, _uid, _gid = struct.unpack("3i", cred)
+        return int(pid)
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def _exec_root(pid: int) -> str:
+    argv = _cmdline(pid)
+    if found := _flag(argv, "--exec-root"):
+        return found[-1]
+    try:
+        conf = json.loads(Path(f"/proc/{pid}/root/etc/docker/daemon.json").read_text())
+        return str(conf.get("exec-root", DEFAULT_EXEC_ROOT))
+    except (OSError, ValueError):
+        return DEFAULT_EXEC_ROOT
+
+
+def _ip(cidr: str | None) -> str | None:
+    if not cidr:
+        return None
+    try:
+        return str(ipaddress.ip_interface(cidr).ip)
+    except ValueError:
+        return None
+
+
+@dataclass
+class NodeReading:
+    """What one node's daemon said: its own sandboxes first, its view of others second."""
+
+    node: str
+    own: Topology
+    remote: Topology  # tasks on other nodes as this node's network database knows them
+    addr: str | None  # the node's swarm address (NodeAddr), to name "Host IP"s
+    node_addrs: dict[str, str] = field(default_factory=dict)  # manager's view: addr -> hostname
+
+
+class DockerNode:
+    """One dockerd: an SDK client plus where its netns files are."""
+
+    def __init__(self, sock_url: str) -> None:
+        self.url = sock_url
+        self.client = docker.DockerClient(base_url=sock_url, timeout=API_TIMEOUT_S)
+        self.pid = peer_pid(sock_url)
+        info = self.client.info()
+        self.name: str = info.get("Name") or sock_url
+        swarm = info.get("Swarm") or {}
+        self.node_addr: str | None = swarm.get("NodeAddr") or None
+        self.is_manager = bool(swarm.get("ControlAvailable"))
+        root = Path(f"/proc/{self.pid}/root") if self.pid else Path("/")
+        self.root = root
+        self.netns_dir = root / _exec_root(self.pid).lstrip("/") / "netns" if self.pid else None
+        self.host_netns = Path(f"/proc/{self.pid}/ns/net") if self.pid else None
+
+    def close(self) -> None:
+        self.client.close()
+
+    def netns_reader(self) -> NetnsReader:
+        """Reads this node's netns files and host netns, named by file (the fallback layer)."""
+        dirs = (self.netns_dir,) if self.netns_dir else ()
+        return NetnsReader(dirs, node=self.name, root=self.host_netns)
+
+    def _path(self, p: str) -> Path:
+        return self.root / p.lstrip("/")
+
+    def read(self) -> NodeReading:
+        """One full reading of this node. Raises docker.errors.DockerException if it is gone."""
+        netns: dict[int, NetnsName] = {}
+        addrs: dict[str, AddrName] = {}
+        remote: dict[str, AddrName] = {}
+        lb_index: dict[tuple[str, int], str] = {}
+        if self.host_netns is not None and (ino := nsfs_inode(self.host_netns)) is not None:
+            netns[ino] = NetnsName("host", "host", self.name)
+        sandbox_of: dict[str, NetnsName] = {}  # sandbox id[:12] -> its container's netns name
+        for c in self.client.containers.list():
+            ns = self._container(c.attrs, netns, addrs)
+            if ns is not None:
+                sandbox_of[c.attrs["NetworkSettings"].get("SandboxID", "")[:12]] = ns
+        nets = {n.id: n.name for n in self.client.networks.list()}
+        for net_id, net_name in nets.items():
+            detail = self._inspect(net_id)
+            self._endpoints(detail, net_name, sandbox_of, addrs)
+            for svc_name, svc in (detail.get("Services") or {}).items():
+                if svc_name and svc.get("LocalLBIndex"):
+                    lb_index[(self.name, int(svc["LocalLBIndex"]))] = svc_name
+                for task in svc.get("Tasks") or []:
+                    ip = _ip(task.get("EndpointIP"))
+                    if ip:
+                        remote[ip] = AddrName("task", task=task.get("Name"), service=svc_name,
+                                              network=net_name,
+                                              node=(task.get("Info") or {}).get("Host IP"))
+        self._special_netns(nets, netns)
+        services, ports = self._services(nets) if self.is_manager else ({}, {})
+        fwmarks = self._mark_rules(netns, services, ports) if ipvs_available() else {}
+        return NodeReading(
+            self.name,
+            Topology(netns=netns, addrs=addrs | services, fwmarks=fwmarks, lb_index=lb_index,
+                     ports=ports),
+            Topology(addrs=remote), self.node_addr, self._node_addrs())
+
+    def _inspect(self, net_id: str) -> dict[str, Any]:
+        api = self.client.api
+        try:  # verbose + swarm scope: services, VIPs, LocalLBIndex, tasks on every node
+            return dict(api.inspect_network(net_id, verbose=True, scope="swarm"))
+        except docker.errors.NotFound:
+            try:  # a local network (bridge, host, docker_gwbridge)
+                return dict(api.inspect_network(net_id))
+            except docker.errors.NotFound:  # removed meanwhile
+                return {}
+
+    def _container(self, attrs: dict[str, Any], netns: dict[int, NetnsName],
+                   addrs: dict[str, AddrName]) -> NetnsName | None:
+        labels = attrs.get("Config", {}).get("Labels") or {}
+        settings = attrs.get("NetworkSettings") or {}
+        task = labels.get("com.docker.swarm.task.name")
+        ns = NetnsName(task or attrs.get("Name", "").lstrip("/") or attrs["Id"][:12], "container",
+                       self.name, attrs["Id"][:12], task,
+                       labels.get("com.docker.swarm.service.name"))
+        key = settings.get("SandboxKey")
+        if key and (ino := nsfs_inode(self._path(key))) is not None:
+            netns[ino] = ns
+        for net_name, ep in (settings.get("Networks") or {}).items():
+            if ep.get("IPAddress"):
+                addrs[ep["IPAddress"]] = AddrName("task" if task else "sandbox", task,
+                                                  ns.container, ns.service, net_name, self.name,
+                                                  ns.name)
+        return ns
+
+    def _endpoints(self, detail: dict[str, Any], net_name: str, sandbox_of: dict[str, NetnsName],
+                   addrs: dict[str, AddrName]) -> None:
+        """Endpoints that are not a container's own: ingress-sbox, lb-<net>, gateway_<sbox>."""
+        for key, ep in (detail.get("Containers") or {}).items():
+            ip = _ip(ep.get("IPv4Address"))
+            name = ep.get("Name", "")
+            if not ip or ip in addrs:
+                continue
+            if key == "ingress-sbox":
+                addrs[ip] = AddrName("sandbox", network=net_name, node=self.name,
+                                     netns="ingress_sbox")
+            elif key.startswith("lb-"):
+                addrs[ip] = AddrName("sandbox", network=net_name, node=self.name,
+                                     netns=f"lb_{key.removeprefix('lb-')}")
+            elif name.startswith("gateway_") and (ns := sandbox_of.get(name[8:20])) is not None:
+                # The task's leg on docker_gwbridge (its way out of the swarm).
+                addrs[ip] = AddrName("task" if ns.task else "sandbox", ns.task, ns.container,
+                                     ns.service, net_name, self.name, ns.name)
+
+    def _special_netns(self, nets: dict[str, str], netns: dict[int, NetnsName]) -> None:
+        """ingress_sbox, lb_<netid> and 1-<netid> files, named after their network."""
+        if self.netns_dir is None:
+            return
+        try:
+            files = list(self.netns_dir.iterdir())
+        except OSError:
+            return
+        for path in files:
+            f = path.name
+            if f == "ingress_sbox":
+                ns = NetnsName("ingress_sbox", "ingress_sbox", self.name)
+            elif f.startswith("lb_") or (f[:1].isdigit() and "-" in f):
+                lb = f.startswith("lb_")
+                kind, prefix = ("lb", f[3:]) if lb else ("overlay", f.split("-", 1)[1])
+                net = next((n for i, n in nets.items() if prefix and i.startswith(prefix)), prefix)
+                ns = NetnsName(f"lb_{net}" if kind == "lb" else f"{f.split('-', 1)[0]}-{net}",
+                               kind, self.name)  # type: ignore[arg-type]
+            else:
+                continue
+            if (ino := nsfs_inode(path)) is not None:
+                netns[ino] = ns
+
+    def _services(
+        self, nets: dict[str, str]
+    ) -> tuple[dict[str, AddrName], dict[tuple[str, int], str]]:
+        """VIPs and routing-mesh ports of every service (the manager knows them all)."""
+        vips: dict[str, AddrName] = {}
+        ports: dict[tuple[str, int], str] = {}
+        for svc in self.client.services.list():
+            name = svc.name
+            endpoint = svc.attrs.get("Endpoint") or {}
+            for vip in endpoint.get("VirtualIPs") or []:
+                ip = _ip(vip.get("Addr"))
+                if ip:
+                    vips[ip] = AddrName("vip", service=name,
+                                        network=nets.get(vip.get("NetworkID", "")))
+            for port in endpoint.get("Ports") or []:
+                if port.get("PublishedPort"):
+                    ports[(port.get("Protocol", "tcp"), int(port["PublishedPort"]))] = name
+        return vips, ports
+
+    def _mark_rules(self, netns: dict[int, NetnsName], vips: dict[str, AddrName],
+                    ports: dict[tuple[str, int], str]) -> dict[tuple[int, int], str]:
+        """fwmark -> service from the MARK rules Docker put in each sandbox (needs IPVS)."""
+        marks: dict[tuple[int, int], str] = {}
+        if self.netns_dir is None:
+            return marks
+        by_file = {nsfs_inode(p): p for p in self._sandbox_files()}
+        for ino, ns in netns.items():
+            path = by_file.get(ino)
+            if path is None or ns.kind not in ("container", "ingress_sbox", "lb"):
+                continue
+            for rule in read_mark_rules(path):
+                svc = (vips[rule.vip].service if rule.vip in vips else
+                       ports.get((rule.proto or "tcp", rule.dport)) if rule.dport else None)
+                if svc:
+                    marks[(ino, rule.mark)] = svc
+        return marks
+
+    def _sandbox_files(self) -> list[Path]:
+        try:
+            return list(self.netns_dir.iterdir()) if self.netns_dir else []
+        except OSError:
+            return []
+
+    def _node_addrs(self) -> dict[str, str]:
+        if not self.is_manager:
+            return {}
+        out = {}
+        for n in self.client.nodes.list():
+            addr = (n.attrs.get("Status") or {}).get("Addr")
+            host = (n.attrs.get("Description") or {}).get("Hostname")
+            if addr and host:
+                out[addr] = host
+        return out
+
+
+def merge_readings(readings: list[NodeReading]) -> Topology:
+    """All nodes' own sandboxes, then what nodes know of each other's tasks (Host IP named)."""
+    hosts = {r.addr: r.node for r in readings if r.addr}
+    for r in readings:
+        hosts = r.node_addrs | hosts
+    merged = Topology()
+    for r in readings:
+        merged = merged.merged(r.own)
+    for r in readings:
+        remote = {ip: AddrName(a.kind, a.task, a.container, a.service, a.network,
+                               hosts.get(a.node or "", a.node), a.netns)
+                  for ip, a in r.remote.addrs.items()}
+        merged = merged.merged(Topology(addrs=remote))
+    return merged
