@@ -128,15 +128,14 @@ def test_files_are_private(tmp_path: Path) -> None:
 def test_frames_reach_the_file_within_the_flush_interval(tmp_path: Path) -> None:
     path = tmp_path / "live.swt"
     events = mesh_events(10)
-    w = TraceWriter(path, header(), flush_interval_s=0.05)
-    try:
+    with TraceWriter(path, header(), flush_interval_s=0.2) as w:
         w.events(events[:100])
         assert len(all_events(path)) == 0  # queued, not yet due
-        time.sleep(0.06)
-        w.events(events[:0])  # an empty poll still flushes on time
+        time.sleep(0.5)  # no further call: the writer's thread flushes on time
         assert np.array_equal(all_events(path), events[:100])
-    finally:
-        w.close()
+        w.events(events[100:])
+        w.flush()
+        assert np.array_equal(all_events(path), events)
 
 
 _RECORDER = textwrap.dedent(
@@ -277,6 +276,7 @@ def test_full_disk_stops_with_one_line_and_keeps_what_was_written(tmp_path: Path
         with pytest.raises(TraceFileError) as err:
             for _ in range(100):
                 w.events(events)
+            w.close()
         msg = str(err.value)
         assert "disk full" in msg and "\n" not in msg and "recording stopped" in msg
         assert w.failed

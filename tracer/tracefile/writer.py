@@ -1,10 +1,11 @@
-"""Streaming trace writer: crash-safe frames, flushed at least every second."""
+"""Streaming trace writer: crash-safe frames, written by a thread at least every second."""
 
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -31,14 +32,19 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
 CHUNK_EVENTS = 65536  # bigger chunks compress better; this one is ~5 MiB before zstd
+MAX_QUEUED_CHUNKS = 8  # beyond this the caller waits for the disk (bounded memory)
+
+# A queued write: an event array, or (record type, raw payload).
+_Item = np.ndarray | tuple[RecordType, bytes]
 
 
 class TraceWriter:
-    """Writes a .swt file: call events() on every poll (also with empty arrays, to flush on time).
+    """Writes a .swt file; callers only queue, a thread compresses and writes.
 
-    Each frame reaches the kernel in one write(), so a killed recorder leaves every frame
-    written so far intact. On a full disk the file is cut back to its last complete frame and
-    TraceFileError is raised once; later calls do nothing.
+    Each frame reaches the kernel in one write(), at least every flush interval, so a killed
+    recorder leaves every frame written so far intact. On a full disk the file is cut back to
+    its last complete frame and the next call raises TraceFileError once; later calls do
+    nothing. Use as a context manager, or call close() (which writes the closing summary).
     """
 
     def __init__(
@@ -55,11 +61,18 @@ class TraceWriter:
         self._flush_interval = flush_interval_s
         self._chunk_events = chunk_events
         self._zstd = zstandard.ZstdCompressor(level=default_level() if level is None else level)
-        self._pending: list[np.ndarray] = []
+        self._cond = threading.Condition()
+        # Guarded by _cond:
+        self._pending: list[np.ndarray] = []  # events not yet cut into a chunk
         self._pending_n = 0
-        self._last_flush = time.monotonic()
+        self._queue: list[_Item] = []
+        self._queued_chunks = 0
+        self._busy = False  # the thread is writing items it took from the queue
+        self._stopping = False
+        self._error: TraceFileError | None = None
+        self._reported = False
+        # Only the writing thread (or close() after it stopped) touches these:
         self._good_size = 0  # end of the last complete frame
-        self._failed = False
         self.events_written = 0
         self.lost_total = 0
         self._topology_records = 0
@@ -75,6 +88,9 @@ class TraceWriter:
             raise TraceFileError(f"cannot create trace file {self.path}: {err.strerror}") from err
         self._write(PREAMBLE.pack(MAGIC, SCHEMA_VERSION, 0))
         self._record(RecordType.HEADER, encode_json(header.to_json()))
+        self._check()
+        self._thread = threading.Thread(target=self._run, name="swarmtrace-writer", daemon=True)
+        self._thread.start()
 
     def __enter__(self) -> TraceWriter:
         return self
@@ -92,72 +108,147 @@ class TraceWriter:
     @property
     def failed(self) -> bool:
         """True once a write failed (full disk): the recording has stopped."""
-        return self._failed
+        with self._cond:
+            return self._error is not None
 
     @property
     def bytes_written(self) -> int:
         return self._good_size
 
     def events(self, events: np.ndarray) -> None:
-        """Queue events (EVENT_DTYPE); writes a chunk when it is full or a second has passed."""
-        if self._fd is None:
-            return
-        if len(events):
-            if events.dtype != EVENT_DTYPE:
-                raise TypeError(f"events must be EVENT_DTYPE, not {events.dtype}")
+        """Queue events (EVENT_DTYPE, in arrival order); cheap, the thread does the work."""
+        if events.dtype != EVENT_DTYPE:
+            raise TypeError(f"events must be EVENT_DTYPE, not {events.dtype}")
+        with self._cond:
+            if not self._open() or not len(events):
+                return
             self._pending.append(events)
             self._pending_n += len(events)
-            if not self._first_ts:
-                self._first_ts = int(events["ts_ns"][0])
-            self._last_ts = int(events["ts_ns"][-1])
-        if self._pending_n >= self._chunk_events:
-            self._flush_events()
-        elif time.monotonic() - self._last_flush >= self._flush_interval:
-            self.flush()
+            if self._pending_n >= self._chunk_events:
+                self._cut()
+                self._cond.notify_all()
+            while self._queued_chunks > MAX_QUEUED_CHUNKS and self._error is None:
+                self._cond.wait()  # the disk is slower than the probe: hold the caller
+            self._check()
 
     def topology(self, ts_ns: int, data: Any, *, snapshot: bool | None = None) -> None:
         """Store a topology snapshot or change (a JSON-able dict) as of ts_ns, in call order.
 
         snapshot=None: the first record is the snapshot, later ones are changes.
         """
-        if self._fd is None:
-            return
-        if snapshot is None:
-            snapshot = self._topology_records == 0
-        self._flush_events()  # keep file order == call order
-        kind = "snapshot" if snapshot else "change"
-        self._record(
-            RecordType.TOPOLOGY, encode_json({"ts_ns": int(ts_ns), "kind": kind, "data": data})
-        )
-        self._topology_records += 1
+        with self._cond:
+            if not self._open():
+                return
+            if snapshot is None:
+                snapshot = self._topology_records == 0
+            self._topology_records += 1
+            kind = "snapshot" if snapshot else "change"
+            body = {"ts_ns": int(ts_ns), "kind": kind, "data": data}
+            self._enqueue((RecordType.TOPOLOGY, encode_json(body)))
 
     def lost(self, total: int, ts_ns: int | None = None) -> None:
         """Record the source's cumulative lost-event counter (SourceStats.lost) when it grows."""
-        if self._fd is None or total <= self.lost_total:
-            return
-        self.lost_total = total
-        self._flush_events()
-        ts = self._last_ts if ts_ns is None else ts_ns
-        self._record(RecordType.LOST, encode_json({"ts_ns": int(ts), "total": int(total)}))
+        with self._cond:
+            if not self._open() or total <= self.lost_total:
+                return
+            self.lost_total = total
+            body = {"ts_ns": int(self._last_ts if ts_ns is None else ts_ns), "total": int(total)}
+            self._enqueue((RecordType.LOST, encode_json(body)))
 
     def flush(self) -> None:
-        """Write queued events now."""
-        self._flush_events()
-        self._last_flush = time.monotonic()
+        """Write everything queued so far before returning."""
+        with self._cond:
+            if not self._open():
+                return
+            self._cut()
+            self._cond.notify_all()
+            while (self._queue or self._busy) and self._error is None:
+                self._cond.wait()
+            self._check()
 
     def close(self, reason: str = "complete") -> None:
-        """Flush, write the closing summary and close the file (idempotent)."""
-        if self._fd is None:
-            return
+        """Write what is queued and the closing summary, close the file (idempotent)."""
+        with self._cond:
+            if self._stopping:
+                return
+            self._cut()
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
         try:
-            if not self._failed:
-                self._flush_events()
+            if self._fd is not None:
                 self._record(RecordType.SUMMARY, encode_json(self._summary(reason)))
+            if self._fd is not None:
                 os.fsync(self._fd)
         finally:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+        with self._cond:
+            self._check()
+
+    def _check(self) -> None:
+        """Raise the write error once (caller holds _cond or the thread is not running)."""
+        if self._error is not None and not self._reported:
+            self._reported = True
+            raise self._error
+
+    def _open(self) -> bool:
+        """Raise a pending write error once; False once recording stopped (holds _cond)."""
+        self._check()
+        return self._error is None and not self._stopping
+
+    def _cut(self) -> None:
+        """Move pending events into the queue as one item (caller holds _cond)."""
+        if self._pending_n:
+            batch = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
+            self._pending, self._pending_n = [], 0
+            self._queue.append(batch)
+            self._queued_chunks += -(-len(batch) // self._chunk_events)
+
+    def _enqueue(self, item: _Item) -> None:
+        self._cut()  # file order == call order
+        self._queue.append(item)
+        self._cond.notify_all()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self._flush_interval
+        while True:
+            with self._cond:
+                while not (self._queue or self._stopping):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._cut()
+                        break
+                    self._cond.wait(left)
+                items, self._queue = self._queue, []
+                self._queued_chunks = 0
+                stopping = self._stopping
+                self._busy = bool(items)
+                self._cond.notify_all()  # callers held back by MAX_QUEUED_CHUNKS may go on
+            for item in items:
+                if self._fd is not None:
+                    self._write_item(item)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+                if items or time.monotonic() >= deadline:
+                    deadline = time.monotonic() + self._flush_interval
+                if (stopping and not self._queue) or self._fd is None:
+                    return
+
+    def _write_item(self, item: _Item) -> None:
+        if isinstance(item, tuple):
+            self._record(*item)
+            return
+        self._first_ts = self._first_ts or int(item["ts_ns"][0])
+        self._last_ts = int(item["ts_ns"][-1])
+        for start in range(0, len(item), self._chunk_events):
+            chunk = item[start : start + self._chunk_events]
+            self._record(RecordType.EVENTS, encode_events(chunk))
+            if self._fd is None:
+                return
+            self.events_written += len(chunk)
 
     def _summary(self, reason: str) -> dict[str, Any]:
         return {
@@ -169,20 +260,6 @@ class TraceWriter:
             "last_ts_ns": self._last_ts,
             "end_wall_ns": time.time_ns(),
         }
-
-    def _flush_events(self) -> None:
-        if not self._pending_n:
-            return
-        batch = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
-        self._pending.clear()
-        self._pending_n = 0
-        for start in range(0, len(batch), self._chunk_events):
-            chunk = batch[start : start + self._chunk_events]
-            self._record(RecordType.EVENTS, encode_events(chunk))
-            if self._fd is None:
-                return
-            self.events_written += len(chunk)
-        self._last_flush = time.monotonic()
 
     def _record(self, kind: RecordType, raw: bytes) -> None:
         self._write(frame(kind, self._zstd.compress(raw)))
@@ -196,19 +273,24 @@ class TraceWriter:
                 view = view[os.write(self._fd, view) :]
         except OSError as err:
             self._fail(err)
+            return
         self._good_size += len(data)
 
     def _fail(self, err: OSError) -> None:
-        """Cut the file back to its last whole frame, close it, and say so in one line."""
+        """Cut the file back to its last whole frame, close it, keep one clear line to raise."""
         assert self._fd is not None
-        self._failed = True
         try:
             os.ftruncate(self._fd, self._good_size)
-        finally:
-            os.close(self._fd)
-            self._fd = None
+        except OSError:
+            log.debug("could not cut %s back to %d bytes", self.path, self._good_size)
+        os.close(self._fd)
+        self._fd = None
         what = "disk full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else err.strerror
-        raise TraceFileError(
+        error = TraceFileError(
             f"{what} writing {self.path}: recording stopped; the {self.events_written} events "
             "written before are readable (free space and record again)"
-        ) from err
+        )
+        error.__cause__ = err
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
