@@ -121,10 +121,11 @@ class NameHistory:
         with self._lock:
             return list(self._spans[kind])
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, start: int = 0) -> dict[str, Any]:
+        """The change log from entry `start` on (0: all of it); `count` is where it ends."""
         with self._lock:
             return {"version": SNAPSHOT_VERSION, "clock": "CLOCK_MONOTONIC",
-                    "changes": list(self._changes)}
+                    "count": len(self._changes), "changes": self._changes[start:]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NameHistory:
@@ -177,3 +178,8 @@ class RecordedNames(Names):
 
     def snapshot(self) -> dict[str, Any]:
         return self.history.to_dict()
+
+    def changes_since(self, start: int) -> dict[str, Any]:
+        """Only the changes after the first `start` (a trace file's "change" record);
+        pass the previous answer's `count` as the next start."""
+        return self.history.to_dict(start)

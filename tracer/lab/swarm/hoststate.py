@@ -11,7 +11,10 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -159,8 +162,28 @@ def remove_paths(before: HostState, problems: list[str]) -> None:
             problems.append(f"remove {path}: {err}")
 
 
+def _cgroup_pids(tops: list[Path]) -> set[int]:
+    pids: set[int] = set()
+    for top in tops:
+        for procs in top.rglob("cgroup.procs"):
+            try:
+                pids |= {int(p) for p in procs.read_text().split()}
+            except (OSError, ValueError):
+                continue
+    return pids
+
+
 def remove_cgroups(parents: list[str], problems: list[str]) -> None:
-    """rmdir the cgroup directories dockerd made under --cgroup-parent, deepest first."""
+    """Kill what is left in the lab's cgroups (container processes whose daemon is gone),
+    then rmdir the cgroup directories dockerd made under --cgroup-parent, deepest first."""
+    tops = [h / p.lstrip("/") for h in Path("/sys/fs/cgroup").iterdir() for p in parents]
+    deadline = time.monotonic() + 5
+    while (pids := _cgroup_pids(tops)) and time.monotonic() < deadline:
+        for pid in pids:
+            log.info("killing leftover container process %d", pid)
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         for parent in parents:
             top = hierarchy / parent.lstrip("/")

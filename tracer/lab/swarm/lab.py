@@ -8,7 +8,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,16 +183,29 @@ def traffic(mode: str = "dnsrr", count: int = 10) -> list[Answer]:
 
 
 def _leave_swarm(nodes: list[LabNode]) -> None:
-    """Remove services and leave the swarm so Docker removes its sandboxes and netns itself."""
-    for node in reversed(nodes):
-        try:
-            with closing(docker.DockerClient(base_url=node.socket, timeout=15)) as client:
-                if node is nodes[0]:
-                    for svc in client.services.list():
-                        svc.remove()
-                client.swarm.leave(force=True)
-        except docker.errors.DockerException as err:
-            log.debug("%s: leaving the swarm: %s", node.name, err)
+    """Remove services, wait for their containers to go, leave the swarm: Docker then removes
+    its sandboxes and netns itself."""
+    clients = {}
+    for node in nodes:
+        with suppress(docker.errors.DockerException):
+            clients[node.name] = docker.DockerClient(base_url=node.socket, timeout=15)
+    try:
+        if (mgr := clients.get(nodes[0].name)) is not None:
+            with suppress(docker.errors.DockerException):
+                for svc in mgr.services.list():
+                    svc.remove()
+        deadline = time.monotonic() + 15
+        for client in clients.values():
+            with suppress(docker.errors.DockerException):
+                while client.containers.list(all=True) and time.monotonic() < deadline:
+                    time.sleep(0.3)
+        for node in reversed(nodes):
+            if node.name in clients:
+                with suppress(docker.errors.DockerException):
+                    clients[node.name].swarm.leave(force=True)
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 def down() -> list[str]:

@@ -1,0 +1,142 @@
+"""Names without Docker: history as of a time, snapshot/replay, real netns files and addresses,
+real mangle MARK rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tracer.enrich.history import RANK_DOCKER, RANK_NETNS, NameHistory, RecordedNames
+from tracer.enrich.mangle import MarkRule, read_mark_rules
+from tracer.enrich.names import AddrName, Names, NetnsName, short_task
+from tracer.enrich.netns_names import NetnsNames, classify, nsfs_inode
+from tracer.enrich.topology import Topology
+from tracer.errors import TraceFileError
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces")
+
+VOTE1 = AddrName("task", "vote.1.aaaa1111", "c0ffee000001", "vote", "overlay1", "node1")
+VOTE1B = AddrName("task", "vote.1.bbbb2222", "c0ffee000002", "vote", "overlay1", "node2")
+
+
+def test_history_resolves_as_of_the_event_time() -> None:
+    h = NameHistory()
+    h.observe("docker", Topology(addrs={"10.0.1.3": VOTE1}), 0, RANK_DOCKER)
+    # The task is replaced at t=100; its address goes to a new task at t=200.
+    h.observe("docker", Topology(), 100, RANK_DOCKER)
+    h.observe("docker", Topology(addrs={"10.0.1.3": VOTE1B}), 200, RANK_DOCKER)
+    names = RecordedNames(h)
+    assert names.addr("10.0.1.3", 50) == VOTE1
+    assert names.addr("10.0.1.3", 250) == VOTE1B
+    # Between the two: the nearest span (Docker's events come a little after the packets).
+    assert names.addr("10.0.1.3", 120) == VOTE1
+    assert names.addr("10.0.1.3", 190) == VOTE1B
+    assert names.addr("10.9.9.9", 50) is None
+
+
+def test_docker_outranks_netns_files_for_the_same_key() -> None:
+    h = NameHistory()
+    task_ns = NetnsName("vote.1.aaaa1111", "container", "node1", "c0ffee000001",
+                        "vote.1.aaaa1111", "vote")
+    h.observe("netns", Topology(netns={7: NetnsName("c0ffee000001", "container")}), 0, RANK_NETNS)
+    h.observe("docker", Topology(netns={7: task_ns}), 0, RANK_DOCKER)
+    assert RecordedNames(h).netns(7, 10) == task_ns
+    assert task_ns.label == "vote.1.aaaa"
+
+
+def test_fwmark_from_rule_then_node_lb_index() -> None:
+    h = NameHistory()
+    h.observe("docker", Topology(
+        netns={11: NetnsName("ingress_sbox", "ingress_sbox", "node1"),
+               12: NetnsName("client.1.x", "container", "node2")},
+        fwmarks={(11, 0x105): "vote"},
+        lb_index={("node2", 0x103): "vote", ("node1", 0x103): "vote"}), 0, RANK_DOCKER)
+    names = RecordedNames(h)
+    assert names.fwmark(11, 0x105, 5) == "vote"
+    assert names.fwmark(12, 0x103, 5) == "vote"
+    assert names.fwmark(99, 0x103, 5) == "vote"  # unknown netns, but one service per mark
+    assert names.fwmark(12, 0x999, 5) is None
+
+
+def test_snapshot_round_trip_resolves_like_live() -> None:
+    h = NameHistory()
+    h.observe("docker", Topology(addrs={"10.0.1.3": VOTE1}, ports={("tcp", 8080): "vote"},
+                                 netns={5: NetnsName("host", "host", "node1")}), 0, RANK_DOCKER)
+    h.observe("docker", Topology(addrs={"10.0.1.3": VOTE1B}), 300, RANK_DOCKER)
+    live = RecordedNames(h)
+    snap = json.loads(json.dumps(live.snapshot()))  # as stored in a trace file
+    replay = Names.from_snapshot(snap)
+    for ts in (0, 299, 300, 10**12):
+        assert replay.addr("10.0.1.3", ts) == live.addr("10.0.1.3", ts)
+        assert replay.netns(5, ts) == live.netns(5, ts)
+    assert isinstance(replay, RecordedNames)
+    assert replay.published_port(8080, 1) == "vote"
+    part = live.changes_since(2)
+    assert part["count"] == len(snap["changes"]) and part["changes"] == snap["changes"][2:]
+    with pytest.raises(TraceFileError):
+        Names.from_snapshot({"version": 99, "changes": []})
+
+
+def test_classify_and_short_task() -> None:
+    assert classify("stlab-ingress_sbox") == ("ingress_sbox", "ingress_sbox")
+    assert classify("stlab-backend-1") == ("backend-1", "named")
+    assert classify("lb_vgx0xjuq7") == ("lb_vgx0xjuq7", "lb")
+    assert classify("1-vgx0xjuq74") == ("1-vgx0xjuq74", "overlay")
+    assert classify("4014361c1f7a") == ("4014361c1f7a", "container")
+    assert short_task("vote.2.uyhxq1w2e3r4") == "vote.2.uyhx"
+
+
+@pytest.fixture
+def netns_pair() -> Iterator[tuple[str, str]]:
+    """Two real netns: one with the labs' prefix, one without; each holds an address."""
+    names = (f"stlab-tnames{os.getpid()}", f"sttest-tnames{os.getpid()}")
+    try:
+        for i, name in enumerate(names):
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+            subprocess.run(["ip", "-n", name, "addr", "add", f"10.254.77.{i + 5}/32", "dev", "lo"],
+                           check=True)
+        yield names
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+@root
+def test_netns_names_by_inode_and_address(netns_pair: tuple[str, str]) -> None:
+    lab_ns, other_ns = netns_pair
+    with NetnsNames(poll_s=0.2) as names:
+        ino = nsfs_inode(Path("/var/run/netns") / lab_ns)
+        assert ino is not None
+        got = names.netns(ino, 1)
+        assert got is not None and got.name == lab_ns.removeprefix("stlab-")
+        assert got.kind == "named"
+        host = names.netns(os.stat("/proc/self/ns/net").st_ino, 1)
+        assert host is not None and host.kind == "host" and host.name == "host"
+        a = names.addr("10.254.77.5", 1)
+        assert a is not None and a.kind == "sandbox" and a.netns == lab_ns.removeprefix("stlab-")
+        b = names.addr("10.254.77.6", 1)
+        assert b is not None and b.netns == other_ns
+        # Gone later: still named at an earlier time, from the snapshot too.
+        subprocess.run(["ip", "netns", "del", other_ns], check=True)
+        names.refresh()
+        snap = names.snapshot()
+    other_ino_name = Names.from_snapshot(snap).addr("10.254.77.6", 1)
+    assert other_ino_name is not None and other_ino_name.netns == other_ns
+
+
+@root
+def test_mark_rules_read_from_a_real_netns(netns_pair: tuple[str, str]) -> None:
+    ns = netns_pair[1]
+    for rule in (["OUTPUT", "-d", "10.0.0.9/32", "-j", "MARK", "--set-mark", "0x103"],
+                 ["PREROUTING", "-p", "tcp", "--dport", "8080", "-j", "MARK", "--set-mark", "0x105"]):
+        subprocess.run(["ip", "netns", "exec", ns, "iptables", "-w", "-t", "mangle", "-A", *rule],
+                       check=True)
+    rules = read_mark_rules(Path("/var/run/netns") / ns)
+    assert MarkRule(0x103, "10.0.0.9", None, None) in rules
+    assert MarkRule(0x105, None, "tcp", 8080) in rules
