@@ -17,8 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tracer.enrich.history import RANK_NETNS, NameHistory, RecordedNames
+from tracer.enrich.names import AddrName, NetnsName
+from tracer.enrich.topology import Topology
 from tracer.errors import TraceFileError
 from tracer.events import EVENT_DTYPE
+from tracer.pipeline import Pipeline
 from tracer.source import Filter, SourceInfo
 from tracer.tracefile import (
     EventChunk,
@@ -31,7 +35,9 @@ from tracer.tracefile import (
     open_trace,
 )
 from tracer.tracefile.format import FRAME, PREAMBLE, SCHEMA_VERSION
-from tracer.tracefile.synthetic import EVENTS_PER_REQUEST, mesh_events
+from tracer.tracefile.record import recording
+from tracer.tracefile.synthetic import EVENTS_PER_REQUEST, NETNS_SBOX, mesh_events
+from tracer.tracefile.topology import trace_names
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".venv" / "bin" / "python"
@@ -352,6 +358,52 @@ def test_replay_paced_by_recorded_time(tmp_path: Path) -> None:
         assert expect_s * 0.9 <= took <= expect_s + 0.3, (speed, took)
     with pytest.raises(TraceFileError, match="speed"):
         ReplaySource(path, 0)
+
+
+def test_recording_a_pipeline_replays_to_the_same_requests(tmp_path: Path) -> None:
+    # A replayed trace stands in for the live source: record it again and compare.
+    events = mesh_events(50)
+    first = tmp_path / "first.swt"
+    with TraceWriter(first, header(lb_note="IPVS stand-in")) as w:
+        w.topology(int(events[0]["ts_ns"]) - 1, _names_snapshot(int(events[0]["ts_ns"]) - 1))
+        w.events(events)
+    second = tmp_path / "second.swt"
+    with ReplaySource(first) as src:
+        pipe = Pipeline(src, trace_names(first), src.header.lb_note)
+        with recording(pipe, second, Filter(ports=(8080,))):
+            while not src.finished:
+                pipe.poll(0)
+    with open_trace(second) as r:
+        assert r.header.nodes == ("node1",) and r.header.lb_note == "IPVS stand-in"
+        assert r.header.filters["ports"] == [8080]
+        assert sum(isinstance(x, TopologyRecord) for x in r) == 1 and r.complete
+    assert np.array_equal(all_events(second), events)
+    requests = _requests(first)
+    assert len(requests) == 50 and requests == _requests(second)
+    assert {q["backend"]["name"] for q in requests if q["backend"]["addr"] == "10.255.0.5:80"} == {  # type: ignore[index]
+        "vote.1.7iiu"
+    }
+    assert second.stat().st_mode & 0o777 == 0o600
+
+
+def _names_snapshot(ts: int) -> dict[str, object]:
+    history = NameHistory()
+    topo = Topology(
+        netns={NETNS_SBOX: NetnsName("ingress_sbox", "ingress_sbox", node="node1")},
+        addrs={"10.255.0.5": AddrName("task", task="vote.1.7iiuabcdef", service="vote")},
+    )
+    history.observe("docker:node1", topo, ts, RANK_NETNS)
+    return RecordedNames(history).snapshot()
+
+
+def _requests(path: Path) -> list[dict[str, object]]:
+    out = []
+    with ReplaySource(path) as src:
+        pipe = Pipeline(src, trace_names(path), src.header.lb_note)
+        while not src.finished:
+            out += [r.to_json() for r in pipe.poll(0)]
+        out += [r.to_json() for r in pipe.flush()]
+    return out
 
 
 def _cli(*args: str, user: str | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

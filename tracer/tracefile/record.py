@@ -1,0 +1,93 @@
+"""`trace -w FILE`: record what a live pipeline sees (events, names, lost counts) as it runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from tracer.errors import TraceFileError
+from tracer.pipeline import Pipeline
+from tracer.source import Filter
+from tracer.tracefile.format import TraceHeader
+from tracer.tracefile.topology import inventory
+from tracer.tracefile.writer import TraceWriter
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL_S = 1.0  # how often names and lost counters are compared with what is written
+
+
+class _Tap:
+    """A Pipeline tap: raw events to the writer; new names and lost counts about every second."""
+
+    def __init__(self, writer: TraceWriter, pipe: Pipeline) -> None:
+        self.writer = writer
+        self.pipe = pipe
+        self.stopped = False
+        self._names_written = 0  # entries of the names' change log already in the file
+        self._wrote_names = False
+        self._next_check = 0.0
+
+    def __call__(self, events: np.ndarray) -> None:
+        if self.stopped:
+            return
+        try:
+            self.writer.events(events)
+            if time.monotonic() >= self._next_check:
+                self.sync()
+        except TraceFileError as err:
+            # Recording stops; tracing goes on. One line says why and what is kept.
+            self.stopped = True
+            log.warning("%s", err)
+
+    def sync(self) -> None:
+        """Write names that changed and the lost counter, if they grew."""
+        self._next_check = time.monotonic() + CHECK_INTERVAL_S
+        self.writer.lost(self.pipe.source.stats().lost)
+        if self.pipe.names is None:
+            return
+        snap: dict[str, Any] = self.pipe.names.snapshot()
+        changes = snap.get("changes") or []
+        if self._wrote_names and len(changes) <= self._names_written:
+            return
+        # The first record carries everything so far; later ones only what is new.
+        new = changes[self._names_written :]
+        self.writer.topology(
+            time.monotonic_ns(), {**snap, "changes": new}, snapshot=not self._wrote_names
+        )
+        self._names_written = len(changes)
+        self._wrote_names = True
+
+
+@contextmanager
+def recording(
+    pipe: Pipeline, path: str | os.PathLike[str], filters: Filter
+) -> Iterator[TraceWriter]:
+    """Record `pipe` into `path` while the block runs; the file is finished on exit (Ctrl-C too).
+
+    A full disk stops the recording with one warning line; tracing goes on.
+    """
+    snap = pipe.names.snapshot() if pipe.names is not None else None
+    header = TraceHeader.now(
+        pipe.source.info, filters, nodes=inventory(snap).nodes, lb_note=pipe.lb_note
+    )
+    writer = TraceWriter(path, header)
+    tap = _Tap(writer, pipe)
+    pipe.taps.append(tap)
+    try:
+        tap.sync()
+        yield writer
+    finally:
+        pipe.taps.remove(tap)
+        try:
+            if not tap.stopped:
+                tap.sync()
+            writer.close()
+        except TraceFileError as err:
+            log.warning("%s", err)
