@@ -1,0 +1,14 @@
+"""The Textual TUI: a sink for Requests. The tracing core never imports this package."""
+
+from __future__ import annotations
+
+from tracer.tui.feed import FeedBatch, FeedStats, ListFeed, ReplayControls, RequestFeed
+
+__all__ = ["FeedBatch", "FeedStats", "ListFeed", "ReplayControls", "RequestFeed", "run_tui"]
+
+
+def run_tui(feed: RequestFeed, *, step: bool = False, title: str = "swarmtrace") -> None:
+    """Show requests from feed until the user quits; step=True starts in talk mode."""
+    from tracer.tui.app import SwarmtraceApp  # Textual loads only when a TUI is shown
+
+    SwarmtraceApp(feed, step=step, title=title).run()

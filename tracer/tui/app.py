@@ -1,0 +1,222 @@
+"""The swarmtrace TUI: a sink that shows Requests from a RequestFeed."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+from textual.worker import get_current_worker
+
+from tracer.model import Request
+from tracer.tui.command_palette import TracerCommands
+from tracer.tui.feed import FeedStats, ReplayControls, RequestFeed
+from tracer.tui.screens.base import TracerScreen
+from tracer.tui.screens.requests import RequestsScreen
+from tracer.tui.screens.services import ServicesScreen
+from tracer.tui.screens.talk import TalkScreen
+from tracer.tui.screens.topology import TopologyScreen
+from tracer.tui.state import TuiState
+
+BATCH_S = 0.1  # one message to the UI per this long, however many events arrived
+DARK, LIGHT = "textual-dark", "textual-light"
+SPEEDS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
+SPEED = Binding.Group("speed", compact=True)
+SEEK = Binding.Group("seek", compact=True)
+VIEWS = Binding.Group("views", compact=True)
+
+
+class FeedUpdate(Message):
+    """What the feed worker gathered in one BATCH_S."""
+
+    def __init__(
+        self,
+        requests: list[Request],
+        stats: FeedStats | None,
+        topology: dict[str, Any] | None,
+        finished: bool,
+    ) -> None:
+        super().__init__()
+        self.requests, self.stats, self.topology, self.finished = requests, stats, topology, finished
+
+
+class SwarmtraceApp(App[None]):
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {TracerCommands}
+    BINDINGS = [
+        Binding("1", "show('requests')", "requests", id="screen.requests", group=VIEWS),
+        Binding("2", "show('services')", "services", id="screen.services", group=VIEWS),
+        Binding("3", "show('topology')", "topology", id="screen.topology", group=VIEWS),
+        Binding("t", "show('talk')", "talk", id="screen.talk", group=VIEWS),
+        Binding("space", "toggle_pause", "pause", id="pause"),
+        Binding("plus", "speed(1)", "faster", id="replay.faster", group=SPEED),
+        Binding("minus", "speed(-1)", "slower", id="replay.slower", group=SPEED),
+        Binding("greater_than_sign", "seek(10)", "+10s", id="replay.forward", group=SEEK),
+        Binding("less_than_sign", "seek(-10)", "-10s", id="replay.back", group=SEEK),
+        Binding("full_stop", "step", "step", id="replay.step"),
+        Binding("d", "toggle_theme", "dark/light", id="theme", show=False),
+        Binding("q", "quit", "quit", id="quit"),
+    ]
+
+    def __init__(
+        self,
+        feed: RequestFeed,
+        *,
+        step: bool = False,
+        title: str = "swarmtrace",
+        capacity: int = 200_000,
+    ) -> None:
+        super().__init__()
+        self.feed = feed
+        self.title = title
+        self.theme = DARK
+        self.state = TuiState()
+        self.state.store.capacity = capacity
+        self.controls = feed if isinstance(feed, ReplayControls) else None
+        self.state.speed = self.controls.speed if self.controls else None
+        self._pending: deque[Request] = deque(maxlen=capacity)  # held back while paused
+        self._start_mode = "talk" if step else "requests"
+        self._screens: dict[str, TracerScreen] = {}
+        for name, cls in (
+            ("requests", RequestsScreen),
+            ("services", ServicesScreen),
+            ("topology", TopologyScreen),
+            ("talk", TalkScreen),
+        ):
+            self.add_mode(name, self._maker(name, cls))
+
+    def _maker(self, name: str, cls: type[TracerScreen]) -> Callable[[], TracerScreen]:
+        def make() -> TracerScreen:
+            screen = self._screens[name] = cls(self.state)
+            return screen
+
+        return make
+
+    def on_mount(self) -> None:
+        self.switch_mode(self._start_mode)
+        self._pump()
+
+    # -- the feed ----------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="feed")
+    def _pump(self) -> None:
+        """Poll the feed in a thread; post one FeedUpdate per BATCH_S (never one per event)."""
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            deadline = time.monotonic() + BATCH_S
+            requests: dict[int, Request] = {}
+            stats: FeedStats | None = None
+            topology: dict[str, Any] | None = None
+            finished = False
+            while not worker.is_cancelled:
+                batch = self.feed.poll(max(0.0, deadline - time.monotonic()))
+                requests.update((r.id, r) for r in batch.requests)
+                stats = batch.stats
+                topology = batch.topology if batch.topology is not None else topology
+                finished = self.feed.finished
+                if finished or time.monotonic() >= deadline:
+                    break
+            self.post_message(FeedUpdate(list(requests.values()), stats, topology, finished))
+            if finished:
+                return
+
+    def on_feed_update(self, msg: FeedUpdate) -> None:
+        st = self.state
+        if msg.stats is not None:
+            st.stats = msg.stats
+        if msg.topology is not None:
+            st.topology = msg.topology
+        st.finished = msg.finished
+        if st.paused and self.controls is None:
+            # A live source cannot stop: keep what arrives and show it on resume.
+            self._pending.extend(msg.requests)
+        elif msg.requests:
+            st.store.apply(msg.requests)
+        self.refresh_screen()
+
+    def refresh_screen(self) -> None:
+        screen = self.screen
+        if isinstance(screen, TracerScreen):
+            with self.batch_update():
+                screen.state_changed()
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def action_show(self, mode: str) -> None:
+        start: int | None = None
+        requests = self._screens.get("requests")
+        if mode == "talk" and self.current_mode == "requests" and isinstance(requests, RequestsScreen):
+            selected = requests.request_list.selected
+            start = selected.id if selected is not None else None
+        self.switch_mode(mode)
+        talk = self._screens.get("talk")
+        if start is not None and isinstance(talk, TalkScreen):
+            talk.start_at(start)
+
+    def action_toggle_pause(self) -> None:
+        st = self.state
+        st.paused = not st.paused
+        if self.controls is not None:
+            self.controls.set_paused(st.paused)
+        elif not st.paused and self._pending:
+            st.store.apply(self._pending)
+            self._pending.clear()
+        self.refresh_screen()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = LIGHT if self.theme == DARK else DARK
+
+    def action_speed(self, direction: int) -> None:
+        if self.controls is None:
+            return
+        now = self.controls.speed
+        faster = [s for s in SPEEDS if s > now]
+        slower = [s for s in SPEEDS if s < now]
+        if direction > 0 and faster:
+            self.controls.set_speed(faster[0])
+        elif direction < 0 and slower:
+            self.controls.set_speed(slower[-1])
+        self.state.speed = self.controls.speed
+        self.refresh_screen()
+
+    def action_seek(self, seconds: float) -> None:
+        if self.controls is not None:
+            self.controls.seek(seconds)
+
+    def action_step(self) -> None:
+        if self.controls is None:
+            return
+        if not self.state.paused:
+            self.action_toggle_pause()
+        self.controls.step()
+
+    def _requests_screen(self) -> RequestsScreen:
+        screen = self._screens["requests"]
+        assert isinstance(screen, RequestsScreen)
+        return screen
+
+    # Palette commands act on the requests screen; run them once it is current and mounted.
+
+    def apply_filter(self, text: str) -> None:
+        self.switch_mode("requests")
+        self.call_after_refresh(lambda: self._requests_screen().set_filter(text))
+
+    def set_follow(self, follow: bool) -> None:
+        self.switch_mode("requests")
+        if self.state.follow != follow:
+            self.call_after_refresh(lambda: self._requests_screen().action_follow())
+
+    def jump_to_drop(self) -> None:
+        self.switch_mode("requests")
+        self.call_after_refresh(lambda: self._requests_screen().action_next_drop())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Replay keys only exist when the feed can be paced.
+        if action in ("speed", "seek", "step"):
+            return self.controls is not None
+        return True

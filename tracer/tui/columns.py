@@ -1,0 +1,90 @@
+"""The request list's columns: what each shows and how wide it may be."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+
+from tracer.model import HopKind, Request
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    width: int
+    drop_order: int  # the smallest is dropped first when the screen is narrow; 99 = never
+    cell: Callable[[Request], str]
+    right: bool = False
+
+
+def _time(r: Request) -> str:
+    # Minutes, seconds and milliseconds of the wall clock: the hour rarely matters in a list.
+    secs, ns = divmod(r.start_ns, 1_000_000_000)
+    return time.strftime("%M:%S", time.gmtime(secs)) + f".{ns // 1_000_000:03d}"
+
+
+def _entry(r: Request) -> str:
+    node = r.hops[0].node if r.hops else ""
+    return f"{node}:{r.client.dport}" if node and r.mode == "mesh" else r.client.dst
+
+
+def _node(r: Request) -> str:
+    deliver = next((h for h in r.hops if h.kind is HopKind.DELIVER), None)
+    return deliver.node if deliver is not None else ""
+
+
+def _latency(r: Request) -> str:
+    ms = r.reply_ms
+    return "" if ms is None else f"{ms:.2f}ms"
+
+
+COLUMNS = (
+    Column("time", 9, 2, _time),
+    Column("client", 20, 99, lambda r: r.client.src),
+    Column("entry", 18, 4, _entry),
+    Column("mode", 5, 5, lambda r: r.mode),
+    Column("service", 9, 6, lambda r: r.service),
+    Column("task", 14, 99, lambda r: r.backend_name or r.backend_addr),
+    Column("node", 6, 1, _node),
+    Column("latency", 7, 3, _latency, right=True),
+    Column("status", 8, 99, lambda r: str(r.status)),
+)
+
+
+def fit_columns(width: int) -> tuple[Column, ...]:
+    """The columns that fit in width, dropping the least important first."""
+    cols = list(COLUMNS)
+    while sum(c.width + 1 for c in cols) > width:
+        victim = min(cols, key=lambda c: c.drop_order)
+        if victim.drop_order == 99:
+            break
+        cols.remove(victim)
+    return tuple(cols)
+
+
+def header_text(cols: tuple[Column, ...]) -> Text:
+    t = Text()
+    for c in cols:
+        t.append((c.title.rjust(c.width) if c.right else c.title.ljust(c.width)) + " ")
+    return t
+
+
+def row_text(
+    r: Request, cols: tuple[Column, ...], task_style: Style, status_style: Style
+) -> Text:
+    t = Text()
+    for c in cols:
+        value = c.cell(r)
+        value = value[: c.width - 1] + "…" if len(value) > c.width else value
+        cell = (value.rjust(c.width) if c.right else value.ljust(c.width)) + " "
+        if c.title == "task":
+            t.append(cell, style=task_style)
+        elif c.title == "status":
+            t.append(cell, style=status_style)
+        else:
+            t.append(cell)
+    return t

@@ -1,0 +1,1 @@
+"""Screens of the swarmtrace TUI: requests, services, topology, talk."""

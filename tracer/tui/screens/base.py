@@ -1,0 +1,41 @@
+"""What all swarmtrace screens share: the state, a status bar and the footer."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from tracer.tui.state import TuiState
+from tracer.tui.widgets.status_bar import StatusBar, StatusState
+
+
+class TracerScreen(Screen[None]):
+    """A screen over the shared TuiState; the app calls state_changed() after each batch."""
+
+    def __init__(self, state: TuiState) -> None:
+        super().__init__()
+        self.state = state
+
+    def compose_footer(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Footer()
+
+    def state_changed(self) -> None:
+        """Redraw from self.state; subclasses extend this and call super()."""
+        st, store = self.state, self.state.store
+        self.query_one(StatusBar).update_state(
+            StatusState(
+                stats=st.stats,
+                requests=store.total,
+                shown=len(store),
+                query=store.query_text,
+                paused=st.paused,
+                follow=st.follow,
+                finished=st.finished,
+                speed=st.speed,
+            )
+        )
+
+    def on_screen_resume(self) -> None:
+        self.state_changed()

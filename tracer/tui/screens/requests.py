@@ -1,0 +1,135 @@
+"""The main screen: the live request list above, the selected request's hop path below."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.timer import Timer
+from textual.widgets import Input
+
+from tracer.model import Request, Status
+from tracer.tui.screens.base import TracerScreen
+from tracer.tui.state import TuiState
+from tracer.tui.widgets.hop_path import HopPath
+from tracer.tui.widgets.request_list import RequestList
+
+FILTER_DELAY_S = 0.05  # type-ahead: filter once typing pauses, not on every key of a burst
+
+
+def is_drop(r: Request) -> bool:
+    return r.status is Status.DROPPED
+
+
+class RequestsScreen(TracerScreen):
+    BINDINGS = [
+        Binding("slash", "filter", "filter", id="requests.filter"),
+        Binding("f", "follow", "follow", id="requests.follow"),
+        Binding("n", "next_drop", "next drop", id="requests.next_drop"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="requests.clear"),
+    ]
+
+    def __init__(self, state: TuiState) -> None:
+        super().__init__(state)
+        self._filter_timer: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield RequestList(self.state.store, id="requests")
+        with VerticalScroll(id="path-pane"):
+            yield HopPath(id="path")
+        yield Input(
+            placeholder="filter: words or service: task: client: status: mode: node:   "
+            "(Enter keeps it, Esc clears)",
+            id="filter",
+            select_on_focus=False,  # `/` again refines the filter rather than replacing it
+        )
+        yield from self.compose_footer()
+
+    @property
+    def request_list(self) -> RequestList:
+        return self.query_one(RequestList)
+
+    def on_mount(self) -> None:
+        self.request_list.follow = self.state.follow
+        self.request_list.focus()
+
+    def state_changed(self) -> None:
+        super().state_changed()
+        lst = self.request_list
+        lst.store_changed()
+        # The selected request may have been updated (open -> ok): redraw its path.
+        path = self.query_one(HopPath)
+        if path.request is not None:
+            fresh = self.state.store.get(path.request.id)
+            if fresh is not None and fresh is not path.request:
+                self._show(fresh)
+
+    def _show(self, request: Request | None) -> None:
+        color = self.state.store.color_of(request.backend_name) if request else 0
+        self.query_one(HopPath).show(request, task_color=color)
+
+    @on(RequestList.Selected)
+    def _selected(self, event: RequestList.Selected) -> None:
+        self._show(event.request)
+        # Keep the app's follow flag in step with the list (moving up stops following).
+        if self.state.follow != self.request_list.follow:
+            self.state.follow = self.request_list.follow
+            super().state_changed()
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def action_follow(self) -> None:
+        self.state.follow = not self.state.follow
+        self.request_list.follow = self.state.follow
+        self.state_changed()
+
+    def action_next_drop(self) -> None:
+        store, lst = self.state.store, self.request_list
+        start = lst.cursor + 1
+        found = store.find(start, is_drop)
+        if found is None and start > 0:
+            found = store.find(0, is_drop)
+        if found is None:
+            self.notify("No dropped request in the list.", timeout=3)
+            return
+        self.state.follow = lst.follow = False
+        lst.cursor = found
+        self.state_changed()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.display = False
+        self._apply_filter("")
+        self.request_list.focus()
+
+    def set_filter(self, text: str) -> None:
+        """Filter the list now (command palette, tests)."""
+        box = self.query_one("#filter", Input)
+        box.value = text
+        box.display = bool(text)
+        self._apply_filter(text)
+
+    @on(Input.Changed, "#filter")
+    def _typed(self, event: Input.Changed) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._filter_timer = self.set_timer(FILTER_DELAY_S, lambda: self._apply_filter(event.value))
+
+    @on(Input.Submitted, "#filter")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self._apply_filter(event.value)
+        event.input.display = bool(event.value)
+        self.request_list.focus()
+
+    def _apply_filter(self, text: str) -> None:
+        if text.strip() == self.state.store.query_text:
+            return
+        self.state.store.set_query(text)
+        self.state_changed()

@@ -1,0 +1,112 @@
+"""Talk mode: one request at a time, one hop per key press, one sentence per hop."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from tracer.model import Request
+from tracer.tui.narrate import narrate, verdict
+from tracer.tui.screens.base import TracerScreen
+from tracer.tui.state import TuiState
+from tracer.tui.widgets.hop_path import HopPath
+
+
+class TalkScreen(TracerScreen):
+    BINDINGS = [
+        Binding("right,l,enter", "hop(1)", "next hop", key_display="→", id="talk.next_hop"),
+        Binding("left,h", "hop(-1)", "back", key_display="←", id="talk.prev_hop"),
+        Binding("down,j", "request(1)", "next request", key_display="↓", id="talk.next_request"),
+        Binding("up,k", "request(-1)", "previous", key_display="↑", id="talk.prev_request"),
+    ]
+
+    def __init__(self, state: TuiState) -> None:
+        super().__init__(state)
+        self.index = 0  # into the store's (filtered) list
+        self.hop = 0
+        self.request_id: int | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="talk-title")
+        with VerticalScroll(id="talk-pane"):
+            yield HopPath(id="talk-path")
+        yield Static(id="sentence")
+        yield from self.compose_footer()
+
+    def start_at(self, request_id: int | None) -> None:
+        """Begin with a given request (the one selected in the list), at its first hop."""
+        at = self.state.store.index_of(request_id) if request_id is not None else None
+        self.index, self.hop = (at if at is not None else 0), 0
+        self.request_id = None
+        if self.is_mounted:
+            self.state_changed()
+
+    @property
+    def request(self) -> Request | None:
+        store = self.state.store
+        return store.at(self.index) if 0 <= self.index < len(store) else None
+
+    def state_changed(self) -> None:
+        super().state_changed()
+        r = self.request
+        if r is not None and r.id != self.request_id:
+            # The filter or eviction moved our request: find it again, else stay at the index.
+            at = self.state.store.index_of(self.request_id) if self.request_id is not None else None
+            if at is not None:
+                self.index, r = at, self.state.store.at(at)
+            self.request_id = r.id
+        self._draw(r)
+
+    def _draw(self, r: Request | None) -> None:
+        title = self.query_one("#talk-title", Static)
+        sentence = self.query_one("#sentence", Static)
+        path = self.query_one(HopPath)
+        if r is None or not r.hops:
+            title.update(Text(" Talk mode", style="bold"))
+            sentence.update("Waiting for the first request…")
+            path.show(None)
+            return
+        self.hop = max(0, min(self.hop, len(r.hops) - 1))
+        head = Text.assemble(
+            (f" Request {self.index + 1}/{len(self.state.store)}", "bold"),
+            "  ·  ",
+            (f"hop {self.hop + 1}/{len(r.hops)}", "bold"),
+            f"  ·  {r.client.src} → {r.client.dst}  ·  {verdict(r)}",
+        )
+        title.update(head)
+        path.show(r, task_color=self.state.store.color_of(r.backend_name), highlight=self.hop)
+        sentence.update(narrate(r, self.hop))
+        self.call_after_refresh(self._scroll_to_hop)
+
+    def _scroll_to_hop(self) -> None:
+        line = self.query_one(HopPath).highlight_line()
+        if line is not None:
+            pane = self.query_one("#talk-pane", VerticalScroll)
+            pane.scroll_to(y=max(0, line - pane.size.height // 2), animate=False)
+
+    def action_hop(self, delta: int) -> None:
+        r = self.request
+        if r is None:
+            return
+        nxt = self.hop + delta
+        if nxt >= len(r.hops):
+            self.action_request(1)
+        elif nxt < 0:
+            self.action_request(-1, last_hop=True)
+        else:
+            self.hop = nxt
+            self._draw(r)
+
+    def action_request(self, delta: int, last_hop: bool = False) -> None:
+        n = len(self.state.store)
+        if not 0 <= self.index + delta < n:
+            self.notify("No more requests." if delta > 0 else "This is the first request.", timeout=2)
+            return
+        self.index += delta
+        r = self.state.store.at(self.index)
+        self.request_id = r.id
+        self.hop = len(r.hops) - 1 if last_hop else 0
+        self._draw(r)

@@ -1,0 +1,217 @@
+"""The TUI's memory: a bounded, filterable list of requests and per-service counters."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from tracer.model import Request, Status
+
+# Filter keys a user can type as key:value; plain words match any of them.
+FILTER_KEYS = ("service", "task", "client", "status", "mode", "node")
+LONG_CONNECTION_S = 1.0  # a connection open this long likely carries many requests
+
+
+def request_fields(r: Request) -> dict[str, str]:
+    """The words a filter matches, per key."""
+    nodes = " ".join(sorted({h.node for h in r.hops if h.node}))
+    return {
+        "service": r.service,
+        "task": r.backend_name,
+        "client": r.client.src,
+        "status": str(r.status),
+        "mode": r.mode,
+        "node": nodes,
+    }
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed filter: every term must match (AND)."""
+
+    terms: tuple[tuple[str, str], ...] = ()  # (key or "", lowercase text)
+
+    @classmethod
+    def parse(cls, text: str) -> Query:
+        terms = []
+        for word in text.lower().split():
+            key, sep, value = word.partition(":")
+            if sep and key in FILTER_KEYS:
+                terms.append((key, value))
+            else:
+                terms.append(("", word))
+        return cls(tuple(terms))
+
+    def matches(self, hay: Haystack) -> bool:
+        fields, anywhere = hay
+        return all(
+            (value in fields[key]) if key else (value in anywhere) for key, value in self.terms
+        )
+
+
+Haystack = tuple[dict[str, str], str]  # lowercase fields per key, and all of them in one string
+
+
+def haystack(r: Request) -> Haystack:
+    fields = {k: v.lower() for k, v in request_fields(r).items()}
+    return fields, " ".join(fields.values()) + f" {r.client.dst} {r.backend_addr}"
+
+
+@dataclass
+class TaskCount:
+    connections: int = 0
+    dropped: int = 0
+    reply_ms_total: float = 0.0
+    replies: int = 0
+    longest_s: float = 0.0  # the longest connection seen to this task
+
+    @property
+    def mean_reply_ms(self) -> float | None:
+        return self.reply_ms_total / self.replies if self.replies else None
+
+
+@dataclass
+class ServiceCount:
+    tasks: dict[str, TaskCount] = field(default_factory=dict)
+
+    @property
+    def connections(self) -> int:
+        return sum(t.connections for t in self.tasks.values())
+
+
+def service_key(r: Request) -> str:
+    # Without Docker names (netns lab) a service is known by the address clients connect to.
+    return r.service or f"port {r.client.dport}"
+
+
+class RequestStore:
+    """Newest `capacity` requests in arrival order; updates keep a request's place."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._by_id: dict[int, Request] = {}
+        self._order: deque[int] = deque()
+        self._query = Query()
+        self._view: deque[int] | None = None  # ids matching the query; None = no filter
+        self._hay: dict[int, Haystack] = {}  # filled lazily, the first time a filter runs
+        self._counted: dict[int, tuple[str, str, Status, float | None, float]] = {}
+        self.services: dict[str, ServiceCount] = {}
+        self._colors: dict[str, int] = {}
+        self.seen = 0  # requests ever stored, evicted included
+        self.version = 0  # bumps on every change: screens redraw when it moved
+
+    def __len__(self) -> int:
+        return len(self._order if self._view is None else self._view)
+
+    @property
+    def total(self) -> int:
+        return len(self._order)
+
+    @property
+    def query_text(self) -> str:
+        return " ".join(f"{k}:{v}" if k else v for k, v in self._query.terms)
+
+    def at(self, index: int) -> Request:
+        ids = self._order if self._view is None else self._view
+        return self._by_id[ids[index]]
+
+    def window(self, start: int, count: int) -> Iterator[Request]:
+        ids = self._order if self._view is None else self._view
+        for rid in itertools.islice(ids, start, start + count):
+            yield self._by_id[rid]
+
+    def get(self, request_id: int) -> Request | None:
+        return self._by_id.get(request_id)
+
+    def index_of(self, request_id: int) -> int | None:
+        ids = self._order if self._view is None else self._view
+        for i, rid in enumerate(ids):
+            if rid == request_id:
+                return i
+        return None
+
+    def find(self, start: int, pred: Callable[[Request], bool]) -> int | None:
+        """Index of the first request at or after start in the view that satisfies pred."""
+        ids = self._order if self._view is None else self._view
+        for i, rid in enumerate(itertools.islice(ids, start, None), start):
+            if pred(self._by_id[rid]):
+                return i
+        return None
+
+    def color_of(self, backend: str) -> int:
+        """A stable small number per backend task (first seen = 0), for its colour."""
+        return self._colors.setdefault(backend, len(self._colors))
+
+    def apply(self, requests: Iterable[Request]) -> None:
+        for r in requests:
+            if r.id not in self._by_id:
+                self._order.append(r.id)
+                self.seen += 1
+                if self._view is not None and self._matches(r):
+                    self._view.append(r.id)
+            else:
+                self._hay.pop(r.id, None)
+            self._by_id[r.id] = r
+            self._count(r)
+            if r.backend_name:
+                self.color_of(r.backend_name)
+        while len(self._order) > self.capacity:
+            self._evict()
+        self.version += 1
+
+    def _evict(self) -> None:
+        rid = self._order.popleft()
+        del self._by_id[rid]
+        self._counted.pop(rid, None)
+        self._hay.pop(rid, None)
+        # Both deques are in arrival order, so the oldest id can only be first in the view.
+        if self._view and self._view[0] == rid:
+            self._view.popleft()
+
+    def set_query(self, text: str) -> None:
+        self._query = Query.parse(text)
+        if not self._query.terms:
+            self._view = None
+        else:
+            self._view = deque(rid for rid in self._order if self._matches(self._by_id[rid]))
+        self.version += 1
+
+    def _matches(self, r: Request) -> bool:
+        hay = self._hay.get(r.id)
+        if hay is None:
+            hay = self._hay[r.id] = haystack(r)
+        return self._query.matches(hay)
+
+    def _count(self, r: Request) -> None:
+        """Per service and task counters; an updated request replaces its earlier count."""
+        if not r.backend_name:
+            return
+        duration = (r.end_ns - r.start_ns) / 1e9 if r.end_ns else 0.0
+        key = (service_key(r), r.backend_name, r.status, r.reply_ms, duration)
+        old = self._counted.get(r.id)
+        if old == key:
+            return
+        if old is not None:
+            self._add(*old, sign=-1)
+        self._add(*key, sign=1)
+        self._counted[r.id] = key
+
+    def _add(
+        self,
+        service: str,
+        task: str,
+        status: Status,
+        reply_ms: float | None,
+        duration: float,
+        sign: int,
+    ) -> None:
+        t = self.services.setdefault(service, ServiceCount()).tasks.setdefault(task, TaskCount())
+        t.connections += sign
+        t.dropped += sign * (status is Status.DROPPED)
+        if reply_ms is not None:
+            t.reply_ms_total += sign * reply_ms
+            t.replies += sign
+        if sign > 0:
+            t.longest_s = max(t.longest_s, duration)
