@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "replay",
     "export",
     "info",
+    "swarm_lab",
 )
 
 EPILOG = """examples:
