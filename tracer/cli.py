@@ -13,6 +13,7 @@ from tracer.errors import SwarmtraceError
 # Each module registers its own subparser with set_defaults(func=run).
 COMMAND_MODULES = (
     "trace",
+    "tui",
     "lab",
     "demo",
     "replay",

@@ -9,6 +9,6 @@ __all__ = ["FeedBatch", "FeedStats", "ListFeed", "ReplayControls", "RequestFeed"
 
 def run_tui(feed: RequestFeed, *, step: bool = False, title: str = "swarmtrace") -> None:
     """Show requests from feed until the user quits; step=True starts in talk mode."""
-    from tracer.tui.app import SwarmtraceApp  # Textual loads only when a TUI is shown
+    from tracer.tui import app  # Textual loads only when a TUI is shown
 
-    SwarmtraceApp(feed, step=step, title=title).run()
+    app.run_tui(feed, step=step, title=title)

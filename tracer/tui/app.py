@@ -220,3 +220,8 @@ class SwarmtraceApp(App[None]):
         if action in ("speed", "seek", "step"):
             return self.controls is not None
         return True
+
+
+def run_tui(feed: RequestFeed, *, step: bool = False, title: str = "swarmtrace") -> None:
+    """Show requests from feed until the user quits; step=True starts in talk mode."""
+    SwarmtraceApp(feed, step=step, title=title).run()

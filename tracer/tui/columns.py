@@ -17,41 +17,41 @@ class Column:
     title: str
     width: int
     drop_order: int  # the smallest is dropped first when the screen is narrow; 99 = never
-    cell: Callable[[Request], str]
+    cell: Callable[[Request, int], str]  # (request, clock offset ns) -> text
     right: bool = False
 
 
-def _time(r: Request) -> str:
+def _time(r: Request, offset_ns: int) -> str:
     # Minutes, seconds and milliseconds of the wall clock: the hour rarely matters in a list.
-    secs, ns = divmod(r.start_ns, 1_000_000_000)
+    secs, ns = divmod(r.start_ns + offset_ns, 1_000_000_000)
     return time.strftime("%M:%S", time.gmtime(secs)) + f".{ns // 1_000_000:03d}"
 
 
-def _entry(r: Request) -> str:
+def _entry(r: Request, _: int) -> str:
     node = r.hops[0].node if r.hops else ""
     return f"{node}:{r.client.dport}" if node and r.mode == "mesh" else r.client.dst
 
 
-def _node(r: Request) -> str:
+def _node(r: Request, _: int) -> str:
     deliver = next((h for h in r.hops if h.kind is HopKind.DELIVER), None)
     return deliver.node if deliver is not None else ""
 
 
-def _latency(r: Request) -> str:
+def _latency(r: Request, _: int) -> str:
     ms = r.reply_ms
     return "" if ms is None else f"{ms:.2f}ms"
 
 
 COLUMNS = (
     Column("time", 9, 2, _time),
-    Column("client", 20, 99, lambda r: r.client.src),
+    Column("client", 20, 99, lambda r, _: r.client.src),
     Column("entry", 18, 4, _entry),
-    Column("mode", 5, 5, lambda r: r.mode),
-    Column("service", 9, 6, lambda r: r.service),
-    Column("task", 14, 99, lambda r: r.backend_name or r.backend_addr),
+    Column("mode", 5, 5, lambda r, _: r.mode),
+    Column("service", 9, 6, lambda r, _: r.service),
+    Column("task", 14, 99, lambda r, _: r.backend_name or r.backend_addr),
     Column("node", 6, 1, _node),
     Column("latency", 7, 3, _latency, right=True),
-    Column("status", 8, 99, lambda r: str(r.status)),
+    Column("status", 8, 99, lambda r, _: str(r.status)),
 )
 
 
@@ -74,11 +74,11 @@ def header_text(cols: tuple[Column, ...]) -> Text:
 
 
 def row_text(
-    r: Request, cols: tuple[Column, ...], task_style: Style, status_style: Style
+    r: Request, cols: tuple[Column, ...], task_style: Style, status_style: Style, offset_ns: int
 ) -> Text:
     t = Text()
     for c in cols:
-        value = c.cell(r)
+        value = c.cell(r, offset_ns)
         value = value[: c.width - 1] + "…" if len(value) > c.width else value
         cell = (value.rjust(c.width) if c.right else value.ljust(c.width)) + " "
         if c.title == "task":

@@ -23,6 +23,7 @@ class FeedStats:
     filters: str = ""  # the source's filters in words, "" = everything
     position_s: float | None = None  # replay: seconds into the trace
     duration_s: float | None = None  # replay: length of the trace
+    clock_offset_ns: int = 0  # add to a request's start_ns for wall-clock time (0: it is)
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,16 @@ class ListFeed:
         paced: bool = False,
         speed: float = 1.0,
         filters: str = "",
+        lost: int = 0,
+        clock_offset_ns: int = 0,
     ) -> None:
         self._requests = sorted(requests, key=lambda r: r.start_ns)
         self._info = info
         self._topology = topology
         self._paced = paced
         self._filters = filters
+        self._lost = lost
+        self._clock_offset_ns = clock_offset_ns
         self._t0 = self._requests[0].start_ns if self._requests else 0
         self._duration = (self._requests[-1].start_ns - self._t0) / 1e9 if self._requests else 0.0
         self._next = 0
@@ -196,7 +201,9 @@ class ListFeed:
             source=self._info,
             events=self._events,
             events_per_s=self._events_per_s,
+            lost=self._lost,
             filters=self._filters,
+            clock_offset_ns=self._clock_offset_ns,
             position_s=min(self._clock.now(), self._duration) if self._paced else None,
             duration_s=self._duration if self._paced else None,
         )

@@ -57,6 +57,8 @@ class RequestsScreen(TracerScreen):
     def state_changed(self) -> None:
         super().state_changed()
         lst = self.request_list
+        if self.state.stats is not None:
+            lst.clock_offset_ns = self.state.stats.clock_offset_ns
         lst.store_changed()
         # The selected request may have been updated (open -> ok): redraw its path.
         path = self.query_one(HopPath)

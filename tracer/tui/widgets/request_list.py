@@ -50,6 +50,7 @@ class RequestList(ScrollView, can_focus=True):
         self._palette = Palette()
         self._visible: tuple[tuple[int, int, int], list[Request]] = ((-1, -1, -1), [])
         self._selected_id: int | None = None
+        self.clock_offset_ns = 0
 
     # -- data --------------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class RequestList(ScrollView, can_focus=True):
         r = rows[y - 1]
         p = self._palette
         task = Style(color=p.task(self.store.color_of(r.backend_name)), bold=True)
-        text = row_text(r, self._cols, task, status_style(p, r.status))
+        text = row_text(r, self._cols, task, status_style(p, r.status), self.clock_offset_ns)
         style = base
         if index == self.cursor:
             style = base + self.get_component_rich_style("request-list--cursor")

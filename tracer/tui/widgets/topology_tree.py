@@ -16,7 +16,10 @@ def _leaf(key: str, value: Any) -> Text:
 
 
 def _add(node: TreeNode[None], key: str, value: Any, depth: int) -> None:
-    if isinstance(value, dict):
+    if isinstance(value, dict) and value and _flat(value) and len(value) <= 6:
+        # A small record reads best on one line: "node1  addr=192.168.199.1 role=manager".
+        node.add_leaf(_leaf(key, "  ".join(f"{k}={_words(v)}" for k, v in value.items())))
+    elif isinstance(value, dict):
         branch = node.add(Text(str(key), style="bold"), expand=depth < 2)
         for k, v in value.items():
             _add(branch, str(k), v, depth + 1)
@@ -28,6 +31,39 @@ def _add(node: TreeNode[None], key: str, value: Any, depth: int) -> None:
         node.add_leaf(_leaf(key, ", ".join(map(str, value))))
     else:
         node.add_leaf(_leaf(key, value))
+
+
+def current_state(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A names change log ({"changes": [{src, kind, key, value}, ...]}) folded into what holds
+    now, per source and kind; any other snapshot is shown as it is."""
+    changes = snapshot.get("changes")
+    if not isinstance(changes, list):
+        return snapshot
+    state: dict[str, Any] = {}
+    for c in changes:
+        key = c.get("key")
+        key = "/".join(map(str, key)) if isinstance(key, list) else str(key)
+        kinds = state.setdefault(str(c.get("src", "?")), {}).setdefault(str(c.get("kind", "?")), {})
+        if c.get("value") is None:
+            kinds.pop(key, None)
+        else:
+            kinds[key] = c["value"]
+    return state
+
+
+def _scalar(v: Any) -> bool:
+    return not isinstance(v, dict | list | tuple)
+
+
+def _flat(value: dict[str, Any]) -> bool:
+    """Only scalars and lists of scalars."""
+    return all(
+        _scalar(v) or (isinstance(v, list | tuple) and all(map(_scalar, v))) for v in value.values()
+    )
+
+
+def _words(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
 
 
 class TopologyTree(Tree[None]):
@@ -42,6 +78,6 @@ class TopologyTree(Tree[None]):
         if not snapshot:
             self.root.add_leaf(Text("No topology yet: the source has not sent a snapshot.", style="dim"))
             return
-        for key, value in snapshot.items():
+        for key, value in current_state(snapshot).items():
             _add(self.root, str(key), value, 0)
         self.root.expand()
