@@ -24,8 +24,10 @@ from tracer.tracefile.synthetic import (
 )
 from tracer.tracefile.topology import trace_names
 
-TSHARK = shutil.which("tshark")
-pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed (scripts/setup)")
+TSHARK = shutil.which("tshark") or "tshark"
+pytestmark = pytest.mark.skipif(
+    shutil.which("tshark") is None, reason="tshark not installed (scripts/setup)"
+)
 
 REQUESTS = 4
 FIELDS = (
@@ -113,7 +115,7 @@ def test_first_request_shows_dnat_and_snat_hop_by_hop(exported: list[dict[str, s
 
 
 def test_direction_flags(exported: list[dict[str, str]]) -> None:
-    by_hook = {}
+    by_hook: dict[str, set[str]] = {}
     for r in exported:
         hook = r["frame.comment"].split()[2]
         by_hook.setdefault(hook, set()).add(r["frame.p2p_dir"])

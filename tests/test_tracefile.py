@@ -272,8 +272,8 @@ def test_full_disk_stops_with_one_line_and_keeps_what_was_written(tmp_path: Path
     try:
         try:
             _mount_tmpfs(mnt, "192k")
-        except subprocess.CalledProcessError as err:
-            pytest.skip(f"cannot mount tmpfs: {err.stderr.decode().strip()}")
+        except subprocess.CalledProcessError as failed:
+            pytest.skip(f"cannot mount tmpfs: {failed.stderr.decode().strip()}")
         path = mnt / "full.swt"
         # Random events barely compress: the disk fills after a few chunks.
         rng = np.random.default_rng(3)

@@ -138,7 +138,7 @@ def test_hostile_header_record(payload: bytes) -> None:
 @given(st.integers(0, 300).flatmap(lambda n: st.binary(min_size=n * 80, max_size=n * 80)))
 def test_any_events_round_trip_exactly(raw: bytes) -> None:
     events = np.frombuffer(raw, dtype=EVENT_DTYPE)
-    assert decode_events(encode_events(events)).tobytes() == raw
+    assert decode_events(encode_events(events).tobytes()).tobytes() == raw
     with tempfile.TemporaryDirectory(prefix="swt-fuzz-") as d:
         path = Path(d) / "rt.swt"
         with TraceWriter(path, TraceHeader.now(SourceInfo("core", "k", True))) as w:

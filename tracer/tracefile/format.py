@@ -148,15 +148,37 @@ def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
 
 
-def encode_events(events: np.ndarray) -> bytes:
-    """Column-split, ts_ns delta-coded event records: zstd then finds the repetition per field."""
-    parts = [CHUNK.pack(len(events), EVENT_SIZE, EVENT_VERSION, CODING_COLUMNS)]
-    for name in EVENT_DTYPE.names or ():
-        col = events[name]
-        if name == "ts_ns" and len(col):
-            col = np.concatenate((col[:1], np.diff(col)))  # uint64: wraps, so any order works
-        parts.append(np.ascontiguousarray(col).tobytes())
-    return b"".join(parts)
+# (name, offset, size) of each top-level field: one column each in an event chunk.
+_COLUMNS = tuple(
+    (name, int(EVENT_DTYPE.fields[name][1]), int(EVENT_DTYPE.fields[name][0].itemsize))  # type: ignore[index]
+    for name in EVENT_DTYPE.names or ()
+)
+
+
+def encode_events(events: np.ndarray) -> np.ndarray:
+    """Column-split, ts_ns delta-coded event records (zstd then finds repetition per field).
+
+    Returns the raw chunk payload as a uint8 array (any buffer goes to zstd without a copy).
+    """
+    n = len(events)
+    rows = np.ascontiguousarray(events).view(np.uint8).reshape(n, EVENT_SIZE)
+    out = np.empty(CHUNK.size + n * EVENT_SIZE, dtype=np.uint8)
+    out[: CHUNK.size] = np.frombuffer(
+        CHUNK.pack(n, EVENT_SIZE, EVENT_VERSION, CODING_COLUMNS), dtype=np.uint8
+    )
+    pos = CHUNK.size
+    for name, offset, size in _COLUMNS:
+        col = out[pos : pos + n * size].reshape(n, size)
+        if name == "ts_ns" and n:
+            ts = events["ts_ns"]
+            delta = np.empty(n, dtype=np.uint64)
+            delta[0] = ts[0]
+            np.subtract(ts[1:], ts[:-1], out=delta[1:])  # uint64: wraps, so any order works
+            col[:] = delta.view(np.uint8).reshape(n, size)
+        else:
+            col[:] = rows[:, offset : offset + size]
+        pos += n * size
+    return out
 
 
 def decode_events(raw: bytes) -> np.ndarray:
@@ -173,13 +195,13 @@ def decode_events(raw: bytes) -> np.ndarray:
         raise ValueError(f"unknown event coding {coding}")
     if len(raw) != CHUNK.size + count * EVENT_SIZE:
         raise ValueError("event chunk length does not match its count")
+    src = np.frombuffer(raw, dtype=np.uint8, offset=CHUNK.size)
     out = np.empty(count, dtype=EVENT_DTYPE)
-    pos = CHUNK.size
-    for name in EVENT_DTYPE.names or ():
-        sub = EVENT_DTYPE.fields[name][0]  # type: ignore[index]
-        n = sub.itemsize * count
-        out[name] = np.frombuffer(raw, dtype=sub, count=count, offset=pos)
-        pos += n
+    rows = out.view(np.uint8).reshape(count, EVENT_SIZE)
+    pos = 0
+    for _, offset, width in _COLUMNS:
+        rows[:, offset : offset + width] = src[pos : pos + count * width].reshape(count, width)
+        pos += count * width
     if count:
         out["ts_ns"] = np.cumsum(out["ts_ns"], dtype=np.uint64)
     return out

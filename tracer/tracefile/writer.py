@@ -245,7 +245,7 @@ class TraceWriter:
         self._last_ts = int(item["ts_ns"][-1])
         for start in range(0, len(item), self._chunk_events):
             chunk = item[start : start + self._chunk_events]
-            self._record(RecordType.EVENTS, encode_events(chunk))
+            self._record(RecordType.EVENTS, encode_events(chunk).data)
             if self._fd is None:
                 return
             self.events_written += len(chunk)
@@ -261,7 +261,7 @@ class TraceWriter:
             "end_wall_ns": time.time_ns(),
         }
 
-    def _record(self, kind: RecordType, raw: bytes) -> None:
+    def _record(self, kind: RecordType, raw: bytes | memoryview) -> None:
         self._write(frame(kind, self._zstd.compress(raw)))
 
     def _write(self, data: bytes) -> None:
