@@ -454,6 +454,10 @@ def test_cli_as_nobody(nobody_trace: Path) -> None:
     assert exp.returncode == 0, exp.stderr
     lines = out.read_text().splitlines()
     assert json.loads(lines[0])["type"] == "header"
+    pcap = out.parent / "out.pcapng"
+    exp = _cli("export", str(nobody_trace), "--pcapng", str(pcap), user="nobody", cwd=out.parent)
+    assert exp.returncode == 0, exp.stderr
+    assert pcap.read_bytes()[:4] == bytes.fromhex("0a0d0d0a")
     assert sum(json.loads(x)["type"] == "event" for x in lines) == 200 * EVENTS_PER_REQUEST
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import ipaddress
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from tracer.sinks.text import JsonSink, TextSink
 from tracer.source import Filter
 from tracer.tracefile.replay import ReplaySource
 from tracer.tracefile.topology import trace_names
+
+log = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
   swarmtrace replay mesh.swt                 the recorded requests, hop by hop
@@ -46,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--no-tui", action="store_true", help="text output even when stdout is a terminal"
     )
+    p.add_argument("--step", action="store_true", help="TUI: start in talk mode (one hop per key)")
     p.set_defaults(func=run)
 
 
@@ -74,11 +78,19 @@ def trace_path(args: argparse.Namespace) -> Path:
 
 
 def open_tui(path: Path, args: argparse.Namespace) -> int | None:
-    """Hook for the TUI (issue 6): run it on the replay and return its exit status.
-
-    Returns None while no TUI is wired in; replay then prints text.
-    """
-    return None
+    """The TUI (issue 6) on the replay; None if it cannot start here (text is shown instead)."""
+    try:
+        from tracer.tui.app import run_tui
+        from tracer.tui.pipeline_feed import replay_feed
+    except ImportError as err:
+        log.info("no TUI (%s): printing text", err)
+        return None
+    words = [f"port {p}" for p in args.port] + [f"addr {a}" for a in args.addr]
+    with ReplaySource(path) as source:
+        pipe = Pipeline(source, trace_names(path), source.header.lb_note)
+        feed = replay_feed(pipe, speed=args.speed or 1.0, filters=", ".join(words))
+        run_tui(feed, step=args.step, title=f"swarmtrace replay {path.name}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
