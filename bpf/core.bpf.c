@@ -189,12 +189,14 @@ static __always_inline __u32 dev_netns(const struct net_device *dev)
 	return BPF_CORE_READ(dev, nd_net.net, ns.inum);
 }
 
-static __always_inline int is_bridge_port(const struct net_device *dev)
+/* br_netfilter runs the IP hooks for frames crossing a bridge with the bridge device as
+ * the input device: that is how a bridged frame shows itself here. */
+static __always_inline int is_bridge(const struct net_device *dev)
 {
 	if (!dev)
 		return 0;
 	__u64 pf = BPF_CORE_READ_BITFIELD_PROBED(dev, priv_flags);
-	return (pf & bpf_core_enum_value(enum netdev_priv_flags, IFF_BRIDGE_PORT)) != 0;
+	return (pf & bpf_core_enum_value(enum netdev_priv_flags, IFF_EBRIDGE)) != 0;
 }
 
 /* One netfilter hook: hook number comes from the link, point = hook + 1. */
@@ -263,7 +265,7 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 		if (ctinfo >= 3) /* IP_CT_IS_REPLY */
 			e->flags |= ST_F_REPLY_DIR;
 	}
-	if (is_bridge_port(BPF_CORE_READ(state, in)))
+	if (is_bridge(BPF_CORE_READ(state, in)))
 		e->flags |= ST_F_BRIDGED;
 	submit(e);
 	return NF_ACCEPT;

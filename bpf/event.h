@@ -25,7 +25,7 @@ enum st_point {
 /* Flags in st_event.flags */
 #define ST_F_CT 0x01        /* orig/reply tuples and ct_status are valid */
 #define ST_F_REPLY_DIR 0x02 /* packet travels in the conntrack reply direction */
-#define ST_F_BRIDGED 0x04   /* netfilter hook ran on a bridged frame (br_netfilter) */
+#define ST_F_BRIDGED 0x04   /* netfilter hook ran with a bridge as input device (br_netfilter) */
 
 struct st_tuple {
 	__u32 saddr;  /* network byte order */

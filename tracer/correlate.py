@@ -53,7 +53,9 @@ class _Open:
 class Correlator:
     """Feed decoded events in arrival order; get back the requests that completed."""
 
-    def __init__(self, idle_ns: int = IDLE_NS, max_open: int = MAX_OPEN) -> None:
+    def __init__(self, drop_reasons: tuple[str, ...] = (), idle_ns: int = IDLE_NS,
+                 max_open: int = MAX_OPEN) -> None:
+        self._drop_reasons = drop_reasons
         self._idle_ns = idle_ns
         self._max_open = max_open
         self._open: OrderedDict[int, _Open] = OrderedDict()  # by request id, oldest first
@@ -122,6 +124,9 @@ class Correlator:
         if e.point == Point.DROP:
             self._drop(o, e)
             return None
+        if e.point == Point.LB:
+            self._lb(o, e)
+            return None
         if reply:
             return self._reply(o, e)
         return self._forward(o, e)
@@ -169,7 +174,8 @@ class Correlator:
             return
         after = e.reply.reversed()  # the forward tuple once this netns's NAT applied
         where = f"netns:{e.netns}"
-        if e.ct_status & IPS_DST_NAT and after.dst != e.orig.dst and e.pkt.dst == after.dst \
+        # Tuples differ only where NAT (iptables or IPVS with conntrack) rewrote the flow.
+        if after.dst != e.orig.dst and e.pkt.dst == after.dst \
                 and (e.netns, "dnat") not in o.nat_seen:
             o.nat_seen.add((e.netns, "dnat"))
             # A destination chosen where a fwmark selects a service is a load-balancer pick.
@@ -177,13 +183,24 @@ class Correlator:
             o.req.hops.append(Hop(kind, e.ts_ns, e.netns, where, e.ifindex, mark=e.mark,
                                   before=e.orig, after=Flow(e.orig.saddr, e.orig.sport,
                                                             after.daddr, after.dport)))
-        if e.ct_status & IPS_SRC_NAT and e.point == Point.NF_POST \
+        if e.ct_status & IPS_SRC_NAT and e.point in (Point.NF_POST, Point.NAT) \
                 and after.src != e.orig.src and (e.netns, "snat") not in o.nat_seen:
             o.nat_seen.add((e.netns, "snat"))
             o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, where, e.ifindex,
                                   mark=e.mark, before=Flow(e.orig.saddr, e.orig.sport,
                                                            after.daddr, after.dport),
                                   after=after))
+
+    def _lb(self, o: _Open, e: Event) -> None:
+        """IPVS's own decision (bcc backend): the real server for this client tuple."""
+        assert e.reply is not None
+        chosen = Flow(e.pkt.saddr, e.pkt.sport, e.reply.saddr, e.reply.sport)
+        self._register(o, e.proto, chosen)
+        o.nat_seen.add((e.netns, "dnat"))
+        sched = e.aux.to_bytes(4, "little").rstrip(b"\0").decode(errors="replace")
+        service = f"fwmark {e.mark}" if e.mark else e.pkt.dst
+        o.req.hops.append(Hop(HopKind.LB, e.ts_ns, e.netns, f"netns:{e.netns}", mark=e.mark,
+                              before=e.pkt, after=chosen, detail=f"IPVS {service} {sched}"))
 
     def _reply(self, o: _Open, e: Event) -> _Open | None:
         o.reply_by_netns.setdefault(e.netns, e.ts_ns)
@@ -195,9 +212,15 @@ class Correlator:
         return o if o.fin_fwd and o.fin_rev else None
 
     def _drop(self, o: _Open, e: Event) -> None:
+        reason = self.drop_reason(e.aux)
+        if reason in BENIGN_DROPS:
+            return
         o.req.hops.append(Hop(HopKind.DROP, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
-                              detail=drop_reason(e.aux)))
+                              detail=reason))
         o.req.status = Status.DROPPED
+
+    def drop_reason(self, code: int) -> str:
+        return self._drop_reasons[code] if code < len(self._drop_reasons) else f"reason {code}"
 
     # -- completion --------------------------------------------------------------------
 
@@ -266,14 +289,5 @@ def _proto_num(name: str) -> int:
     return 6 if name == "tcp" else 17
 
 
-# enum skb_drop_reason, the common ones (include/net/dropreason-core.h, stable order).
-_DROP_REASONS = {
-    2: "NOT_SPECIFIED", 3: "NO_SOCKET", 5: "PKT_TOO_SMALL", 6: "TCP_CSUM", 7: "SOCKET_FILTER",
-    8: "UDP_CSUM", 9: "NETFILTER_DROP", 10: "OTHERHOST", 11: "IP_CSUM", 12: "IP_INHDR",
-    13: "IP_RPFILTER", 14: "UNICAST_IN_L2_MULTICAST", 16: "XFRM_POLICY", 17: "IP_NOPROTO",
-}
-
-
-def drop_reason(code: int) -> str:
-    return _DROP_REASONS.get(code, f"reason {code}")
-
+# Frees that end a socket's life normally, not a packet lost on its way.
+BENIGN_DROPS = frozenset({"QUEUE_PURGE", "SOCKET_CLOSE"})

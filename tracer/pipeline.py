@@ -23,7 +23,7 @@ class Pipeline:
         self.source = source
         self.names = names
         self.lb_note = lb_note
-        self.correlator = Correlator()
+        self.correlator = Correlator(source.info.drop_reasons)
         self.taps: list[RawTap] = []  # see raw events first (trace file recorder)
         self.events = 0
 

@@ -17,6 +17,7 @@ class SourceInfo:
     kernel: str
     live: bool
     notes: tuple[str, ...] = ()  # e.g. "IPVS stand-in: iptables round robin"
+    drop_reasons: tuple[str, ...] = ()  # this kernel's enum skb_drop_reason names, by code
 
 
 @dataclass

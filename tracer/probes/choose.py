@@ -14,8 +14,9 @@ def bcc_missing() -> str | None:
     """Why the bcc backend cannot run here, or None when it can."""
     if not Path("/sys/kernel/debug/kprobes").exists() and not _kprobes_configured():
         return "this kernel has no kprobes (CONFIG_KPROBES unset)"
-    if not Path(f"/lib/modules/{platform.release()}/build").exists():
-        return f"no kernel headers for {platform.release()} (install linux-headers-{platform.release()})"
+    release = platform.release()
+    if not Path(f"/lib/modules/{release}/build").exists():
+        return f"no kernel headers for {release} (install linux-headers-{release})"
     if importlib.util.find_spec("bcc") is None:
         return "BCC is not importable (install python3-bpfcc and use the venv from scripts/setup)"
     return None

@@ -13,8 +13,8 @@ from types import TracebackType
 import numpy as np
 
 from tracer.errors import ProbeUnavailable
-from tracer.events import EVENT_DTYPE, ip_to_raw, port_to_raw
-from tracer.probes import libbpf, netns
+from tracer.events import ip_to_raw, port_to_raw
+from tracer.probes import btf, libbpf, netns
 from tracer.probes.ringbuf import RingReader
 from tracer.source import Filter, SourceInfo, SourceStats
 
@@ -64,10 +64,8 @@ class CoreSource:
         self._reader: RingReader | None = None
         self._last_scan = self._last_proc_scan = 0.0
         self._events = 0
-        notes = []
-        self.netfilter_ok = True
+        self._notes: list[str] = []
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True)
-        self._notes = notes
 
     def __enter__(self) -> CoreSource:
         try:
@@ -92,12 +90,10 @@ class CoreSource:
             self._obj.attach(prog)
         self._scan_netns(force_proc=True)
         if not self._nf_links:
-            self.netfilter_ok = False
             self._notes.append("no BPF netfilter links on this kernel (< 6.4): device events only")
         self._reader = RingReader(self._obj.map_fd("st_events"), self._ring_bytes)
-        self.info = SourceInfo(
-            backend="core", kernel=platform.release(), live=True, notes=tuple(self._notes)
-        )
+        self.info = SourceInfo(backend="core", kernel=platform.release(), live=True,
+                               notes=tuple(self._notes), drop_reasons=btf.drop_reasons())
 
     def _configure(self) -> None:
         f = self.filter
@@ -176,7 +172,3 @@ class CoreSource:
                 os.close(fd)
         self._nf_links.clear()
         self._obj.close()
-
-
-def empty() -> np.ndarray:
-    return np.empty(0, dtype=EVENT_DTYPE)
