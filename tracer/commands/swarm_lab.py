@@ -77,11 +77,13 @@ def run_status(args: argparse.Namespace) -> int:
     if lab is None:
         print("swarm lab: down")
         return 1
-    print(f"swarm lab: up ({lab.up_seconds:.1f} s to build)")
+    dead = lab.dead_nodes()
+    state = f"BROKEN: {', '.join(dead)} not answering" if dead else "up"
+    print(f"swarm lab: {state} ({lab.up_seconds:.1f} s to build)")
     _print_lab(lab)
     for note in lab.notes:
         print(note)
-    return 0
+    return 1 if dead else 0
 
 
 def run_traffic(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 
 from tracer.enrich.ipvs import NO_IPVS_MESSAGE, ipvs_available
 from tracer.errors import LabError
@@ -41,6 +42,8 @@ from tracer.lab.swarm.services import (
 
 log = logging.getLogger(__name__)
 
+# A daemon that went away answers with any of these.
+DOCKER_GONE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 # Docker writes here besides its --data-root/--exec-root; removed at down if new.
 DOCKER_PATHS = (Path("/var/run/docker.sock"), Path("/etc/docker"), Path("/etc/docker/key.json"),
                 Path("/run/docker"),
@@ -57,6 +60,19 @@ class SwarmLab:
     @property
     def notes(self) -> tuple[str, ...]:
         return () if self.ipvs else (NO_IPVS_MESSAGE,)
+
+    def dead_nodes(self) -> list[str]:
+        """Nodes whose dockerd does not answer (e.g. its netns was removed under it)."""
+        dead = []
+        for node in self.nodes:
+            client = docker.DockerClient(base_url=node.socket, timeout=5)
+            try:
+                client.ping()
+            except DOCKER_GONE:
+                dead.append(node.name)
+            finally:
+                client.close()
+        return dead
 
     def clients(self) -> dict[str, docker.DockerClient]:
         """One docker SDK client per node (close them when done)."""
@@ -117,6 +133,9 @@ def up(nodes: int = 2, progress: Callable[[str], None] | None = None) -> SwarmLa
         raise LabError(f"--nodes must be 1..{MAX_NODES}")
     existing = load()
     if existing is not None:
+        if dead := existing.dead_nodes():
+            raise LabError(f"the swarm lab is broken ({', '.join(dead)} not answering): "
+                           "run `swarmtrace swarmlab down` first")
         if len(existing.nodes) == nodes:
             return existing
         raise LabError(f"a {len(existing.nodes)}-node swarm lab is up: `swarmlab down` first")
@@ -186,22 +205,22 @@ def _leave_swarm(nodes: list[LabNode]) -> None:
     """Remove services, wait for their containers to go, leave the swarm: Docker then removes
     its sandboxes and netns itself."""
     clients = {}
-    for node in nodes:
-        with suppress(docker.errors.DockerException):
-            clients[node.name] = docker.DockerClient(base_url=node.socket, timeout=15)
+    for node in nodes:  # short timeouts: a daemon may be half dead (its netns removed)
+        with suppress(*DOCKER_GONE):
+            clients[node.name] = docker.DockerClient(base_url=node.socket, timeout=5)
     try:
         if (mgr := clients.get(nodes[0].name)) is not None:
-            with suppress(docker.errors.DockerException):
+            with suppress(*DOCKER_GONE):
                 for svc in mgr.services.list():
                     svc.remove()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 10
         for client in clients.values():
-            with suppress(docker.errors.DockerException):
+            with suppress(*DOCKER_GONE):
                 while client.containers.list(all=True) and time.monotonic() < deadline:
                     time.sleep(0.3)
         for node in reversed(nodes):
             if node.name in clients:
-                with suppress(docker.errors.DockerException):
+                with suppress(*DOCKER_GONE):
                     clients[node.name].swarm.leave(force=True)
     finally:
         for client in clients.values():
