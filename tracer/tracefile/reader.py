@@ -150,7 +150,7 @@ class TraceReader:
             except EOFError:
                 break
             except _Damage as why:
-                self._stop(f"{why} at byte {offset}", count)
+                self._stop(f"is {why} at byte {offset}: read the {count} records before it")
                 return
             if record is None:
                 continue  # a record type from a newer writer of the same schema: skip it
@@ -159,12 +159,13 @@ class TraceReader:
             if isinstance(record, TraceSummary):
                 self.complete = True
                 return
-        self._stop("ends without a closing summary (recorder killed or still running)", count)
-
-    def _stop(self, why: str, count: int) -> None:
-        err = TraceFileError(
-            f"{self.path} {why}: read the {count} records before it, the rest is lost"
+        self._stop(
+            "ends without a closing summary (recorder killed or still running): "
+            f"read its {count} records, up to the recorder's last flush"
         )
+
+    def _stop(self, why: str) -> None:
+        err = TraceFileError(f"{self.path} {why}")
         if self.strict:
             raise err
         self.damage = err
