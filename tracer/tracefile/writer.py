@@ -226,9 +226,14 @@ class TraceWriter:
                 stopping = self._stopping
                 self._busy = bool(items)
                 self._cond.notify_all()  # callers held back by MAX_QUEUED_CHUNKS may go on
-            for item in items:
+            try:
+                for item in items:
+                    if self._fd is not None:
+                        self._write_item(item)
+            except Exception as err:  # a bug must not leave callers waiting on a dead thread
+                log.exception("trace writer failed")
                 if self._fd is not None:
-                    self._write_item(item)
+                    self._fail(OSError(0, f"internal error ({err!r})"))
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
