@@ -459,3 +459,33 @@ def test_tui_imports_no_bpf_and_cli_imports_no_textual() -> None:
         "assert 'textual' not in sys.modules, 'the CLI must load Textual only to show a TUI'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- a real trace file, replayed through the real pipeline -----------------------------------
+
+
+@sync
+async def test_replayed_trace_file_in_the_tui(tmp_path: Path) -> None:
+    from tracer.pipeline import Pipeline
+    from tracer.tracefile.format import TraceHeader
+    from tracer.tracefile.replay import ReplaySource
+    from tracer.tracefile.synthetic import mesh_events
+    from tracer.tracefile.topology import trace_names
+    from tracer.tracefile.writer import TraceWriter
+    from tracer.tui.pipeline_feed import replay_feed
+
+    path = tmp_path / "mesh.swt"
+    header = TraceHeader.now(SourceInfo("core", "6.18", True), lb_note="IPVS stand-in")
+    with TraceWriter(path, header) as w:
+        w.events(mesh_events(30))
+    with ReplaySource(path) as source:
+        feed = replay_feed(Pipeline(source, trace_names(path), header.lb_note), speed=64.0)
+    app = SwarmtraceApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        store = app.state.store
+        assert store.total == 30
+        assert {r.backend_addr for r in store.window(0, 30)} == {"10.255.0.5:80", "10.255.0.6:80"}
+        await pilot.press("2")
+        text = str(app.screen.query_one("#services").render())
+        assert "10.255.0.5:80" in text and "15  50%" in text

@@ -10,6 +10,7 @@ from rich.style import Style
 from rich.text import Text
 
 from tracer.model import HopKind, Request
+from tracer.tui.store import task_of
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ COLUMNS = (
     Column("entry", 18, 4, _entry),
     Column("mode", 5, 5, lambda r, _: r.mode),
     Column("service", 9, 6, lambda r, _: r.service),
-    Column("task", 14, 99, lambda r, _: r.backend_name or r.backend_addr),
+    Column("task", 14, 99, lambda r, _: task_of(r)),
     Column("node", 6, 1, _node),
     Column("latency", 7, 3, _latency, right=True),
     Column("status", 8, 99, lambda r, _: str(r.status)),

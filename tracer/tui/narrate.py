@@ -27,7 +27,14 @@ def is_stand_in(hop: Hop) -> bool:
 
 def hook_of(r: Request, hop: Hop) -> str:
     """The netfilter hook (or kernel point) a hop belongs to, as shown next to it."""
-    local = bool(r.hops) and hop.where == r.hops[0].where and hop.kind is not HopKind.REPLY
+    # Packets a netns makes itself pass OUTPUT, not PREROUTING: the client's own netns.
+    first = r.hops[0] if r.hops else None
+    local = (
+        first is not None
+        and first.kind is HopKind.SEND
+        and hop.where == first.where
+        and hop.kind is not HopKind.REPLY
+    )
     if hop.kind is HopKind.LB and is_stand_in(hop):
         return "nat OUTPUT" if local else "nat PREROUTING"
     if local and hop.kind in (HopKind.DNAT, HopKind.MARK):

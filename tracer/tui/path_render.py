@@ -75,13 +75,14 @@ def _hop_text(r: Request, h: Hop) -> str:
         return f"{h.detail or 'bridge'}" + (f" if#{h.ifindex}" if h.ifindex else "")
     if k is HopKind.DNAT:
         chain = f"  {h.detail}" if h.detail else ""
-        return f"dst {_dst(h.before)} → {_dst(h.after)}{chain}"
+        return f"{_dst(h.before)} → {_dst(h.after)}{chain}"
     if k is HopKind.MARK:
         return f"fwmark {mark_text(h.mark)}" + (f" = {h.detail}" if h.detail else "")
     if k is HopKind.LB:
         how = "IPVS stand-in" if is_stand_in(h) else (h.detail or "IPVS")
         mark = f"fwmark {h.mark} " if h.mark else ""
-        return f"{mark}→ {_dst(h.after)} {r.backend_name}  ({how})"
+        name = f" {r.backend_name}" if r.backend_name else ""
+        return f"{mark}→ {_dst(h.after)}{name}  ({how})"
     if k is HopKind.SNAT:
         src_b = h.before.saddr if h.before else "?"
         src_a = h.after.saddr if h.after else "?"
@@ -184,7 +185,8 @@ class PathDrawing:
         r, p = self.r, self.p
         w = self._inner_width(box.node)
         dropped = any(h.kind is HopKind.DROP for _, h in box.hops)
-        is_backend = box.where == r.backend_name and bool(r.backend_name)
+        # The last box of a delivered request is the backend's, named or not.
+        is_backend = any(h.kind is HopKind.DELIVER for _, h in box.hops)
         color = p.error if dropped else (self.task_style if is_backend else p.border)
         border = Style(color=color, bold=dropped or is_backend)
         title = f" {box.where} "
@@ -236,9 +238,9 @@ class PathDrawing:
         t.append(f"{r.client.src} → {r.client.dst}")
         if r.service:
             t.append(f"  service {r.service}", style="bold")
-        if r.backend_name:
+        if r.backend_name or r.backend_addr:
             t.append("  → ")
-            t.append(r.backend_name, style=Style(color=self.task_style, bold=True))
+            t.append(r.backend_name or r.backend_addr, style=Style(color=self.task_style, bold=True))
         return _fit(t, self.width)
 
     def _reply(self) -> Text:

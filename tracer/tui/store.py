@@ -14,12 +14,17 @@ FILTER_KEYS = ("service", "task", "client", "status", "mode", "node")
 LONG_CONNECTION_S = 1.0  # a connection open this long likely carries many requests
 
 
+def task_of(r: Request) -> str:
+    """The backend a request reached, by name when enrichment named it, else by address."""
+    return r.backend_name or r.backend_addr
+
+
 def request_fields(r: Request) -> dict[str, str]:
     """The words a filter matches, per key."""
     nodes = " ".join(sorted({h.node for h in r.hops if h.node}))
     return {
         "service": r.service,
-        "task": r.backend_name,
+        "task": task_of(r),
         "client": r.client.src,
         "status": str(r.status),
         "mode": r.mode,
@@ -155,8 +160,8 @@ class RequestStore:
                 self._hay.pop(r.id, None)
             self._by_id[r.id] = r
             self._count(r)
-            if r.backend_name:
-                self.color_of(r.backend_name)
+            if task_of(r):
+                self.color_of(task_of(r))
         while len(self._order) > self.capacity:
             self._evict()
         self.version += 1
@@ -186,10 +191,10 @@ class RequestStore:
 
     def _count(self, r: Request) -> None:
         """Per service and task counters; an updated request replaces its earlier count."""
-        if not r.backend_name:
+        if not task_of(r):
             return
         duration = (r.end_ns - r.start_ns) / 1e9 if r.end_ns else 0.0
-        key = (service_key(r), r.backend_name, r.status, r.reply_ms, duration)
+        key = (service_key(r), task_of(r), r.status, r.reply_ms, duration)
         old = self._counted.get(r.id)
         if old == key:
             return

@@ -9,9 +9,10 @@ from textual.containers import VerticalScroll
 from textual.timer import Timer
 from textual.widgets import Input
 
-from tracer.model import Request, Status
+from tracer.model import HopKind, Request, Status
 from tracer.tui.screens.base import TracerScreen
 from tracer.tui.state import TuiState
+from tracer.tui.store import task_of
 from tracer.tui.widgets.hop_path import HopPath
 from tracer.tui.widgets.request_list import RequestList
 
@@ -68,8 +69,17 @@ class RequestsScreen(TracerScreen):
                 self._show(fresh)
 
     def _show(self, request: Request | None) -> None:
-        color = self.state.store.color_of(request.backend_name) if request else 0
+        color = self.state.store.color_of(task_of(request)) if request else 0
         self.query_one(HopPath).show(request, task_color=color)
+        self.call_after_refresh(self._scroll_path)
+
+    def _scroll_path(self) -> None:
+        """Show a drop where it happened; any other path from its start."""
+        path, pane = self.query_one(HopPath), self.query_one("#path-pane", VerticalScroll)
+        r, drawing = path.request, path.drawing
+        drop = next((i for i, h in enumerate(r.hops) if h.kind is HopKind.DROP), None) if r else None
+        line = drawing.hop_lines.get(drop) if drawing is not None and drop is not None else None
+        pane.scroll_to(y=max(0, line - pane.size.height // 2) if line else 0, animate=False)
 
     @on(RequestList.Selected)
     def _selected(self, event: RequestList.Selected) -> None:

@@ -12,6 +12,7 @@ from tracer.model import Request
 from tracer.tui.narrate import narrate, verdict
 from tracer.tui.screens.base import TracerScreen
 from tracer.tui.state import TuiState
+from tracer.tui.store import task_of
 from tracer.tui.widgets.hop_path import HopPath
 
 
@@ -72,12 +73,12 @@ class TalkScreen(TracerScreen):
         self.hop = max(0, min(self.hop, len(r.hops) - 1))
         head = Text.assemble(
             (f" Request {self.index + 1}/{len(self.state.store)}", "bold"),
-            "  ·  ",
+            "  │  ",
             (f"hop {self.hop + 1}/{len(r.hops)}", "bold"),
-            f"  ·  {r.client.src} → {r.client.dst}  ·  {verdict(r)}",
+            f"  │  {r.client.src} → {r.client.dst}  │  {verdict(r)}",
         )
         title.update(head)
-        path.show(r, task_color=self.state.store.color_of(r.backend_name), highlight=self.hop)
+        path.show(r, task_color=self.state.store.color_of(task_of(r)), highlight=self.hop)
         sentence.update(narrate(r, self.hop))
         self.call_after_refresh(self._scroll_to_hop)
 

@@ -17,7 +17,7 @@ from tracer.model import Request
 from tracer.tui.columns import Column, fit_columns, header_text, row_text
 from tracer.tui.colors import palette_of, status_style
 from tracer.tui.path_render import Palette
-from tracer.tui.store import RequestStore
+from tracer.tui.store import RequestStore, task_of
 
 
 class RequestList(ScrollView, can_focus=True):
@@ -147,7 +147,7 @@ class RequestList(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         r = rows[y - 1]
         p = self._palette
-        task = Style(color=p.task(self.store.color_of(r.backend_name)), bold=True)
+        task = Style(color=p.task(self.store.color_of(task_of(r))), bold=True)
         text = row_text(r, self._cols, task, status_style(p, r.status), self.clock_offset_ns)
         style = base
         if index == self.cursor:

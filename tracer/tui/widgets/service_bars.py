@@ -44,7 +44,8 @@ def service_text(
             t.append(f"  {count.dropped} dropped", style=Style(color=p.error, bold=True))
         t.append("\n")
     for note in notes(svc):
-        t.append(f"   ⓘ {note}\n", style=Style(color=p.warning))
+        t.append("   note: ", style=Style(color=p.warning, bold=True))
+        t.append(f"{note}\n", style=Style(color=p.warning))
     return t
 
 

@@ -51,6 +51,9 @@ def status_text(st: StatusState) -> Text:
         t.append(f" {src.backend}", style="bold")
         if src.kernel:
             t.append(f" {src.kernel}")
+        # Notes such as "IPVS stand-in" change what the user sees: show them early.
+        for note in src.notes:
+            t.append(f" │ {note}", style="bold")
         if st.speed is not None:
             t.append(f" │ {st.speed:g}×")
         if stats.position_s is not None and stats.duration_s is not None:
@@ -69,9 +72,6 @@ def status_text(st: StatusState) -> Text:
         t.append(" │ follow")
     if st.finished:
         t.append(" │ end of trace", style="bold")
-    if stats is not None:
-        for note in stats.source.notes:
-            t.append(f" │ {note}", style="bold")
     return t
 
 

@@ -10,9 +10,7 @@ from textual.widgets.tree import TreeNode
 
 
 def _leaf(key: str, value: Any) -> Text:
-    t = Text(f"{key}: ", style="bold")
-    t.append(str(value))
-    return t
+    return Text.assemble((f"{key}: ", "bold"), str(value))
 
 
 def _add(node: TreeNode[None], key: str, value: Any, depth: int) -> None:
