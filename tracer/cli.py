@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "replay",
     "export",
     "info",
+    "vm",
     "swarm_lab",
 )
 
