@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from tracer.enrich.nsenter import entered
 
 NO_IPVS_MESSAGE = (
     "this kernel has no IPVS: Swarm VIP and routing mesh cannot carry traffic here; "
@@ -45,15 +43,11 @@ def read_ipvs(netns: Path) -> list[IpvsService]:
     if not ipvs_available():
         return []
     from pyroute2 import IPVS, IPVSDest, IPVSService  # lazy: only where IPVS exists
-    from pyroute2.netns import popns, pushns
 
     out: list[IpvsService] = []
     # The IPVS generic netlink socket serves the netns it was opened in.
-    pushns(os.fspath(netns))
-    try:
+    with entered(netns):
         ipvs = IPVS()
-    finally:
-        popns()
     with ipvs:
         for msg in ipvs.service("dump"):
             svc = IPVSService.from_message(msg)

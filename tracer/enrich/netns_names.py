@@ -13,6 +13,7 @@ from pyroute2 import IPRoute
 
 from tracer.enrich.history import RANK_NETNS, NameHistory, RecordedNames
 from tracer.enrich.names import AddrName, NetnsKind, NetnsName
+from tracer.enrich.nsenter import entered
 from tracer.enrich.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,10 @@ def classify(file_name: str) -> tuple[str, NetnsKind]:
 
 
 def netns_addresses(path: Path | None) -> list[str]:
-    """Global-scope addresses configured in a netns (None: this process's netns)."""
+    """Global-scope addresses configured in a netns (None: this thread's netns)."""
     try:
-        ipr = IPRoute(netns=str(path), flags=0) if path is not None else IPRoute()
+        with entered(path):
+            ipr = IPRoute()
         with ipr:
             return [m.get("IFA_ADDRESS") for m in ipr.get_addr()
                     if m["scope"] == _RT_SCOPE_UNIVERSE and m.get("IFA_ADDRESS")]
