@@ -6,15 +6,18 @@ import argparse
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from types import FrameType
 
-from tracer.sinks.text import JsonSink, TextSink
+from tracer.pipeline import Pipeline
+from tracer.sinks.text import JsonSink, Sink, TextSink
 from tracer.source import Filter
 
 EXAMPLES = """examples:
   swarmtrace trace --port 8080            requests to published port 8080, hop by hop
   swarmtrace trace --json --count 10      10 requests as JSON lines, then exit
   swarmtrace trace --addr 10.0.0.9 --timeout 30
+  swarmtrace trace -w mesh.swt            record while showing; replay later without root
 """
 
 
@@ -26,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
     p.add_argument("--count", type=int, default=0, help="exit after N requests")
     p.add_argument("--timeout", type=float, default=0.0, help="exit after S seconds")
+    p.add_argument("-w", "--write", metavar="FILE",
+                   help="also record to a trace file (.swt); Ctrl-C finishes it")
     p.set_defaults(func=run)
 
 
@@ -56,21 +61,31 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _term)
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    shown = 0
-    with open_pipeline(args.backend, filter_from_args(args)) as pipe:
+    flt = filter_from_args(args)
+    with open_pipeline(args.backend, flt) as pipe, ExitStack() as stack:
+        if args.write:
+            from tracer.tracefile.record import recording
+
+            stack.enter_context(recording(pipe, args.write, flt))
         for note in pipe.source.info.notes:
             print(f"swarmtrace: {note}", file=sys.stderr)
-        try:
-            while not (args.count and shown >= args.count):
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                for req in pipe.poll(0.2):
-                    sink.write(req)
-                    shown += 1
-                    if args.count and shown >= args.count:
-                        break
-        except KeyboardInterrupt:
-            for req in pipe.flush():
-                sink.write(req)
+        _loop(pipe, sink, args.count, deadline)
     sink.close()
     return 0
+
+
+def _loop(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None:
+    shown = 0
+    try:
+        while not (count and shown >= count):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            for req in pipe.poll(0.2):
+                sink.write(req)
+                shown += 1
+                if count and shown >= count:
+                    return
+    except KeyboardInterrupt:
+        # Requests still in flight are shown as they stand, not lost.
+        for req in pipe.flush():
+            sink.write(req)

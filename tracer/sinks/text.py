@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from tracer.model import Hop, HopKind, Request, Status
 
@@ -61,6 +61,12 @@ def hop_line(req: Request, h: Hop) -> str:
         what = req.backend_addr
     action = hop_action(h) if h.kind not in _SUMMARY_SKIP else str(h.kind)
     return f"    +{t:8.3f} ms  {h.where:<16} {action:<28} {what}".rstrip()
+
+
+class Sink(Protocol):
+    def write(self, req: Request) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class TextSink:

@@ -64,6 +64,8 @@ class TraceHeader:
     notes: tuple[str, ...] = ()
     # How the recorded node balanced load, labelled on LB hops at replay as live did it.
     lb_note: str = ""
+    # The recording kernel's drop reason names by code (they differ between kernels).
+    drop_reasons: tuple[str, ...] = ()
     hostname: str = ""
     # ts_ns of events is CLOCK_MONOTONIC: wall = ts_ns - start_mono_ns + start_wall_ns.
     start_wall_ns: int = 0
@@ -91,6 +93,7 @@ class TraceHeader:
             filters=asdict(filters) if filters is not None else {},
             notes=tuple(info.notes) + tuple(notes),
             lb_note=lb_note,
+            drop_reasons=tuple(info.drop_reasons),
             hostname=socket.gethostname(),
             start_wall_ns=wall,
             start_mono_ns=mono,
@@ -117,6 +120,7 @@ class TraceHeader:
                 filters=dict(d.get("filters") or {}),
                 notes=tuple(str(n) for n in d.get("notes", ())),
                 lb_note=str(d.get("lb_note", "")),
+                drop_reasons=tuple(str(n) for n in d.get("drop_reasons", ())),
                 hostname=str(d.get("hostname", "")),
                 start_wall_ns=int(d["start_wall_ns"]),
                 start_mono_ns=int(d["start_mono_ns"]),

@@ -49,6 +49,7 @@ class ReplaySource:
             kernel=self.header.kernel,
             live=False,
             notes=(f"recorded by {self.header.backend} on {origin}", *self.header.notes),
+            drop_reasons=self.header.drop_reasons,
         )
         self._speed = speed
         self._on_topology = on_topology

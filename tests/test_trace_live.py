@@ -1,0 +1,146 @@
+"""`swarmtrace trace` on the real kernel and the netns lab: what a user would check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tracer import lab as lab_mod
+from tracer.probes.core import bpf_object_path
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: BPF, netns and iptables"),
+    pytest.mark.skipif(not Path("/sys/kernel/btf/vmlinux").exists(), reason="kernel has no BTF"),
+]
+
+SWARMTRACE = [sys.executable, "-m", "tracer"]
+N = 10
+
+
+def _start_trace(*args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([*SWARMTRACE, "trace", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    # Ready when every lab netns is hooked: poll BPF links rather than guess a delay.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if _our_links() >= 8 * 3:
+            return proc
+        if proc.poll() is not None:
+            raise AssertionError(f"trace exited early: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("trace did not attach within 30 s")
+
+
+def _our_links() -> int:
+    out = subprocess.run(["bpftool", "link", "list", "--json"], capture_output=True, text=True,
+                         check=True).stdout
+    progs = {p["id"]: p.get("name", "") for p in json.loads(
+        subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
+                       check=True).stdout)}
+    return sum(1 for link in json.loads(out) if progs.get(link.get("prog_id"), "").startswith("st_"))
+
+
+@pytest.fixture
+def traced_requests(lab: lab_mod.LabInfo, request: pytest.FixtureRequest) -> Iterator[
+        tuple[list[dict], list[lab_mod.Answer]]]:
+    mode = request.param
+    proc = _start_trace("--json", "--count", str(N), "--port", "8080", "--addr", "10.0.0.9",
+                        "--timeout", "60")
+    try:
+        answers = lab_mod.traffic(mode, N)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    yield [json.loads(line) for line in out.splitlines()], answers
+
+
+@pytest.mark.parametrize("traced_requests", ["mesh"], indirect=True)
+def test_mesh_requests_match_answers(traced_requests: tuple[list[dict], list]) -> None:
+    reqs, answers = traced_requests
+    assert len(reqs) == N
+    by_client = {r["client"]: r for r in reqs}
+    for a in answers:
+        assert a.ok, a.error
+        r = by_client[a.client]
+        assert r["entry"] == "192.168.100.1:8080"
+        assert r["status"] == "ok"
+        assert r["mode"] == "mesh"
+        # The backend the trace names is the one whose body answered.
+        assert r["backend"]["name"] == a.backend
+        kinds = [(h["netns"], h["kind"]) for h in r["hops"]]
+        assert ("host", "dnat") in kinds
+        host_dnat = next(h for h in r["hops"] if h["kind"] == "dnat" and h["netns"] == "host")
+        assert host_dnat["after"].endswith("-> 172.18.0.2:8080")
+        mark = next(h for h in r["hops"] if h["kind"] == "mark")
+        assert (mark["netns"], mark["mark"]) == ("ingress_sbox", "0x105")
+        lb = next(h for h in r["hops"] if h["kind"] == "lb")
+        assert lb["netns"] == "ingress_sbox"
+        snat = next(h for h in r["hops"] if h["kind"] == "snat")
+        assert snat["after"].startswith("10.255.0.2:")
+        assert r["reply_ms"] is not None
+    # Round robin: consecutive requests alternate between the two backends.
+    names = [by_client[a.client]["backend"]["name"] for a in answers]
+    assert set(names) == {"backend-1", "backend-2"}
+    assert all(x != y for x, y in zip(names, names[1:], strict=False))
+
+
+@pytest.mark.parametrize("traced_requests", ["vip"], indirect=True)
+def test_vip_requests_match_answers(traced_requests: tuple[list[dict], list]) -> None:
+    reqs, answers = traced_requests
+    assert len(reqs) == N
+    by_client = {r["client"]: r for r in reqs}
+    for a in answers:
+        r = by_client[a.client]
+        assert r["entry"] == "10.0.0.9:80"
+        assert r["mode"] == "vip"
+        assert r["backend"]["name"] == a.backend
+        mark = next(h for h in r["hops"] if h["kind"] == "mark")
+        assert (mark["netns"], mark["mark"]) == ("vip-client", "0x103")
+        lb = next(h for h in r["hops"] if h["kind"] == "lb")
+        assert lb["after"].split(" -> ")[1] in ("10.0.0.10:80", "10.0.0.11:80")
+
+
+def test_text_output_reads_like_the_path(lab: lab_mod.LabInfo) -> None:
+    proc = _start_trace("--count", "1", "--port", "8080", "--timeout", "60")
+    answers = lab_mod.traffic("mesh", 1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith(f"#1 {answers[0].client} -> 192.168.100.1:8080 | host: DNAT -> "
+                            "172.18.0.2:8080 | ingress_sbox: mark 0x105, LB -> ")
+    assert f"| {answers[0].backend} (" in first
+
+
+def test_ctrl_c_and_sigterm_detach_everything(lab: lab_mod.LabInfo) -> None:
+    for sig in ("INT", "TERM"):
+        proc = _start_trace("--port", "8080")
+        proc.send_signal(getattr(__import__("signal"), f"SIG{sig}"))
+        proc.communicate(timeout=30)
+        assert proc.returncode in (0, 130)
+        assert _our_links() == 0
+
+
+def test_errors_are_one_line(tmp_path: Path) -> None:
+    missing = subprocess.run([*SWARMTRACE, "trace", "--count", "1"], capture_output=True,
+                             text=True, env={**os.environ, "SWARMTRACE_BPF_DIR": str(tmp_path)})
+    assert missing.returncode != 0
+    assert missing.stderr.strip().count("\n") == 0
+    assert "run scripts/setup" in missing.stderr
+    not_root = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               *SWARMTRACE, "trace"], capture_output=True, text=True,
+                              cwd="/")
+    assert not_root.returncode != 0
+    assert "needs root" in not_root.stderr
+    assert not_root.stderr.strip().count("\n") == 0
+    assert bpf_object_path().exists()
