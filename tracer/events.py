@@ -198,7 +198,8 @@ def decode(records: np.ndarray) -> list[Event]:
     rps, rpd = ports["reply"]
     out = []
     points = _POINTS
-    for i, (ts, skb, ns, ifx, mark, aux, ct, st, pt, proto, tf, cti, fl) in enumerate(zip(*cols)):
+    rows = enumerate(zip(*cols, strict=True))
+    for i, (ts, skb, ns, ifx, mark, aux, ct, st, pt, proto, tf, cti, fl) in rows:
         has_ct = fl & F_CT
         out.append(Event(
             ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf, cti, fl,
