@@ -15,6 +15,8 @@ def annotate(req: Request, names: Names) -> Request:
         ns = names.netns(h.netns, h.ts_ns)
         where = ns.label if ns else h.where
         changes: dict[str, object] = {"where": where, "node": (ns.node or "") if ns else ""}
+        if h.kind == HopKind.ENTER_NETNS and ns is not None and ns.kind == "host":
+            changes["kind"] = HopKind.ENTER_NODE
         if h.kind == HopKind.MARK and not h.detail:
             svc = names.fwmark(h.netns, h.mark, h.ts_ns)
             if svc:

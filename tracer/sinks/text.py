@@ -35,10 +35,15 @@ def hop_action(h: Hop) -> str:
 def summary(req: Request) -> str:
     parts = [f"{req.client.src} -> {req.client.dst}"]
     groups: dict[str, list[str]] = {}
+    # The backend's own port redirect (Docker's REDIRECT in the task) shows in its address.
+    deliver = {h.netns for h in req.hops if h.kind == HopKind.DELIVER}
     for h in req.hops:
-        if h.kind in _SUMMARY_SKIP:
+        if h.kind in _SUMMARY_SKIP or (h.kind == HopKind.DNAT and h.netns in deliver):
             continue
-        groups.setdefault(h.where, []).append(hop_action(h))
+        action = hop_action(h)
+        if h.kind == HopKind.LB and h.detail:
+            action = action.replace(h.detail, h.detail.split(":")[0])
+        groups.setdefault(h.where, []).append(action)
     parts += [f"{where}: {', '.join(actions)}" for where, actions in groups.items()]
     if req.backend_addr:
         name = req.backend_name or "backend"
