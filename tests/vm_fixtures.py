@@ -1,0 +1,87 @@
+"""`vm_guest`: one stock-kernel guest shared by the whole pytest session.
+
+Use it from a test module with `from vm_fixtures import vm_guest_fixture  # noqa: F401` and a
+`vm_guest` argument; every module
+gets the same guest (kept in the pytest config stash, stopped when the session ends).
+`vm_guest.run(cmd, timeout) -> GuestResult(rc, output)`. When pytest itself runs inside the
+guest (`swarmtrace vm test`), commands run directly instead. Guest state is shared: a test
+removes what it creates (IPVS services, netns, daemons) like on any real kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from typing import Protocol
+
+import pytest
+
+from tracer.errors import LabError
+from tracer.vm import Guest, GuestResult, VmConfig, in_guest
+from tracer.vm.boot import missing_requirements
+from tracer.vm.guest import REPO, guest_env
+
+# Swarm tests in the guest want ~450 MB more than IPVS + BCC; qemu only uses what is touched.
+VM_MEMORY = os.environ.get("SWARMTRACE_VM_MEMORY", "3G")
+
+
+class GuestRunner(Protocol):
+    def run(self, cmd: str | Sequence[str], timeout: float = 600.0) -> GuestResult: ...
+
+
+class LocalRunner:
+    """Runs commands right here: pytest is already inside the guest."""
+
+    def run(self, cmd: str | Sequence[str], timeout: float = 600.0) -> GuestResult:
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=REPO,
+                env={**os.environ, **guest_env()},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as err:
+            out = err.output.decode(errors="replace") if err.output else ""
+            return GuestResult(124, out)
+        return GuestResult(done.returncode, done.stdout.decode(errors="replace"))
+
+
+_GUEST = pytest.StashKey[Guest | LabError]()
+
+
+def vm_unavailable() -> str | None:
+    """Why the VM lab cannot run here (one line), or None."""
+    if in_guest():
+        return None
+    missing = missing_requirements()
+    return f"VM lab unavailable: {missing[0]}" if missing else None
+
+
+@pytest.fixture(scope="session", name="vm_guest")
+def vm_guest_fixture(request: pytest.FixtureRequest) -> GuestRunner:
+    """The session's stock-kernel guest (booted on first use, ~30-50 s under emulation)."""
+    if in_guest():
+        return LocalRunner()
+    reason = vm_unavailable()
+    if reason:
+        pytest.skip(reason)
+    config = request.config
+    if _GUEST not in config.stash:
+        guest = Guest(VmConfig(memory=VM_MEMORY))
+        try:
+            guest.start()
+        except LabError as err:
+            config.stash[_GUEST] = err  # fail every user fast instead of booting again
+        else:
+            config.stash[_GUEST] = guest
+            config.add_cleanup(guest.stop)
+    found = config.stash[_GUEST]
+    if isinstance(found, LabError):
+        pytest.fail(f"VM guest failed to boot: {found}")
+    return found
