@@ -19,7 +19,7 @@ from typing import Any
 
 import docker
 
-from tracer.enrich.ipvs import ipvs_available
+from tracer.enrich.ipvs import ipvs_available, read_ipvs
 from tracer.enrich.mangle import read_mark_rules
 from tracer.enrich.names import AddrName, NetnsName
 from tracer.enrich.netns_names import NetnsReader, nsfs_inode
@@ -138,6 +138,7 @@ class DockerNode:
         self.root = root
         self.netns_dir = root / _exec_root(self.pid).lstrip("/") / "netns" if self.pid else None
         self.host_netns = Path(f"/proc/{self.pid}/ns/net") if self.pid else None
+        self._disagreed: set[tuple[int, int]] = set()
 
     def close(self) -> None:
         self.client.close()
@@ -156,6 +157,7 @@ class DockerNode:
         addrs: dict[str, AddrName] = {}
         remote: dict[str, AddrName] = {}
         lb_index: dict[tuple[str, int], str] = {}
+        vips: dict[str, AddrName] = {}
         if self.host_netns is not None and (ino := nsfs_inode(self.host_netns)) is not None:
             netns[ino] = NetnsName("host", "host", self.name)
         sandbox_of: dict[str, NetnsName] = {}  # sandbox id[:12] -> its container's netns name
@@ -170,6 +172,8 @@ class DockerNode:
             for svc_name, svc in (detail.get("Services") or {}).items():
                 if svc_name and svc.get("LocalLBIndex"):
                     lb_index[(self.name, int(svc["LocalLBIndex"]))] = svc_name
+                if svc_name and (vip := _ip(svc.get("VIP"))):  # workers know VIPs too
+                    vips[vip] = AddrName("vip", service=svc_name, network=net_name)
                 for task in svc.get("Tasks") or []:
                     ip = _ip(task.get("EndpointIP"))
                     if ip:
@@ -178,10 +182,14 @@ class DockerNode:
                                               node=(task.get("Info") or {}).get("Host IP"))
         self._special_netns(nets, netns)
         services, ports = self._services(nets) if self.is_manager else ({}, {})
-        fwmarks = self._mark_rules(netns, services, ports) if ipvs_available() else {}
+        vips |= services
+        fwmarks = {}
+        if ipvs_available():  # without IPVS Docker installs no MARK rules and no IPVS table
+            task_service = {ip: a.service for ip, a in (remote | addrs).items() if a.service}
+            fwmarks = self._fwmarks(netns, vips, ports, task_service, lb_index)
         return NodeReading(
             self.name,
-            Topology(netns=netns, addrs=addrs | services, fwmarks=fwmarks, lb_index=lb_index,
+            Topology(netns=netns, addrs=addrs | vips, fwmarks=fwmarks, lb_index=lb_index,
                      ports=ports),
             Topology(addrs=remote), self.node_addr, self._node_addrs())
 
@@ -274,22 +282,33 @@ class DockerNode:
                     ports[(port.get("Protocol", "tcp"), int(port["PublishedPort"]))] = name
         return vips, ports
 
-    def _mark_rules(self, netns: dict[int, NetnsName], vips: dict[str, AddrName],
-                    ports: dict[tuple[str, int], str]) -> dict[tuple[int, int], str]:
-        """fwmark -> service from the MARK rules Docker put in each sandbox (needs IPVS)."""
+    def _fwmarks(self, netns: dict[int, NetnsName], vips: dict[str, AddrName],
+                 ports: dict[tuple[str, int], str], task_service: dict[str, str],
+                 lb_index: dict[tuple[str, int], str]) -> dict[tuple[int, int], str]:
+        """fwmark -> service per sandbox: its MARK rules (VIP or published port), else its
+        IPVS table (whose real servers are tasks of one service); cross-checked against
+        the node's LocalLBIndex, a disagreement is reported once."""
         marks: dict[tuple[int, int], str] = {}
-        if self.netns_dir is None:
-            return marks
-        by_file = {nsfs_inode(p): p for p in self._sandbox_files()}
+        files = {nsfs_inode(p): p for p in self._sandbox_files()}
         for ino, ns in netns.items():
-            path = by_file.get(ino)
-            if path is None or ns.kind not in ("container", "ingress_sbox", "lb"):
+            path = files.get(ino) if ns.kind in ("container", "ingress_sbox", "lb") else None
+            if path is None:
                 continue
             for rule in read_mark_rules(path):
-                svc = (vips[rule.vip].service if rule.vip in vips else
-                       ports.get((rule.proto or "tcp", rule.dport)) if rule.dport else None)
-                if svc:
+                by_vip = vips[rule.vip].service if rule.vip in vips else None
+                by_port = ports.get((rule.proto or "tcp", rule.dport)) if rule.dport else None
+                if svc := by_vip or by_port:
                     marks[(ino, rule.mark)] = svc
+            for table in read_ipvs(path):
+                owners = {task_service.get(d) for d in table.dests} - {None}
+                if table.fwmark and len(owners) == 1:
+                    marks.setdefault((ino, table.fwmark), str(owners.pop()))
+        for (ino, mark), svc in marks.items():
+            indexed = lb_index.get((self.name, mark))
+            if indexed is not None and indexed != svc and (ino, mark) not in self._disagreed:
+                self._disagreed.add((ino, mark))
+                log.warning("%s: fwmark %#x in %s is %s by its MARK rule/IPVS table but %s by "
+                            "LocalLBIndex", self.name, mark, netns[ino].label, svc, indexed)
         return marks
 
     def _sandbox_files(self) -> list[Path]:
