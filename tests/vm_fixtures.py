@@ -1,8 +1,8 @@
 """`vm_guest`: one stock-kernel guest shared by the whole pytest session.
 
 Use it from a test module with `from vm_fixtures import vm_guest_fixture  # noqa: F401` and a
-`vm_guest` argument; every module
-gets the same guest (kept in the pytest config stash, stopped when the session ends).
+`vm_guest` argument; every module gets the same guest (kept in the pytest config stash,
+stopped when the session ends).
 `vm_guest.run(cmd, timeout) -> GuestResult(rc, output)`. When pytest itself runs inside the
 guest (`swarmtrace vm test`), commands run directly instead. Guest state is shared: a test
 removes what it creates (IPVS services, netns, daemons) like on any real kernel.

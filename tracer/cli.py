@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "export",
     "info",
     "vm",
+    "doctor",
     "swarm_lab",
 )
 
