@@ -140,6 +140,9 @@ def test_names_match_docker_inspect(lab: swarm.SwarmLab,
             assert {(node, k) for k in ("ingress_sbox", "lb", "overlay", "container")} <= kinds
         lb = names.addr(lab.nodes[1].addr, now)
         assert lb is not None and (lb.node, lb.netns) == ("node2", "host")
+        overlay = clients["node1"].networks.get("overlay1").attrs
+        vni = int(overlay["Options"]["com.docker.network.driver.overlay.vxlanid_list"])
+        assert names.vni(vni, now) == "overlay1"
 
 
 def test_dnsrr_answers_come_from_both_tasks(lab: swarm.SwarmLab,

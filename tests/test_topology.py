@@ -66,7 +66,8 @@ def test_fwmark_from_rule_then_node_lb_index() -> None:
 def test_snapshot_round_trip_resolves_like_live() -> None:
     h = NameHistory()
     h.observe("docker", Topology(addrs={"10.0.1.3": VOTE1}, ports={("tcp", 8080): "vote"},
-                                 netns={5: NetnsName("host", "host", "node1")}), 0, RANK_DOCKER)
+                                 netns={5: NetnsName("host", "host", "node1")},
+                                 vnis={4097: "overlay1"}), 0, RANK_DOCKER)
     h.observe("docker", Topology(addrs={"10.0.1.3": VOTE1B}), 300, RANK_DOCKER)
     live = RecordedNames(h)
     snap = json.loads(json.dumps(live.snapshot()))  # as stored in a trace file
@@ -76,6 +77,7 @@ def test_snapshot_round_trip_resolves_like_live() -> None:
         assert replay.netns(5, ts) == live.netns(5, ts)
     assert isinstance(replay, RecordedNames)
     assert replay.published_port(8080, 1) == "vote"
+    assert replay.vni(4097, 1) == "overlay1"
     part = live.changes_since(2)
     assert part["count"] == len(snap["changes"]) and part["changes"] == snap["changes"][2:]
     with pytest.raises(TraceFileError):

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_EXEC_ROOT = "/var/run/docker"
 API_TIMEOUT_S = 10
+VXLAN_IDS = "com.docker.network.driver.overlay.vxlanid_list"
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -158,6 +159,7 @@ class DockerNode:
         remote: dict[str, AddrName] = {}
         lb_index: dict[tuple[str, int], str] = {}
         vips: dict[str, AddrName] = {}
+        vnis: dict[int, str] = {}
         if self.host_netns is not None and (ino := nsfs_inode(self.host_netns)) is not None:
             netns[ino] = NetnsName("host", "host", self.name)
         sandbox_of: dict[str, NetnsName] = {}  # sandbox id[:12] -> its container's netns name
@@ -169,6 +171,8 @@ class DockerNode:
         for net_id, net_name in nets.items():
             detail = self._inspect(net_id)
             self._endpoints(detail, net_name, sandbox_of, addrs)
+            vni_list = (detail.get("Options") or {}).get(VXLAN_IDS, "")
+            vnis |= {int(v): net_name for v in vni_list.split(",") if v.strip().isdigit()}
             for svc_name, svc in (detail.get("Services") or {}).items():
                 if svc_name and svc.get("LocalLBIndex"):
                     lb_index[(self.name, int(svc["LocalLBIndex"]))] = svc_name
@@ -190,7 +194,7 @@ class DockerNode:
         return NodeReading(
             self.name,
             Topology(netns=netns, addrs=addrs | vips, fwmarks=fwmarks, lb_index=lb_index,
-                     ports=ports),
+                     ports=ports, vnis=vnis),
             Topology(addrs=remote), self.node_addr, self._node_addrs())
 
     def _inspect(self, net_id: str) -> dict[str, Any]:

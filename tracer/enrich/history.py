@@ -16,7 +16,7 @@ from tracer.enrich.topology import Topology
 from tracer.errors import TraceFileError
 
 SNAPSHOT_VERSION = 1
-KINDS = tuple(f.name for f in fields(Topology))  # netns, addrs, fwmarks, lb_index, ports
+KINDS = tuple(f.name for f in fields(Topology))  # netns, addrs, fwmarks, lb_index, ports, vnis
 
 # When several readings know a key at the same time: Docker's API first, then the netns files
 # of a known Docker node, then the bare netns directories.
@@ -175,6 +175,10 @@ class RecordedNames(Names):
     def published_port(self, port: int, ts_ns: int, proto: str = "tcp") -> str | None:
         """The service that publishes `port` on the routing mesh."""
         return cast(str | None, self.history.lookup("ports", (proto, port), ts_ns))
+
+    def vni(self, vni: int, ts_ns: int) -> str | None:
+        """The overlay network a VXLAN VNI carries."""
+        return cast(str | None, self.history.lookup("vnis", vni, ts_ns))
 
     def snapshot(self) -> dict[str, Any]:
         return self.history.to_dict()

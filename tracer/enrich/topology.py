@@ -23,6 +23,8 @@ class Topology:
     lb_index: dict[tuple[str, int], str] = field(default_factory=dict)
     # (proto, published port) -> service
     ports: dict[tuple[str, int], str] = field(default_factory=dict)
+    # VXLAN network identifier -> overlay network name
+    vnis: dict[int, str] = field(default_factory=dict)
 
     def merged(self, other: Topology) -> Topology:
         """Self with other's entries added where self has none (self wins on conflicts)."""
@@ -32,4 +34,5 @@ class Topology:
             fwmarks=other.fwmarks | self.fwmarks,
             lb_index=other.lb_index | self.lb_index,
             ports=other.ports | self.ports,
+            vnis=other.vnis | self.vnis,
         )
