@@ -135,9 +135,9 @@ def test_names_match_docker_inspect(lab: swarm.SwarmLab,
             host = names.netns(os.stat(f"/proc/{pid}/ns/net").st_ino, now)
             assert host is not None and (host.kind, host.node) == ("host", node.name)
         kinds = {(ns.node, ns.kind) for ino in names.history.keys("netns")
-                 if (ns := names.netns(ino, now)) is not None}
-        for node in ("node1", "node2"):
-            assert {(node, k) for k in ("ingress_sbox", "lb", "overlay", "container")} <= kinds
+                 if (ns := names.netns(int(ino), now)) is not None}  # type: ignore[call-overload]
+        for name in ("node1", "node2"):
+            assert {(name, k) for k in ("ingress_sbox", "lb", "overlay", "container")} <= kinds
         lb = names.addr(lab.nodes[1].addr, now)
         assert lb is not None and (lb.node, lb.netns) == ("node2", "host")
         overlay = clients["node1"].networks.get("overlay1").attrs

@@ -135,8 +135,10 @@ def test_netns_names_by_inode_and_address(netns_pair: tuple[str, str]) -> None:
 @root
 def test_mark_rules_read_from_a_real_netns(netns_pair: tuple[str, str]) -> None:
     ns = netns_pair[1]
-    for rule in (["OUTPUT", "-d", "10.0.0.9/32", "-j", "MARK", "--set-mark", "0x103"],
-                 ["PREROUTING", "-p", "tcp", "--dport", "8080", "-j", "MARK", "--set-mark", "0x105"]):
+    for rule in (
+        ["OUTPUT", "-d", "10.0.0.9/32", "-j", "MARK", "--set-mark", "0x103"],
+        ["PREROUTING", "-p", "tcp", "--dport", "8080", "-j", "MARK", "--set-mark", "0x105"],
+    ):
         subprocess.run(["ip", "netns", "exec", ns, "iptables", "-w", "-t", "mangle", "-A", *rule],
                        check=True)
     rules = read_mark_rules(Path("/var/run/netns") / ns)

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import docker
 import requests
@@ -132,7 +132,7 @@ class DockerNames(NetnsNames):
             self.history.observe(f"netns:{url}", reader.read(reread_addresses, topo.netns),
                                  ts, RANK_NODE_NETNS)
 
-    def start(self) -> DockerNames:
+    def start(self) -> Self:
         if self._thread is None:
             for url in self.urls:
                 t = threading.Thread(target=self._watch, args=(url,), name=f"docker-events {url}",

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from pyroute2 import IPRoute
 
@@ -130,7 +131,7 @@ class NetnsNames(RecordedNames):
         ts = time.monotonic_ns() if ts_ns is None else ts_ns
         self.history.observe(self.SOURCE, topo, ts, RANK_NETNS)
 
-    def start(self) -> NetnsNames:
+    def start(self) -> Self:
         if self._thread is None:
             self._thread = threading.Thread(target=self._poll, name="netns-names", daemon=True)
             self._thread.start()
@@ -149,7 +150,7 @@ class NetnsNames(RecordedNames):
             self._thread.join()
             self._thread = None
 
-    def __enter__(self) -> NetnsNames:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
