@@ -144,3 +144,28 @@ def test_mark_rules_read_from_a_real_netns(netns_pair: tuple[str, str]) -> None:
     rules = read_mark_rules(Path("/var/run/netns") / ns)
     assert MarkRule(0x103, "10.0.0.9", None, None) in rules
     assert MarkRule(0x105, None, "tcp", 8080) in rules
+
+
+@root
+def test_netns_lab_is_named_as_docker_would() -> None:
+    """The netns lab (no Docker): "host", "ingress_sbox", "backend-1"; task addresses name the
+    backend netns they live in."""
+    from tracer import lab
+
+    built = lab.status() is None
+    if built:
+        lab.up()
+    try:
+        with NetnsNames() as names:
+            by_name = {ns.name: ns for ino in names.history.keys("netns")
+                       if (ns := names.netns(int(ino), 1)) is not None}  # type: ignore[call-overload]
+            assert by_name["ingress_sbox"].kind == "ingress_sbox"
+            assert by_name["host"].kind == "host"
+            assert by_name["backend-1"].kind == "named"
+            for ip, backend in (("10.255.0.5", "backend-1"), ("10.255.0.6", "backend-2"),
+                                ("10.0.0.10", "backend-1"), ("10.0.0.11", "backend-2")):
+                a = names.addr(ip, 1)
+                assert a is not None and a.netns == backend, (ip, a)
+    finally:
+        if built:
+            lab.down()
