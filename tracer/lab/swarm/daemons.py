@@ -14,6 +14,7 @@ from pathlib import Path
 import docker
 
 from tracer.errors import LabError
+from tracer.lab.swarm.hoststate import CGROUP_ROOT, cgroup_mounts
 from tracer.lab.swarm.layout import LabNode
 
 log = logging.getLogger(__name__)
@@ -28,23 +29,8 @@ DAEMON_ENV = {
     "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1",
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 }
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0  # dockerd takes ~40 s in the software-emulated VM
 STOP_TIMEOUT_S = 20.0
-
-
-def _cgroup_mounts() -> list[tuple[str, str, str]]:
-    """(fstype, options, mount point) of the host's cgroup hierarchies."""
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        pre, _, post = line.partition(" - ")
-        point = pre.split()[4]
-        fstype, _src, opts = post.split()[:3]
-        if fstype in ("cgroup", "cgroup2") and point.startswith("/sys/fs/cgroup/"):
-            keep = [o for o in opts.split(",") if o not in ("rw", "ro")]
-            if fstype == "cgroup" and all(o.startswith("name=") for o in keep):
-                keep.insert(0, "none")  # a named hierarchy without controllers
-            out.append((fstype, ",".join(keep), point))
-    return out
 
 
 def _launch_script(node: LabNode) -> str:
@@ -55,8 +41,10 @@ def _launch_script(node: LabNode) -> str:
     """
     steps = ['hostname "$0"']
     if node.netns is not None:
-        steps.append("mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup")
-        for fstype, opts, point in _cgroup_mounts():
+        mounts = cgroup_mounts()
+        if all(point != CGROUP_ROOT for _, _, point in mounts):  # v1: one dir per hierarchy
+            steps.append(f"mount -t tmpfs -o mode=755 cgroup {CGROUP_ROOT}")
+        for fstype, opts, point in mounts:
             o = f"-o {shlex.quote(opts)} " if opts else ""
             steps.append(f"mkdir -p {shlex.quote(point)}")
             steps.append(f"mount -t {fstype} {o}{fstype} {shlex.quote(point)}")

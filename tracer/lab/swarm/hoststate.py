@@ -27,6 +27,7 @@ SYSCTL_DIRS = ("net/ipv4", "net/ipv4/conf/all", "net/ipv4/conf/default", "net/ip
 FIREWALLS = ("iptables", "ip6tables")
 TABLES = ("filter", "nat", "mangle", "raw")
 DOCKER_LINKS = ("docker0", "docker_gwbridge")
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def _read_sysctls() -> dict[str, str]:
@@ -55,6 +56,13 @@ def _rules(fw: str, table: str) -> list[str]:
     return res.stdout.splitlines() if res.returncode == 0 else []
 
 
+def _modules() -> list[str]:
+    try:
+        return [line.split()[0] for line in Path("/proc/modules").read_text().splitlines()]
+    except OSError:  # a kernel without loadable modules
+        return []
+
+
 def _links() -> list[str]:
     return sorted(p.name for p in Path("/sys/class/net").iterdir())
 
@@ -65,6 +73,7 @@ class HostState:
     rules: dict[str, list[str]]  # "iptables/filter" -> `-S` lines
     links: list[str]
     paths: dict[str, bool]  # path -> existed before
+    modules: list[str]  # loaded kernel modules
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +89,7 @@ def record(paths: list[Path]) -> HostState:
         sysctls=_read_sysctls(),
         rules={f"{fw}/{t}": _rules(fw, t) for fw in FIREWALLS for t in TABLES},
         links=_links(),
+        modules=_modules(),
         paths={str(p): p.exists() or p.is_symlink() for p in paths},
     )
 
@@ -110,6 +120,14 @@ def restore_firewall(before: HostState, problems: list[str]) -> None:
         for line in old:
             if line.startswith("-P ") and line not in now:
                 _fw(fw, table, line.split(), problems)
+
+
+def unload_modules(before: HostState) -> None:
+    """Unload modules loaded since (ip_vs, vxlan, br_netfilter ...); ones in use stay."""
+    for mod in reversed([m for m in _modules() if m not in set(before.modules)]):
+        res = subprocess.run(["modprobe", "-r", "-q", mod], capture_output=True, check=False)
+        if res.returncode != 0:
+            log.info("module %s stays loaded (in use)", mod)
 
 
 def restore_sysctls(before: HostState, problems: list[str]) -> None:
@@ -162,6 +180,22 @@ def remove_paths(before: HostState, problems: list[str]) -> None:
             problems.append(f"remove {path}: {err}")
 
 
+def cgroup_mounts() -> list[tuple[str, str, str]]:
+    """(fstype, options, mount point) of the cgroup hierarchies (v1 dirs, or the v2 root)."""
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        point = pre.split()[4]
+        fstype, _src, opts = post.split()[:3]
+        if fstype in ("cgroup", "cgroup2") and (point == CGROUP_ROOT
+                                                or point.startswith(f"{CGROUP_ROOT}/")):
+            keep = [o for o in opts.split(",") if o not in ("rw", "ro")]
+            if fstype == "cgroup" and all(o.startswith("name=") for o in keep):
+                keep.insert(0, "none")  # a named hierarchy without controllers
+            out.append((fstype, ",".join(keep), point))
+    return out
+
+
 def _cgroup_pids(tops: list[Path]) -> set[int]:
     pids: set[int] = set()
     for top in tops:
@@ -176,7 +210,8 @@ def _cgroup_pids(tops: list[Path]) -> set[int]:
 def remove_cgroups(parents: list[str], problems: list[str]) -> None:
     """Kill what is left in the lab's cgroups (container processes whose daemon is gone),
     then rmdir the cgroup directories dockerd made under --cgroup-parent, deepest first."""
-    tops = [h / p.lstrip("/") for h in Path("/sys/fs/cgroup").iterdir() for p in parents]
+    hierarchies = [Path(point) for _, _, point in cgroup_mounts()]
+    tops = [h / p.lstrip("/") for h in hierarchies for p in parents]
     deadline = time.monotonic() + 5
     while (pids := _cgroup_pids(tops)) and time.monotonic() < deadline:
         for pid in pids:
@@ -184,11 +219,8 @@ def remove_cgroups(parents: list[str], problems: list[str]) -> None:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.2)
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        for parent in parents:
-            top = hierarchy / parent.lstrip("/")
-            if not top.is_dir():
-                continue
+    for top in tops:
+        if top.is_dir():
             dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
             for d in [*dirs, top]:
                 try:

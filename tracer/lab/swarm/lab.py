@@ -155,6 +155,12 @@ def up(nodes: int = 2, progress: Callable[[str], None] | None = None) -> SwarmLa
     _write_state({"nodes": [n.to_dict() for n in specs], "host": before.to_dict()})
     clients: dict[str, docker.DockerClient] = {}
     try:
+        if ipvs and not Path("/proc/net/ip_vs").exists():
+            subprocess.run(["modprobe", "-a", "ip_vs", "ip_vs_rr"], capture_output=True,
+                           check=False)
+        # overlay2 refuses an overlayfs backing (/var in the stock-kernel VM): use a tmpfs.
+        DATA_DIR.mkdir(parents=True)
+        _run("mount", "-t", "tmpfs", "-o", "mode=700", "swarmtrace-swarm", str(DATA_DIR))
         _link_nodes(specs)
         rootfs = rootfs_tar()
         for node in specs:
@@ -247,6 +253,7 @@ def down() -> list[str]:
     hoststate.remove_links(before, (*hoststate.DOCKER_LINKS, VETH[0], VETH[1]), problems)
     hoststate.restore_firewall(before, problems)
     hoststate.restore_sysctls(before, problems)
+    hoststate.unload_modules(before)
     hoststate.remove_cgroups([n.cgroup_parent for n in nodes], problems)
     # state.json goes with STATE_DIR: only once everything else is undone.
     hoststate.remove_paths(before, problems)
