@@ -183,7 +183,7 @@ class Correlator:
             o.req.hops.append(Hop(kind, e.ts_ns, e.netns, where, e.ifindex, mark=e.mark,
                                   before=e.orig, after=Flow(e.orig.saddr, e.orig.sport,
                                                             after.daddr, after.dport)))
-        if e.ct_status & IPS_SRC_NAT and e.point in (Point.NF_POST, Point.NAT) \
+        if e.ct_status & IPS_SRC_NAT and e.point in (Point.NF_POST, Point.NAT, Point.TX) \
                 and after.src != e.orig.src and (e.netns, "snat") not in o.nat_seen:
             o.nat_seen.add((e.netns, "snat"))
             o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, where, e.ifindex,
@@ -269,7 +269,7 @@ def _starts_connection(e: Event) -> bool:
 
 def _enter_kind(e: Event, first: bool) -> HopKind:
     if first:
-        return HopKind.SEND if e.point == Point.NF_OUT else HopKind.ENTER_NODE
+        return HopKind.SEND if e.point in (Point.NF_OUT, Point.TX) else HopKind.ENTER_NODE
     if e.flags & F_BRIDGED and not (e.ct_status & (IPS_DST_NAT | IPS_SRC_NAT)):
         return HopKind.BRIDGE
     return HopKind.ENTER_NETNS

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from tracer.enrich import open_names
 from tracer.pipeline import Pipeline
-from tracer.probes.choose import open_source
+from tracer.probes.choose import choose, open_source
 from tracer.source import Filter
 
 
@@ -21,5 +21,8 @@ def lab_lb_note() -> str:
 
 @contextmanager
 def open_pipeline(backend: str, flt: Filter) -> Iterator[Pipeline]:
-    with open_source(backend, flt) as source, open_names() as names:
-        yield Pipeline(source, names, lab_lb_note())
+    chosen, why = choose(backend)
+    with open_source(chosen, flt) as source, open_names() as names:
+        pipe = Pipeline(source, names, lab_lb_note())
+        pipe.backend_reason = why
+        yield pipe

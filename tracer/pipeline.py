@@ -26,6 +26,7 @@ class Pipeline:
         self.correlator = Correlator(source.info.drop_reasons)
         self.taps: list[RawTap] = []  # see raw events first (trace file recorder)
         self.events = 0
+        self.backend_reason = ""  # why this probe backend was picked (live only)
 
     def poll(self, timeout_s: float) -> list[Request]:
         arr = self.source.poll(timeout_s)

@@ -67,8 +67,12 @@ def run(args: argparse.Namespace) -> int:
             from tracer.tracefile.record import recording
 
             stack.enter_context(recording(pipe, args.write, flt))
-        for note in pipe.source.info.notes:
+        info = pipe.source.info
+        for note in info.notes:
             print(f"swarmtrace: {note}", file=sys.stderr)
+        # Printed once everything is attached: scripts wait for this line.
+        print(f"swarmtrace: tracing with the {info.backend} backend ({pipe.backend_reason})",
+              file=sys.stderr, flush=True)
         _loop(pipe, sink, args.count, deadline)
     sink.close()
     return 0

@@ -36,18 +36,14 @@ def choose(name: str) -> tuple[str, str]:
     if name == "bcc" and missing:
         raise ProbeUnavailable(f"the bcc backend cannot run: {missing}; use --backend core")
     if name == "auto":
-        if missing is None and _bcc_backend_available():
+        if missing is None:
             return "bcc", "kprobes, headers and BCC are available"
-        return "core", f"bcc unavailable: {missing or 'not built'}"
+        return "core", f"bcc unavailable: {missing}"
     return name, "asked for"
 
 
-def _bcc_backend_available() -> bool:
-    return importlib.util.find_spec("tracer.probes.bcc") is not None
-
-
-def open_source(name: str, flt: Filter) -> EventSource:
-    backend, _ = choose(name)
+def open_source(backend: str, flt: Filter) -> EventSource:
+    """An unstarted source of the backend choose() picked ("core" or "bcc")."""
     if backend == "bcc":
         from tracer.probes.bcc import BccSource
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import struct
 import time
 from pathlib import Path
@@ -39,6 +40,11 @@ def bpf_object_path() -> Path:
     return root / "core.bpf.o"
 
 
+def kernel_at_least(major: int, minor: int) -> bool:
+    m = re.match(r"(\d+)\.(\d+)", platform.release())
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (major, minor)
+
+
 def check_capabilities() -> None:
     if os.geteuid() != 0:
         raise ProbeUnavailable("tracing needs root (BPF and netns access): run it with sudo")
@@ -57,7 +63,13 @@ class CoreSource:
         self.filter = flt
         self._obj = libbpf.BpfObject(bpf_object_path())
         self._obj.set_max_entries("st_events", ring_bytes)
-        self._obj.make_netfilter("st_nf_hook")
+        # BPF netfilter programs exist since 6.4; before, device tracepoints carry the
+        # conntrack view (tx, in the sending netns) instead.
+        self.netfilter = kernel_at_least(6, 4)
+        if self.netfilter:
+            self._obj.make_netfilter("st_nf_hook")
+        else:
+            self._obj.set_autoload("st_nf_hook", False)
         self._ring_bytes = ring_bytes
         self._nf_links: dict[int, list[int]] = {}  # netns inode -> link fds
         self._nf_failed: set[int] = set()
@@ -88,9 +100,11 @@ class CoreSource:
         self._configure()
         for prog in ("st_rx", "st_tx", "st_drop"):
             self._obj.attach(prog)
-        self._scan_netns(force_proc=True)
-        if not self._nf_links:
-            self._notes.append("no BPF netfilter links on this kernel (< 6.4): device events only")
+        if self.netfilter:
+            self._scan_netns(force_proc=True)
+        else:
+            self._notes.append("no BPF netfilter programs before Linux 6.4: tracing device "
+                               "crossings with conntrack instead (less detail)")
         self._reader = RingReader(self._obj.map_fd("st_events"), self._ring_bytes)
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True,
                                notes=tuple(self._notes), drop_reasons=btf.drop_reasons())
@@ -99,7 +113,7 @@ class CoreSource:
         f = self.filter
         flags = (CFG_FILTER if (f.ports or f.addrs) else 0)
         flags |= CFG_ALL_PKTS if f.all_packets else 0
-        flags |= CFG_DEVICES if f.devices else 0
+        flags |= CFG_DEVICES if f.devices or not self.netfilter else 0
         self._obj.map_update(self._obj.map_fd("st_config"), struct.pack("<I", 0),
                              struct.pack("<II", flags, 0))
         ports_fd, addrs_fd = self._obj.map_fd("st_ports"), self._obj.map_fd("st_addrs")
@@ -141,7 +155,7 @@ class CoreSource:
 
     def poll(self, timeout_s: float) -> np.ndarray:
         assert self._reader is not None, "use CoreSource as a context manager"
-        if time.monotonic() - self._last_scan >= NETNS_RESCAN_S:
+        if self.netfilter and time.monotonic() - self._last_scan >= NETNS_RESCAN_S:
             self._scan_netns()
         self._reader.wait(min(timeout_s, NETNS_RESCAN_S))
         out = self._reader.read()
