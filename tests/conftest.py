@@ -1,0 +1,28 @@
+"""Shared fixtures: the netns lab, built on the real kernel once per session, removed at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tracer import lab as lab_mod
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[None]:
+    """Removes the netns lab when the session ends, whatever the tests did to it."""
+    if os.geteuid() != 0:
+        pytest.skip("the netns lab needs root (network namespaces, iptables)")
+    try:
+        yield
+    finally:
+        lab_mod.down()
+
+
+@pytest.fixture
+def lab(lab_session: None) -> lab_mod.LabInfo:
+    """The netns lab, up: built by the first test that asks, reused (or rebuilt if a test broke
+    it) by the next ones."""
+    return lab_mod.up()
