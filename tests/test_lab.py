@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -53,7 +54,7 @@ def assert_round_robin(answers: list[lab_mod.Answer], target: str, client_ip: st
         assert a.body == f"Processed by container ID {a.backend}"
     names = [a.backend for a in answers]
     assert sorted(set(names)) == ["backend-1", "backend-2"]
-    assert all(x != y for x, y in zip(names, names[1:], strict=False)), names
+    assert all(x != y for x, y in itertools.pairwise(names)), names
     assert len({a.client for a in answers}) == N, "each request must be a new connection"
 
 
@@ -139,8 +140,9 @@ def test_cli_traffic_lines_and_json(lab: lab_mod.LabInfo) -> None:
     for line in lines:
         assert " -> 192.168.100.1:8080  Processed by container ID backend-" in line
         assert line.startswith("192.168.100.2:")
-    out = subprocess.run([*cli, "--mode", "vip", "--json"], capture_output=True, text=True,
-                         check=True, timeout=60).stdout  # fmt: skip
+    out = subprocess.run(
+        [*cli, "--mode", "vip", "--json"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     objs = [lab_mod.Answer(**json.loads(line)) for line in out.splitlines()]
     assert [a.target for a in objs] == ["10.0.0.9:80"] * 2 and all(a.ok for a in objs)
 
@@ -196,8 +198,12 @@ def test_up_rebuilds_a_half_built_lab_and_down_works_without_state(lab_session: 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_up_leaves_nothing(lab_session: None, sig: signal.Signals) -> None:
     lab_mod.down()
-    proc = subprocess.Popen([sys.executable, "-m", "tracer", "lab", "up"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracer", "lab", "up"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     # Interrupt once the build is under way (some netns exist), not before it starts.
     while not existing_lab_netns() and time.monotonic() < deadline and proc.poll() is None:
@@ -216,7 +222,11 @@ def test_not_root_says_how_to_fix() -> None:
     for action in ("up", "status", "traffic"):
         proc = subprocess.run(
             ["runuser", "-u", "nobody", "--", sys.executable, "-m", "tracer", "lab", action],
-            capture_output=True, text=True, env=env, cwd="/", timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            timeout=60,
+        )
         assert proc.returncode == 4, proc.stderr
         assert proc.stderr.strip() == "swarmtrace: the lab needs root: run with sudo"
