@@ -62,6 +62,7 @@ class DockerNames(NetnsNames):
         self._last_full = float("-inf")
         self._warned = False
         self._mu = threading.Lock()
+        self._connecting = threading.Lock()
         self._wake = threading.Event()
         self._watchers: list[threading.Thread] = []
         super().__init__(dirs=dirs, poll_s=poll_s, history=history)
@@ -83,6 +84,11 @@ class DockerNames(NetnsNames):
                         "addresses until it is back", url, err)
 
     def _connect(self, url: str) -> DockerNode | None:
+        """The node's client, (re)connecting at most every RECONNECT_S; None while it is gone."""
+        with self._connecting:  # the poll thread and the url's event watcher both call this
+            return self._connect_locked(url)
+
+    def _connect_locked(self, url: str) -> DockerNode | None:
         with self._mu:
             node = self._nodes.get(url)
         if node is not None:

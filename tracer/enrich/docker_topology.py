@@ -165,8 +165,7 @@ class DockerNode:
         sandbox_of: dict[str, NetnsName] = {}  # sandbox id[:12] -> its container's netns name
         for c in self.client.containers.list():
             ns = self._container(c.attrs, netns, addrs)
-            if ns is not None:
-                sandbox_of[c.attrs["NetworkSettings"].get("SandboxID", "")[:12]] = ns
+            sandbox_of[(c.attrs.get("NetworkSettings") or {}).get("SandboxID", "")[:12]] = ns
         nets = {n.id: n.name for n in self.client.networks.list()}
         for net_id, net_name in nets.items():
             detail = self._inspect(net_id)
@@ -208,7 +207,7 @@ class DockerNode:
                 return {}
 
     def _container(self, attrs: dict[str, Any], netns: dict[int, NetnsName],
-                   addrs: dict[str, AddrName]) -> NetnsName | None:
+                   addrs: dict[str, AddrName]) -> NetnsName:
         labels = attrs.get("Config", {}).get("Labels") or {}
         settings = attrs.get("NetworkSettings") or {}
         task = labels.get("com.docker.swarm.task.name")
