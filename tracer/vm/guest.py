@@ -197,7 +197,9 @@ class Guest:
         began = time.monotonic()
         self._vng = subprocess.Popen(
             cmd,
-            env=_vng_env(),
+            # vng's own temporary files land in the workdir too, so stop() removes them even
+            # when vng had to be killed before its atexit cleanup.
+            env={**_vng_env(), "TMPDIR": str(self._workdir)},
             stdin=subprocess.DEVNULL,
             stdout=self._console,
             stderr=subprocess.STDOUT,
