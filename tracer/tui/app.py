@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +47,7 @@ class FeedUpdate(Message):
 
 
 class SwarmtraceApp(App[None]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     COMMANDS = App.COMMANDS | {TracerCommands}
     BINDINGS = [
         Binding("1", "show('requests')", "requests", id="screen.requests", group=VIEWS),
@@ -151,8 +152,7 @@ class SwarmtraceApp(App[None]):
         start: int | None = None
         requests = self._screens.get("requests")
         if mode == "talk" and self.current_mode == "requests" and isinstance(requests, RequestsScreen):
-            selected = requests.request_list.selected
-            start = selected.id if selected is not None else None
+            start = requests.request_list.cursor
         self.switch_mode(mode)
         talk = self._screens.get("talk")
         if start is not None and isinstance(talk, TalkScreen):

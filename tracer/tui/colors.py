@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from rich.style import Style
 from textual.app import App
 from textual.color import Color
@@ -19,25 +21,36 @@ _STATUS = {
 }
 
 
-def _hex(variables: dict[str, str], name: str, fallback: str) -> str:
-    # Theme variables may carry alpha (#rrggbbaa), which Rich cannot parse: flatten it.
-    return Color.parse(variables.get(name, fallback)).hex6
+_KEYS = ("foreground", "background", "text-primary", "text-accent", "text-error",
+         "text-success", "text-warning", "primary")  # fmt: skip
 
 
 def palette_of(app: App[object]) -> Palette:
+    """The palette of the app's current theme (computed once per theme)."""
     v = app.theme_variables
-    fg = Color.parse(v.get("foreground", "#e0e0e0"))
-    bg = Color.parse(v.get("background", "#121212"))
+    return _palette(tuple(v.get(k, "") for k in _KEYS))
+
+
+@functools.lru_cache(maxsize=16)
+def _palette(values: tuple[str, ...]) -> Palette:
+    v = dict(zip(_KEYS, values, strict=True))
+
+    def color(name: str, fallback: str) -> str:
+        # Theme variables may carry alpha (#rrggbbaa), which Rich cannot parse: flatten it.
+        return Color.parse(v[name] or fallback).hex6
+
+    fg = Color.parse(v["foreground"] or "#e0e0e0")
+    bg = Color.parse(v["background"] or "#121212")
     return Palette(
-        node=_hex(v, "text-primary", "#57a5e2"),
+        node=color("text-primary", "#57a5e2"),
         border=fg.blend(bg, 0.45).hex6,
-        title=_hex(v, "text-accent", "#ffc473"),
+        title=color("text-accent", "#ffc473"),
         arrow=fg.blend(bg, 0.35).hex6,
-        vxlan=_hex(v, "text-accent", "#ffc473"),
-        error=_hex(v, "text-error", "#d17e92"),
-        success=_hex(v, "text-success", "#8ad4a1"),
-        warning=_hex(v, "text-warning", "#ffc473"),
-        highlight=_hex(v, "primary", "#0178d4"),
+        vxlan=color("text-accent", "#ffc473"),
+        error=color("text-error", "#d17e92"),
+        success=color("text-success", "#8ad4a1"),
+        warning=color("text-warning", "#ffc473"),
+        highlight=color("primary", "#0178d4"),
     )
 
 

@@ -1,44 +1,102 @@
-"""A RequestFeed over the core pipeline: live probes or a replayed trace file."""
+"""Feeds over the tracing Pipeline: live (probes -> correlate -> names) and replayed files."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from tracer.model import Request
 from tracer.pipeline import Pipeline
-from tracer.tui.feed import FeedBatch, FeedStats
+from tracer.tui.feed import FeedBatch, FeedStats, ListFeed
 
-RATE_WINDOW_S = 1.0
+OPEN_EVERY_S = 0.5  # how often in-flight requests are shown before they complete
+TOPOLOGY_EVERY_S = 2.0
 
 
 class PipelineFeed:
-    """Polls a Pipeline (source -> correlator -> names) and hands the TUI its requests."""
+    """Live requests from a Pipeline; in-flight ones show up as `open` until they complete."""
 
     def __init__(self, pipe: Pipeline, filters: str = "") -> None:
-        self._pipe = pipe
-        self._filters = filters
-        self._rate_mark = (time.monotonic(), 0)
-        self._rate = 0.0
-        self._topology_sent = False
+        self.pipe = pipe
+        self.filters = filters
+        self._done = False
+        self._rate: tuple[float, int] = (time.monotonic(), 0)
+        self._events_per_s = 0.0
+        self._open_at = 0.0
+        self._topology_at = 0.0
+        self._topology: dict[str, Any] | None = None
+        # Events carry CLOCK_MONOTONIC times; the list shows the wall clock.
+        self._clock_offset_ns = time.time_ns() - time.monotonic_ns()
 
     @property
     def finished(self) -> bool:
-        return self._pipe.source.finished and not self._pipe.correlator.open_requests
+        return self._done
 
     def poll(self, timeout_s: float) -> FeedBatch:
-        reqs = self._pipe.poll(timeout_s)
-        if self._pipe.source.finished:
-            reqs += self._pipe.flush()
+        if self._done:
+            time.sleep(timeout_s)
+            return FeedBatch(stats=self._stats())
+        requests = self.pipe.poll(timeout_s)
+        source = self.pipe.source
+        if source.finished:
+            requests += self.pipe.flush()
+            self._done = True
         now = time.monotonic()
-        t0, n0 = self._rate_mark
-        if now - t0 >= RATE_WINDOW_S:
-            self._rate = (self._pipe.events - n0) / (now - t0)
-            self._rate_mark = (now, self._pipe.events)
-        topology: dict[str, Any] | None = None
-        if not self._topology_sent and self._pipe.names is not None:
-            topology = self._pipe.names.snapshot()
-            self._topology_sent = True
-        stats = FeedStats(source=self._pipe.source.info, events=self._pipe.events,
-                          events_per_s=self._rate, lost=self._pipe.source.stats().lost,
-                          filters=self._filters)
-        return FeedBatch(stats=stats, requests=tuple(reqs), topology=topology)
+        if now - self._open_at >= OPEN_EVERY_S and not self._done:
+            self._open_at = now
+            requests = self.pipe.correlator.open_requests() + requests
+        return FeedBatch(stats=self._stats(), requests=tuple(requests), topology=self._names(now))
+
+    def _names(self, now: float) -> dict[str, Any] | None:
+        """The resolver's snapshot when it changed, looked at every few seconds."""
+        names = self.pipe.names
+        if names is None or now - self._topology_at < TOPOLOGY_EVERY_S:
+            return None
+        self._topology_at = now
+        snap = names.snapshot()
+        if snap == self._topology:
+            return None
+        self._topology = snap
+        return snap
+
+    def _stats(self) -> FeedStats:
+        now = time.monotonic()
+        mark_t, mark_events = self._rate
+        if now - mark_t >= 1.0:
+            self._events_per_s = (self.pipe.events - mark_events) / (now - mark_t)
+            self._rate = (now, self.pipe.events)
+        src = self.pipe.source
+        return FeedStats(
+            source=src.info,
+            events=self.pipe.events,
+            events_per_s=self._events_per_s,
+            lost=src.stats().lost,
+            filters=self.filters,
+            clock_offset_ns=self._clock_offset_ns,
+        )
+
+
+def drain(pipe: Pipeline) -> list[Request]:
+    """Every request of a finite source (a trace file read at full speed)."""
+    out: list[Request] = []
+    while not pipe.source.finished:
+        out += pipe.poll(0.0)
+    return out + pipe.flush()
+
+
+def replay_feed(pipe: Pipeline, *, speed: float = 1.0, filters: str = "") -> ListFeed:
+    """A replayed trace for the TUI: correlated up front, then paced (speed, pause, step, seek)."""
+    names = pipe.names
+    # A trace file's header ties the events' CLOCK_MONOTONIC to the wall clock of the recording.
+    header = getattr(pipe.source, "header", None)
+    offset = header.start_wall_ns - header.start_mono_ns if header is not None else 0
+    return ListFeed(
+        drain(pipe),
+        info=pipe.source.info,
+        topology=names.snapshot() if names is not None else None,
+        paced=True,
+        speed=speed,
+        filters=filters,
+        lost=pipe.source.stats().lost,
+        clock_offset_ns=offset,
+    )

@@ -106,6 +106,10 @@ class RequestStore:
         self._colors: dict[str, int] = {}
         self.seen = 0  # requests ever stored, evicted included
         self.version = 0  # bumps on every change: screens redraw when it moved
+        # Positions that survive eviction: index + view_base names the same request until the
+        # query changes (query_version), so a selection is kept without searching 100k ids.
+        self.view_base = 0
+        self.query_version = 0
 
     def __len__(self) -> int:
         return len(self._order if self._view is None else self._view)
@@ -136,6 +140,18 @@ class RequestStore:
             if rid == request_id:
                 return i
         return None
+
+    def position(self, index: int) -> tuple[int, int]:
+        """A handle on the request at index that stays valid while requests come and go."""
+        return self.query_version, self.view_base + index
+
+    def index_at(self, position: tuple[int, int], request_id: int) -> int | None:
+        """Where the request of a position() is now; None if evicted."""
+        version, pos = position
+        if version == self.query_version:
+            index = pos - self.view_base
+            return index if 0 <= index < len(self) else None
+        return self.index_of(request_id)  # the filter changed: search once
 
     def find(self, start: int, pred: Callable[[Request], bool]) -> int | None:
         """Index of the first request at or after start in the view that satisfies pred."""
@@ -172,11 +188,16 @@ class RequestStore:
         self._counted.pop(rid, None)
         self._hay.pop(rid, None)
         # Both deques are in arrival order, so the oldest id can only be first in the view.
-        if self._view and self._view[0] == rid:
+        if self._view is None:
+            self.view_base += 1
+        elif self._view and self._view[0] == rid:
             self._view.popleft()
+            self.view_base += 1
 
     def set_query(self, text: str) -> None:
         self._query = Query.parse(text)
+        self.query_version += 1
+        self.view_base = 0
         if not self._query.terms:
             self._view = None
         else:

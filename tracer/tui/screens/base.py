@@ -22,7 +22,16 @@ class TracerScreen(Screen[None]):
         yield Footer()
 
     def state_changed(self) -> None:
-        """Redraw from self.state; subclasses extend this and call super()."""
+        """Redraw from self.state (the app calls this after each batch)."""
+        if not self.is_mounted:
+            return  # on_mount draws the first time
+        self.update_status()
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw this screen's own part of the state."""
+
+    def update_status(self) -> None:
         st, store = self.state, self.state.store
         self.query_one(StatusBar).update_state(
             StatusState(
@@ -39,3 +48,7 @@ class TracerScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         self.state_changed()
+
+    def on_mount(self) -> None:
+        # Textual runs this and the subclass's on_mount: draw once the children exist.
+        self.call_after_refresh(self.state_changed)

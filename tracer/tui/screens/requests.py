@@ -5,7 +5,6 @@ from __future__ import annotations
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.timer import Timer
 from textual.widgets import Input
 
@@ -37,8 +36,7 @@ class RequestsScreen(TracerScreen):
 
     def compose(self) -> ComposeResult:
         yield RequestList(self.state.store, id="requests")
-        with VerticalScroll(id="path-pane"):
-            yield HopPath(id="path")
+        yield HopPath(id="path")
         yield Input(
             placeholder="filter: words or service: task: client: status: mode: node:   "
             "(Enter keeps it, Esc clears)",
@@ -55,8 +53,7 @@ class RequestsScreen(TracerScreen):
         self.request_list.follow = self.state.follow
         self.request_list.focus()
 
-    def state_changed(self) -> None:
-        super().state_changed()
+    def redraw(self) -> None:
         lst = self.request_list
         if self.state.stats is not None:
             lst.clock_offset_ns = self.state.stats.clock_offset_ns
@@ -75,11 +72,13 @@ class RequestsScreen(TracerScreen):
 
     def _scroll_path(self) -> None:
         """Show a drop where it happened; any other path from its start."""
-        path, pane = self.query_one(HopPath), self.query_one("#path-pane", VerticalScroll)
+        path = self.query_one(HopPath)
         r, drawing = path.request, path.drawing
         drop = next((i for i, h in enumerate(r.hops) if h.kind is HopKind.DROP), None) if r else None
         line = drawing.hop_lines.get(drop) if drawing is not None and drop is not None else None
-        pane.scroll_to(y=max(0, line - pane.size.height // 2) if line else 0, animate=False)
+        y = max(0, line - path.size.height // 2) if line else 0
+        if y != path.scroll_y:  # scrolling, even in place, costs a partial layout
+            path.scroll_to(y=y, animate=False)
 
     @on(RequestList.Selected)
     def _selected(self, event: RequestList.Selected) -> None:
@@ -87,7 +86,7 @@ class RequestsScreen(TracerScreen):
         # Keep the app's follow flag in step with the list (moving up stops following).
         if self.state.follow != self.request_list.follow:
             self.state.follow = self.request_list.follow
-            super().state_changed()
+            self.update_status()
 
     # -- actions -----------------------------------------------------------------------------
 

@@ -19,6 +19,5 @@ class ServicesScreen(TracerScreen):
             yield ServiceBars(self.state.store, id="services")
         yield from self.compose_footer()
 
-    def state_changed(self) -> None:
-        super().state_changed()
+    def redraw(self) -> None:
         self.query_one(ServiceBars).store_changed()

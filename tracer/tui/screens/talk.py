@@ -5,8 +5,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.widgets import Static
 
 from tracer.model import Request
 from tracer.tui.narrate import narrate, verdict
@@ -14,6 +12,7 @@ from tracer.tui.screens.base import TracerScreen
 from tracer.tui.state import TuiState
 from tracer.tui.store import task_of
 from tracer.tui.widgets.hop_path import HopPath
+from tracer.tui.widgets.text_box import TextBox
 
 
 class TalkScreen(TracerScreen):
@@ -29,19 +28,18 @@ class TalkScreen(TracerScreen):
         self.index = 0  # into the store's (filtered) list
         self.hop = 0
         self.request_id: int | None = None
+        self._position: tuple[int, int] | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(id="talk-title")
-        with VerticalScroll(id="talk-pane"):
-            yield HopPath(id="talk-path")
-        yield Static(id="sentence")
+        yield TextBox(id="talk-title")
+        yield HopPath(id="talk-path")
+        yield TextBox(id="sentence")
         yield from self.compose_footer()
 
-    def start_at(self, request_id: int | None) -> None:
-        """Begin with a given request (the one selected in the list), at its first hop."""
-        at = self.state.store.index_of(request_id) if request_id is not None else None
-        self.index, self.hop = (at if at is not None else 0), 0
-        self.request_id = None
+    def start_at(self, index: int) -> None:
+        """Begin with the request at index (the one selected in the list), at its first hop."""
+        self.index, self.hop = index, 0
+        self.request_id = self._position = None
         if self.is_mounted:
             self.state_changed()
 
@@ -50,20 +48,25 @@ class TalkScreen(TracerScreen):
         store = self.state.store
         return store.at(self.index) if 0 <= self.index < len(store) else None
 
-    def state_changed(self) -> None:
-        super().state_changed()
-        r = self.request
-        if r is not None and r.id != self.request_id:
-            # The filter or eviction moved our request: find it again, else stay at the index.
-            at = self.state.store.index_of(self.request_id) if self.request_id is not None else None
+    def redraw(self) -> None:
+        store = self.state.store
+        if self.request_id is not None and self._position is not None:
+            # Old requests left or the filter changed: find ours again, else keep the index.
+            at = store.index_at(self._position, self.request_id)
             if at is not None:
-                self.index, r = at, self.state.store.at(at)
-            self.request_id = r.id
-        self._draw(r)
+                self.index = at
+        self._select(self.index)
+        self._draw(self.request)
+
+    def _select(self, index: int) -> None:
+        self.index = index
+        r = self.request
+        self.request_id = r.id if r is not None else None
+        self._position = self.state.store.position(index) if r is not None else None
 
     def _draw(self, r: Request | None) -> None:
-        title = self.query_one("#talk-title", Static)
-        sentence = self.query_one("#sentence", Static)
+        title = self.query_one("#talk-title", TextBox)
+        sentence = self.query_one("#sentence", TextBox)
         path = self.query_one(HopPath)
         if r is None or not r.hops:
             title.update(Text(" Talk mode", style="bold"))
@@ -83,10 +86,11 @@ class TalkScreen(TracerScreen):
         self.call_after_refresh(self._scroll_to_hop)
 
     def _scroll_to_hop(self) -> None:
-        line = self.query_one(HopPath).highlight_line()
-        if line is not None:
-            pane = self.query_one("#talk-pane", VerticalScroll)
-            pane.scroll_to(y=max(0, line - pane.size.height // 2), animate=False)
+        path = self.query_one(HopPath)
+        line = path.highlight_line()
+        y = max(0, line - path.size.height // 2) if line is not None else 0
+        if y != path.scroll_y:  # scrolling, even in place, costs a partial layout
+            path.scroll_to(y=y, animate=False)
 
     def action_hop(self, delta: int) -> None:
         r = self.request
@@ -106,8 +110,7 @@ class TalkScreen(TracerScreen):
         if not 0 <= self.index + delta < n:
             self.notify("No more requests." if delta > 0 else "This is the first request.", timeout=2)
             return
-        self.index += delta
+        self._select(self.index + delta)
         r = self.state.store.at(self.index)
-        self.request_id = r.id
         self.hop = len(r.hops) - 1 if last_hop else 0
         self._draw(r)

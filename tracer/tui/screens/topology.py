@@ -26,8 +26,7 @@ class TopologyScreen(TracerScreen):
     def on_mount(self) -> None:
         self.query_one(TopologyTree).focus()
 
-    def state_changed(self) -> None:
-        super().state_changed()
+    def redraw(self) -> None:
         # Rebuild only when a new snapshot arrived: rebuilding collapses what the user opened.
         if not self._loaded or self.state.topology is not self._shown:
             self._shown, self._loaded = self.state.topology, True

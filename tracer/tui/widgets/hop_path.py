@@ -1,19 +1,26 @@
-"""One request's hop path, drawn by PathDrawing at the widget's width."""
+"""One request's hop path, drawn by PathDrawing at the widget's width (a line-API view)."""
 
 from __future__ import annotations
 
+from rich.segment import Segment
 from rich.text import Text
-from textual.widget import Widget
+from textual.geometry import Size
+from textual.strip import Strip
 
 from tracer.model import Request
 from tracer.tui.colors import palette_of
 from tracer.tui.path_render import PathDrawing
+from tracer.tui.widgets.line_view import LineView
+
+EMPTY = Text("No request selected: pick one in the list above.", style="dim")
 
 
-class HopPath(Widget):
-    """Shows a request's path; `highlight` marks the current hop (talk mode)."""
+class HopPath(LineView, can_focus=False):
+    """Shows a request's path; `highlight` marks the current hop (talk mode).
 
-    DEFAULT_CSS = "HopPath { height: auto; }"
+    Its own scrolling and fixed size: a new path never makes the screen lay out again.
+    """
+
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -21,35 +28,53 @@ class HopPath(Widget):
         self.task_color = 0
         self.highlight: int | None = None
         self.drawing: PathDrawing | None = None
+        self._key: tuple[object, ...] = ()
+        self._strips: dict[int, Strip] = {}
 
     def on_mount(self) -> None:
-        self.watch(self.app, "theme", lambda: self.refresh(layout=True), init=False)
+        self.watch(self.app, "theme", self._redraw, init=False)
 
     def show(self, request: Request | None, *, task_color: int = 0, highlight: int | None = None) -> None:
         self.request, self.task_color, self.highlight = request, task_color, highlight
-        self.refresh(layout=True)
+        self._redraw()
+
+    def on_resize(self) -> None:
+        self._redraw()
+
+    def _redraw(self) -> None:
+        drawing = self._draw(self.scrollable_content_region.width or self.size.width)
+        lines = len(drawing.lines) if drawing is not None else 1
+        self._strips.clear()
+        self.set_content_size(Size(self.scrollable_content_region.width, lines))
+        self.refresh()
 
     def _draw(self, width: int) -> PathDrawing | None:
-        if self.request is None:
+        """The drawing for the current request, width and theme; made once, then reused."""
+        if self.request is None or width <= 0:
             return None
-        self.drawing = PathDrawing(
-            self.request,
-            width,
-            palette_of(self.app),
-            task_color=self.task_color,
-            highlight=self.highlight,
-        )
+        palette = palette_of(self.app)
+        key = (width, palette, self.task_color, self.highlight)
+        if self.drawing is None or self.drawing.r is not self.request or self._key != key:
+            self.drawing = PathDrawing(
+                self.request, width, palette, task_color=self.task_color, highlight=self.highlight
+            )
+            self._key = key
         return self.drawing
 
-    def render(self) -> Text:
-        drawing = self._draw(self.content_size.width or 80)
-        if drawing is None:
-            return Text("No request selected: pick one in the list above.", style="dim")
-        return drawing.text()
-
-    def get_content_height(self, container: object, viewport: object, width: int) -> int:
-        drawing = self._draw(width)
-        return 1 if drawing is None else len(drawing.lines)
+    def render_line(self, y: int) -> Strip:
+        index = int(self.scroll_y) + y
+        width = self.scrollable_content_region.width
+        strip = self._strips.get(index)
+        if strip is None:
+            if self.request is None:
+                lines = [EMPTY]
+            else:
+                lines = self.drawing.lines if self.drawing is not None else []
+            if index >= len(lines):
+                return Strip.blank(width, self.rich_style)
+            segments = Segment.apply_style(lines[index].render(self.app.console), self.rich_style)
+            strip = self._strips[index] = Strip(segments).crop_extend(0, width, self.rich_style)
+        return strip
 
     def highlight_line(self) -> int | None:
         """The line of the highlighted hop, to scroll it into view."""

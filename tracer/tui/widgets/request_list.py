@@ -10,7 +10,6 @@ from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tracer.model import Request
@@ -18,9 +17,10 @@ from tracer.tui.columns import Column, fit_columns, header_text, row_text
 from tracer.tui.colors import palette_of, status_style
 from tracer.tui.path_render import Palette
 from tracer.tui.store import RequestStore, task_of
+from tracer.tui.widgets.line_view import LineView
 
 
-class RequestList(ScrollView, can_focus=True):
+class RequestList(LineView, can_focus=True):
     """Line 0 is the column header; line 1 + i shows store.at(i)."""
 
     COMPONENT_CLASSES = {"request-list--header", "request-list--cursor"}
@@ -50,23 +50,28 @@ class RequestList(ScrollView, can_focus=True):
         self._palette = Palette()
         self._visible: tuple[tuple[int, int, int], list[Request]] = ((-1, -1, -1), [])
         self._selected_id: int | None = None
+        self._position: tuple[int, int] | None = None
         self.clock_offset_ns = 0
+        self._strips: dict[tuple[int, bool, int, int], Strip] = {}
+        self._strip_of: dict[tuple[int, bool, int, int], Request] = {}
+        self._look = 0  # bumps when theme, columns or clock change what a row looks like
 
     # -- data --------------------------------------------------------------------------------
 
     def store_changed(self) -> None:
         """New requests, updates or a new filter: resize, keep or follow the cursor, redraw."""
         n = len(self.store)
-        self.virtual_size = Size(self.size.width, n + 1)
+        self.set_content_size(Size(self.size.width, n + 1))
         if n == 0:
             self.cursor = 0
         elif self.follow:
             self.cursor = n - 1
         else:
-            # Keep the same request under the cursor when the filter changed the indices.
-            keep = self._selected_id
-            at = self.store.index_of(keep) if keep is not None else None
-            self.cursor = min(at if at is not None else self.cursor, n - 1)
+            # Keep the same request under the cursor as old ones leave or the filter changes.
+            at = None
+            if self._selected_id is not None and self._position is not None:
+                at = self.store.index_at(self._position, self._selected_id)
+            self.cursor = min(at if at is not None else 0, n - 1)
         self.refresh()
 
     @property
@@ -77,13 +82,18 @@ class RequestList(ScrollView, can_focus=True):
         self.follow = index >= len(self.store) - 1
         self.cursor = max(0, min(index, len(self.store) - 1))
 
-    def watch_cursor(self, cursor: int) -> None:
+    def watch_cursor(self, old: int, cursor: int) -> None:
         request = self.selected
         new_id = request.id if request is not None else None
+        self._position = self.store.position(cursor) if request is not None else None
+        top = self.scroll_y
         self._scroll_to_cursor()
         # A new virtual size is applied on the next refresh: check again after it.
         self.call_after_refresh(self._scroll_to_cursor)
-        self.refresh()
+        if self.scroll_y == top:
+            # Only the old and the new cursor rows changed (line 0 is the header).
+            self.refresh_line(old - int(top) + 1)
+            self.refresh_line(cursor - int(top) + 1)
         if new_id != self._selected_id:
             self._selected_id = new_id
             self.post_message(self.Selected(request))
@@ -102,11 +112,13 @@ class RequestList(ScrollView, can_focus=True):
 
     def _theme_changed(self) -> None:
         self._palette = palette_of(self.app)
+        self._look += 1
         self.refresh()
 
     def on_resize(self) -> None:
         self._cols = fit_columns(self.size.width)
-        self.virtual_size = Size(self.size.width, len(self.store) + 1)
+        self._look += 1
+        self.set_content_size(Size(self.size.width, len(self.store) + 1))
 
     # -- keys and mouse ----------------------------------------------------------------------
 
@@ -146,13 +158,24 @@ class RequestList(ScrollView, can_focus=True):
         if not 0 <= y - 1 < len(rows):
             return Strip.blank(width, base)
         r = rows[y - 1]
-        p = self._palette
-        task = Style(color=p.task(self.store.color_of(task_of(r))), bold=True)
-        text = row_text(r, self._cols, task, status_style(p, r.status), self.clock_offset_ns)
-        style = base
-        if index == self.cursor:
-            style = base + self.get_component_rich_style("request-list--cursor")
-        return self._strip(text, style, width)
+        at_cursor = index == self.cursor
+        # Rows are redrawn on every scroll and cursor move: keep them rendered, per request object
+        # (an updated request is a new object) and look.
+        key = (id(r), at_cursor, width, self._look)
+        strip = self._strips.get(key)
+        if strip is None or self._strip_of.get(key) is not r:
+            if len(self._strips) > 4 * max(self.size.height, 50):
+                self._strips.clear()
+                self._strip_of.clear()
+            p = self._palette
+            task = Style(color=p.task(self.store.color_of(task_of(r))), bold=True)
+            text = row_text(r, self._cols, task, status_style(p, r.status), self.clock_offset_ns)
+            style = base
+            if at_cursor:
+                style = base + self.get_component_rich_style("request-list--cursor")
+            strip = self._strips[key] = self._strip(text, style, width)
+            self._strip_of[key] = r
+        return strip
 
     def _strip(self, text: Text, style: Style, width: int) -> Strip:
         segments = Segment.apply_style(text.render(self.app.console), style)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual.widgets import Static
+from tracer.tui.widgets.text_box import TextBox
 
 from tracer.tui.feed import FeedStats
 
@@ -75,8 +75,10 @@ def status_text(st: StatusState) -> Text:
     return t
 
 
-class StatusBar(Static):
-    """Rendered from the app's StatusState on every batch."""
+class StatusBar(TextBox):
+    """One line rendered from the app's StatusState on every batch."""
+
+    DEFAULT_CSS = "StatusBar { height: 1; }"
 
     def update_state(self, state: StatusState) -> None:
         self.update(status_text(state))
