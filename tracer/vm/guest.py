@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 _HERE = Path(__file__).resolve().parent
 POLL_S = 0.05
 STOP_WAIT_S = 30.0  # clean power-off under TCG takes a few seconds
+HEARTBEAT_S = 2.0  # the agent powers the guest off when this stops (host killed uncleanly)
 CANCEL_WAIT_S = 30.0  # for the agent to stop a job the host cancelled
 
 
@@ -143,6 +144,8 @@ class Guest:
         self._console: TextIO | None = None
         self._lock = threading.Lock()
         self._next_job = 0
+        self._stop_beat = threading.Event()
+        self._beat: threading.Thread | None = None
         self.boot_seconds: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -173,11 +176,23 @@ class Guest:
         """Boot the guest and wait until its agent answers; on any failure nothing is left."""
         self._workdir = Path(tempfile.mkdtemp(prefix="swarmtrace-vm-"))
         self.share.mkdir()
+        (self.share / "heartbeat").touch()
+        self._stop_beat.clear()
+        self._beat = threading.Thread(target=self._heartbeat, name="vm-heartbeat", daemon=True)
+        self._beat.start()
         try:
             self._boot()
         except BaseException:
             self.stop()
             raise
+
+    def _heartbeat(self) -> None:
+        beat = self.share / "heartbeat"
+        while not self._stop_beat.wait(HEARTBEAT_S):
+            try:
+                beat.touch()
+            except OSError:
+                return
 
     def _boot(self) -> None:
         assert self._workdir is not None
@@ -270,6 +285,10 @@ class Guest:
                 os.killpg(self._vng.pid, signal.SIGKILL)
             self._vng.wait()
             self._vng = None
+        self._stop_beat.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
         if self._console is not None:
             self._console.close()
             self._console = None

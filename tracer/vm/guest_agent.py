@@ -7,6 +7,7 @@ It polls SHARE/jobs for job files the host drops there and runs them one at a ti
   out/<id>.rc       its exit code, written last and atomically                      (agent)
   ready             the agent is listening (JSON: kernel release)                   (agent)
   stop              the host wants the guest to power off                           (host)
+  heartbeat         touched by the host every few seconds while it lives            (host)
 Polling (not inotify) because the share is 9p, where host-side changes raise no events.
 Timeouts are the host's: under emulation on a busy host the guest clock falls far behind.
 """
@@ -23,8 +24,29 @@ import time
 from pathlib import Path
 
 POLL_S = 0.1
+HOST_GONE_S = 60.0  # heartbeat unchanged this long (guest clock): the host died uncleanly
 TIMED_OUT_RC = 124  # as timeout(1)
 CANCELLED_RC = 130
+
+
+class Heartbeat:
+    """Notices a host that died without stopping the guest (SIGKILL), so the guest powers
+    itself off instead of running forever. Compares mtimes only: the clocks differ."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._last: int | None = None
+        self._changed = time.monotonic()
+
+    def host_alive(self) -> bool:
+        try:
+            mtime = self._path.stat().st_mtime_ns
+        except OSError:
+            return False  # the share is gone: so is the host's Guest
+        now = time.monotonic()
+        if mtime != self._last:
+            self._last, self._changed = mtime, now
+        return now - self._changed < HOST_GONE_S
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -48,7 +70,7 @@ def _stop_job(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run_job(share: Path, job_id: str, job: dict[str, object]) -> int:
+def run_job(share: Path, job_id: str, job: dict[str, object], heartbeat: Heartbeat) -> int:
     log = share / "out" / f"{job_id}.log"
     cancel = share / "jobs" / f"{job_id}.cancel"
     with log.open("wb", buffering=0) as out:
@@ -66,6 +88,9 @@ def run_job(share: Path, job_id: str, job: dict[str, object]) -> int:
             out.write(f"swarmtrace-vm: cannot start {job['argv']}: {err}\n".encode())
             return 127
         while proc.poll() is None:
+            if not heartbeat.host_alive():
+                _stop_job(proc)
+                return CANCELLED_RC
             if cancel.exists():
                 _stop_job(proc)
                 reason = cancel.read_text().strip() or "interrupt"
@@ -81,8 +106,9 @@ def serve(share: Path) -> None:
     jobs = share / "jobs"
     (share / "out").mkdir(exist_ok=True)
     jobs.mkdir(exist_ok=True)
+    heartbeat = Heartbeat(share / "heartbeat")
     _write_atomic(share / "ready", json.dumps({"kernel": os.uname().release}))
-    while not (share / "stop").exists():
+    while not (share / "stop").exists() and heartbeat.host_alive():
         pending = sorted(p for p in jobs.iterdir() if p.suffix == ".json")
         if not pending:
             time.sleep(POLL_S)
@@ -95,7 +121,7 @@ def serve(share: Path) -> None:
             (share / "out" / f"{job_id}.log").write_text(f"swarmtrace-vm: bad job: {err}\n")
             rc = 2
         else:
-            rc = run_job(share, job_id, job)
+            rc = run_job(share, job_id, job, heartbeat)
         path.unlink(missing_ok=True)
         _write_atomic(share / "out" / f"{job_id}.rc", str(rc))
 
