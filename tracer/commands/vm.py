@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 
 from tracer.errors import LabError
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with Guest(config, progress=show) as guest:
         began = time.monotonic()
-        result = guest.run(argv, timeout=args.timeout, stream=sys.stdout)
+        result = guest.run(argv, timeout=args.timeout, stream=sys.stdout, cwd=Path.cwd())
         rss = guest.qemu_rss_mb()
         show(
             f"exit {result.rc} after {time.monotonic() - began:.1f} s "
