@@ -219,7 +219,7 @@ def test_interrupted_up_leaves_nothing(lab_session: None, sig: signal.Signals) -
 
 def test_not_root_says_how_to_fix() -> None:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/", "PYTHONDONTWRITEBYTECODE": "1"}
-    for action in ("up", "status", "traffic"):
+    for action in ("up", "down", "traffic"):
         proc = subprocess.run(
             ["runuser", "-u", "nobody", "--", sys.executable, "-m", "tracer", "lab", action],
             capture_output=True,

@@ -11,6 +11,7 @@ import pytest
 from vm_fixtures import GuestRunner, vm_guest_fixture, vm_unavailable  # noqa: F401
 
 from tracer.vm import Guest, VmConfig, find_kernel, in_guest
+from tracer.vm.boot import venv_bin
 
 pytestmark = pytest.mark.vm
 
@@ -54,7 +55,7 @@ def test_guest_runs_stock_kernel_and_leaves_nothing() -> None:
 
         rc, out = guest.run("command -v python; echo err >&2; exit 3", timeout=120)
         assert rc == 3
-        assert out.splitlines() == [f"{guest_python()}", "err"]
+        assert out.splitlines() == [str(venv_bin() / "python"), "err"]  # this venv first
 
         began = time.monotonic()
         rc, out = guest.run("echo begun; sleep 600", timeout=3)
@@ -66,10 +67,6 @@ def test_guest_runs_stock_kernel_and_leaves_nothing() -> None:
         assert rc == 0
     assert not Path(f"/proc/{qemu_pid}").exists(), "qemu still running after stop()"
     assert not share.exists(), "shared directory left behind"
-
-
-def guest_python() -> Path:
-    return Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"
 
 
 def test_ipvs_service_inside(vm_guest: GuestRunner) -> None:

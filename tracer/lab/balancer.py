@@ -11,9 +11,11 @@ import logging
 import shutil
 import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tracer.errors import LabError
 from tracer.lab.topology import PUBLISHED_PORT, SBOX, TASK_PORT, VIP_CLIENT
 
 log = logging.getLogger(__name__)
@@ -37,14 +39,43 @@ VIP_LB = Balancer(VIP_CLIENT, 0x103, "OUTPUT", ("10.0.0.10", "10.0.0.11"), TASK_
 BALANCERS = (MESH_LB, VIP_LB)
 
 
+IPVS_MODULES = ("ip_vs", "ip_vs_rr")
+
+
 def has_ipvs() -> bool:
-    """True when the kernel has IPVS (loading the modules if they exist)."""
+    """True when the kernel has IPVS: built in, loaded, or as a module modprobe can load."""
     if Path("/proc/net/ip_vs").exists():
         return True
-    if shutil.which("modprobe"):
-        for module in ("ip_vs", "ip_vs_rr"):
-            subprocess.run(["modprobe", "-q", module], capture_output=True, check=False)
-    return Path("/proc/net/ip_vs").exists()
+    if not shutil.which("modprobe"):
+        return False
+    dry_run = subprocess.run(["modprobe", "-n", "-q", "ip_vs"], capture_output=True, check=False)
+    return dry_run.returncode == 0
+
+
+def load_ipvs() -> list[str]:
+    """Load the IPVS modules that are not loaded yet; returns them, for unload_ipvs()."""
+    loaded = []
+    for module in IPVS_MODULES:
+        if Path(f"/sys/module/{module}").exists():
+            continue
+        proc = subprocess.run(["modprobe", module], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise LabError(f"modprobe {module} failed: {proc.stderr.strip()}")
+        loaded.append(module)
+    return loaded
+
+
+def unload_ipvs(modules: list[str]) -> None:
+    """Unload what load_ipvs() loaded; the lab's netns release them asynchronously, so retry."""
+    for module in reversed(modules):
+        deadline = time.monotonic() + 5.0
+        while Path(f"/sys/module/{module}").exists():
+            if subprocess.run(["modprobe", "-r", module], capture_output=True).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                log.warning("could not unload %s (still in use)", module)
+                break
+            time.sleep(0.1)
 
 
 def stand_in_rules(lb: Balancer) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,13 @@ def inode(name: str) -> int:
 
 
 def create(name: str) -> None:
-    netns.create(name)
+    # pyroute2 creates it in a forked helper: an interrupt landing meanwhile would let the helper
+    # finish the netns after our tear-down has looked. Hold SIGINT/SIGTERM until it exists.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        netns.create(name)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def remove(name: str) -> None:

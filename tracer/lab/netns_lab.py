@@ -15,7 +15,15 @@ from typing import Literal
 
 from tracer.errors import LabError
 from tracer.lab import links, namespaces, rules, servers
-from tracer.lab.balancer import BALANCERS, IPVS_NOTE, STAND_IN_NOTE, has_ipvs, install_ipvs
+from tracer.lab.balancer import (
+    BALANCERS,
+    IPVS_NOTE,
+    STAND_IN_NOTE,
+    has_ipvs,
+    install_ipvs,
+    load_ipvs,
+    unload_ipvs,
+)
 from tracer.lab.topology import (
     BACKENDS,
     MESH_TARGET,
@@ -82,11 +90,12 @@ def _read_state() -> dict[str, object]:
     return state if isinstance(state, dict) else {}
 
 
-def _write_state(lb: LoadBalancer, complete: bool) -> None:
+def _write_state(lb: LoadBalancer, modules: list[str], complete: bool) -> None:
     # Inodes are kept so that `down` finds processes even in a netns whose name was lost.
     state = {
         "lb": lb,
         "complete": complete,
+        "modules": modules,  # kernel modules the lab loaded, unloaded by `down`
         "netns": {ns.name: namespaces.inode(ns.name) for ns in NAMESPACES},
     }
     tmp = STATE_FILE.with_suffix(".tmp")
@@ -96,7 +105,6 @@ def _write_state(lb: LoadBalancer, complete: bool) -> None:
 
 def status() -> LabInfo | None:
     """The lab if it is up and whole (every netns and server as `up` left them), else None."""
-    require_root()
     state = _read_state()
     recorded = state.get("netns")
     lb = state.get("lb")
@@ -120,17 +128,23 @@ def status() -> LabInfo | None:
 def _build() -> LabInfo:
     lb: LoadBalancer = "ipvs" if has_ipvs() else "stand-in"
     RUN_DIR.mkdir(parents=True, exist_ok=True)
+    modules: list[str] = []
+    _write_state(lb, modules, complete=False)
+    if lb == "ipvs":
+        modules = load_ipvs()
+        _write_state(lb, modules, complete=False)
     for ns in NAMESPACES:
         namespaces.create(ns.name)
-    _write_state(lb, complete=False)
+    _write_state(lb, modules, complete=False)
     links.build()
     rules.install(stand_in=lb == "stand-in", ipvs=lb == "ipvs")
     if lb == "ipvs":
         for balancer in BALANCERS:
             install_ipvs(balancer)
     for backend in BACKENDS:
-        servers.start(backend)
-    _write_state(lb, complete=True)
+        servers.spawn(backend)
+    servers.wait_ready(BACKENDS)
+    _write_state(lb, modules, complete=True)
     if (info := status()) is None:
         raise LabError("the lab was built but does not check out: run `swarmtrace lab down`")
     return info
@@ -173,7 +187,8 @@ def down() -> list[str]:
     removed: list[str] = []
     note = removed.append
 
-    recorded = _read_state().get("netns")
+    state = _read_state()
+    recorded = state.get("netns")
     inodes = {namespaces.inode(n) for n in namespaces.lab_namespaces()}
     if isinstance(recorded, dict):
         inodes |= {int(i) for i in recorded.values() if isinstance(i, int)}
@@ -185,6 +200,10 @@ def down() -> list[str]:
     for name in namespaces.lab_namespaces():
         namespaces.remove(name)
         note(f"netns {name}")
+    modules = state.get("modules")
+    if isinstance(modules, list) and modules:
+        unload_ipvs([str(m) for m in modules])
+        note(f"kernel modules {', '.join(map(str, modules))}")
     if RUN_DIR.exists():
         shutil.rmtree(RUN_DIR)
         note(str(RUN_DIR))

@@ -12,7 +12,7 @@ from typing import Literal
 from tracer.errors import LabError
 from tracer.lab import namespaces
 from tracer.lab.http_client import TIMEOUT_S
-from tracer.lab.netns_lab import require_up
+from tracer.lab.netns_lab import require_root, require_up
 from tracer.lab.topology import CLIENT, MESH_TARGET, VIP_CLIENT, VIP_TARGET
 
 Mode = Literal["mesh", "vip"]
@@ -85,6 +85,7 @@ def _client_lines(netns: str, args: list[str], timeout_s: float) -> Iterator[str
 
 def iter_traffic(mode: Mode, count: int, interval_s: float = 0.0) -> Iterator[Answer]:
     """Like traffic(), yielding each answer as soon as it is in."""
+    require_root()
     require_up()
     netns, target = _mode(mode)
     args = ["requests", "--target", target, "--count", str(count), "--interval", str(interval_s)]
@@ -100,6 +101,7 @@ def traffic(mode: Mode, count: int, interval_s: float = 0.0) -> list[Answer]:
 
 def flood(mode: Mode, seconds: float, conns: int) -> float:
     """Completed requests per second with `conns` concurrent clients, for `seconds`."""
+    require_root()
     require_up()
     netns, target = _mode(mode)
     args = ["flood", "--target", target, "--seconds", str(seconds), "--conns", str(conns)]

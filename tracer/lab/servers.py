@@ -17,7 +17,7 @@ from tracer.lab.topology import RUN_DIR, TASK_PORT, short_name
 log = logging.getLogger(__name__)
 
 SERVER_MODULE = "tracer.lab.http_backend"
-READY_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 60.0
 
 
 def pidfile(netns: str) -> Path:
@@ -41,8 +41,8 @@ def running_pid(netns: str) -> int | None:
     return pid if _is_our_server(pid, netns) else None
 
 
-def start(netns: str) -> int:
-    """Start the server in `netns` detached from us; returns its pid once it listens."""
+def spawn(netns: str) -> None:
+    """Start the server in `netns`, detached from us; wait_ready() tells when it listens."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     pidfile(netns).unlink(missing_ok=True)
     argv = namespaces.python_argv(
@@ -51,8 +51,7 @@ def start(netns: str) -> int:
         "--port", str(TASK_PORT),
         "--pidfile", str(pidfile(netns)),
     )  # fmt: skip
-    log_path = RUN_DIR / f"{short_name(netns)}.log"
-    with log_path.open("ab") as logf:
+    with _log_path(netns).open("ab") as logf:
         # setsid -f: the server is nobody's child here (no zombie to reap) and Ctrl-C in our
         # terminal does not reach it; its pid comes from the pid file it writes when listening.
         subprocess.run(
@@ -63,16 +62,26 @@ def start(netns: str) -> int:
             env=namespaces.child_env(),
             check=True,
         )
+
+
+def wait_ready(names: tuple[str, ...]) -> None:
+    """Wait until every server listens; generous, a software-emulated VM starts Python slowly."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if (pid := running_pid(netns)) is not None:
-            return pid
+    waiting = list(names)
+    while waiting and time.monotonic() < deadline:
+        waiting = [n for n in waiting if running_pid(n) is None]
         time.sleep(0.02)
-    lines = log_path.read_text(errors="replace").strip().splitlines()
-    raise LabError(
-        f"the HTTP server in {netns} did not start within {READY_TIMEOUT_S:.0f} s"
-        f" ({lines[-1] if lines else 'no output'}): see {log_path}"
-    )
+    if waiting:
+        path = _log_path(waiting[0])
+        lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+        raise LabError(
+            f"the HTTP server in {waiting[0]} did not start within {READY_TIMEOUT_S:.0f} s"
+            f" ({lines[-1] if lines else 'no output'}): see {path}"
+        )
+
+
+def _log_path(netns: str) -> Path:
+    return RUN_DIR / f"{short_name(netns)}.log"
 
 
 def stop(pids: set[int]) -> list[int]:

@@ -271,7 +271,9 @@ class Guest:
     def stop(self) -> None:
         """Power the guest off (kill qemu by pid if it does not go), remove every file."""
         if self._vng is not None:
-            if self._workdir is not None and self._vng.poll() is None:
+            # Only a running agent can power the guest off; during boot qemu is killed at once.
+            agent_up = self._workdir is not None and (self.share / "ready").exists()
+            if agent_up and self._vng.poll() is None:
                 (self.share / "stop").touch()
                 try:
                     self._vng.wait(timeout=STOP_WAIT_S)
