@@ -11,8 +11,9 @@ removes what it creates (IPVS services, netns, daemons) like on any real kernel.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import pytest
@@ -27,29 +28,42 @@ VM_MEMORY = os.environ.get("SWARMTRACE_VM_MEMORY", "3G")
 
 
 class GuestRunner(Protocol):
-    def run(self, cmd: str | Sequence[str], timeout: float = 600.0) -> GuestResult: ...
+    def run(
+        self,
+        cmd: str | Sequence[str],
+        timeout: float = 600.0,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> GuestResult: ...
 
 
 class LocalRunner:
     """Runs commands right here: pytest is already inside the guest."""
 
-    def run(self, cmd: str | Sequence[str], timeout: float = 600.0) -> GuestResult:
+    def run(
+        self,
+        cmd: str | Sequence[str],
+        timeout: float = 600.0,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> GuestResult:
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        try:
-            done = subprocess.run(
-                argv,
-                cwd=REPO,
-                env={**os.environ, **guest_env()},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as err:
-            out = err.output.decode(errors="replace") if err.output else ""
-            return GuestResult(124, out)
-        return GuestResult(done.returncode, done.stdout.decode(errors="replace"))
+        with subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env={**os.environ, **guest_env(env)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a timeout kills everything the command started
+        ) as proc:
+            try:
+                out, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, _ = proc.communicate()
+                return GuestResult(124, out.decode(errors="replace"))
+        return GuestResult(proc.returncode, out.decode(errors="replace"))
 
 
 _GUEST = pytest.StashKey[Guest | LabError]()
