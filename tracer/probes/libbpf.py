@@ -62,7 +62,7 @@ _libc.syscall.restype = ctypes.c_long
 _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
 
 
-@_PRINT_FN
+@_PRINT_FN  # type: ignore[untyped-decorator]
 def _libbpf_print(level: int, fmt: bytes, args: int) -> int:
     buf = ctypes.create_string_buffer(1024)
     _libc.vsnprintf(buf, len(buf), fmt, args)

@@ -59,7 +59,7 @@ class RingReader:
             n = int(busy[0])
             recs = recs[:n]
         keep = (recs["len"] & _DISCARD) == 0
-        out = recs["ev"][keep].copy()
+        out: np.ndarray = recs["ev"][keep].copy()
         struct.pack_into("<Q", self._cons, 0, cons + n * _STRIDE)
         return out
 
