@@ -223,29 +223,38 @@ int on_ipvs_conn_new(struct pt_regs *ctx, const struct ip_vs_conn_param *p, int 
 	return 0;
 }
 
-/* A packet of a traced flow arrived in a netns (both directions: reply timing). */
-TRACEPOINT_PROBE(net, netif_receive_skb)
+/* A packet of a traced flow seen on a device: arrival in a netns, or a drop. */
+static __always_inline int dev_event(struct sk_buff *skb, unsigned char *nh, u8 point, u32 reason)
 {
-	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
+	/* Explicit reads: BCC rewrites dereferences only inside the probe functions. */
 	struct pkt p = {};
-	if (skb->protocol != htons(ETH_P_IP))
+	__be16 protocol = 0;
+	bpf_probe_read_kernel(&protocol, sizeof(protocol), &skb->protocol);
+	if (protocol != htons(ETH_P_IP))
 		return 0;
-	if (parse_ip(skb->data, &p))
+	if (parse_ip(nh, &p))
 		return 0;
-	u32 cfg = config_flags();
-	if (!(cfg & ST_CFG_ALL_PKTS) && p.proto == IPPROTO_TCP && !(p.tcp_flags & TCP_INTERESTING))
+	if (point == ST_RX && !(config_flags() & ST_CFG_ALL_PKTS) && p.proto == IPPROTO_TCP &&
+	    !(p.tcp_flags & TCP_INTERESTING))
 		return 0;
 	if (!interesting(&p.t, p.proto))
 		return 0;
 	struct st_event *e = reserve();
 	if (!e)
 		return 0;
-	struct net_device *dev = skb->dev;
+	struct net_device *dev = NULL;
+	struct net *net = NULL;
+	bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+	if (dev) {
+		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), &dev->ifindex);
+		bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
+		if (net)
+			bpf_probe_read_kernel(&e->netns, sizeof(e->netns), &net->ns.inum);
+	}
+	bpf_probe_read_kernel(&e->mark, sizeof(e->mark), &skb->mark);
 	e->skb = (u64)skb;
-	e->netns = dev ? dev->nd_net.net->ns.inum : 0;
-	e->ifindex = dev ? dev->ifindex : 0;
-	e->mark = skb->mark;
-	e->point = ST_RX;
+	e->aux = reason;
+	e->point = point;
 	e->proto = p.proto;
 	e->tcp_flags = p.tcp_flags;
 	e->pkt = p.t;
@@ -253,29 +262,16 @@ TRACEPOINT_PROBE(net, netif_receive_skb)
 	return 0;
 }
 
+/* Both directions: netns entries, and reply timing. At receive, data is the IP header. */
+TRACEPOINT_PROBE(net, netif_receive_skb)
+{
+	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
+	return dev_event(skb, skb->data, ST_RX, 0);
+}
+
 TRACEPOINT_PROBE(skb, kfree_skb)
 {
 	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
-	struct pkt p = {};
-	if (skb->protocol != htons(ETH_P_IP))
-		return 0;
 	unsigned char *head = skb->head;
-	if (parse_ip(head + skb->network_header, &p))
-		return 0;
-	if (!interesting(&p.t, p.proto))
-		return 0;
-	struct st_event *e = reserve();
-	if (!e)
-		return 0;
-	struct net_device *dev = skb->dev;
-	e->skb = (u64)skb;
-	e->netns = dev ? dev->nd_net.net->ns.inum : 0;
-	e->ifindex = dev ? dev->ifindex : 0;
-	e->aux = args->reason;
-	e->point = ST_DROP;
-	e->proto = p.proto;
-	e->tcp_flags = p.tcp_flags;
-	e->pkt = p.t;
-	submit(e);
-	return 0;
+	return dev_event(skb, head + skb->network_header, ST_DROP, args->reason);
 }

@@ -10,14 +10,12 @@ import os
 import platform
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
-
-import numpy as np
 
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
 from tracer.probes import btf
+from tracer.probes.base import ProbeSource
 from tracer.probes.core import CFG_ALL_PKTS, CFG_FILTER, CNT_FILTERED, CNT_LOST
 from tracer.probes.ringbuf import RingReader
 from tracer.source import Filter, SourceInfo, SourceStats
@@ -41,34 +39,17 @@ def cflags() -> list[str]:
     return [f"-I{BPF_DIR}", f"-DRING_PAGES={RING_PAGES}"]
 
 
-class BccSource:
+class BccSource(ProbeSource):
     """Live events from kprobes compiled by BCC against this kernel's headers."""
 
     def __init__(self, flt: Filter) -> None:
         if os.geteuid() != 0:
             raise ProbeUnavailable("tracing needs root (BPF and kprobes): run it with sudo")
+        super().__init__()
         self.filter = flt
         self._bpf: Any = None
-        self._reader: RingReader | None = None
-        self._events = 0
         self._notes: list[str] = []
         self.info = SourceInfo(backend="bcc", kernel=platform.release(), live=True)
-
-    def __enter__(self) -> BccSource:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _start(self) -> None:
         try:
@@ -109,17 +90,6 @@ class BccSource:
         for a in f.addrs:
             addrs[addrs.Key(ip_to_raw(a))] = addrs.Leaf(1)
 
-    def poll(self, timeout_s: float) -> np.ndarray:
-        assert self._reader is not None, "use BccSource as a context manager"
-        self._reader.wait(timeout_s)
-        out = self._reader.read()
-        self._events += len(out)
-        return out
-
-    @property
-    def finished(self) -> bool:
-        return False
-
     def stats(self) -> SourceStats:
         counters = self._bpf["st_counters"]
 
@@ -129,10 +99,7 @@ class BccSource:
         return SourceStats(events=self._events, lost=total(CNT_LOST),
                            filtered=total(CNT_FILTERED))
 
-    def close(self) -> None:
-        if self._reader:
-            self._reader.close()
-            self._reader = None
+    def _detach(self) -> None:
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None

@@ -9,13 +9,13 @@ import re
 import struct
 import time
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
 from tracer.probes import btf, libbpf, netns
+from tracer.probes.base import ProbeSource
 from tracer.probes.ringbuf import RingReader
 from tracer.source import Filter, SourceInfo, SourceStats
 
@@ -55,11 +55,12 @@ def check_capabilities() -> None:
         )
 
 
-class CoreSource:
+class CoreSource(ProbeSource):
     """Live events from the running kernel via the CO-RE object."""
 
     def __init__(self, flt: Filter, ring_bytes: int = RING_BYTES) -> None:
         check_capabilities()
+        super().__init__()
         self.filter = flt
         self._obj = libbpf.BpfObject(bpf_object_path())
         self._obj.set_max_entries("st_events", ring_bytes)
@@ -73,27 +74,9 @@ class CoreSource:
         self._ring_bytes = ring_bytes
         self._nf_links: dict[int, list[int]] = {}  # netns inode -> link fds
         self._nf_failed: set[int] = set()
-        self._reader: RingReader | None = None
         self._last_scan = self._last_proc_scan = 0.0
-        self._events = 0
         self._notes: list[str] = []
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True)
-
-    def __enter__(self) -> CoreSource:
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _start(self) -> None:
         self._obj.load()
@@ -154,17 +137,10 @@ class CoreSource:
         return set(self._nf_links)
 
     def poll(self, timeout_s: float) -> np.ndarray:
-        assert self._reader is not None, "use CoreSource as a context manager"
         if self.netfilter and time.monotonic() - self._last_scan >= NETNS_RESCAN_S:
             self._scan_netns()
-        self._reader.wait(min(timeout_s, NETNS_RESCAN_S))
-        out = self._reader.read()
-        self._events += len(out)
-        return out
-
-    @property
-    def finished(self) -> bool:
-        return False
+        # Wake up at least every rescan interval so new netns get hooked promptly.
+        return super().poll(min(timeout_s, NETNS_RESCAN_S))
 
     def stats(self) -> SourceStats:
         fd = self._obj.map_fd("st_counters")
@@ -177,10 +153,7 @@ class CoreSource:
                            filtered=totals[CNT_FILTERED],
                            extra={"netns_hooked": len(self._nf_links)})
 
-    def close(self) -> None:
-        if self._reader:
-            self._reader.close()
-            self._reader = None
+    def _detach(self) -> None:
         for fds in self._nf_links.values():
             for fd in fds:
                 os.close(fd)
