@@ -23,6 +23,10 @@ ATTACH_NETFILTER = 45
 PERF_FLAG_FD_CLOEXEC = 8
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe/type")
+KPROBE_EVENTS = (
+    Path("/sys/kernel/tracing/kprobe_events"),
+    Path("/sys/kernel/debug/tracing/kprobe_events"),
+)
 # A function every kernel with IPv4 has: target of the kprobe and fentry tries.
 PROBE_FUNCTION = "tcp_v4_connect"
 
@@ -70,6 +74,10 @@ def try_kprobe(function: str = PROBE_FUNCTION) -> TryResult:
     try:
         pmu_type = int(KPROBE_PMU.read_text())
     except (OSError, ValueError):
+        # Kernels before 4.17 have no kprobe PMU; BCC then writes tracefs kprobe_events.
+        for events in KPROBE_EVENTS:
+            if events.exists():
+                return TryResult(True, f"{events} present (no kprobe PMU to try)")
         return TryResult(False, f"no kprobe perf PMU ({KPROBE_PMU.parent} missing)")
     name = ctypes.create_string_buffer(function.encode())
     attr = ctypes.create_string_buffer(128)
