@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--count", type=int, default=10,
                    help="text mode: stop after N requests (default 10)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between requests")
+    p.add_argument("--vm", action="store_true",
+                   help="run the demo in the stock-kernel VM: real IPVS, kprobes, bcc backend")
     p.set_defaults(func=run)
 
 
@@ -34,6 +36,8 @@ def _send(stop: threading.Event, interval_s: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.vm:
+        return _run_in_vm(args)
     from tracer import lab
     from tracer.live import open_pipeline
 
@@ -64,3 +68,14 @@ def run(args: argparse.Namespace) -> int:
             sender.join(timeout=5)
         lab.down()
     return 0
+
+
+def _run_in_vm(args: argparse.Namespace) -> int:
+    """The same demo on Debian's stock kernel: the lab balances with real IPVS there and
+    `auto` picks the bcc backend, which reports IPVS's own choice."""
+    from tracer.commands.vm import run_in_guest
+    from tracer.vm import VmConfig
+
+    argv = ["swarmtrace", "demo", "--text", "--count", str(args.count),
+            "--interval", str(args.interval)]
+    return run_in_guest(VmConfig(memory="2G"), argv, timeout=1800.0)

@@ -85,11 +85,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         argv = ["python", "-m", "pytest", *_strip_dashes(args.pytest_args)]
     config = VmConfig(memory=args.memory, cpus=args.cpus, kvm=args.kvm, kernel=args.kernel)
-    show = _progress(args.quiet)
+    return run_in_guest(config, argv, args.timeout, args.quiet)
+
+
+def run_in_guest(config: VmConfig, argv: list[str], timeout: float, quiet: bool = False) -> int:
+    """Boot the guest, stream argv's output, power off; the command's exit code."""
+    show = _progress(quiet)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with Guest(config, progress=show) as guest:
         began = time.monotonic()
-        result = guest.run(argv, timeout=args.timeout, stream=sys.stdout, cwd=Path.cwd())
+        result = guest.run(argv, timeout=timeout, stream=sys.stdout, cwd=Path.cwd())
         rss = guest.qemu_rss_mb()
         show(
             f"exit {result.rc} after {time.monotonic() - began:.1f} s "
