@@ -9,7 +9,10 @@ import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tracer.lab import LabInfo
 
 EPILOG = """examples:
   swarmtrace lab up                             build the lab (idempotent)
@@ -49,7 +52,7 @@ def register(subparsers: Any) -> None:
     traffic.set_defaults(func=run_traffic)
 
 
-def _print_info(info: Any) -> None:
+def _print_info(info: LabInfo) -> None:
     for ns in info.netns:
         print(f"{ns.name:<20} inode {ns.inode:<11} {ns.role}")
     for note in info.notes:

@@ -26,6 +26,7 @@ from tracer.lab.balancer import (
 )
 from tracer.lab.topology import (
     BACKENDS,
+    CLIENT,
     MESH_TARGET,
     NAMESPACES,
     RUN_DIR,
@@ -37,7 +38,6 @@ from tracer.lab.topology import (
 log = logging.getLogger(__name__)
 
 STATE_FILE = RUN_DIR / "lab.json"
-_ROLES = {ns.name: ns.role for ns in NAMESPACES}
 
 LoadBalancer = Literal["ipvs", "stand-in"]
 
@@ -57,12 +57,6 @@ class LabInfo:
     lb: LoadBalancer
     notes: tuple[str, ...]
 
-    def names_by_inode(self) -> dict[int, str]:
-        return {ns.inode: ns.name for ns in self.netns}
-
-    def inode(self, name: str) -> int:
-        return next(ns.inode for ns in self.netns if ns.name == name)
-
 
 def require_root() -> None:
     if os.geteuid() != 0:
@@ -78,7 +72,7 @@ def require_up() -> LabInfo:
 def _notes(lb: LoadBalancer) -> tuple[str, ...]:
     return (
         STAND_IN_NOTE if lb == "stand-in" else IPVS_NOTE,
-        f"routing mesh: {MESH_TARGET} from stlab-client; VIP: {VIP_TARGET} from {VIP_CLIENT}",
+        f"routing mesh: {MESH_TARGET} from {CLIENT}; VIP: {VIP_TARGET} from {VIP_CLIENT}",
     )
 
 

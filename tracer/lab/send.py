@@ -6,7 +6,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from tracer.errors import LabError
@@ -36,14 +36,7 @@ class Answer:
     error: str
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "client": self.client,
-            "target": self.target,
-            "backend": self.backend,
-            "body": self.body,
-            "ok": self.ok,
-            "error": self.error,
-        }
+        return asdict(self)
 
 
 def _mode(mode: str) -> tuple[str, str]:

@@ -84,6 +84,15 @@ def _log_path(netns: str) -> Path:
     return RUN_DIR / f"{short_name(netns)}.log"
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for init to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def stop(pids: set[int]) -> list[int]:
     """SIGTERM, then SIGKILL what is left after 2 s; returns the pids that were running."""
     stopped = []
@@ -96,7 +105,7 @@ def stop(pids: set[int]) -> list[int]:
     deadline = time.monotonic() + 2.0
     remaining = set(stopped)
     while remaining and time.monotonic() < deadline:
-        remaining = {pid for pid in remaining if Path(f"/proc/{pid}").exists()}
+        remaining = {pid for pid in remaining if _running(pid)}
         time.sleep(0.02)
     for pid in remaining:
         with contextlib.suppress(ProcessLookupError):
