@@ -75,8 +75,22 @@ def create_services(mgr: docker.DockerClient, nodes: list[LabNode], ipvs: bool) 
             _create(mgr, svc, nodes)
     except docker.errors.APIError as err:
         raise LabError(f"creating the lab services failed: {err.explanation}") from err
-    _wait(lambda: all(_running(mgr, s) for s in wanted), "service tasks to run")
+    try:
+        _wait(lambda: all(_running(mgr, s) for s in wanted), "service tasks to run")
+    except LabError as err:
+        raise LabError(f"{err}; {_task_trouble(mgr)}") from err
     return [s.name for s in wanted]
+
+
+def _task_trouble(mgr: docker.DockerClient) -> str:
+    """Why the newest task that is not running is not (Docker's own words)."""
+    tasks = [t for s in mgr.services.list() for t in s.tasks()
+             if t["Status"]["State"] != "running"]
+    if not tasks:
+        return "no failed task"
+    t = max(tasks, key=lambda t: t["Status"].get("Timestamp", ""))
+    st = t["Status"]
+    return f"task {t['ID'][:12]}: {st['State']}: {st.get('Err') or st.get('Message', '')}"
 
 
 def _create(mgr: docker.DockerClient, svc: LabService, nodes: list[LabNode]) -> None:
