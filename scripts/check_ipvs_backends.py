@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -52,7 +53,12 @@ def main() -> None:
         time.sleep(1)
         answers = lab.traffic("mesh", n) + lab.traffic("vip", n)
         ipvs = {**ipvs_connections("stlab-ingress_sbox"), **ipvs_connections("stlab-vip-client")}
-        out, err = proc.communicate(timeout=120)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            # Report what was traced so far: the test then says what is missing.
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
         print(json.dumps({
             "backend": args.backend,
             "lb": info.lb,

@@ -144,3 +144,28 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     assert "needs root" in not_root.stderr
     assert not_root.stderr.strip().count("\n") == 0
     assert bpf_object_path().exists()
+
+
+def test_pre_6_4_path_without_netfilter_programs(lab: lab_mod.LabInfo) -> None:
+    """Kernels before 6.4 have no BPF netfilter programs: device events carrying conntrack
+    must still give each request its NAT hops and the backend that answered."""
+    from tracer.enrich import open_names
+    from tracer.pipeline import Pipeline
+    from tracer.probes.core import CoreSource
+    from tracer.source import Filter
+
+    with CoreSource(Filter(ports=(8080,)), netfilter=False) as src, open_names() as names:
+        pipe = Pipeline(src, names)
+        answers = lab_mod.traffic("mesh", 4)
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < 4 and time.monotonic() < deadline:
+            got += pipe.poll(0.2)
+    assert src.info.notes and "6.4" in src.info.notes[0]
+    by_client = {r.client.src: r for r in got}
+    for a in answers:
+        r = by_client[a.client]
+        assert r.backend_name == a.backend
+        kinds = {(h.where, str(h.kind)) for h in r.hops}
+        assert {("host", "dnat"), ("ingress_sbox", "mark"), ("ingress_sbox", "lb"),
+                ("ingress_sbox", "snat")} <= kinds

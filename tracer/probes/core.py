@@ -58,7 +58,8 @@ def check_capabilities() -> None:
 class CoreSource(ProbeSource):
     """Live events from the running kernel via the CO-RE object."""
 
-    def __init__(self, flt: Filter, ring_bytes: int = RING_BYTES) -> None:
+    def __init__(self, flt: Filter, ring_bytes: int = RING_BYTES,
+                 netfilter: bool | None = None) -> None:
         check_capabilities()
         super().__init__()
         self.filter = flt
@@ -66,7 +67,7 @@ class CoreSource(ProbeSource):
         self._obj.set_max_entries("st_events", ring_bytes)
         # BPF netfilter programs exist since 6.4; before, device tracepoints carry the
         # conntrack view (tx, in the sending netns) instead.
-        self.netfilter = kernel_at_least(6, 4)
+        self.netfilter = kernel_at_least(6, 4) if netfilter is None else netfilter
         if self.netfilter:
             self._obj.make_netfilter("st_nf_hook")
         else:
