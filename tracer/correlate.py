@@ -217,7 +217,6 @@ class Correlator:
             return
         o.req.hops.append(Hop(HopKind.DROP, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
                               detail=reason))
-        o.req.status = Status.DROPPED
 
     def drop_reason(self, code: int) -> str:
         return self._drop_reasons[code] if code < len(self._drop_reasons) else f"reason {code}"
@@ -249,7 +248,12 @@ class Correlator:
             req.reply_ns = o.reply_by_netns[netns]
             req.hops.append(Hop(HopKind.REPLY, req.reply_ns, netns, f"netns:{netns}"))
         if req.status == Status.OPEN:
-            if not req.backend_addr:
+            # A drop is the request's fate only if no answer came back despite it (a late
+            # retransmission dropped after the reply is shown as a hop, not as a failure).
+            dropped = any(h.kind == HopKind.DROP for h in req.hops)
+            if dropped and not req.reply_ns:
+                req.status = Status.DROPPED
+            elif not req.backend_addr:
                 req.status = Status.UNROUTED
             else:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
-from collections.abc import Callable
-from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+from tracer.commands import swarm_lab
+from tracer.signals import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from tracer.lab import LabInfo
@@ -32,7 +31,11 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
-    sub.add_parser("up", help="build the lab, or reuse a healthy one").set_defaults(func=run_up)
+    up = sub.add_parser("up", help="build the lab, or reuse a healthy one")
+    up.add_argument("--swarm", action="store_true",
+                    help="a real Docker Swarm instead (dockerd per node, the article's services)")
+    up.add_argument("--nodes", type=int, default=2, help="swarm nodes with --swarm (default 2)")
+    up.set_defaults(func=run_up)
     sub.add_parser("down", help="remove the lab's netns, servers and state").set_defaults(
         func=run_down
     )
@@ -40,9 +43,10 @@ def register(subparsers: Any) -> None:
     traffic = sub.add_parser("traffic", help="send requests from the lab's client")
     traffic.add_argument(
         "--mode",
-        choices=("mesh", "vip"),
+        choices=("mesh", "vip", "dnsrr"),
         default="mesh",
-        help="mesh: client -> node:8080; vip: vip-client -> 10.0.0.9:80",
+        help="mesh: client -> node:8080; vip: vip-client -> 10.0.0.9:80; "
+        "dnsrr: the swarm lab's client task -> vote (DNS round robin)",
     )
     traffic.add_argument("--count", type=int, default=10, help="requests, each a new connection")
     traffic.add_argument(
@@ -59,28 +63,23 @@ def _print_info(info: LabInfo) -> None:
         print(note)
 
 
-def _sigterm_as_interrupt(owner: int) -> Callable[[int, FrameType | None], None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != owner:
-            # A child pyroute2 forked inherited this handler; it must just die when stopped.
-            os._exit(128 + signum)
-        raise KeyboardInterrupt
-
-    return handler
-
-
 def run_up(args: argparse.Namespace) -> int:
     from tracer import lab
 
+    if args.swarm:
+        return swarm_lab.run_up(args)
     # SIGTERM gets the same tear-down of a half-built lab as Ctrl-C.
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt(os.getpid()))
+    sigterm_as_interrupt()
     _print_info(lab.up())
     return 0
 
 
 def run_down(args: argparse.Namespace) -> int:
     from tracer import lab
+    from tracer.lab import swarm
 
+    if swarm.load() is not None:
+        swarm_lab.run_down(args)
     removed = lab.down()
     for what in removed:
         print(f"removed {what}")
@@ -91,8 +90,11 @@ def run_down(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     from tracer import lab
+    from tracer.lab import swarm
     from tracer.lab.namespaces import lab_namespaces
 
+    if swarm.load() is not None:
+        swarm_lab.run_status(args)
     info = lab.status()
     if info is not None:
         print(f"the lab is up (load balancer: {info.lb})")
@@ -109,6 +111,8 @@ def run_status(args: argparse.Namespace) -> int:
 def run_traffic(args: argparse.Namespace) -> int:
     from tracer import lab
 
+    if args.mode == "dnsrr":
+        return swarm_lab.run_traffic(args)
     failed = 0
     for answer in lab.iter_traffic(args.mode, args.count, args.interval):
         failed += not answer.ok

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-from types import FrameType
 from typing import Any
+
+from tracer.signals import sigterm_as_interrupt
 
 EPILOG = """examples:
   swarmtrace swarmlab up --nodes 2              two dockerds, a swarm, overlay1, vote + client
@@ -40,15 +40,11 @@ def register(subparsers: Any) -> None:
     traffic.set_defaults(func=run_traffic)
 
 
-def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def run_up(args: argparse.Namespace) -> int:
     from tracer.lab import swarm
 
     # SIGTERM gets the same tear-down of a half-built lab as Ctrl-C.
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    sigterm_as_interrupt()
     lab = swarm.up(nodes=args.nodes, progress=print)
     _print_lab(lab)
     return 0

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from contextlib import ExitStack
-from types import FrameType
 
 from tracer.pipeline import Pipeline
+from tracer.signals import sigterm_as_interrupt
 from tracer.sinks.text import JsonSink, Sink, TextSink
 from tracer.source import Filter
 
@@ -50,15 +49,10 @@ def filter_from_args(args: argparse.Namespace) -> Filter:
                   all_packets=args.all_packets, devices=args.devices)
 
 
-def _term(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM ends a trace like Ctrl-C: detach and flush on the way out.
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     from tracer.live import open_pipeline
 
-    signal.signal(signal.SIGTERM, _term)
+    sigterm_as_interrupt()
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     flt = filter_from_args(args)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
 from tracer.errors import LabError
+from tracer.signals import sigterm_as_interrupt
 from tracer.vm import Guest, VmConfig, in_guest
 
 EPILOG = """examples:
@@ -62,11 +61,6 @@ def _strip_dashes(args: Sequence[str]) -> list[str]:
     return list(args[1:]) if args and args[0] == "--" else list(args)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM takes the same clean path as Ctrl-C: the guest is stopped, nothing is left.
-    raise KeyboardInterrupt
-
-
 def _progress(quiet: bool) -> Callable[[str], None]:
     def show(line: str) -> None:
         if not quiet:
@@ -91,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def run_in_guest(config: VmConfig, argv: list[str], timeout: float, quiet: bool = False) -> int:
     """Boot the guest, stream argv's output, power off; the command's exit code."""
     show = _progress(quiet)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    sigterm_as_interrupt()
     with Guest(config, progress=show) as guest:
         began = time.monotonic()
         result = guest.run(argv, timeout=timeout, stream=sys.stdout, cwd=Path.cwd())
