@@ -162,7 +162,7 @@ async def run(loaded: int, rate: int, seconds: float) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--loaded", type=int, default=100_000, help="requests loaded before pressing keys")
-    ap.add_argument("--rate", type=int, default=10_000, help="requests/s streamed (x ~10 events each)")
+    ap.add_argument("--rate", type=int, default=12_000, help="requests/s streamed (x ~10 events each)")
     ap.add_argument("--seconds", type=float, default=5.0, help="how long to stream")
     args = ap.parse_args()
     ok = asyncio.run(run(args.loaded, args.rate, args.seconds))

@@ -489,3 +489,26 @@ async def test_replayed_trace_file_in_the_tui(tmp_path: Path) -> None:
         await pilot.press("2")
         text = str(app.screen.query_one("#services").render())
         assert "10.255.0.5:80" in text and "15  50%" in text
+
+
+@sync
+async def test_filter_runs_in_a_thread_for_big_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracer.tui.screens.requests as requests_module
+
+    monkeypatch.setattr(requests_module, "INLINE_FILTER", 0)  # every filter takes the thread path
+    app = SwarmtraceApp(feed_of(LAB))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        await pilot.press("slash", *"status:refused", "enter")
+        for _ in range(40):
+            if app.state.store.query_text == "status:refused":
+                break
+            await pilot.pause(0.05)
+        assert len(app.state.store) == 1
+        assert app.state.store.at(0).status is Status.REFUSED
+        await pilot.press("escape")
+        for _ in range(40):
+            if len(app.state.store) == 16:
+                break
+            await pilot.pause(0.05)
+        assert len(app.state.store) == 16

@@ -52,6 +52,7 @@ def request_from_json(d: dict[str, Any]) -> Request:
         hops=[hop_from_json(h, start) for h in d.get("hops", [])],
         backend_addr=backend.get("addr", ""),
         backend_name=backend.get("name", ""),
+        client_name=d.get("client_name") or "",
         service=d.get("service") or "",
         mode=d.get("mode") or "",
         status=Status(d["status"]),

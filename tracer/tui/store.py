@@ -19,49 +19,56 @@ def task_of(r: Request) -> str:
     return r.backend_name or r.backend_addr
 
 
-def request_fields(r: Request) -> dict[str, str]:
-    """The words a filter matches, per key."""
-    nodes = " ".join(sorted({h.node for h in r.hops if h.node}))
-    return {
-        "service": r.service,
-        "task": task_of(r),
-        "client": r.client.src,
-        "status": str(r.status),
-        "mode": r.mode,
-        "node": nodes,
-    }
+def request_fields(r: Request) -> tuple[str, ...]:
+    """The words a filter matches, in FILTER_KEYS order."""
+    nodes = {h.node for h in r.hops if h.node}
+    return (
+        r.service,
+        task_of(r),
+        f"{r.client.saddr}:{r.client.sport}",
+        r.status.value,
+        r.mode,
+        " ".join(sorted(nodes)),
+    )
+
+
+Haystack = tuple[tuple[str, ...], str]  # lowercase fields (FILTER_KEYS order), all in one string
+_KEY_INDEX = {k: i for i, k in enumerate(FILTER_KEYS)}
+
+
+def haystack(r: Request) -> Haystack:
+    joined = "\x00".join(request_fields(r)).lower()
+    return tuple(joined.split("\x00")), f"{joined}\x00{r.client.daddr}:{r.client.dport}\x00{r.backend_addr}"
 
 
 @dataclass(frozen=True)
 class Query:
     """A parsed filter: every term must match (AND)."""
 
-    terms: tuple[tuple[str, str], ...] = ()  # (key or "", lowercase text)
+    terms: tuple[tuple[int, str], ...] = ()  # (field index, or -1 = anywhere; lowercase text)
 
     @classmethod
     def parse(cls, text: str) -> Query:
         terms = []
         for word in text.lower().split():
             key, sep, value = word.partition(":")
-            if sep and key in FILTER_KEYS:
-                terms.append((key, value))
+            if sep and key in _KEY_INDEX:
+                terms.append((_KEY_INDEX[key], value))
             else:
-                terms.append(("", word))
+                terms.append((-1, word))
         return cls(tuple(terms))
 
+    @property
+    def text(self) -> str:
+        return " ".join(f"{FILTER_KEYS[k]}:{v}" if k >= 0 else v for k, v in self.terms)
+
     def matches(self, hay: Haystack) -> bool:
+        # Plain loop, no generator: this runs 100k times per keystroke.
         fields, anywhere = hay
-        return all(
-            (value in fields[key]) if key else (value in anywhere) for key, value in self.terms
-        )
-
-
-Haystack = tuple[dict[str, str], str]  # lowercase fields per key, and all of them in one string
-
-
-def haystack(r: Request) -> Haystack:
-    fields = {k: v.lower() for k, v in request_fields(r).items()}
-    return fields, " ".join(fields.values()) + f" {r.client.dst} {r.backend_addr}"
+        for key, value in self.terms:
+            if value not in (fields[key] if key >= 0 else anywhere):
+                return False
+        return True
 
 
 @dataclass
@@ -119,8 +126,12 @@ class RequestStore:
         return len(self._order)
 
     @property
+    def query(self) -> Query:
+        return self._query
+
+    @property
     def query_text(self) -> str:
-        return " ".join(f"{k}:{v}" if k else v for k, v in self._query.terms)
+        return self._query.text
 
     def at(self, index: int) -> Request:
         ids = self._order if self._view is None else self._view
@@ -195,13 +206,29 @@ class RequestStore:
             self.view_base += 1
 
     def set_query(self, text: str) -> None:
-        self._query = Query.parse(text)
+        """Filter now (in the calling thread)."""
+        job = self.query_job(text)
+        self.install(job, job.run())
+
+    def query_job(self, text: str) -> QueryJob:
+        """A filter to run, possibly in another thread, over the requests stored now."""
+        return QueryJob(Query.parse(text), list(self._order), self.seen, self._by_id, self._hay)
+
+    def install(self, job: QueryJob, matched: deque[int]) -> None:
+        """Show what a job matched, plus what arrived while it ran (UI thread only)."""
+        self._query = job.query
         self.query_version += 1
         self.view_base = 0
-        if not self._query.terms:
+        if not job.query.terms:
             self._view = None
         else:
-            self._view = deque(rid for rid in self._order if self._matches(self._by_id[rid]))
+            while matched and matched[0] not in self._by_id:
+                matched.popleft()  # evicted while the job ran
+            arrived = self.seen - job.seen
+            if arrived:
+                news = itertools.islice(self._order, max(len(self._order) - arrived, 0), None)
+                matched.extend(rid for rid in news if self._matches(self._by_id[rid]))
+            self._view = matched
         self.version += 1
 
     def _matches(self, r: Request) -> bool:
@@ -209,6 +236,18 @@ class RequestStore:
         if hay is None:
             hay = self._hay[r.id] = haystack(r)
         return self._query.matches(hay)
+
+
+        for rid in self.ids:
+            r = self.by_id.get(rid)
+            if r is None:
+                continue  # evicted meanwhile
+            hay = self.hay.get(rid)
+            if hay is None:
+                hay = self.hay[rid] = haystack(r)
+            if self.query.matches(hay):
+                out.append(rid)
+        return out
 
     def _count(self, r: Request) -> None:
         """Per service and task counters; an updated request replaces its earlier count."""
@@ -241,3 +280,36 @@ class RequestStore:
             t.replies += sign
         if sign > 0:
             t.longest_s = max(t.longest_s, duration)
+
+
+@dataclass(eq=False, repr=False)
+class QueryJob:
+    """One filter over a snapshot of ids; run() only reads the store's dicts (thread-safe)."""
+
+    query: Query
+    ids: list[int]
+    seen: int  # store.seen when the snapshot was taken
+    by_id: dict[int, Request]
+    hay: dict[int, Haystack]
+    cancelled: bool = False  # set by the UI when a newer filter replaces this one
+
+    def __repr__(self) -> str:
+        # Short: Textual's @work puts its arguments' repr in the worker's name.
+        return f"QueryJob({self.query.text!r}, {len(self.ids)} requests)"
+
+    def run(self) -> deque[int]:
+        out: deque[int] = deque()
+        if not self.query.terms:
+            return out
+        for n, rid in enumerate(self.ids):
+            if n % 4096 == 0 and self.cancelled:
+                break
+            r = self.by_id.get(rid)
+            if r is None:
+                continue  # evicted meanwhile
+            hay = self.hay.get(rid)
+            if hay is None:
+                hay = self.hay[rid] = haystack(r)
+            if self.query.matches(hay):
+                out.append(rid)
+        return out

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from tracer.tui.state import TuiState
+from tracer.tui.widgets.key_bar import KeyBar
 from tracer.tui.widgets.status_bar import StatusBar, StatusState
 
 
@@ -19,7 +19,7 @@ class TracerScreen(Screen[None]):
 
     def compose_footer(self) -> ComposeResult:
         yield StatusBar(id="status")
-        yield Footer()
+        yield KeyBar()
 
     def state_changed(self) -> None:
         """Redraw from self.state (the app calls this after each batch)."""

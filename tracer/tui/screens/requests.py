@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from textual import on
+from collections import deque
+
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.timer import Timer
@@ -11,11 +13,12 @@ from textual.widgets import Input
 from tracer.model import HopKind, Request, Status
 from tracer.tui.screens.base import TracerScreen
 from tracer.tui.state import TuiState
-from tracer.tui.store import task_of
+from tracer.tui.store import Query, QueryJob, task_of
 from tracer.tui.widgets.hop_path import HopPath
 from tracer.tui.widgets.request_list import RequestList
 
 FILTER_DELAY_S = 0.05  # type-ahead: filter once typing pauses, not on every key of a burst
+INLINE_FILTER = 20_000  # up to this many requests, filter at once in the UI thread
 
 
 def is_drop(r: Request) -> bool:
@@ -33,6 +36,7 @@ class RequestsScreen(TracerScreen):
     def __init__(self, state: TuiState) -> None:
         super().__init__(state)
         self._filter_timer: Timer | None = None
+        self._filter_job: QueryJob | None = None  # running in a thread
 
     def compose(self) -> ComposeResult:
         yield RequestList(self.state.store, id="requests")
@@ -140,7 +144,32 @@ class RequestsScreen(TracerScreen):
         self.request_list.focus()
 
     def _apply_filter(self, text: str) -> None:
-        if text.strip() == self.state.store.query_text:
+        store = self.state.store
+        wanted = Query.parse(text)
+        running = self._filter_job
+        if wanted == (running.query if running is not None else store.query):
             return
-        self.state.store.set_query(text)
+        if running is not None:
+            running.cancelled = True
+        job = store.query_job(text)
+        if len(job.ids) <= INLINE_FILTER:
+            self._install(job, job.run())
+        else:
+            self._filter_job = job
+            self._filter_in_thread(job)
+
+    @work(thread=True, group="filter")
+    def _filter_in_thread(self, job: QueryJob) -> None:
+        # 100k requests take ~0.5 s the first time (their words are cached after): keep typing
+        # responsive. One call back per filter, not per request.
+        matched = job.run()
+        if not job.cancelled:
+            self.app.call_from_thread(self._install, job, matched)
+
+    def _install(self, job: QueryJob, matched: deque[int]) -> None:
+        if job.cancelled:
+            return
+        if job is self._filter_job:
+            self._filter_job = None
+        self.state.store.install(job, matched)
         self.state_changed()
