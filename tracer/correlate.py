@@ -235,8 +235,10 @@ class Correlator:
         for i in range(len(req.hops) - 1, -1, -1):
             h = req.hops[i]
             if h.netns == o.last_fwd_netns and h.kind in _ENTERS:
-                if i > 0:
-                    req.hops[i] = Hop(HopKind.DELIVER, h.ts_ns, h.netns, h.where, h.ifindex)
+                # Served in the sender's own netns (Docker's embedded DNS) only if answered.
+                if i > 0 or o.reply_by_netns:
+                    if i > 0:
+                        req.hops[i] = Hop(HopKind.DELIVER, h.ts_ns, h.netns, h.where, h.ifindex)
                     req.backend_addr = o.last_fwd_dst
                 break
         if o.reply_by_netns:

@@ -77,6 +77,7 @@ class Request:
     hops: list[Hop] = field(default_factory=list)
     backend_addr: str = ""  # "ip:port" as the backend saw it
     backend_name: str = ""  # netns name here; task/container with Docker enrichment
+    client_name: str = ""  # the client's task/container or netns, when known
     service: str = ""
     mode: str = ""  # "mesh", "vip", "dnsrr", "direct"
     status: Status = Status.OPEN
@@ -98,6 +99,7 @@ class Request:
             "id": self.id,
             "proto": self.proto,
             "client": self.client.src,
+            "client_name": self.client_name or None,
             "entry": self.client.dst,
             "backend": {"addr": self.backend_addr, "name": self.backend_name}
             if self.backend_addr

@@ -8,6 +8,10 @@ from tracer.enrich.names import Names
 from tracer.model import Hop, HopKind, Request
 
 
+# Docker's embedded DNS server in every container's netns.
+DOCKER_DNS = "127.0.0.11"
+
+
 def annotate(req: Request, names: Names) -> Request:
     """Fill hop.where, hop.node, mark services and the backend's name, as of each hop's time."""
     hops = []
@@ -23,13 +27,21 @@ def annotate(req: Request, names: Names) -> Request:
                 changes["detail"] = f"service {svc} (fwmark {h.mark})"
         hops.append(replace(h, **changes))  # type: ignore[arg-type]
     req.hops = hops
+    if hops:
+        req.client_name = hops[0].where if not hops[0].where.startswith("netns:") else ""
     deliver = next((h for h in hops if h.kind == HopKind.DELIVER), None)
     if req.backend_addr:
         ip = req.backend_addr.rsplit(":", 1)[0]
         addr = names.addr(ip, deliver.ts_ns if deliver else req.start_ns)
-        if addr is not None:
-            req.backend_name = addr.label
+        if ip == DOCKER_DNS:
+            req.backend_name, req.mode = "Docker DNS", "dns"
+        elif addr is not None:
+            req.backend_name = f"{addr.label} on {addr.node}" if addr.node and addr.task \
+                else addr.label
             req.service = req.service or (addr.service or "")
+            # Straight to a task's own address: the client resolved task IPs (DNS round robin).
+            if req.mode == "direct" and addr.kind == "task":
+                req.mode = "dnsrr"
         elif deliver is not None:
             req.backend_name = deliver.where
     return req

@@ -33,7 +33,8 @@ def hop_action(h: Hop) -> str:
 
 
 def summary(req: Request) -> str:
-    parts = [f"{req.client.src} -> {req.client.dst}"]
+    who = f"{req.client_name} " if req.client_name else ""
+    parts = [f"{who}{req.client.src} -> {req.client.dst}"]
     groups: dict[str, list[str]] = {}
     # The backend's own port redirect (Docker's REDIRECT in the task) shows in its address.
     deliver = {h.netns for h in req.hops if h.kind == HopKind.DELIVER}

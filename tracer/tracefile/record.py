@@ -67,7 +67,7 @@ class _Tap:
 
 @contextmanager
 def recording(
-    pipe: Pipeline, path: str | os.PathLike[str], filters: Filter
+    pipe: Pipeline, path: str | os.PathLike[str], filters: Filter, notes: tuple[str, ...] = ()
 ) -> Iterator[TraceWriter]:
     """Record `pipe` into `path` while the block runs; the file is finished on exit (Ctrl-C too).
 
@@ -75,7 +75,8 @@ def recording(
     """
     snap = pipe.names.snapshot() if pipe.names is not None else None
     header = TraceHeader.now(
-        pipe.source.info, filters, nodes=inventory(snap).nodes, lb_note=pipe.lb_note
+        pipe.source.info, filters, nodes=inventory(snap).nodes, notes=notes,
+        lb_note=pipe.lb_note
     )
     writer = TraceWriter(path, header)
     tap = _Tap(writer, pipe)
