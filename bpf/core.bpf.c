@@ -292,31 +292,45 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 		return 0;
 	if (point != ST_DROP && !informative(&p, cfg))
 		return 0;
-	if ((cfg & ST_CFG_FILTER) && !flow_known(&p.t, p.proto) && !selector_match(&p.t))
-		return 0;
+
+	/* At transmit the skb is still in the sending netns with conntrack attached: its
+	 * tuples carry every NAT decision of this netns (IPVS included), which is what the
+	 * netfilter hooks would show on kernels that have them. */
+	struct st_tuple orig = {}, reply = {};
+	struct nf_conn *ct = NULL;
+	unsigned long nfct = 0;
+	if (point == ST_TX) {
+		nfct = BPF_CORE_READ(skb, _nfct);
+		ct = (struct nf_conn *)(nfct & ~7UL);
+		if (ct) {
+			read_tuple(&orig, &ct->tuplehash[0].tuple);
+			read_tuple(&reply, &ct->tuplehash[1].tuple);
+		}
+	}
+	if (cfg & ST_CFG_FILTER) {
+		int hit = flow_known(&p.t, p.proto) || (ct && flow_known(&orig, p.proto));
+		if (!hit && !selector_match(&p.t) && !(ct && selector_match(&orig))) {
+			count(ST_CNT_FILTERED);
+			return 0;
+		}
+		if (ct && !hit) {
+			struct st_tuple fwd_after;
+			reverse(&fwd_after, &reply);
+			flow_add(&orig, p.proto);
+			flow_add(&fwd_after, p.proto);
+		}
+	}
 
 	struct st_event *e = reserve();
 	if (!e)
 		return 0;
-	if (point == ST_TX) {
-		/* Still in the sending netns, conntrack attached: its tuples carry every NAT
-		 * decision of this netns (what the netfilter hooks would show, pre-6.4 kernels). */
-		unsigned long nfct = BPF_CORE_READ(skb, _nfct);
-		struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
-		if (ct) {
-			read_tuple(&e->orig, &ct->tuplehash[0].tuple);
-			read_tuple(&e->reply, &ct->tuplehash[1].tuple);
-			e->ct_status = BPF_CORE_READ(ct, status);
-			e->ct = (__u32)(unsigned long)ct;
-			e->ctinfo = nfct & 7;
-			e->flags |= ST_F_CT | (e->ctinfo >= 3 ? ST_F_REPLY_DIR : 0);
-			if (cfg & ST_CFG_FILTER) {
-				struct st_tuple fwd_after;
-				reverse(&fwd_after, &e->reply);
-				flow_add(&e->orig, p.proto);
-				flow_add(&fwd_after, p.proto);
-			}
-		}
+	if (ct) {
+		e->orig = orig;
+		e->reply = reply;
+		e->ct_status = BPF_CORE_READ(ct, status);
+		e->ct = (__u32)(unsigned long)ct;
+		e->ctinfo = nfct & 7;
+		e->flags |= ST_F_CT | (e->ctinfo >= 3 ? ST_F_REPLY_DIR : 0);
 	}
 	if (!dev)
 		dev = BPF_CORE_READ(skb, dev);

@@ -117,7 +117,7 @@ def test_text_output_reads_like_the_path(lab: lab_mod.LabInfo) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     first = out.splitlines()[0]
-    assert first.startswith(f"#1 {answers[0].client} -> 192.168.100.1:8080 | host: DNAT -> "
+    assert first.startswith(f"#1 client {answers[0].client} -> 192.168.100.1:8080 | host: DNAT -> "
                             "172.18.0.2:8080 | ingress_sbox: mark 0x105, LB -> ")
     assert f"| {answers[0].backend} (" in first
 
