@@ -11,7 +11,10 @@
 
 #define NF_ACCEPT 1
 #define ETH_P_IP 0x0800
-#define TCP_INTERESTING 0x07 /* FIN SYN RST: connection start, end, refusal */
+#define WAKEUP_BYTES (1 << 20)
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -62,6 +65,15 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, __u8);
 } st_flows SEC(".maps");
+
+/* Where each connection started (netns inode), under every tuple it had so far: tells a
+ * reply from a request without conntrack, and lets only the origin report the reply. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, __u32);
+} st_origin SEC(".maps");
 
 /* The packet as parsed from its IPv4 header. */
 struct pkt {
@@ -114,6 +126,9 @@ static __always_inline int parse_at_network_header(struct sk_buff *skb, struct p
 {
 	unsigned char *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
+	/* Unset (~0) on skbs that never had an IP header: a read there would fault, slowly. */
+	if (nh == (__u16)~0U)
+		return -1;
 	return parse_ip(head + nh, p);
 }
 
@@ -149,13 +164,49 @@ static __always_inline int selector_match(const struct st_tuple *t)
 	       bpf_map_lookup_elem(&st_addrs, &daddr) || bpf_map_lookup_elem(&st_addrs, &saddr);
 }
 
-/* Only packets that change what a request looks like: connection start (SYN, SYN-ACK),
- * end (FIN), refusal (RST), and every UDP datagram (DNS is one query, one answer). */
+/* Only packets that change what a request looks like: the first packet (SYN, or any
+ * datagram), the first reply where the connection started, refusals (RST). A request
+ * costs about one event per netns on its way in and one on the way back. */
 static __always_inline int informative(const struct pkt *p, __u32 cfg)
 {
 	if (cfg & ST_CFG_ALL_PKTS)
 		return 1;
-	return p->proto == IPPROTO_UDP || (p->tcp_flags & TCP_INTERESTING);
+	return p->proto == IPPROTO_UDP || (p->tcp_flags & (TCP_SYN | TCP_RST));
+}
+
+/* Decide direction by where the flow started, remember the flow's NAT forms under the same
+ * origin, and report replies only in the origin netns (unless every packet is wanted). */
+static __always_inline int origin_gate(const struct pkt *p, const struct st_tuple *orig,
+				       const struct st_tuple *reply, int has_ct, __u8 ctinfo,
+				       __u32 netns, __u32 cfg)
+{
+	struct flow_key key = {.t = p->t, .proto = p->proto};
+	int is_reply = 0;
+	if (has_ct) {
+		key.t = *orig;
+		is_reply = ctinfo >= 3; /* IP_CT_IS_REPLY */
+	} else if (!bpf_map_lookup_elem(&st_origin, &key)) {
+		struct flow_key back = {.proto = p->proto};
+		reverse(&back.t, &p->t);
+		if (bpf_map_lookup_elem(&st_origin, &back)) {
+			key = back;
+			is_reply = 1;
+		}
+	}
+	__u32 *home = bpf_map_lookup_elem(&st_origin, &key);
+	if (!is_reply) {
+		__u32 h = home ? *home : netns;
+		if (!home)
+			bpf_map_update_elem(&st_origin, &key, &h, BPF_NOEXIST);
+		if (has_ct) {
+			struct flow_key after = {.proto = p->proto};
+			reverse(&after.t, reply);
+			bpf_map_update_elem(&st_origin, &after, &h, BPF_NOEXIST);
+		}
+		return (cfg & ST_CFG_ALL_PKTS) || p->proto == IPPROTO_UDP ||
+		       (p->tcp_flags & TCP_RST) || !(p->tcp_flags & TCP_ACK);
+	}
+	return (cfg & ST_CFG_ALL_PKTS) || !home || *home == netns;
 }
 
 static __always_inline void read_tuple(struct st_tuple *dst, struct nf_conntrack_tuple *src)
@@ -180,7 +231,10 @@ static __always_inline struct st_event *reserve(void)
 
 static __always_inline void submit(struct st_event *e)
 {
-	bpf_ringbuf_submit(e, 0);
+	/* Waking the reader per event costs more than the event: it polls every ~100 ms
+	 * and is woken early only when a backlog builds up. */
+	__u64 backlog = bpf_ringbuf_query(&st_events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, backlog > WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	count(ST_CNT_EMITTED);
 }
 
@@ -226,6 +280,7 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 	/* POSTROUTING only tells something new when SNAT rewrote the source. */
 	if (hook == 4 && !(status & IPS_SRC_NAT))
 		return NF_ACCEPT;
+	__u32 netns = BPF_CORE_READ(state, net, ns.inum);
 
 	if (cfg & ST_CFG_FILTER) {
 		int hit = flow_known(&p.t, p.proto) || (ct && flow_known(&orig, p.proto));
@@ -242,12 +297,15 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 		}
 	}
 
+	if (!origin_gate(&p, &orig, &reply, ct != NULL, ctinfo, netns, cfg))
+		return NF_ACCEPT;
+
 	struct st_event *e = reserve();
 	if (!e)
 		return NF_ACCEPT;
 	const struct net_device *dev = hook <= 2 ? BPF_CORE_READ(state, in) : BPF_CORE_READ(state, out);
 	e->skb = (__u64)skb;
-	e->netns = BPF_CORE_READ(state, net, ns.inum);
+	e->netns = netns;
 	e->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
 	e->mark = BPF_CORE_READ(skb, mark);
 	e->point = hook + 1;
@@ -321,6 +379,12 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 		}
 	}
 
+	if (!dev)
+		dev = BPF_CORE_READ(skb, dev);
+	__u32 netns = dev ? dev_netns(dev) : 0;
+	if (point != ST_DROP && !origin_gate(&p, &orig, &reply, ct != NULL, nfct & 7, netns, cfg))
+		return 0;
+
 	struct st_event *e = reserve();
 	if (!e)
 		return 0;
@@ -332,10 +396,8 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 		e->ctinfo = nfct & 7;
 		e->flags |= ST_F_CT | (e->ctinfo >= 3 ? ST_F_REPLY_DIR : 0);
 	}
-	if (!dev)
-		dev = BPF_CORE_READ(skb, dev);
 	e->skb = (__u64)skb;
-	e->netns = dev ? dev_netns(dev) : 0;
+	e->netns = netns;
 	e->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
 	e->mark = BPF_CORE_READ(skb, mark);
 	e->aux = reason;

@@ -19,7 +19,6 @@ from tracer.events import (
     IPS_DST_NAT,
     IPS_SRC_NAT,
     TCP_ACK,
-    TCP_FIN,
     TCP_RST,
     TCP_SYN,
     Event,
@@ -45,8 +44,6 @@ class _Open:
     last_fwd_ts: int = 0
     last_fwd_dst: str = ""
     reply_by_netns: dict[int, int] = field(default_factory=dict)  # first reply event per netns
-    fin_fwd: bool = False
-    fin_rev: bool = False
     last_ts: int = 0
 
 
@@ -150,12 +147,10 @@ class Correlator:
         self._register(o, e.proto, e.pkt)
         if e.has_ct and e.reply is not None:
             self._register(o, e.proto, e.reply.reversed())
-        if e.tcp_flags & TCP_FIN:
-            o.fin_fwd = True
         if e.tcp_flags & TCP_RST:
             return o
         if not (e.tcp_flags & TCP_SYN) and req.proto == "tcp":
-            return o if o.fin_fwd and o.fin_rev else None
+            return None
         # The path is drawn from the first packet (SYN, or the first datagram).
         if e.netns not in o.netns_seen:
             o.netns_seen.add(e.netns)
@@ -207,9 +202,8 @@ class Correlator:
         if e.tcp_flags & TCP_RST:
             o.req.status = Status.REFUSED
             return o
-        if e.tcp_flags & TCP_FIN:
-            o.fin_rev = True
-        return o if o.fin_fwd and o.fin_rev else None
+        # Answered: the reply reached the netns the request started from.
+        return o if o.req.hops and e.netns == o.req.hops[0].netns else None
 
     def _drop(self, o: _Open, e: Event) -> None:
         reason = self.drop_reason(e.aux)

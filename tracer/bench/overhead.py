@@ -10,13 +10,15 @@ import os
 import subprocess
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from tracer import lab
-from tracer.pipeline import Pipeline
+from tracer.live import open_pipeline
 from tracer.probes import libbpf
 from tracer.probes.core import CoreSource
-from tracer.source import Filter
+from tracer.sinks.text import TextSink
+from tracer.source import EventSource, Filter
 
 FILTER = Filter(ports=(8080,), addrs=("10.0.0.9",))
 
@@ -28,7 +30,8 @@ class Traced:
     requests: int
     lost: int
     seconds: float
-    prog_ns: dict[str, float]
+    prog_ns: dict[str, tuple[float, int]]  # program -> (ns per run, runs)
+    consumer_cpu_s: float  # CPU time of the thread that reads, decodes and correlates
 
 
 def _prog_stats() -> dict[str, tuple[int, int]]:
@@ -38,17 +41,31 @@ def _prog_stats() -> dict[str, tuple[int, int]]:
             for p in json.loads(out) if p.get("name", "").startswith("st_")}
 
 
-def traced_run(mode: str, seconds: float, conns: int) -> Traced:
+def traced_run(mode: str, seconds: float, conns: int, full: bool) -> Traced:
+    """Flood the lab while tracing. full: the `swarmtrace trace` pipeline (correlation,
+    names, text to /dev/null); else the probes with a reader that only drains the ring."""
     stats_fd = libbpf.enable_stats()
     try:
-        with CoreSource(FILTER) as src:
-            pipe = Pipeline(src)
+        with ExitStack() as stack:
+            if full:
+                pipe = stack.enter_context(open_pipeline("core", FILTER))
+                sink = TextSink(stack.enter_context(open(os.devnull, "w")))
+                source: EventSource = pipe.source
+            else:
+                source = stack.enter_context(CoreSource(FILTER))
             stop = threading.Event()
-            done = [0]
+            done = [0, 0]  # requests, events
+            cpu = [0.0]
 
             def consume() -> None:
                 while not stop.is_set():
-                    done[0] += len(pipe.poll(0.1))
+                    if full:
+                        for req in pipe.poll(0.1):
+                            sink.write(req)
+                            done[0] += 1
+                    else:
+                        done[1] += len(source.poll(0.1))
+                cpu[0] = time.thread_time()
 
             t = threading.Thread(target=consume)
             t.start()
@@ -60,16 +77,18 @@ def traced_run(mode: str, seconds: float, conns: int) -> Traced:
             time.sleep(0.5)
             stop.set()
             t.join()
-            done[0] += len(pipe.flush())
-            st = src.stats()
+            if full:
+                done[0] += len(pipe.flush())
+                done[1] = pipe.events
+            st = source.stats()
     finally:
         os.close(stats_fd)
     prog_ns = {}
     for name, (ns, cnt) in after.items():
         b_ns, b_cnt = before.get(name, (0, 0))
         if cnt - b_cnt:
-            prog_ns[name] = (ns - b_ns) / (cnt - b_cnt)
-    return Traced(rate, pipe.events, done[0], st.lost, elapsed, prog_ns)
+            prog_ns[name] = ((ns - b_ns) / (cnt - b_cnt), cnt - b_cnt)
+    return Traced(rate, done[1], done[0], st.lost, elapsed, prog_ns, cpu[0])
 
 
 def main() -> None:
@@ -82,25 +101,29 @@ def main() -> None:
     was_up = lab.status() is not None
     lab.up()
     try:
-        lab.flood(args.mode, 1.0, args.conns)  # type: ignore[arg-type]  # warm up
-        base, traced = [], []
-        for _ in range(args.rounds):
-            base.append(lab.flood(args.mode, args.seconds, args.conns))  # type: ignore[arg-type]
-            traced.append(traced_run(args.mode, args.seconds, args.conns))
-        untraced_rate = sum(base) / len(base)
-        traced_rate = sum(t.rate for t in traced) / len(traced)
-        t = traced[-1]
-        print(f"mode {args.mode}, {args.conns} concurrent connections, {args.seconds:.0f} s x "
-              f"{args.rounds} rounds, filter port 8080 + VIP 10.0.0.9")
-        print(f"untraced  {untraced_rate:9.0f} req/s")
-        print(f"traced    {traced_rate:9.0f} req/s")
-        print(f"ratio     {traced_rate / untraced_rate:9.3f}  (traced / untraced)")
+        lab.flood(args.mode, 1.0, args.conns)  # warm up
+        base: list[float] = []
+        probes: list[Traced] = []
+        full: list[Traced] = []
+        for _ in range(args.rounds):  # interleaved, so drifting background load hits all three
+            base.append(lab.flood(args.mode, args.seconds, args.conns))
+            probes.append(traced_run(args.mode, args.seconds, args.conns, full=False))
+            full.append(traced_run(args.mode, args.seconds, args.conns, full=True))
+        untraced = sum(base) / len(base)
+        print(f"mode {args.mode}, {args.conns} concurrent connections, new connection per "
+              f"request, {args.seconds:.0f} s x {args.rounds} rounds, filter port 8080 + VIP")
+        print(f"untraced            {untraced:7.0f} req/s")
+        for label, runs in (("probes only", probes), ("trace (full)", full)):
+            rate = sum(r.rate for r in runs) / len(runs)
+            print(f"{label:<19} {rate:7.0f} req/s   ratio {rate / untraced:.3f}")
+        t = full[-1]
         reqs = max(t.requests, 1)
         print(f"events    {t.events} = {t.events / reqs:.1f} per request, "
-              f"{t.events / t.seconds:.0f} events/s, lost {t.lost}")
-        print(f"requests  {t.requests} correlated")
-        for name, ns in sorted(t.prog_ns.items()):
-            print(f"bpf       {name:<12} {ns:7.0f} ns per run")
+              f"{t.events / t.seconds:.0f} events/s, lost {t.lost + probes[-1].lost}")
+        print(f"consumer  {1e6 * t.consumer_cpu_s / reqs:.0f} us CPU per request (full trace), "
+              f"{1e6 * probes[-1].consumer_cpu_s / reqs:.0f} us (ring drain only)")
+        for name, (ns, count) in sorted(t.prog_ns.items()):
+            print(f"bpf       {name:<12} {ns:5.0f} ns per run, {count / reqs:5.1f} runs per request")
     finally:
         if not was_up:
             lab.down()

@@ -112,6 +112,8 @@ class NameHistory:
             spans = self._spans[kind].get(key)
             if not spans:
                 return None
+            if len(spans) == 1:  # the common case: one name for the key, ever
+                return spans[0].value
             # A task that died later keeps its name; a packet seen just before Docker's event
             # (or after a removal) still gets the nearest name rather than none.
             best = min(spans, key=lambda s: (s.distance(ts_ns), s.rank, -s.since))

@@ -29,6 +29,9 @@ CNT_EMITTED, CNT_LOST, CNT_FILTERED, CNT_MAX = 0, 1, 2, 4
 # after SNAT (100) on the way out, so each event shows the decision already taken.
 NF_HOOKS = ((0, -90), (3, -90), (4, 110))
 NETNS_RESCAN_S = 0.5
+# The kernel side wakes the reader only on a backlog (see submit() in core.bpf.c): poll at
+# least this often so a few events are not left waiting.
+MAX_WAIT_S = 0.1
 PROC_RESCAN_S = 5.0
 RING_BYTES = 16 << 20
 
@@ -140,8 +143,7 @@ class CoreSource(ProbeSource):
     def poll(self, timeout_s: float) -> np.ndarray:
         if self.netfilter and time.monotonic() - self._last_scan >= NETNS_RESCAN_S:
             self._scan_netns()
-        # Wake up at least every rescan interval so new netns get hooked promptly.
-        return super().poll(min(timeout_s, NETNS_RESCAN_S))
+        return super().poll(min(timeout_s, MAX_WAIT_S))
 
     def stats(self) -> SourceStats:
         fd = self._obj.map_fd("st_counters")
