@@ -123,7 +123,7 @@ def main() -> None:
         print(f"consumer  {1e6 * t.consumer_cpu_s / reqs:.0f} us CPU per request (full trace), "
               f"{1e6 * probes[-1].consumer_cpu_s / reqs:.0f} us (ring drain only)")
         for name, (ns, count) in sorted(t.prog_ns.items()):
-            print(f"bpf       {name:<12} {ns:5.0f} ns per run, {count / reqs:5.1f} runs per request")
+            print(f"bpf       {name:<12} {ns:5.0f} ns per run, {count / reqs:5.1f} runs/request")
     finally:
         if not was_up:
             lab.down()
