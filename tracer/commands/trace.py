@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
     p.add_argument("--count", type=int, default=0, help="exit after N requests")
     p.add_argument("--timeout", type=float, default=0.0, help="exit after S seconds")
+    # Like BCC tools: show the kernel program the chosen backend would load, then exit.
+    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-w", "--write", metavar="FILE",
                    help="also record to a trace file (.swt); Ctrl-C finishes it")
     p.set_defaults(func=run)
@@ -52,6 +54,8 @@ def filter_from_args(args: argparse.Namespace) -> Filter:
 def run(args: argparse.Namespace) -> int:
     from tracer.live import open_pipeline
 
+    if args.ebpf:
+        return _print_program(args.backend)
     sigterm_as_interrupt()
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     deadline = time.monotonic() + args.timeout if args.timeout else None
@@ -87,3 +91,12 @@ def _loop(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> Non
         # Requests still in flight are shown as they stand, not lost.
         for req in pipe.flush():
             sink.write(req)
+
+
+def _print_program(backend: str) -> int:
+    from tracer.probes.choose import BPF_DIR, choose
+
+    chosen, _ = choose(backend)
+    name = "bcc_probes.c" if chosen == "bcc" else "core.bpf.c"
+    sys.stdout.write((BPF_DIR / "event.h").read_text() + (BPF_DIR / name).read_text())
+    return 0

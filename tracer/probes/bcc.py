@@ -9,20 +9,19 @@ import mmap
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
 from tracer.probes import btf
 from tracer.probes.base import ProbeSource
+from tracer.probes.choose import BPF_DIR
 from tracer.probes.core import CFG_ALL_PKTS, CFG_FILTER, CNT_FILTERED, CNT_LOST
 from tracer.probes.ringbuf import RingReader
 from tracer.source import Filter, SourceInfo, SourceStats
 
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 RING_PAGES = 4096  # 16 MiB
 # (kernel function, our handler): first name that exists wins (names differ across versions).
 KPROBES = (
