@@ -17,11 +17,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 LAB = FIXTURES / "requests_sample.json"
 SWARM = FIXTURES / "requests_swarm.json"
 SIZE = (100, 30)
-LAB_INFO = SourceInfo("replay", "6.18.0", live=False, notes=("IPVS stand-in: iptables round robin",))
-SWARM_INFO = SourceInfo("replay", "6.1.0-28-amd64", live=False, notes=("recorded by bcc on node1",))
+LAB_INFO = SourceInfo("replay", "6.18.0", False, notes=("IPVS stand-in: iptables round robin",))
+SWARM_INFO = SourceInfo("replay", "6.1.0-28-amd64", False, notes=("recorded by bcc on node1",))
 
 
-def app_of(path: Path, info: SourceInfo, *, step: bool = False, light: bool = False) -> SwarmtraceApp:
+def app_of(
+    path: Path, info: SourceInfo, *, step: bool = False, light: bool = False
+) -> SwarmtraceApp:
     requests, topology = load_requests(path)
     app = SwarmtraceApp(ListFeed(requests, info=info, topology=topology), step=step)
     if light:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.worker import get_current_worker
 
@@ -43,13 +43,14 @@ class FeedUpdate(Message):
         finished: bool,
     ) -> None:
         super().__init__()
-        self.requests, self.stats, self.topology, self.finished = requests, stats, topology, finished
+        self.requests, self.stats, self.finished = requests, stats, finished
+        self.topology = topology
 
 
 class SwarmtraceApp(App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     COMMANDS = App.COMMANDS | {TracerCommands}
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "show('requests')", "requests", id="screen.requests", group=VIEWS),
         Binding("2", "show('services')", "services", id="screen.services", group=VIEWS),
         Binding("3", "show('topology')", "topology", id="screen.topology", group=VIEWS),
@@ -151,7 +152,8 @@ class SwarmtraceApp(App[None]):
     def action_show(self, mode: str) -> None:
         start: int | None = None
         requests = self._screens.get("requests")
-        if mode == "talk" and self.current_mode == "requests" and isinstance(requests, RequestsScreen):
+        if mode == "talk" and self.current_mode == "requests":
+            assert isinstance(requests, RequestsScreen)
             start = requests.request_list.cursor
         self.switch_mode(mode)
         talk = self._screens.get("talk")

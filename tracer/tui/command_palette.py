@@ -11,30 +11,40 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 if TYPE_CHECKING:
     from tracer.tui.app import SwarmtraceApp
 
+Command = tuple[str, str, Callable[[], object]]  # name, help, what it does
+
+# (name, help, app action)
+ACTIONS = (
+    ("Show requests", "The live list and the selected request's path", "show('requests')"),
+    ("Show services", "How each service spreads connections over its tasks", "show('services')"),
+    ("Show topology", "Nodes, sandboxes, networks, VIPs, fwmarks, IPVS", "show('topology')"),
+    ("Talk mode", "One request at a time, one hop per key", "show('talk')"),
+    ("Pause / resume", "Freeze the display; nothing is lost", "toggle_pause"),
+    ("Toggle dark / light theme", "", "toggle_theme"),
+)
+
 
 class TracerCommands(Provider):
-    def _commands(self) -> list[tuple[str, str, Callable[[], object]]]:
+    def _commands(self) -> list[Command]:
         app: SwarmtraceApp = self.app  # type: ignore[assignment]
-        run = app.run_action
-        out: list[tuple[str, str, Callable[[], object]]] = [
-            ("Show requests", "The live list and the selected request's path", partial(run, "show('requests')")),
-            ("Show services", "How each service spreads connections over its tasks", partial(run, "show('services')")),
-            ("Show topology", "Nodes, sandboxes, networks, VIPs, fwmarks, IPVS", partial(run, "show('topology')")),
-            ("Talk mode", "One request at a time, one hop per key", partial(run, "show('talk')")),
-            ("Pause / resume", "Freeze the display; nothing is lost", partial(run, "toggle_pause")),
-            ("Toggle dark / light theme", "", partial(run, "toggle_theme")),
-            ("Follow newest", "Keep the newest request selected", partial(app.set_follow, True)),
-            ("Jump to next drop", "Select the next dropped request", partial(app.jump_to_drop)),
-            ("Clear filter", "Show every request", partial(app.apply_filter, "")),
+        out: list[Command] = [
+            (name, help_text, partial(app.run_action, action))
+            for name, help_text, action in ACTIONS
         ]
-        store = app.state.store
-        for service in sorted(store.services):
+        out += [
+            ("Follow newest", "Keep the newest request selected", partial(app.set_follow, True)),
+            ("Jump to next drop", "Select the next dropped request", app.jump_to_drop),
+            ("Clear filter", "Show every request", partial(app.apply_filter, "")),
+            ("Filter dropped requests", "status:dropped",
+             partial(app.apply_filter, "status:dropped")),
+        ]
+        services = app.state.store.services
+        for service in sorted(services):
             out.append((f"Filter service {service}", "Only this service's requests",
                         partial(app.apply_filter, f"service:{service}")))
-            for task in sorted(store.services[service].tasks):
-                out.append((f"Filter task {task}", f"Only requests {service} sent to {task}",
+            for task in sorted(services[service].tasks):
+                out.append((f"Filter task {task}", f"Only requests of {service} sent to {task}",
                             partial(app.apply_filter, f"task:{task}")))
-        out.append(("Filter dropped requests", "status:dropped", partial(app.apply_filter, "status:dropped")))
         return out
 
     async def discover(self) -> Hits:

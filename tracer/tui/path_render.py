@@ -220,7 +220,8 @@ class PathDrawing:
         top = Text("┏━" + title + "━" * max(self.width - 3 - len(title), 0) + "┓", style=frame)
         framed: list[tuple[Text, int | None]] = [(top, None)]
         for line, hop in group:
-            framed.append((Text.assemble(("┃ ", frame), _fit(line, self.width - 4), (" ┃", frame)), hop))
+            inner = _fit(line, self.width - 4)
+            framed.append((Text.assemble(("┃ ", frame), inner, (" ┃", frame)), hop))
         framed.append((Text("┗" + "━" * (self.width - 2) + "┛", style=frame), None))
         self._extend(framed)
 
@@ -240,7 +241,8 @@ class PathDrawing:
             t.append(f"  service {r.service}", style="bold")
         if r.backend_name or r.backend_addr:
             t.append("  → ")
-            t.append(r.backend_name or r.backend_addr, style=Style(color=self.task_style, bold=True))
+            task = r.backend_name or r.backend_addr
+            t.append(task, style=Style(color=self.task_style, bold=True))
         return _fit(t, self.width)
 
     def _reply(self) -> Text:
@@ -254,8 +256,9 @@ class PathDrawing:
             if h.kind not in (HopKind.REPLY, HopKind.VXLAN) and h.where not in seen:
                 seen.append(h.where)
         back = " ◀ ".join(reversed(seen))
+        bold = Style(color=p.success, bold=True)
         t = Text.assemble(
-            (f" ◀ reply +{duration(reply.ts_ns - r.start_ns)}  ", Style(color=p.success, bold=True)),
+            (f" ◀ reply +{duration(reply.ts_ns - r.start_ns)}  ", bold),
             (back, Style(color=p.success)),
             ("  (conntrack reverses the NAT)", Style(dim=True)),
         )

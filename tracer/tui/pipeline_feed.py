@@ -44,7 +44,7 @@ class PipelineFeed:
         now = time.monotonic()
         if now - self._open_at >= OPEN_EVERY_S and not self._done:
             self._open_at = now
-            requests = self.pipe.correlator.open_requests() + requests
+            requests = self.pipe.correlator.open_requests + requests
         return FeedBatch(stats=self._stats(), requests=tuple(requests), topology=self._names(now))
 
     def _names(self, now: float) -> dict[str, Any] | None:

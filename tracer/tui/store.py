@@ -38,7 +38,8 @@ _KEY_INDEX = {k: i for i, k in enumerate(FILTER_KEYS)}
 
 def haystack(r: Request) -> Haystack:
     joined = "\x00".join(request_fields(r)).lower()
-    return tuple(joined.split("\x00")), f"{joined}\x00{r.client.daddr}:{r.client.dport}\x00{r.backend_addr}"
+    anywhere = f"{joined}\x00{r.client.daddr}:{r.client.dport}\x00{r.backend_addr}"
+    return tuple(joined.split("\x00")), anywhere
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Query:
     def matches(self, hay: Haystack) -> bool:
         # Plain loop, no generator: this runs 100k times per keystroke.
         fields, anywhere = hay
-        for key, value in self.terms:
+        for key, value in self.terms:  # noqa: SIM110 (all() over a generator is slower)
             if value not in (fields[key] if key >= 0 else anywhere):
                 return False
         return True
@@ -236,18 +237,6 @@ class RequestStore:
         if hay is None:
             hay = self._hay[r.id] = haystack(r)
         return self._query.matches(hay)
-
-
-        for rid in self.ids:
-            r = self.by_id.get(rid)
-            if r is None:
-                continue  # evicted meanwhile
-            hay = self.hay.get(rid)
-            if hay is None:
-                hay = self.hay[rid] = haystack(r)
-            if self.query.matches(hay):
-                out.append(rid)
-        return out
 
     def _count(self, r: Request) -> None:
         """Per service and task counters; an updated request replaces its earlier count."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from tracer.tui.state import TuiState
@@ -25,8 +26,11 @@ class TracerScreen(Screen[None]):
         """Redraw from self.state (the app calls this after each batch)."""
         if not self.is_mounted:
             return  # on_mount draws the first time
-        self.update_status()
-        self.redraw()
+        try:
+            self.update_status()
+            self.redraw()
+        except NoMatches:
+            pass  # the app is closing and took the widgets away: nothing to draw
 
     def redraw(self) -> None:
         """Draw this screen's own part of the state."""

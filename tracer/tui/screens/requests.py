@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.timer import Timer
 from textual.widgets import Input
 
@@ -26,7 +27,7 @@ def is_drop(r: Request) -> bool:
 
 
 class RequestsScreen(TracerScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "filter", id="requests.filter"),
         Binding("f", "follow", "follow", id="requests.follow"),
         Binding("n", "next_drop", "next drop", id="requests.next_drop"),
@@ -78,7 +79,8 @@ class RequestsScreen(TracerScreen):
         """Show a drop where it happened; any other path from its start."""
         path = self.query_one(HopPath)
         r, drawing = path.request, path.drawing
-        drop = next((i for i, h in enumerate(r.hops) if h.kind is HopKind.DROP), None) if r else None
+        hops = r.hops if r is not None else []
+        drop = next((i for i, h in enumerate(hops) if h.kind is HopKind.DROP), None)
         line = drawing.hop_lines.get(drop) if drawing is not None and drop is not None else None
         y = max(0, line - path.size.height // 2) if line else 0
         if y != path.scroll_y:  # scrolling, even in place, costs a partial layout

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 from tracer.model import Request
 from tracer.tui.narrate import narrate, verdict
@@ -16,7 +18,7 @@ from tracer.tui.widgets.text_box import TextBox
 
 
 class TalkScreen(TracerScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("right,l,enter", "hop(1)", "next hop", key_display="→", id="talk.next_hop"),
         Binding("left,h", "hop(-1)", "back", key_display="←", id="talk.prev_hop"),
         Binding("down,j", "request(1)", "next request", key_display="↓", id="talk.next_request"),
@@ -108,7 +110,8 @@ class TalkScreen(TracerScreen):
     def action_request(self, delta: int, last_hop: bool = False) -> None:
         n = len(self.state.store)
         if not 0 <= self.index + delta < n:
-            self.notify("No more requests." if delta > 0 else "This is the first request.", timeout=2)
+            word = "No more requests." if delta > 0 else "This is the first request."
+            self.notify(word, timeout=2)
             return
         self._select(self.index + delta)
         r = self.state.store.at(self.index)

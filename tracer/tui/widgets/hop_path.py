@@ -34,7 +34,9 @@ class HopPath(LineView, can_focus=False):
     def on_mount(self) -> None:
         self.watch(self.app, "theme", self._redraw, init=False)
 
-    def show(self, request: Request | None, *, task_color: int = 0, highlight: int | None = None) -> None:
+    def show(
+        self, request: Request | None, *, task_color: int = 0, highlight: int | None = None
+    ) -> None:
         self.request, self.task_color, self.highlight = request, task_color, highlight
         self._redraw()
 

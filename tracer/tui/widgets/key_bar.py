@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
@@ -16,7 +19,7 @@ class KeyBar(Widget):
     """Like Textual's Footer (bindings with a description, groups, click to run), but drawn as
     text: the stock Footer rebuilds ~20 widgets on every screen switch, ~50 ms here."""
 
-    COMPONENT_CLASSES = {"key-bar--key", "key-bar--description"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"key-bar--key", "key-bar--description"}
     DEFAULT_CSS = """
     KeyBar { height: 1; dock: bottom; background: $panel; }
     KeyBar > .key-bar--key { color: $text-accent; text-style: bold; }
@@ -65,7 +68,7 @@ class KeyBar(Widget):
         for keys, desc, action, node, enabled in self._entries():
             start = len(t)
             t.append(f" {keys} ", style=key_style)
-            t.append(f"{desc} ", style=desc_style if enabled else desc_style + "dim")
+            t.append(f"{desc} ", style=desc_style if enabled else desc_style + Style(dim=True))
             self._targets.append((start, len(t), action, node))
         palette = Text.assemble((" ^p ", key_style), ("palette ", desc_style))
         gap = self.size.width - t.cell_len - palette.cell_len

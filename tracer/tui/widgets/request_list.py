@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
 
 from tracer.model import Request
-from tracer.tui.columns import Column, fit_columns, header_text, row_text
 from tracer.tui.colors import palette_of, status_style
+from tracer.tui.columns import Column, fit_columns, header_text, row_text
 from tracer.tui.path_render import Palette
 from tracer.tui.store import RequestStore, task_of
 from tracer.tui.widgets.line_view import LineView
@@ -23,8 +25,8 @@ from tracer.tui.widgets.line_view import LineView
 class RequestList(LineView, can_focus=True):
     """Line 0 is the column header; line 1 + i shows store.at(i)."""
 
-    COMPONENT_CLASSES = {"request-list--header", "request-list--cursor"}
-    BINDINGS = [
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"request-list--header", "request-list--cursor"}
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "cursor(-1)", "Up", show=False, id="list.up"),
         Binding("down,j", "cursor(1)", "Down", show=False, id="list.down"),
         Binding("pageup", "page(-1)", "Page up", show=False, id="list.pageup"),

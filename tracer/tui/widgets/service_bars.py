@@ -6,8 +6,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
-from tracer.tui.path_render import Palette
 from tracer.tui.colors import palette_of
+from tracer.tui.path_render import Palette
 from tracer.tui.store import LONG_CONNECTION_S, RequestStore, ServiceCount
 
 _EIGHTHS = " ▏▎▍▌▋▊▉"
@@ -76,7 +76,10 @@ class ServiceBars(Widget):
         self.store = store
 
     def on_mount(self) -> None:
-        self.watch(self.app, "theme", self.refresh, init=False)
+        self.watch(self.app, "theme", self._theme_changed, init=False)
+
+    def _theme_changed(self) -> None:
+        self.refresh()
 
     def store_changed(self) -> None:
         self.refresh(layout=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
-from tracer.tui.widgets.text_box import TextBox
 
 from tracer.tui.feed import FeedStats
+from tracer.tui.widgets.text_box import TextBox
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def status_text(st: StatusState) -> Text:
         for note in src.notes:
             t.append(f" │ {note}", style="bold")
         if st.speed is not None:
-            t.append(f" │ {st.speed:g}×")
+            t.append(f" │ {st.speed:g}x")
         if stats.position_s is not None and stats.duration_s is not None:
             t.append(f" {_clock(stats.position_s)}/{_clock(stats.duration_s)}")
         t.append(f" │ {_count(stats.events_per_s)} ev/s")

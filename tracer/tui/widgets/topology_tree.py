@@ -74,7 +74,8 @@ class TopologyTree(Tree[None]):
     def load(self, snapshot: dict[str, Any] | None) -> None:
         self.clear()
         if not snapshot:
-            self.root.add_leaf(Text("No topology yet: the source has not sent a snapshot.", style="dim"))
+            empty = "No topology yet: the source has not sent a snapshot."
+            self.root.add_leaf(Text(empty, style="dim"))
             return
         for key, value in current_state(snapshot).items():
             _add(self.root, str(key), value, 0)
