@@ -202,6 +202,11 @@ int on_ipvs_conn_new(struct pt_regs *ctx, const struct ip_vs_conn_param *p, int 
 	struct st_event *e = reserve();
 	if (!e)
 		return 0;
+	/* Later packets carry the real server as destination: keep following them. */
+	struct st_tuple chosen = client;
+	chosen.daddr = daddr->ip;
+	chosen.dport = dport;
+	flow_add(&chosen, proto);
 	struct ip_vs_service *svc = dest ? dest->svc : NULL;
 	if (svc) {
 		e->mark = svc->fwmark;

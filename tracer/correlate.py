@@ -262,6 +262,8 @@ _ENTERS = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE
 
 
 def _starts_connection(e: Event) -> bool:
+    if e.point == Point.LB:
+        return True  # IPVS scheduling a local client's connection comes before any packet
     if e.proto == 6:
         return bool(e.tcp_flags & TCP_SYN) and not (e.tcp_flags & TCP_ACK)
     return not e.has_ct or e.ctinfo == 2  # IP_CT_NEW
@@ -280,8 +282,7 @@ def _mode(req: Request) -> str:
     if HopKind.LB in kinds:
         lb_netns = next(h.netns for h in req.hops if h.kind == HopKind.LB)
         # The balancer in the sender's own netns is VIP; behind a node entry DNAT, the mesh.
-        return "vip" if req.hops[0].kind == HopKind.SEND and req.hops[0].netns == lb_netns \
-            else "mesh"
+        return "vip" if req.hops[0].netns == lb_netns else "mesh"
     return "direct"
 
 

@@ -27,8 +27,10 @@ def annotate(req: Request, names: Names) -> Request:
         hops.append(Hop(kind, h.ts_ns, h.netns, ns.label if ns else h.where, h.ifindex, h.mark,
                         h.before, h.after, detail, (ns.node or "") if ns else ""))
     req.hops = hops
-    if hops:
-        req.client_name = hops[0].where if not hops[0].where.startswith("netns:") else ""
+    # The sender is known when its own netns was traced (a send, or a VIP balancer in it).
+    if hops and hops[0].kind in (HopKind.SEND, HopKind.LB) \
+            and not hops[0].where.startswith("netns:"):
+        req.client_name = hops[0].where
     deliver = next((h for h in hops if h.kind == HopKind.DELIVER), None)
     if req.backend_addr:
         ip = req.backend_addr.rsplit(":", 1)[0]
