@@ -72,7 +72,7 @@ def _hop_text(r: Request, h: Hop) -> str:
     if k in (HopKind.ENTER_NODE, HopKind.ENTER_NETNS):
         return f"in via if#{h.ifindex}" if h.ifindex else "entered"
     if k is HopKind.BRIDGE:
-        return f"{h.detail or 'bridge'}" + (f" if#{h.ifindex}" if h.ifindex else "")
+        return f"{h.detail or 'frame forwarded'}" + (f" if#{h.ifindex}" if h.ifindex else "")
     if k is HopKind.DNAT:
         chain = f"  {h.detail}" if h.detail else ""
         return f"{_dst(h.before)} → {_dst(h.after)}{chain}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 from tracer.model import Request
 from tracer.pipeline import Pipeline
+from tracer.source import SourceInfo
 from tracer.tui.feed import FeedBatch, FeedStats, ListFeed
 
 OPEN_EVERY_S = 0.5  # how often in-flight requests are shown before they complete
@@ -27,6 +29,7 @@ class PipelineFeed:
         self._topology: dict[str, Any] | None = None
         # Events carry CLOCK_MONOTONIC times; the list shows the wall clock.
         self._clock_offset_ns = time.time_ns() - time.monotonic_ns()
+        self._info = with_note(pipe.source.info, pipe.lb_note)
 
     @property
     def finished(self) -> bool:
@@ -67,13 +70,20 @@ class PipelineFeed:
             self._rate = (now, self.pipe.events)
         src = self.pipe.source
         return FeedStats(
-            source=src.info,
+            source=self._info,
             events=self.pipe.events,
             events_per_s=self._events_per_s,
             lost=src.stats().lost,
             filters=self.filters,
             clock_offset_ns=self._clock_offset_ns,
         )
+
+
+def with_note(info: SourceInfo, note: str) -> SourceInfo:
+    """The source's info plus the lab's note ("IPVS stand-in ...") for the status bar."""
+    if not note or note in info.notes:
+        return info
+    return dataclasses.replace(info, notes=(*info.notes, note))
 
 
 def drain(pipe: Pipeline) -> list[Request]:
@@ -92,7 +102,7 @@ def replay_feed(pipe: Pipeline, *, speed: float = 1.0, filters: str = "") -> Lis
     offset = header.start_wall_ns - header.start_mono_ns if header is not None else 0
     return ListFeed(
         drain(pipe),
-        info=pipe.source.info,
+        info=with_note(pipe.source.info, pipe.lb_note),
         topology=names.snapshot() if names is not None else None,
         paced=True,
         speed=speed,

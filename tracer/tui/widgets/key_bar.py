@@ -43,10 +43,13 @@ class KeyBar(Widget):
         """(keys, description, action, namespace, enabled) in the order Footer shows them."""
         out: list[tuple[str, str, str, DOMNode, bool]] = []
         groups: dict[Binding.Group, int] = {}
+        seen: set[tuple[str, int]] = set()
         for active in self.screen.active_bindings.values():
             b = active.binding
-            if not b.show or b.key == PALETTE_KEY:
+            # "right,l,enter" is one binding under three keys: show it once, by its first key.
+            if not b.show or b.key == PALETTE_KEY or (b.action, id(active.node)) in seen:
                 continue
+            seen.add((b.action, id(active.node)))
             shown = self.app.get_key_display(b)
             if b.group is not None and b.group in groups:
                 i = groups[b.group]
