@@ -513,3 +513,20 @@ async def test_filter_runs_in_a_thread_for_big_lists(monkeypatch: pytest.MonkeyP
                 break
             await pilot.pause(0.05)
         assert len(app.state.store) == 16
+
+
+def test_tui_command_without_root_is_one_line_error(tmp_path: Path) -> None:
+    """No root, no BPF: the probe's one-line error and its exit code, no traceback."""
+    import os
+
+    cmd = [sys.executable, "-m", "tracer", "tui", "--port", "8080"]
+    if os.geteuid() == 0:
+        if not Path("/usr/bin/setpriv").exists():
+            pytest.skip("needs setpriv to drop root")
+        cmd = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("swarmtrace: "), out.stderr
+    assert "Traceback" not in out.stderr
