@@ -530,3 +530,30 @@ def test_tui_command_without_root_is_one_line_error(tmp_path: Path) -> None:
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("swarmtrace: "), out.stderr
     assert "Traceback" not in out.stderr
+
+
+@sync
+async def test_request_updated_in_place_is_redrawn() -> None:
+    """The correlator may complete the very Request object it showed as open."""
+    requests, _ = load_requests(LAB)
+    live = requests[0]
+    hops, reply = live.hops, live.reply_ns
+    live.hops, live.status, live.reply_ns = hops[:5], Status.OPEN, 0
+    feed = LiveListFeed([live])
+    app = SwarmtraceApp(feed)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, 1)
+        screen = requests_screen(app)
+        lst = screen.request_list
+        assert "open" in lst.render_line(1).text
+        version = app.state.store.version
+        live.hops, live.status, live.reply_ns = hops, Status.OK, reply
+        feed.queue.append(live)
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if app.state.store.version != version:
+                break
+        await pilot.pause()
+        assert "ok" in lst.render_line(1).text
+        drawing = screen.query_one(HopPath).drawing
+        assert drawing is not None and "reply" in drawing.text().plain

@@ -19,6 +19,11 @@ def task_of(r: Request) -> str:
     return r.backend_name or r.backend_addr
 
 
+def revision(r: Request) -> tuple[object, ...]:
+    """What changes when the correlator updates a request in place (open -> ok, new hops)."""
+    return (r.status, len(r.hops), r.reply_ns, r.end_ns, r.backend_addr, r.backend_name, r.service)
+
+
 def request_fields(r: Request) -> tuple[str, ...]:
     """The words a filter matches, in FILTER_KEYS order."""
     nodes = {h.node for h in r.hops if h.node}

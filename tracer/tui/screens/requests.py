@@ -67,7 +67,7 @@ class RequestsScreen(TracerScreen):
         path = self.query_one(HopPath)
         if path.request is not None:
             fresh = self.state.store.get(path.request.id)
-            if fresh is not None and fresh is not path.request:
+            if fresh is not None and not path.shows(fresh):
                 self._show(fresh)
 
     def _show(self, request: Request | None) -> None:

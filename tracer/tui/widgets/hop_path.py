@@ -10,6 +10,7 @@ from textual.strip import Strip
 from tracer.model import Request
 from tracer.tui.colors import palette_of
 from tracer.tui.path_render import PathDrawing
+from tracer.tui.store import revision
 from tracer.tui.widgets.line_view import LineView
 
 EMPTY = Text("No request selected: pick one in the list above.", style="dim")
@@ -55,7 +56,7 @@ class HopPath(LineView, can_focus=False):
         if self.request is None or width <= 0:
             return None
         palette = palette_of(self.app)
-        key = (width, palette, self.task_color, self.highlight)
+        key = (width, palette, self.task_color, self.highlight, revision(self.request))
         if self.drawing is None or self.drawing.r is not self.request or self._key != key:
             self.drawing = PathDrawing(
                 self.request, width, palette, task_color=self.task_color, highlight=self.highlight
@@ -77,6 +78,11 @@ class HopPath(LineView, can_focus=False):
             segments = Segment.apply_style(lines[index].render(self.app.console), self.rich_style)
             strip = self._strips[index] = Strip(segments).crop_extend(0, width, self.rich_style)
         return strip
+
+    def shows(self, request: Request) -> bool:
+        """True when the path on screen is this request as it is now."""
+        drawn = self.drawing is not None and self.drawing.r is request
+        return drawn and self._key[-1] == revision(request)
 
     def highlight_line(self) -> int | None:
         """The line of the highlighted hop, to scroll it into view."""

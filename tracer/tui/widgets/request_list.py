@@ -18,7 +18,7 @@ from tracer.model import Request
 from tracer.tui.colors import palette_of, status_style
 from tracer.tui.columns import Column, fit_columns, header_text, row_text
 from tracer.tui.path_render import Palette
-from tracer.tui.store import RequestStore, task_of
+from tracer.tui.store import RequestStore, revision, task_of
 from tracer.tui.widgets.line_view import LineView
 
 
@@ -54,8 +54,7 @@ class RequestList(LineView, can_focus=True):
         self._selected_id: int | None = None
         self._position: tuple[int, int] | None = None
         self.clock_offset_ns = 0
-        self._strips: dict[tuple[int, bool, int, int], Strip] = {}
-        self._strip_of: dict[tuple[int, bool, int, int], Request] = {}
+        self._strips: dict[tuple[object, ...], Strip] = {}
         self._look = 0  # bumps when theme, columns or clock change what a row looks like
 
     # -- data --------------------------------------------------------------------------------
@@ -161,14 +160,13 @@ class RequestList(LineView, can_focus=True):
             return Strip.blank(width, base)
         r = rows[y - 1]
         at_cursor = index == self.cursor
-        # Rows are redrawn on every scroll and cursor move: keep them rendered, per request object
-        # (an updated request is a new object) and look.
-        key = (id(r), at_cursor, width, self._look)
+        # Rows are redrawn on every scroll and cursor move: keep them rendered, per request and
+        # its revision (the correlator may update a request in place) and look.
+        key = (r.id, revision(r), at_cursor, width, self._look)
         strip = self._strips.get(key)
-        if strip is None or self._strip_of.get(key) is not r:
+        if strip is None:
             if len(self._strips) > 4 * max(self.size.height, 50):
                 self._strips.clear()
-                self._strip_of.clear()
             p = self._palette
             task = Style(color=p.task(self.store.color_of(task_of(r))), bold=True)
             text = row_text(r, self._cols, task, status_style(p, r.status), self.clock_offset_ns)
@@ -176,7 +174,6 @@ class RequestList(LineView, can_focus=True):
             if at_cursor:
                 style = base + self.get_component_rich_style("request-list--cursor")
             strip = self._strips[key] = self._strip(text, style, width)
-            self._strip_of[key] = r
         return strip
 
     def _strip(self, text: Text, style: Style, width: int) -> Strip:
