@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from tracer.tui.screens.topology import TopologyScreen
 from tracer.tui.state import TuiState
 
 BATCH_S = 0.1  # one message to the UI per this long, however many events arrived
+FREEZE_EVERY = 10_000  # requests between two gc.freeze() calls
 DARK, LIGHT = "textual-dark", "textual-light"
 SPEEDS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
 SPEED = Binding.Group("speed", compact=True)
@@ -83,6 +85,7 @@ class SwarmtraceApp(App[None]):
         self.state.speed = self.controls.speed if self.controls else None
         self._pending: deque[Request] = deque(maxlen=capacity)  # held back while paused
         self._start_mode = "talk" if step else "requests"
+        self._frozen_at = 0
         self._screens: dict[str, TracerScreen] = {}
         for name, cls in (
             ("requests", RequestsScreen),
@@ -139,7 +142,21 @@ class SwarmtraceApp(App[None]):
             self._pending.extend(msg.requests)
         elif msg.requests:
             st.store.apply(msg.requests)
+            self._settle_garbage()
         self.refresh_screen()
+
+    def _settle_garbage(self) -> None:
+        """Keep Python's full GC off the stored requests.
+
+        100k+ requests are millions of long-lived, acyclic objects: each full collection would
+        scan them all (~0.5 s, a frozen screen). After every FREEZE_EVERY new requests, collect
+        the young generations and move what survives out of the collector's sight.
+        """
+        seen = self.state.store.seen
+        if seen - self._frozen_at >= FREEZE_EVERY:
+            gc.collect(1)
+            gc.freeze()
+            self._frozen_at = seen
 
     def refresh_screen(self) -> None:
         screen = self.screen
