@@ -30,7 +30,7 @@ class RequestsScreen(TracerScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "filter", id="requests.filter"),
         Binding("f", "follow", "follow", id="requests.follow"),
-        Binding("n", "next_drop", "next drop", id="requests.next_drop"),
+        Binding("n", "next_drop", "drop", id="requests.next_drop"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="requests.clear"),
     ]
 
