@@ -35,13 +35,15 @@ def ipvs_connections(netns: str) -> dict[str, str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", required=True, choices=("core", "bcc"))
-    ap.add_argument("--count", type=int, default=4)
+    ap.add_argument("--count", type=int, default=4, help="requests per mode")
+    ap.add_argument("--modes", default="mesh,vip", help="lab traffic modes, comma separated")
     args = ap.parse_args()
     info = lab.up()
     try:
         n = args.count
+        modes = args.modes.split(",")
         proc = subprocess.Popen([sys.executable, "-m", "tracer", "trace", "--backend",
-                                 args.backend, "--json", "--count", str(2 * n), "--port", "8080",
+                                 args.backend, "--json", "--count", str(len(modes) * n), "--port", "8080",
                                  "--addr", "10.0.0.9", "--timeout", "300"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
@@ -51,7 +53,7 @@ def main() -> None:
             if line.startswith(READY):
                 break
         time.sleep(1)
-        answers = lab.traffic("mesh", n) + lab.traffic("vip", n)
+        answers = [a for mode in modes for a in lab.traffic(mode, n)]  # type: ignore[arg-type]
         ipvs = {**ipvs_connections("stlab-ingress_sbox"), **ipvs_connections("stlab-vip-client")}
         try:
             out, err = proc.communicate(timeout=120)

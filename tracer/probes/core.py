@@ -91,7 +91,8 @@ class CoreSource(ProbeSource):
             self._scan_netns(force_proc=True)
         else:
             self._notes.append("no BPF netfilter programs before Linux 6.4: tracing device "
-                               "crossings with conntrack instead (less detail)")
+                               "crossings with conntrack instead (less detail; IPVS in a "
+                               "client's own netns (VIP) is invisible: use --backend bcc)")
         self._reader = RingReader(self._obj.map_fd("st_events"), self._ring_bytes)
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True,
                                notes=tuple(self._notes), drop_reasons=btf.drop_reasons())
