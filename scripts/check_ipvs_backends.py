@@ -43,8 +43,8 @@ def main() -> None:
         n = args.count
         modes = args.modes.split(",")
         proc = subprocess.Popen([sys.executable, "-m", "tracer", "trace", "--backend",
-                                 args.backend, "--json", "--count", str(len(modes) * n), "--port", "8080",
-                                 "--addr", "10.0.0.9", "--timeout", "300"],
+                                 args.backend, "--json", "--count", str(len(modes) * n),
+                                 "--port", "8080", "--addr", "10.0.0.9", "--timeout", "300"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
         notes = []
