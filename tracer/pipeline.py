@@ -28,13 +28,17 @@ class Pipeline:
         self.events = 0
         self.backend_reason = ""  # why this probe backend was picked (live only)
 
-    def poll(self, timeout_s: float) -> list[Request]:
+    def pump(self, timeout_s: float) -> np.ndarray:
+        """Read events and hand them to the taps only (record now, correlate at replay)."""
         arr = self.source.poll(timeout_s)
-        for tap in self.taps:
-            if len(arr):
+        if len(arr):
+            for tap in self.taps:
                 tap(arr)
         self.events += len(arr)
-        done = self.correlator.feed_array(arr)
+        return arr
+
+    def poll(self, timeout_s: float) -> list[Request]:
+        done = self.correlator.feed_array(self.pump(timeout_s))
         if self.source.info.live:
             # Idle requests end by the clock, not only by the next event (same clock as BPF).
             done += self.correlator.expire(time.monotonic_ns())

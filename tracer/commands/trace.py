@@ -7,6 +7,7 @@ import sys
 import time
 from contextlib import ExitStack
 
+from tracer.errors import TraceFileError
 from tracer.pipeline import Pipeline
 from tracer.signals import sigterm_as_interrupt
 from tracer.sinks.text import JsonSink, Sink, TextSink
@@ -17,6 +18,7 @@ EXAMPLES = """examples:
   swarmtrace trace --json --count 10      10 requests as JSON lines, then exit
   swarmtrace trace --addr 10.0.0.9 --timeout 30
   swarmtrace trace -w mesh.swt            record while showing; replay later without root
+  swarmtrace trace -w mesh.swt -q         record only (lowest overhead)
 """
 
 
@@ -28,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
     p.add_argument("--count", type=int, default=0, help="exit after N requests")
     p.add_argument("--timeout", type=float, default=0.0, help="exit after S seconds")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="with -w: record only, show nothing (lowest overhead; replay later)")
     # Like BCC tools: show the kernel program the chosen backend would load, then exit.
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-w", "--write", metavar="FILE",
@@ -57,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     if args.ebpf:
         return _print_program(args.backend)
     sigterm_as_interrupt()
+    if args.quiet and not args.write:
+        raise TraceFileError("--quiet records without showing: give a file with -w FILE")
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     flt = filter_from_args(args)
@@ -71,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
         # Printed once everything is attached: scripts wait for this line.
         print(f"swarmtrace: tracing with the {info.backend} backend ({pipe.backend_reason})",
               file=sys.stderr, flush=True)
-        _loop(pipe, sink, args.count, deadline)
+        if args.quiet:
+            _record_only(pipe, deadline)
+        else:
+            _loop(pipe, sink, args.count, deadline)
     sink.close()
     return 0
 
@@ -91,6 +100,14 @@ def _loop(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> Non
         # Requests still in flight are shown as they stand, not lost.
         for req in pipe.flush():
             sink.write(req)
+
+
+def _record_only(pipe: Pipeline, deadline: float | None) -> None:
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            pipe.pump(0.2)
+    except KeyboardInterrupt:
+        pass  # the recording is finished by the caller's context
 
 
 def _print_program(backend: str) -> int:
