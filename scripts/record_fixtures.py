@@ -32,6 +32,7 @@ def main() -> None:
             "answers": [a.to_json() for a in answers],
             "live": live,
         }, indent=1) + "\n")
+        OUT.chmod(0o644)  # a test fixture, read by tests that run as nobody
         print(f"{OUT}: {len(live)} requests traced live, {len(answers)} answers")
     finally:
         if not was_up:

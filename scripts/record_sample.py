@@ -41,6 +41,7 @@ def main() -> None:
                 deadline = time.monotonic() + 5
                 while time.monotonic() < deadline:
                     pipe.poll(0.2)
+        OUT.chmod(0o644)  # traces are private (0600) by default; this one ships with the tool
         print(f"{OUT}: {OUT.stat().st_size} bytes, {len(answers)} requests sent")
     finally:
         swarm.down()
