@@ -121,3 +121,27 @@ def test_idle_requests_expire(recorded: tuple[np.ndarray, dict]) -> None:
     assert c.feed(syn_only[:3]) == []
     expired = c.expire(syn_only[2].ts_ns + 10_000_000_000)
     assert expired and all(r.status == Status.NO_REPLY for r in expired)
+
+
+def test_sample_swarm_dnsrr_names_tasks_and_nodes() -> None:
+    """The bundled sample holds DNS round robin recorded on a real 2-node swarm."""
+    sample = Path(__file__).parents[1] / "tracer" / "data" / "sample.swt"
+    with ReplaySource(sample) as src:
+        pipe = Pipeline(src, trace_names(sample))
+        reqs: list[Request] = []
+        while not src.finished:
+            reqs += pipe.poll(0)
+        reqs += pipe.flush()
+    dnsrr = [r for r in reqs if r.mode == "dnsrr"]
+    assert dnsrr and all(r.service == "vote" and r.client_name.startswith("client.") for r in dnsrr)
+    nodes = {r.backend_name.rsplit(" on ", 1)[1] for r in dnsrr}
+    assert nodes == {"node1", "node2"}  # the client reached tasks on both nodes
+    for r in dnsrr:
+        crossing = [h for h in r.hops if h.kind == HopKind.VXLAN]
+        # Only the task on the other node is reached over the overlay.
+        assert bool(crossing) == r.backend_name.endswith("on node2")
+        if crossing:
+            assert crossing[0].detail == "node1 -> node2"
+    dns = [r for r in reqs if r.mode == "dns"]
+    assert dns and all(r.backend_name == "Docker DNS" and r.client.daddr == "127.0.0.11"
+                       for r in dns)

@@ -26,7 +26,7 @@ def annotate(req: Request, names: Names) -> Request:
         # Built directly: dataclasses.replace() was most of this function's cost live.
         hops.append(Hop(kind, h.ts_ns, h.netns, ns.label if ns else h.where, h.ifindex, h.mark,
                         h.before, h.after, detail, (ns.node or "") if ns else ""))
-    req.hops = hops
+    req.hops = _with_node_crossings(hops)
     # The sender is known when its own netns was traced (a send, or a VIP balancer in it).
     if hops and hops[0].kind in (HopKind.SEND, HopKind.LB) \
             and not hops[0].where.startswith("netns:"):
@@ -47,6 +47,25 @@ def annotate(req: Request, names: Names) -> Request:
         elif deliver is not None:
             req.backend_name = deliver.where
     return req
+
+
+_PATH = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DNAT,
+         HopKind.MARK, HopKind.LB, HopKind.SNAT, HopKind.DELIVER)
+
+
+def _with_node_crossings(hops: list[Hop]) -> list[Hop]:
+    """Between two nodes a Swarm packet can only travel over the overlay: where the path
+    moves from one node's netns to another's, show the VXLAN crossing."""
+    out: list[Hop] = []
+    prev: Hop | None = None
+    for h in hops:
+        if h.kind in _PATH:
+            if prev is not None and prev.node and h.node and prev.node != h.node:
+                out.append(Hop(HopKind.VXLAN, h.ts_ns, prev.netns, prev.where, node=prev.node,
+                               detail=f"{prev.node} -> {h.node}"))
+            prev = h
+        out.append(h)
+    return out
 
 
 def label_lb(hops: list[Hop], note: str) -> list[Hop]:
