@@ -20,7 +20,14 @@ enum st_point {
 	ST_LB_SCHED = 10,   /* IPVS scheduling decision, aux = scheduler id */
 	ST_LB_XMIT = 11,    /* IPVS NAT transmit of a packet */
 	ST_NAT = 12,        /* netfilter NAT rewrite set up (nf_nat_setup_info) */
+	ST_DNS = 13,        /* one A record of a DNS answer, see below */
 };
+
+/* ST_DNS events reuse the tuple fields: pkt = the answer's flow, orig.saddr = the address,
+ * and the 20 bytes from orig.daddr to the end hold the start of the query name (DNS wire
+ * format); aux = TTL, mark = record index | answer count << 8. */
+#define ST_DNS_NAME_BYTES 20
+#define ST_DNS_MAX_ANSWERS 4
 
 /* Flags in st_event.flags */
 #define ST_F_CT 0x01        /* orig/reply tuples and ct_status are valid */

@@ -145,3 +145,13 @@ def test_sample_swarm_dnsrr_names_tasks_and_nodes() -> None:
     dns = [r for r in reqs if r.mode == "dns"]
     assert dns and all(r.backend_name == "Docker DNS" and r.client.daddr == "127.0.0.11"
                        for r in dns)
+    # Docker's DNS answered `vote` with both task addresses; each connection says which of
+    # them it picked, and picked the first one listed.
+    answers = [h.detail for r in dns for h in r.hops if h.kind == HopKind.DNS]
+    assert answers and all(a.startswith("vote -> 10.") and a.endswith("(ttl 600)")
+                           for a in answers)
+    for r in dnsrr:
+        picked = next(h.detail for h in r.hops if h.kind == HopKind.DNS)
+        listed = picked.split(" -> ")[1].split(":")[0].split(", ")
+        assert len(listed) == 2 and picked.endswith(f"picked {r.client.daddr}")
+        assert listed[0] == r.client.daddr

@@ -59,3 +59,9 @@ def test_version_and_points_match_header() -> None:
 @pytest.mark.parametrize("point", list(Point))
 def test_every_point_has_a_label(point: Point) -> None:
     assert point.label
+
+
+def test_dns_name_offset_is_orig_daddr(tmp_path: Path) -> None:
+    from tracer.events import _DNS_NAME_OFFSET
+
+    assert _c_layout(tmp_path)["orig.daddr"][0] == _DNS_NAME_OFFSET

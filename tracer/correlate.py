@@ -59,6 +59,8 @@ class Correlator:
         self._index: dict[tuple[int, Flow], _Open] = {}  # (proto, forward tuple) -> request
         self._next_id = 1
         self.now_ns = 0
+        # The last DNS answer seen per netns: joins the connection that follows it.
+        self._answers: dict[int, _Answer] = {}
 
     @property
     def open_requests(self) -> list[Request]:
@@ -110,6 +112,9 @@ class Correlator:
 
     def _event(self, e: Event) -> _Open | None:
         if e.proto not in _PROTO:
+            return None
+        if e.point == Point.DNS:
+            self._answer(e)  # kept per netns: the query may be over, the next connection not
             return None
         o, reply = self._lookup(e)
         if o is None:
@@ -212,6 +217,39 @@ class Correlator:
         o.req.hops.append(Hop(HopKind.DROP, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
                               detail=reason))
 
+    def _answer(self, e: Event) -> None:
+        """One A record of a DNS answer (record index in mark's low byte), in order."""
+        assert e.orig is not None
+        name, addr = e.orig.daddr, e.orig.saddr
+        ans = self._answers.get(e.netns)
+        if e.mark & 0xFF == 0 or ans is None or ans.name != name:
+            ans = _Answer(name, (), e.aux, e.ts_ns)
+        self._answers[e.netns] = _Answer(name, (*ans.addrs, addr), ans.ttl, ans.ts_ns)
+
+    def _dns(self, o: _Open) -> None:
+        """A DNS answer becomes a hop of its query, and of the connection that used it."""
+        req = o.req
+        if not req.hops:
+            return
+        home = req.hops[0].netns
+        ans = self._answers.get(home)
+        if ans is None:
+            return
+        if req.client.dport == 53:
+            if req.start_ns <= ans.ts_ns <= o.last_ts:
+                req.hops.append(Hop(HopKind.DNS, ans.ts_ns, home, f"netns:{home}",
+                                    detail=f"{ans.name} -> {', '.join(ans.addrs)} "
+                                           f"(ttl {ans.ttl})"))
+            return
+        if ans is None or req.client.daddr not in ans.addrs \
+                or req.start_ns - ans.ts_ns > max(ans.ttl, 1) * 1_000_000_000:
+            return
+        req.hops.append(Hop(HopKind.DNS, ans.ts_ns, home, f"netns:{home}",
+                            detail=f"{ans.name} -> {', '.join(ans.addrs)}: "
+                                   f"picked {req.client.daddr}"))
+        if len(ans.addrs) > 1 and req.mode == "direct":
+            req.mode = "dnsrr"
+
     def drop_reason(self, code: int) -> str:
         return self._drop_reasons[code] if code < len(self._drop_reasons) else f"reason {code}"
 
@@ -254,8 +292,17 @@ class Correlator:
             else:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY
         req.mode = _mode(req)
+        self._dns(o)
         req.hops.sort(key=lambda h: h.ts_ns)
         return req
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    name: str
+    addrs: tuple[str, ...]
+    ttl: int
+    ts_ns: int
 
 
 _ENTERS = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE)

@@ -28,6 +28,7 @@ class Point(enum.IntEnum):
     LB_SCHED = 10
     LB_XMIT = 11
     NAT = 12
+    DNS = 13
 
     @property
     def label(self) -> str:
@@ -47,6 +48,7 @@ _POINT_LABELS = {
     Point.LB_SCHED: "lb-sched",
     Point.LB_XMIT: "lb-xmit",
     Point.NAT: "nat",
+    Point.DNS: "dns",
 }
 
 # st_event.flags
@@ -173,6 +175,26 @@ class _Names:
 _memo = _Names()
 
 
+# ST_DNS: the query name's first bytes sit from orig.daddr to the end of the record.
+_DNS_NAME_OFFSET = 60  # offsetof(struct st_event, orig.daddr), checked by test_event_layout
+
+
+def dns_name(wire: bytes) -> str:
+    """A DNS name from its wire-format labels (cut short names end with '...')."""
+    labels, i = [], 0
+    while i < len(wire) and wire[i]:
+        n = wire[i]
+        if n & 0xC0:
+            break
+        label = wire[i + 1 : i + 1 + n]
+        labels.append(label.decode("ascii", "replace"))
+        if len(label) < n:
+            labels[-1] += "..."
+            break
+        i += 1 + n
+    return ".".join(labels)
+
+
 def decode(records: np.ndarray) -> list[Event]:
     """Decode an array of EVENT_DTYPE records (vectorised byte swaps, memoised addresses)."""
     if not len(records):
@@ -196,11 +218,19 @@ def decode(records: np.ndarray) -> list[Event]:
     ops, opd = ports["orig"]
     rs, rd = addrs["reply"]
     rps, rpd = ports["reply"]
+    # DNS answer events carry the query name where tuples usually are.
+    dns_rows = {int(i): dns_name(records[i : i + 1].tobytes()[_DNS_NAME_OFFSET:])
+                for i in np.flatnonzero(records["point"] == Point.DNS)}
     out = []
     points = _POINTS
     rows = enumerate(zip(*cols, strict=True))
     for i, (ts, skb, ns, ifx, mark, aux, ct, st, pt, proto, tf, cti, fl) in rows:
         has_ct = fl & F_CT
+        if i in dns_rows:
+            out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, Point.DNS, proto, tf, cti, fl,
+                             Flow(ip(ps[i]), pps[i], ip(pd[i]), ppd[i]),
+                             Flow(ip(os_[i]), 0, dns_rows[i], 0), None))
+            continue
         out.append(Event(
             ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf, cti, fl,
             Flow(ip(ps[i]), pps[i], ip(pd[i]), ppd[i]),

@@ -25,6 +25,7 @@ class HopKind(enum.StrEnum):
     DELIVER = "deliver"  # reached the backend's netns
     REPLY = "reply"  # first packet back to the client
     DROP = "drop"  # the kernel dropped it, with a reason
+    DNS = "dns"  # a DNS answer: the addresses in order, TTL; or the answer a connection used
 
 
 class Status(enum.StrEnum):

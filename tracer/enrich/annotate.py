@@ -28,9 +28,10 @@ def annotate(req: Request, names: Names) -> Request:
                         h.before, h.after, detail, (ns.node or "") if ns else ""))
     req.hops = _with_node_crossings(hops)
     # The sender is known when its own netns was traced (a send, or a VIP balancer in it).
-    if hops and hops[0].kind in (HopKind.SEND, HopKind.LB) \
-            and not hops[0].where.startswith("netns:"):
-        req.client_name = hops[0].where
+    first = next((h for h in hops if h.kind != HopKind.DNS), None)
+    if first is not None and first.kind in (HopKind.SEND, HopKind.LB) \
+            and not first.where.startswith("netns:"):
+        req.client_name = first.where
     deliver = next((h for h in hops if h.kind == HopKind.DELIVER), None)
     if req.backend_addr:
         ip = req.backend_addr.rsplit(":", 1)[0]

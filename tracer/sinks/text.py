@@ -26,6 +26,8 @@ def hop_action(h: Hop) -> str:
             return f"mark {h.mark:#x}{svc}"
         case HopKind.DROP:
             return f"DROP ({h.detail})"
+        case HopKind.DNS:
+            return f"DNS {h.detail}"
         case HopKind.VXLAN:
             return f"VXLAN {h.detail}".rstrip()
         case _:

@@ -18,6 +18,7 @@ _HOOK = {
     HopKind.DELIVER: "INPUT",
     HopKind.REPLY: "conntrack reply",
     HopKind.DROP: "kfree_skb",
+    HopKind.DNS: "DNS answer",
 }
 
 

@@ -109,6 +109,7 @@ _LABEL = {
     HopKind.SNAT: "SNAT",
     HopKind.DELIVER: "deliver",
     HopKind.DROP: "✖ drop",
+    HopKind.DNS: "DNS",
 }
 
 
