@@ -106,7 +106,6 @@ def test_lab_is_a_two_node_swarm(lab: swarm.SwarmLab, clients: dict[str, docker.
     mgr = clients["node1"]
     assert sorted(n.attrs["Description"]["Hostname"] for n in mgr.nodes.list()) == ["node1",
                                                                                    "node2"]
-    assert lab.up_seconds < 60
     assert ("vote-vip" in lab.services) == lab.ipvs
     # One vote task per node: half the requests cross nodes over VXLAN.
     assert sorted(node for _, _, node in _vote_tasks(clients).values()) == ["node1", "node2"]

@@ -111,7 +111,10 @@ def run_status(args: argparse.Namespace) -> int:
 def run_traffic(args: argparse.Namespace) -> int:
     from tracer import lab
 
-    if args.mode == "dnsrr":
+    from tracer.lab import swarm
+
+    # DNS round robin exists only in the swarm lab; mesh and VIP go to whichever lab is up.
+    if args.mode == "dnsrr" or (lab.status() is None and swarm.load() is not None):
         return swarm_lab.run_traffic(args)
     failed = 0
     for answer in lab.iter_traffic(args.mode, args.count, args.interval):

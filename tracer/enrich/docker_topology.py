@@ -24,6 +24,7 @@ from tracer.enrich.mangle import read_mark_rules
 from tracer.enrich.names import AddrName, NetnsName
 from tracer.enrich.netns_names import NetnsReader, nsfs_inode
 from tracer.enrich.topology import Topology
+from tracer.procs import cmdline, pids_named
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +32,6 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_EXEC_ROOT = "/var/run/docker"
 API_TIMEOUT_S = 10
 VXLAN_IDS = "com.docker.network.driver.overlay.vxlanid_list"
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except OSError:
-        return []
 
 
 def _flag(argv: list[str], *names: str) -> list[str]:
@@ -58,18 +52,11 @@ def local_docker_sockets() -> list[str]:
     env = os.environ.get("DOCKER_HOST")
     if env and env.startswith("unix://"):
         found.append(env)
-    for p in sorted(Path("/proc").iterdir(), key=lambda p: p.name):
-        if not p.name.isdigit():
-            continue
-        try:
-            if (p / "comm").read_text().strip() != "dockerd":
-                continue
-        except OSError:
-            continue
-        hosts = [h for h in _flag(_cmdline(int(p.name)), "-H", "--host") if h.startswith("unix://")]
+    for pid in pids_named("dockerd"):
+        hosts = [h for h in _flag(cmdline(pid), "-H", "--host") if h.startswith("unix://")]
         for host in hosts or [DEFAULT_SOCKET]:
             # Through the daemon's own root: its socket may sit in another mount namespace.
-            path = f"unix:///proc/{p.name}/root{host.removeprefix('unix://')}"
+            path = f"unix:///proc/{pid}/root{host.removeprefix('unix://')}"
             if host not in found and path not in found:
                 found.append(path)
     return found
@@ -93,7 +80,7 @@ def peer_pid(sock_url: str) -> int | None:
 
 
 def _exec_root(pid: int) -> str:
-    argv = _cmdline(pid)
+    argv = cmdline(pid)
     if found := _flag(argv, "--exec-root"):
         return found[-1]
     try:

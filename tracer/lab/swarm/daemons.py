@@ -16,6 +16,7 @@ import docker
 from tracer.errors import LabError
 from tracer.lab.swarm.hoststate import CGROUP_ROOT, cgroup_mounts
 from tracer.lab.swarm.layout import LabNode
+from tracer.procs import cmdline, pids_named
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,7 @@ def _tail(path: Path) -> str:
 
 
 def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+    return " ".join(cmdline(pid))
 
 
 def _alive(pid: int) -> bool:
@@ -139,17 +137,10 @@ def processes_of(node: LabNode) -> list[int]:
 
 def foreign_dockerd(nodes: list[LabNode]) -> int | None:
     """Pid of a running dockerd the lab did not start, if any."""
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            if (p / "comm").read_text().strip() != "dockerd":
-                continue
-        except OSError:
-            continue
-        cmd = _cmdline(int(p.name))
-        if not any(str(n.exec_root) in cmd for n in nodes) and _alive(int(p.name)):
-            return int(p.name)
+    for pid in pids_named("dockerd"):
+        cmd = _cmdline(pid)
+        if not any(str(n.exec_root) in cmd for n in nodes) and _alive(pid):
+            return pid
     return None
 
 
