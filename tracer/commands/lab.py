@@ -110,7 +110,6 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_traffic(args: argparse.Namespace) -> int:
     from tracer import lab
-
     from tracer.lab import swarm
 
     # DNS round robin exists only in the swarm lab; mesh and VIP go to whichever lab is up.
