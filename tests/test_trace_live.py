@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -46,7 +47,8 @@ def _our_links() -> int:
     progs = {p["id"]: p.get("name", "") for p in json.loads(
         subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
                        check=True).stdout)}
-    return sum(1 for link in json.loads(out) if progs.get(link.get("prog_id"), "").startswith("st_"))
+    return sum(1 for link in json.loads(out)
+               if progs.get(link.get("prog_id"), "").startswith("st_"))
 
 
 @pytest.fixture
@@ -92,7 +94,7 @@ def test_mesh_requests_match_answers(traced_requests: tuple[list[dict], list]) -
     # Round robin: consecutive requests alternate between the two backends.
     names = [by_client[a.client]["backend"]["name"] for a in answers]
     assert set(names) == {"backend-1", "backend-2"}
-    assert all(x != y for x, y in zip(names, names[1:], strict=False))
+    assert all(x != y for x, y in itertools.pairwise(names))
 
 
 @pytest.mark.parametrize("traced_requests", ["vip"], indirect=True)

@@ -36,7 +36,8 @@ EPILOG = """examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="swarmtrace",
-        description="Trace Docker Swarm's service discovery and load balancing, request by request.",
+        description="Trace Docker Swarm's service discovery and load balancing, "
+        "request by request.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
