@@ -21,7 +21,7 @@ VOTE_SH = ('mkdir -p /www && echo "Processed by container ID $(hostname)" > /www
            " && exec httpd -f -p 80 -h /www")
 CLIENT_SH = "exec sleep 2147483647"
 ANSWER = re.compile(r"Processed by container ID ([0-9a-f]{12})")
-READY_TIMEOUT_S = 180.0
+READY_TIMEOUT_S = 420.0  # tasks take minutes to start in the emulated (no KVM) VM lab
 GRACE_NS = 1_000_000_000  # busybox as pid 1 ignores SIGTERM: do not wait the default 10 s
 
 
