@@ -41,7 +41,6 @@ class _Open:
     netns_seen: set[int] = field(default_factory=set)
     nat_seen: set[tuple[int, str]] = field(default_factory=set)
     last_fwd_netns: int = 0
-    last_fwd_ts: int = 0
     last_fwd_dst: str = ""
     reply_by_netns: dict[int, int] = field(default_factory=dict)  # first reply event per netns
     last_ts: int = 0
@@ -166,7 +165,7 @@ class Correlator:
             req.hops.append(Hop(HopKind.MARK, e.ts_ns, e.netns, f"netns:{e.netns}",
                                 e.ifindex, mark=e.mark))
         self._nat_hops(o, e)
-        o.last_fwd_netns, o.last_fwd_ts, o.last_fwd_dst = e.netns, e.ts_ns, e.pkt.dst
+        o.last_fwd_netns, o.last_fwd_dst = e.netns, e.pkt.dst
         return None
 
     def _nat_hops(self, o: _Open, e: Event) -> None:
