@@ -238,7 +238,3 @@ def decode(records: np.ndarray) -> list[Event]:
             Flow(ip(rs[i]), rps[i], ip(rd[i]), rpd[i]) if has_ct else None,
         ))
     return out
-
-
-def decode_bytes(buf: bytes) -> list[Event]:
-    return decode(np.frombuffer(buf, dtype=EVENT_DTYPE))

@@ -137,10 +137,6 @@ class CoreSource(ProbeSource):
             for fd in self._nf_links.pop(ino):
                 os.close(fd)
 
-    @property
-    def hooked_netns(self) -> set[int]:
-        return set(self._nf_links)
-
     def poll(self, timeout_s: float) -> np.ndarray:
         if self.netfilter and time.monotonic() - self._last_scan >= NETNS_RESCAN_S:
             self._scan_netns()
