@@ -196,7 +196,8 @@ class Correlator:
         chosen = Flow(e.pkt.saddr, e.pkt.sport, e.reply.saddr, e.reply.sport)
         self._register(o, e.proto, chosen)
         o.nat_seen.add((e.netns, "dnat"))
-        sched = e.aux.to_bytes(4, "little").rstrip(b"\0").decode(errors="replace")
+        # The first bytes of the scheduler's name, up to its NUL ("rr", "wrr", "lc").
+        sched = e.aux.to_bytes(4, "little").split(b"\0")[0].decode(errors="replace")
         service = f"fwmark {e.mark}" if e.mark else e.pkt.dst
         o.req.hops.append(Hop(HopKind.LB, e.ts_ns, e.netns, f"netns:{e.netns}", mark=e.mark,
                               before=e.pkt, after=chosen, detail=f"IPVS {service} {sched}"))
@@ -312,6 +313,8 @@ def _starts_connection(e: Event) -> bool:
         return True  # IPVS scheduling a local client's connection comes before any packet
     if e.proto == 6:
         return bool(e.tcp_flags & TCP_SYN) and not (e.tcp_flags & TCP_ACK)
+    if e.pkt.sport == 53:
+        return False  # a DNS answer (a late one, after its query completed) starts nothing
     return not e.has_ct or e.ctinfo == 2  # IP_CT_NEW
 
 

@@ -14,8 +14,11 @@ DOCKER_DNS = "127.0.0.11"
 def annotate(req: Request, names: Names) -> Request:
     """Fill hop.where, hop.node, mark services and the backend's name, as of each hop's time."""
     hops = []
+    hosts: set[int] = set()  # netns that are a node's own (underlay) netns
     for h in req.hops:
         ns = names.netns(h.netns, h.ts_ns)
+        if ns is not None and ns.kind == "host":
+            hosts.add(h.netns)
         kind, detail = h.kind, h.detail
         if kind == HopKind.ENTER_NETNS and ns is not None and ns.kind == "host":
             kind = HopKind.ENTER_NODE
@@ -26,7 +29,7 @@ def annotate(req: Request, names: Names) -> Request:
         # Built directly: dataclasses.replace() was most of this function's cost live.
         hops.append(Hop(kind, h.ts_ns, h.netns, ns.label if ns else h.where, h.ifindex, h.mark,
                         h.before, h.after, detail, (ns.node or "") if ns else ""))
-    req.hops = _with_node_crossings(hops)
+    req.hops = _with_node_crossings(hops, hosts)
     # The sender is known when its own netns was traced (a send, or a VIP balancer in it).
     first = next((h for h in hops if h.kind != HopKind.DNS), None)
     if first is not None and first.kind in (HopKind.SEND, HopKind.LB) \
@@ -54,14 +57,15 @@ _PATH = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE, 
          HopKind.MARK, HopKind.LB, HopKind.SNAT, HopKind.DELIVER)
 
 
-def _with_node_crossings(hops: list[Hop]) -> list[Hop]:
-    """Between two nodes a Swarm packet can only travel over the overlay: where the path
-    moves from one node's netns to another's, show the VXLAN crossing."""
+def _with_node_crossings(hops: list[Hop], hosts: set[int]) -> list[Hop]:
+    """Where the path moves from one node's sandbox or container to another node's, it went
+    over the overlay: show the VXLAN crossing. Host to host is the underlay, not VXLAN."""
     out: list[Hop] = []
     prev: Hop | None = None
     for h in hops:
         if h.kind in _PATH:
-            if prev is not None and prev.node and h.node and prev.node != h.node:
+            if prev is not None and prev.node and h.node and prev.node != h.node \
+                    and not (prev.netns in hosts and h.netns in hosts):
                 out.append(Hop(HopKind.VXLAN, h.ts_ns, prev.netns, prev.where, node=prev.node,
                                detail=f"{prev.node} -> {h.node}"))
             prev = h
