@@ -10,8 +10,10 @@ import threading
 from tracer.sinks.text import TextSink
 from tracer.source import Filter
 
-# The lab's published port (mesh) and VIP: what the demo traces.
+# The netns lab's published port (mesh) and VIP: what the demo traces.
 DEMO_FILTER = Filter(ports=(8080,), addrs=("10.0.0.9",))
+# The swarm lab: published port, the tasks' port (VIP, DNS round robin), Docker's DNS.
+SWARM_FILTER = Filter(ports=(8080, 80, 53))
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,33 +23,50 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--count", type=int, default=10,
                    help="text mode: stop after N requests (default 10)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between requests")
+    p.add_argument("--swarm", action="store_true",
+                   help="a real 2-node Docker Swarm instead of the netns lab (routing mesh "
+                   "and VIP where the kernel has IPVS, DNS round robin everywhere)")
     p.add_argument("--vm", action="store_true",
-                   help="run the demo in the stock-kernel VM: real IPVS, kprobes, bcc backend")
+                   help="run the swarm demo in the stock-kernel VM: Docker's real routing mesh "
+                   "through IPVS, traced by the bcc backend")
     p.set_defaults(func=run)
 
 
-def _send(stop: threading.Event, interval_s: float) -> None:
+def _send(stop: threading.Event, interval_s: float, swarm: bool) -> None:
     from tracer import lab
+    from tracer.lab import swarm as swarm_lab
 
-    for mode in itertools.cycle(("mesh", "mesh", "vip")):
+    if swarm:
+        up = swarm_lab.load()
+        modes = ("mesh", "vip", "dnsrr") if up is not None and up.ipvs else ("dnsrr",)
+    else:
+        modes = ("mesh", "mesh", "vip")
+    for mode in itertools.cycle(modes):
         if stop.wait(interval_s):
             return
-        lab.traffic(mode, 1)  # type: ignore[arg-type]
+        if swarm:
+            swarm_lab.traffic(mode, 1)
+        else:
+            lab.traffic(mode, 1)  # type: ignore[arg-type]
 
 
 def run(args: argparse.Namespace) -> int:
     if args.vm:
         return _run_in_vm(args)
     from tracer import lab
+    from tracer.lab import swarm as swarm_lab
     from tracer.live import open_pipeline
 
-    info = lab.up()
-    for note in info.notes:
+    if args.swarm:
+        notes = swarm_lab.up(nodes=2, progress=lambda line: print(line, file=sys.stderr)).notes
+    else:
+        notes = lab.up().notes
+    for note in notes:
         print(f"swarmtrace: {note}", file=sys.stderr)
     stop = threading.Event()
-    sender = threading.Thread(target=_send, args=(stop, args.interval), daemon=True)
+    sender = threading.Thread(target=_send, args=(stop, args.interval, args.swarm), daemon=True)
     try:
-        with open_pipeline("auto", DEMO_FILTER) as pipe:
+        with open_pipeline("auto", SWARM_FILTER if args.swarm else DEMO_FILTER) as pipe:
             sender.start()
             if sys.stdout.isatty() and not args.text:
                 from tracer.tui.app import run_tui
@@ -66,16 +85,19 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
         if sender.is_alive():
             sender.join(timeout=5)
-        lab.down()
+        if args.swarm:
+            swarm_lab.down()
+        else:
+            lab.down()
     return 0
 
 
 def _run_in_vm(args: argparse.Namespace) -> int:
-    """The same demo on Debian's stock kernel: the lab balances with real IPVS there and
-    `auto` picks the bcc backend, which reports IPVS's own choice."""
+    """The swarm demo on Debian's stock kernel: Docker's routing mesh and VIP run on real
+    IPVS there, and `auto` picks the bcc backend, which reports IPVS's own choice."""
     from tracer.commands.vm import run_in_guest
     from tracer.vm import VmConfig
 
-    argv = ["swarmtrace", "demo", "--text", "--count", str(args.count),
+    argv = ["swarmtrace", "demo", "--swarm", "--text", "--count", str(args.count),
             "--interval", str(args.interval)]
-    return run_in_guest(VmConfig(memory="2G"), argv, timeout=1800.0)
+    return run_in_guest(VmConfig(memory="3G"), argv, timeout=1800.0)
