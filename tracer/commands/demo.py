@@ -7,6 +7,7 @@ import itertools
 import sys
 import threading
 
+from tracer.commands.trace import show
 from tracer.sinks.text import TextSink
 from tracer.source import Filter
 
@@ -75,12 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 run_tui(PipelineFeed(pipe, filters="port 8080, VIP 10.0.0.9"), step=args.step,
                         title="swarmtrace demo: routing mesh and VIP lab")
             else:
-                sink = TextSink(sys.stdout)
-                shown = 0
-                while shown < args.count:
-                    for req in pipe.poll(0.2):
-                        sink.write(req)
-                        shown += 1
+                show(pipe, TextSink(sys.stdout), args.count, deadline=None)
     finally:
         stop.set()
         if sender.is_alive():

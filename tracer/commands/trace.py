@@ -80,12 +80,13 @@ def run(args: argparse.Namespace) -> int:
         if args.quiet:
             _record_only(pipe, deadline)
         else:
-            _loop(pipe, sink, args.count, deadline)
+            show(pipe, sink, args.count, deadline)
     sink.close()
     return 0
 
 
-def _loop(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None:
+def show(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None:
+    """Write finished requests until `count` of them or the deadline (0/None: forever)."""
     shown = 0
     try:
         while not (count and shown >= count):
@@ -111,7 +112,8 @@ def _record_only(pipe: Pipeline, deadline: float | None) -> None:
 
 
 def _print_program(backend: str) -> int:
-    from tracer.probes.choose import BPF_DIR, choose
+    from tracer.probes import BPF_DIR
+    from tracer.probes.choose import choose
 
     chosen, _ = choose(backend)
     name = "bcc_probes.c" if chosen == "bcc" else "core.bpf.c"

@@ -13,9 +13,8 @@ from typing import Any
 
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
-from tracer.probes import btf
+from tracer.probes import BPF_DIR, btf
 from tracer.probes.base import ProbeSource
-from tracer.probes.choose import BPF_DIR
 from tracer.probes.core import CFG_ALL_PKTS, CFG_FILTER, CNT_FILTERED, CNT_LOST
 from tracer.probes.ringbuf import RingReader
 from tracer.source import Filter, SourceInfo, SourceStats

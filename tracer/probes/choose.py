@@ -4,15 +4,10 @@ The rule and its checks are the doctor's, so `swarmtrace doctor` and `--backend 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tracer.doctor import check_bcc, check_headers, check_kprobes, choose_backend
 from tracer.errors import ProbeUnavailable
 from tracer.kernel_features import kernel_config
 from tracer.source import EventSource, Filter
-
-# The kernel programs' sources (event.h, core.bpf.c, bcc_probes.c).
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 
 
 def choose(name: str) -> tuple[str, str]:
