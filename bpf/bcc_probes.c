@@ -105,7 +105,10 @@ static __always_inline int selector_match(const struct st_tuple *t)
 
 static __always_inline int interesting(const struct st_tuple *t, u8 proto)
 {
-	if (!(config_flags() & ST_CFG_FILTER))
+	u32 cfg = config_flags();
+	if (!(cfg & ST_CFG_READY))
+		return 0;
+	if (!(cfg & ST_CFG_FILTER))
 		return 1;
 	if (flow_known(t, proto) || selector_match(t))
 		return 1;
@@ -153,7 +156,10 @@ int on_ct_confirm(struct pt_regs *ctx, struct sk_buff *skb)
 	struct st_tuple orig = {}, reply = {};
 	read_tuple(&orig, &ct->tuplehash[0].tuple);
 	read_tuple(&reply, &ct->tuplehash[1].tuple);
-	if ((config_flags() & ST_CFG_FILTER) && !flow_known(&p.t, p.proto) &&
+	u32 cfg = config_flags();
+	if (!(cfg & ST_CFG_READY))
+		return 0;
+	if ((cfg & ST_CFG_FILTER) && !flow_known(&p.t, p.proto) &&
 	    !flow_known(&orig, p.proto) && !selector_match(&p.t) && !selector_match(&orig)) {
 		count(ST_CNT_FILTERED);
 		return 0;
@@ -178,7 +184,7 @@ int on_ct_confirm(struct pt_regs *ctx, struct sk_buff *skb)
 	e->point = ST_NAT;
 	e->proto = p.proto;
 	e->tcp_flags = p.tcp_flags;
-	e->flags = ST_F_CT;
+	e->flags = ST_F_CT | (skb->sk ? ST_F_LOCAL : 0);
 	e->pkt = p.t;
 	e->orig = orig;
 	e->reply = reply;

@@ -33,6 +33,7 @@ enum st_point {
 #define ST_F_CT 0x01        /* orig/reply tuples and ct_status are valid */
 #define ST_F_REPLY_DIR 0x02 /* packet travels in the conntrack reply direction */
 #define ST_F_BRIDGED 0x04   /* netfilter hook ran with a bridge as input device (br_netfilter) */
+#define ST_F_LOCAL 0x08     /* sent by a socket of this netns (not forwarded through it) */
 
 struct st_tuple {
 	__u32 saddr;  /* network byte order */
@@ -65,6 +66,8 @@ struct st_event {
 #define ST_CFG_FILTER 0x01     /* only packets matching st_ports/st_addrs (or their flows) */
 #define ST_CFG_ALL_PKTS 0x02   /* every packet, not only SYN/FIN/RST and first data */
 #define ST_CFG_DEVICES 0x04    /* rx/tx device crossings too */
+#define ST_CFG_READY 0x08      /* maps filled: BCC attaches tracepoints while it loads, before
+                                * user space could configure them; until then they emit nothing */
 
 struct st_config {
 	__u32 flags;

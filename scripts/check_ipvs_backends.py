@@ -1,8 +1,17 @@
 #!/usr/bin/env python3
-"""Inside the stock-kernel VM: trace the netns lab (real IPVS) with a backend and compare each
-request's real server with IPVS's own connection table and with the backend that answered.
+"""Inside the stock-kernel VM: trace real IPVS with both probe backends at once, on the same
+requests, and record what IPVS itself and the answering backends say about each request.
 
-Prints one JSON object: {"backend", "requests", "answers", "ipvs"} (used by tests/test_ipvs_vm.py).
+--lab netns: the netns lab with a real IPVS fwmark service (mesh) and VIP service.
+--lab swarm: a real 2-node swarm; Docker's own routing mesh (published port) and VIP.
+
+Prints one JSON object (used by tests/test_ipvs_vm.py and tests/test_swarm_vm.py):
+  lab, lb            which lab, and its balancer ("ipvs")
+  answers            [{mode, client, backend}] in the order sent; client is "" when the
+                     request was sent from inside a container (swarm VIP)
+  ipvs               {client ip:port as IPVS saw it: real server ip:port} from `ipvsadm -lnc`
+  tasks              {container id[:12]: [task name, node]} from `docker inspect` (swarm)
+  traced             {backend: {notes, requests}}: each tracer's stderr and JSON requests
 """
 
 from __future__ import annotations
@@ -13,64 +22,149 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from tracer import lab
+from tracer.lab import swarm
+from tracer.lab.swarm.layout import lab_nodes
 
 READY = "swarmtrace: tracing with"
+BACKENDS = ("bcc", "core")
+MODES = ("mesh", "vip")
+# netns lab: the backends and the VIP live at 10.0.0.9 and :8080; swarm: tasks serve :80
+# behind the published :8080.
+TRACE_FILTER = {"netns": ["--port", "8080", "--addr", "10.0.0.9"],
+                "swarm": ["--port", "8080", "--port", "80"]}
+CONN = re.compile(r"\s*TCP\s+\S+\s+\S+\s+(\S+)\s+(\S+)\s+(\S+)")
 
 
-def ipvs_connections(netns: str) -> dict[str, str]:
-    """client ip:port -> real server ip:port from `ipvsadm -lnc` in a netns."""
-    out = subprocess.run(["ip", "netns", "exec", netns, "ipvsadm", "-lnc"], capture_output=True,
-                         text=True, check=True).stdout
-    conns = {}
-    for line in out.splitlines():
-        m = re.match(r"\s*TCP\s+\S+\s+\S+\s+(\S+)\s+(\S+)\s+(\S+)", line)
-        if m:
-            conns[m.group(1)] = m.group(3)
-    return conns
+def ipvs_connections(netns_file: str) -> dict[str, str]:
+    """client ip:port -> real server ip:port from `ipvsadm -lnc` in a netns (file or name)."""
+    enter = (["ip", "netns", "exec", netns_file] if "/" not in netns_file
+             else ["nsenter", f"--net={netns_file}"])
+    out = subprocess.run([*enter, "ipvsadm", "-lnc"], capture_output=True, text=True,
+                         check=False).stdout
+    return {m.group(1): m.group(3) for line in out.splitlines() if (m := CONN.match(line))}
+
+
+class Tracer:
+    """One `swarmtrace trace --json` run; stderr kept as notes, stdout as requests."""
+
+    def __init__(self, backend: str, flt: list[str], record: Path | None) -> None:
+        self.backend = backend
+        self.notes: list[str] = []
+        self.ready = threading.Event()
+        write = ["-w", str(record)] if record else []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tracer", "trace", "--backend", backend, "--json",
+             "--timeout", "900", *write, *flt],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._err = threading.Thread(target=self._read_stderr, daemon=True)
+        self._err.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.notes.append(line.rstrip())
+            if line.startswith(READY):
+                self.ready.set()
+        self.ready.set()  # exited: do not wait for it any longer
+
+    def stop(self) -> dict[str, Any]:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self._err.join(5)
+        return {"notes": self.notes, "requests": [json.loads(x) for x in out.splitlines()]}
+
+
+@contextmanager
+def tracing(backends: list[str], lab_name: str, record: Path | None
+            ) -> Iterator[dict[str, Tracer]]:
+    """Tracers for `backends`, all attached by the time the body runs; each records its
+    events to record/<lab>_<backend>.swt if asked to."""
+    tracers = {b: Tracer(b, TRACE_FILTER[lab_name],
+                         record / f"{lab_name}_{b}.swt" if record else None) for b in backends}
+    try:
+        for t in tracers.values():
+            t.ready.wait(300)  # bcc compiles its program: 15-25 s under emulation
+        time.sleep(1)
+        yield tracers
+    except BaseException:
+        for t in tracers.values():
+            t.proc.kill()
+        raise
+
+
+def stop_all(tracers: dict[str, Tracer]) -> dict[str, Any]:
+    time.sleep(2)  # the last replies reach the tracers
+    return {b: t.stop() for b, t in tracers.items()}
+
+
+def netns_lab(count: int, backends: list[str], record: Path | None) -> dict[str, Any]:
+    info = lab.up()
+    try:
+        with tracing(backends, "netns", record) as tracers:
+            answers = [{"mode": mode, "client": a.client, "backend": a.backend}
+                       for mode in MODES for a in lab.traffic(mode, count)]  # type: ignore[arg-type]
+        return {"lab": "netns", "lb": info.lb, "answers": answers,
+                "ipvs": {**ipvs_connections("stlab-ingress_sbox"),
+                         **ipvs_connections("stlab-vip-client")},
+                "tasks": {}, "traced": stop_all(tracers)}
+    finally:
+        lab.down()
+
+
+def _docker_netns(node: swarm.LabNode) -> list[str]:
+    """Every netns file of a node's dockerd (sandboxes, ingress_sbox, lb_<net>)."""
+    pid = int(node.pidfile.read_text())
+    return [str(p) for p in Path(f"/proc/{pid}/root{node.exec_root}/netns").iterdir()]
+
+
+def swarm_lab(count: int, backends: list[str], record: Path | None) -> dict[str, Any]:
+    up = swarm.up(nodes=2, progress=lambda s: print(s, file=sys.stderr))
+    try:
+        if not up.ipvs:
+            raise SystemExit("this kernel has no IPVS: the swarm lab has no VIP or routing mesh")
+        with tracing(backends, "swarm", record) as tracers:
+            answers = [{"mode": mode, "client": a.client, "backend": a.container}
+                       for mode in MODES for a in swarm.traffic(mode, count)]
+        ipvs: dict[str, str] = {}
+        for node in lab_nodes(2):
+            for ns in _docker_netns(node):
+                ipvs |= ipvs_connections(ns)
+        clients = up.clients()
+        tasks = {ct.id[:12]: [ct.labels.get("com.docker.swarm.task.name", ct.name), node]
+                 for node, c in clients.items() for ct in c.containers.list()}
+        for c in clients.values():
+            c.close()
+        return {"lab": "swarm", "lb": "ipvs", "answers": answers, "ipvs": ipvs, "tasks": tasks,
+                "traced": stop_all(tracers)}
+    finally:
+        swarm.down()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--backend", required=True, choices=("core", "bcc"))
+    ap.add_argument("--lab", choices=("netns", "swarm"), default="netns")
     ap.add_argument("--count", type=int, default=4, help="requests per mode")
-    ap.add_argument("--modes", default="mesh,vip", help="lab traffic modes, comma separated")
+    ap.add_argument("--backends", default=",".join(BACKENDS), help="comma separated")
+    ap.add_argument("--record", type=Path, metavar="DIR",
+                    help="also write each tracer's events and this JSON to DIR")
     args = ap.parse_args()
-    info = lab.up()
-    try:
-        n = args.count
-        modes = args.modes.split(",")
-        proc = subprocess.Popen([sys.executable, "-m", "tracer", "trace", "--backend",
-                                 args.backend, "--json", "--count", str(len(modes) * n),
-                                 "--port", "8080", "--addr", "10.0.0.9", "--timeout", "300"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stderr is not None
-        notes = []
-        for line in proc.stderr:
-            notes.append(line.rstrip())
-            if line.startswith(READY):
-                break
-        time.sleep(1)
-        answers = [a for mode in modes for a in lab.traffic(mode, n)]  # type: ignore[arg-type]
-        ipvs = {**ipvs_connections("stlab-ingress_sbox"), **ipvs_connections("stlab-vip-client")}
-        try:
-            out, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            # Report what was traced so far: the test then says what is missing.
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
-        print(json.dumps({
-            "backend": args.backend,
-            "lb": info.lb,
-            "notes": notes + err.splitlines(),
-            "requests": [json.loads(line) for line in out.splitlines()],
-            "answers": [a.to_json() for a in answers],
-            "ipvs": ipvs,
-        }))
-    finally:
-        lab.down()
+    run = netns_lab if args.lab == "netns" else swarm_lab
+    result = json.dumps(run(args.count, args.backends.split(","), args.record))
+    if args.record:
+        (args.record / f"{args.lab}.json").write_text(result + "\n")
+    print(result)
 
 
 if __name__ == "__main__":

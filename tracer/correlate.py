@@ -15,6 +15,7 @@ import numpy as np
 
 from tracer.events import (
     F_BRIDGED,
+    F_LOCAL,
     F_REPLY_DIR,
     IPS_DST_NAT,
     IPS_SRC_NAT,
@@ -40,8 +41,8 @@ class _Open:
     tuples: set[Flow] = field(default_factory=set)
     netns_seen: set[int] = field(default_factory=set)
     nat_seen: set[tuple[int, str]] = field(default_factory=set)
-    last_fwd_netns: int = 0
-    last_fwd_dst: str = ""
+    # The first packet's destination in each netns it reached, the latest reached last.
+    fwd_dst: dict[int, str] = field(default_factory=dict)
     reply_by_netns: dict[int, int] = field(default_factory=dict)  # first reply event per netns
     last_ts: int = 0
 
@@ -165,7 +166,8 @@ class Correlator:
             req.hops.append(Hop(HopKind.MARK, e.ts_ns, e.netns, f"netns:{e.netns}",
                                 e.ifindex, mark=e.mark))
         self._nat_hops(o, e)
-        o.last_fwd_netns, o.last_fwd_dst = e.netns, e.pkt.dst
+        o.fwd_dst.pop(e.netns, None)
+        o.fwd_dst[e.netns] = e.pkt.dst
         return None
 
     def _nat_hops(self, o: _Open, e: Event) -> None:
@@ -226,29 +228,32 @@ class Correlator:
             ans = _Answer(name, (), e.aux, e.ts_ns)
         self._answers[e.netns] = _Answer(name, (*ans.addrs, addr), ans.ttl, ans.ts_ns)
 
-    def _dns(self, o: _Open) -> None:
-        """A DNS answer becomes a hop of its query, and of the connection that used it."""
+    def _dns(self, o: _Open) -> bool:
+        """A DNS answer becomes a hop of its query, and of the connection that used it.
+        Whether it did."""
         req = o.req
         if not req.hops:
-            return
+            return False
         home = req.hops[0].netns
         ans = self._answers.get(home)
         if ans is None:
-            return
+            return False
         if req.client.dport == 53:
-            if req.start_ns <= ans.ts_ns <= o.last_ts:
-                req.hops.append(Hop(HopKind.DNS, ans.ts_ns, home, f"netns:{home}",
-                                    detail=f"{ans.name} -> {', '.join(ans.addrs)} "
-                                           f"(ttl {ans.ttl})"))
-            return
-        if ans is None or req.client.daddr not in ans.addrs \
+            if not req.start_ns <= ans.ts_ns <= o.last_ts:
+                return False
+            req.hops.append(Hop(HopKind.DNS, ans.ts_ns, home, f"netns:{home}",
+                                detail=f"{ans.name} -> {', '.join(ans.addrs)} "
+                                       f"(ttl {ans.ttl})"))
+            return True
+        if req.client.daddr not in ans.addrs \
                 or req.start_ns - ans.ts_ns > max(ans.ttl, 1) * 1_000_000_000:
-            return
+            return False
         req.hops.append(Hop(HopKind.DNS, ans.ts_ns, home, f"netns:{home}",
                             detail=f"{ans.name} -> {', '.join(ans.addrs)}: "
                                    f"picked {req.client.daddr}"))
         if len(ans.addrs) > 1 and req.mode == "direct":
             req.mode = "dnsrr"
+        return True
 
     def drop_reason(self, code: int) -> str:
         return self._drop_reasons[code] if code < len(self._drop_reasons) else f"reason {code}"
@@ -263,15 +268,18 @@ class Correlator:
             if self._index.get(key) is o:
                 del self._index[key]
         req.end_ns = o.last_ts
+        if o.reply_by_netns:
+            _forget_flood_copies(o)
         # The backend is where the first packet ended up: the last netns it entered.
+        last_netns = next(reversed(o.fwd_dst), 0)
         for i in range(len(req.hops) - 1, -1, -1):
             h = req.hops[i]
-            if h.netns == o.last_fwd_netns and h.kind in _ENTERS:
+            if h.netns == last_netns and h.kind in _ENTERS:
                 # Served in the sender's own netns (Docker's embedded DNS) only if answered.
                 if i > 0 or o.reply_by_netns:
                     if i > 0:
                         req.hops[i] = Hop(HopKind.DELIVER, h.ts_ns, h.netns, h.where, h.ifindex)
-                    req.backend_addr = o.last_fwd_dst
+                    req.backend_addr = o.fwd_dst[last_netns]
                 break
         if o.reply_by_netns:
             # Reply time is measured where the request started (the client side) when we
@@ -291,9 +299,10 @@ class Correlator:
                 req.status = Status.UNROUTED
             else:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY
-        req.mode = _mode(req)
-        self._dns(o)
         req.hops.sort(key=lambda h: h.ts_ns)
+        req.mode = _mode(req)
+        if self._dns(o):
+            req.hops.sort(key=lambda h: h.ts_ns)
         return req
 
 
@@ -306,6 +315,7 @@ class _Answer:
 
 
 _ENTERS = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE)
+_FLOOD_COPY = (HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DROP)  # all a flooded copy shows
 
 
 def _starts_connection(e: Event) -> bool:
@@ -320,19 +330,34 @@ def _starts_connection(e: Event) -> bool:
 
 def _enter_kind(e: Event, first: bool) -> HopKind:
     if first:
-        return HopKind.SEND if e.point in (Point.NF_OUT, Point.TX) else HopKind.ENTER_NODE
+        local = e.point in (Point.NF_OUT, Point.TX) or e.flags & F_LOCAL
+        return HopKind.SEND if local else HopKind.ENTER_NODE
     if e.flags & F_BRIDGED and not (e.ct_status & (IPS_DST_NAT | IPS_SRC_NAT)):
         return HopKind.BRIDGE
     return HopKind.ENTER_NETNS
 
 
 def _mode(req: Request) -> str:
-    kinds = [h.kind for h in req.hops]
-    if HopKind.LB in kinds:
-        lb_netns = next(h.netns for h in req.hops if h.kind == HopKind.LB)
-        # The balancer in the sender's own netns is VIP; behind a node entry DNAT, the mesh.
-        return "vip" if req.hops[0].netns == lb_netns else "mesh"
+    for h in req.hops:
+        # A balancer behind a node's entry DNAT (the published port) is the routing mesh;
+        # reached straight at its address (in the client's netns or lb_<net>), a VIP.
+        if h.kind == HopKind.DNAT:
+            return "mesh" if any(x.kind == HopKind.LB for x in req.hops) else "direct"
+        if h.kind == HopKind.LB:
+            return "vip"
     return "direct"
+
+
+def _forget_flood_copies(o: _Open) -> None:
+    """An answered request's packet dropped as OTHERHOST in a netns was a copy a bridge
+    flooded there (the destination MAC not learnt yet): that netns is not on its path. Not
+    for unanswered requests, where such a drop may be why (a wrong MAC)."""
+    flooded = {h.netns for h in o.req.hops if h.kind == HopKind.DROP and h.detail == "OTHERHOST"}
+    flooded -= {h.netns for h in o.req.hops if h.kind not in _FLOOD_COPY}
+    if flooded:
+        o.req.hops = [h for h in o.req.hops if h.netns not in flooded]
+        for netns in flooded:
+            o.fwd_dst.pop(netns, None)
 
 
 def _proto_num(name: str) -> int:

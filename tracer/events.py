@@ -55,6 +55,7 @@ _POINT_LABELS = {
 F_CT = 0x01
 F_REPLY_DIR = 0x02
 F_BRIDGED = 0x04
+F_LOCAL = 0x08
 
 # conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h)
 IPS_SRC_NAT = 0x10

@@ -15,7 +15,7 @@ from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
 from tracer.probes import BPF_DIR, btf
 from tracer.probes.base import ProbeSource
-from tracer.probes.core import CFG_ALL_PKTS, CFG_FILTER, CNT_FILTERED, CNT_LOST
+from tracer.probes.core import CFG_ALL_PKTS, CFG_FILTER, CFG_READY, CNT_FILTERED, CNT_LOST
 from tracer.probes.ringbuf import RingReader
 from tracer.source import Filter, SourceInfo, SourceStats
 
@@ -61,6 +61,7 @@ class BccSource(ProbeSource):
         except Exception as err:
             raise ProbeUnavailable(f"BCC could not compile the probes: {err}") from err
         log.info("bcc: compiled in %.1f s", time.monotonic() - t0)
+        self._configure()
         for names, fn in KPROBES:
             target = next((n for n in names if BPF.get_kprobe_functions(f"^{n}$".encode())), None)
             if target is None:
@@ -69,7 +70,6 @@ class BccSource(ProbeSource):
                 self._notes.append(f"{what}: no {fn[3:]} events")
                 continue
             self._bpf.attach_kprobe(event=target, fn_name=fn)
-        self._configure()
         ring = self._bpf["st_events"]
         self._reader = RingReader(ring.map_fd, RING_PAGES * mmap.PAGESIZE)
         self.info = SourceInfo(backend="bcc", kernel=platform.release(), live=True,
@@ -77,16 +77,17 @@ class BccSource(ProbeSource):
 
     def _configure(self) -> None:
         f = self.filter
-        cfg = self._bpf["st_config"]
-        leaf = cfg.Leaf()
-        leaf.flags = (CFG_FILTER if (f.ports or f.addrs) else 0) | \
-            (CFG_ALL_PKTS if f.all_packets else 0)
-        cfg[cfg.Key(0)] = leaf
         ports, addrs = self._bpf["st_ports"], self._bpf["st_addrs"]
         for p in f.ports:
             ports[ports.Key(port_to_raw(p))] = ports.Leaf(1)
         for a in f.addrs:
             addrs[addrs.Key(ip_to_raw(a))] = addrs.Leaf(1)
+        # Last: the programs emit nothing (and follow no flow) until the filter is complete.
+        cfg = self._bpf["st_config"]
+        leaf = cfg.Leaf()
+        leaf.flags = CFG_READY | (CFG_FILTER if (f.ports or f.addrs) else 0) | \
+            (CFG_ALL_PKTS if f.all_packets else 0)
+        cfg[cfg.Key(0)] = leaf
 
     def stats(self) -> SourceStats:
         counters = self._bpf["st_counters"]

@@ -22,7 +22,7 @@ from tracer.source import Filter, SourceInfo, SourceStats
 log = logging.getLogger(__name__)
 
 # event.h: st_config flags and st_counter indexes
-CFG_FILTER, CFG_ALL_PKTS, CFG_DEVICES = 0x01, 0x02, 0x04
+CFG_FILTER, CFG_ALL_PKTS, CFG_DEVICES, CFG_READY = 0x01, 0x02, 0x04, 0x08
 CNT_EMITTED, CNT_LOST, CNT_FILTERED, CNT_MAX = 0, 1, 2, 4
 
 # (hook number, priority): after mangle (-150) and DNAT (-100) on the way in and out,
@@ -91,8 +91,9 @@ class CoreSource(ProbeSource):
             self._scan_netns(force_proc=True)
         else:
             self._notes.append("no BPF netfilter programs before Linux 6.4: tracing device "
-                               "crossings with conntrack instead (less detail; IPVS in a "
-                               "client's own netns (VIP) is invisible: use --backend bcc)")
+                               "crossings with conntrack instead (less detail; IPVS balancing "
+                               "a client in its own netns is invisible, Docker's lb_<network> "
+                               "is not; --backend bcc sees both)")
         self._reader = RingReader(self._obj.map_fd("st_events"), self._ring_bytes)
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True,
                                notes=tuple(self._notes), drop_reasons=btf.drop_reasons())

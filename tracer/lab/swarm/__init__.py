@@ -1,7 +1,7 @@
 """The swarm lab: real dockerd(s), a real 2-node swarm, the article's services, on one machine.
 
     lab = up(nodes=2)                 # SwarmLab: nodes, services, ipvs, up_seconds, notes
-    answers = traffic("dnsrr", 10)    # [Answer(ok, container, text)]
+    answers = traffic("dnsrr", 10)    # [Answer(ok, container, text, client)]
     down()                            # the machine as it was; returns problems (none)
 """
 

@@ -46,6 +46,7 @@ class Answer:
     ok: bool
     container: str | None
     text: str
+    client: str = ""  # "ip:port" of the client's socket, when it is ours (routing mesh)
 
 
 def form_swarm(nodes: list[LabNode], clients: dict[str, docker.DockerClient]) -> None:
@@ -142,14 +143,16 @@ def request_from_host(addr: str, port: int) -> Answer:
     conn = http.client.HTTPConnection(addr, port, timeout=3)
     try:
         conn.request("GET", "/")
+        ip, sport = conn.sock.getsockname()[:2]
         resp = conn.getresponse()
-        return _answer(resp.status == 200, resp.read().decode(errors="replace").strip())
+        return _answer(resp.status == 200, resp.read().decode(errors="replace").strip(),
+                       f"{ip}:{sport}")
     except OSError as err:
         return Answer(False, None, str(err))
     finally:
         conn.close()
 
 
-def _answer(ok: bool, text: str) -> Answer:
+def _answer(ok: bool, text: str, client: str = "") -> Answer:
     m = ANSWER.search(text)
-    return Answer(ok and m is not None, m.group(1) if m else None, text)
+    return Answer(ok and m is not None, m.group(1) if m else None, text, client)
