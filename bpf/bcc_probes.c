@@ -134,6 +134,8 @@ static __always_inline void submit(struct st_event *e)
 	count(ST_CNT_EMITTED);
 }
 
+#include "dns.h"
+
 static __always_inline void read_tuple(struct st_tuple *dst, struct nf_conntrack_tuple *src)
 {
 	dst->saddr = src->src.u3.ip;
@@ -250,18 +252,28 @@ static __always_inline int dev_event(struct sk_buff *skb, unsigned char *nh, u8 
 		return 0;
 	if (!interesting(&p.t, p.proto))
 		return 0;
+	struct net_device *dev = NULL;
+	struct net *net = NULL;
+	u32 netns = 0;
+	bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+	if (dev) {
+		bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
+		if (net)
+			bpf_probe_read_kernel(&netns, sizeof(netns), &net->ns.inum);
+	}
+	/* A resolver's response arriving (over lo from Docker's embedded DNS): its answers
+	 * first, so they are in when this reply completes the query. */
+	if (point == ST_RX && p.proto == IPPROTO_UDP && p.t.sport == htons(53)) {
+		u8 vihl = 0;
+		bpf_probe_read_kernel(&vihl, 1, nh);
+		dns_answers((u64)skb, nh + (vihl & 0xf) * 4 + 8, &p.t, p.proto, netns);
+	}
 	struct st_event *e = reserve();
 	if (!e)
 		return 0;
-	struct net_device *dev = NULL;
-	struct net *net = NULL;
-	bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
-	if (dev) {
+	e->netns = netns;
+	if (dev)
 		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), &dev->ifindex);
-		bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
-		if (net)
-			bpf_probe_read_kernel(&e->netns, sizeof(e->netns), &net->ns.inum);
-	}
 	bpf_probe_read_kernel(&e->mark, sizeof(e->mark), &skb->mark);
 	e->skb = (u64)skb;
 	e->aux = reason;

@@ -253,75 +253,16 @@ static __always_inline int is_bridge(const struct net_device *dev)
 	return (pf & bpf_core_enum_value(enum netdev_priv_flags, IFF_EBRIDGE)) != 0;
 }
 
-/* A DNS response leaving a resolver (Docker's embedded DNS answers inside the client's own
- * netns): one ST_DNS event per A record, so the trace shows the answer list, its order and
- * TTL, and which address the following connection picked. */
-static __always_inline void dns_answers(struct sk_buff *skb, const struct pkt *p, __u32 netns)
+#include "dns.h"
+
+/* The UDP payload of a packet whose IP header starts at network_header. */
+static __always_inline unsigned char *udp_payload(struct sk_buff *skb)
 {
 	unsigned char *head = BPF_CORE_READ(skb, head);
 	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u8 vihl;
-	if (bpf_probe_read_kernel(&vihl, 1, head + nh))
-		return;
-	unsigned char *dns = head + nh + (vihl & 0xf) * 4 + 8;
-	__u16 hdr[6];
-	if (bpf_probe_read_kernel(hdr, sizeof(hdr), dns))
-		return;
-	__u16 answers = bpf_ntohs(hdr[3]);
-	if (!(bpf_ntohs(hdr[1]) & 0x8000) || bpf_ntohs(hdr[2]) != 1 || !answers)
-		return;
-	__u32 off = 12;
-	for (int i = 0; i < 32; i++) { /* the question's name: labels up to a zero byte */
-		__u8 len;
-		if (bpf_probe_read_kernel(&len, 1, dns + off))
-			return;
-		off += 1 + len;
-		if (!len)
-			break;
-	}
-	off += 4; /* qtype, qclass */
-	__u8 index = 0;
-	for (int i = 0; i < 8 && i < answers && index < ST_DNS_MAX_ANSWERS; i++) {
-		/* The record's owner name: a compression pointer, or labels (Docker's resolver
-		 * does not compress). */
-		for (int j = 0; j < 32; j++) {
-			__u8 len;
-			if (bpf_probe_read_kernel(&len, 1, dns + off))
-				return;
-			if ((len & 0xc0) == 0xc0) {
-				off += 2;
-				break;
-			}
-			off += 1 + len;
-			if (!len)
-				break;
-		}
-		struct {
-			__u16 type, class;
-			__u32 ttl;
-			__u16 rdlen;
-		} __attribute__((packed)) rr;
-		if (bpf_probe_read_kernel(&rr, sizeof(rr), dns + off))
-			return;
-		off += sizeof(rr);
-		if (bpf_ntohs(rr.type) == 1 && bpf_ntohs(rr.rdlen) == 4) {
-			struct st_event *e = reserve();
-			if (!e)
-				return;
-			bpf_probe_read_kernel(&e->orig.saddr, 4, dns + off);
-			bpf_probe_read_kernel(&e->orig.daddr, ST_DNS_NAME_BYTES, dns + 12);
-			e->skb = (__u64)skb;
-			e->netns = netns;
-			e->aux = bpf_ntohl(rr.ttl);
-			e->mark = index | (answers << 8);
-			e->point = ST_DNS;
-			e->proto = p->proto;
-			e->pkt = p->t;
-			submit(e);
-			index++;
-		}
-		off += bpf_ntohs(rr.rdlen);
-	}
+	__u8 vihl = 0;
+	bpf_probe_read_kernel(&vihl, 1, head + nh);
+	return head + nh + (vihl & 0xf) * 4 + 8;
 }
 
 /* One netfilter hook: hook number comes from the link, point = hook + 1. */
@@ -373,7 +314,7 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 	/* Answers first, so they are in when the reply event completes the query. */
 	if (p.proto == IPPROTO_UDP && hook == 3 &&
 	    (p.t.sport == bpf_htons(53) || (ct && orig.dport == bpf_htons(53))))
-		dns_answers(skb, &p, netns);
+		dns_answers((__u64)skb, udp_payload(skb), &p.t, p.proto, netns);
 
 	struct st_event *e = reserve();
 	if (!e)
