@@ -196,46 +196,52 @@ def dns_name(wire: bytes) -> str:
     return ".".join(labels)
 
 
+_TUPLES_AT = EVENT_DTYPE.fields["pkt"][1]  # pkt, orig, reply: 3 x 12 bytes to the end
+_TUPLE_SIZE = EVENT_DTYPE["pkt"].itemsize
+
+
+def _flows(records: np.ndarray) -> list[list[Flow]]:
+    """pkt, orig and reply of every record as Flow objects, one object per distinct tuple:
+    a request's events repeat the same few tuples, so this decodes each tuple once."""
+    n = len(records)
+    raw = np.ascontiguousarray(records.view(np.uint8).reshape(n, EVENT_SIZE)[:, _TUPLES_AT:])
+    uniq, inverse = np.unique(raw.reshape(n * 3, _TUPLE_SIZE).view(f"V{_TUPLE_SIZE}"),
+                              return_inverse=True)
+    ip = _memo.ip
+    flows = []
+    for t in uniq.view(_TUPLE).tolist():
+        saddr, daddr, sport, dport = t
+        flows.append(Flow(ip(saddr), ((sport & 0xFF) << 8) | (sport >> 8), ip(daddr),
+                          ((dport & 0xFF) << 8) | (dport >> 8)))
+    idx = inverse.reshape(n, 3)
+    return [[flows[j] for j in idx[:, k].tolist()] for k in range(3)]
+
+
 def decode(records: np.ndarray) -> list[Event]:
-    """Decode an array of EVENT_DTYPE records (vectorised byte swaps, memoised addresses)."""
+    """Decode an array of EVENT_DTYPE records (vectorised, each distinct tuple decoded once)."""
     if not len(records):
         return []
-    ip = _memo.ip
     if len(_memo.ips) > 1 << 16:
         _memo.ips.clear()
-    # Ports are network order in the record: swap them all at once.
-    ports = {
-        t: (records[t]["sport"].byteswap().tolist(), records[t]["dport"].byteswap().tolist())
-        for t in ("pkt", "orig", "reply")
-    }
-    addrs = {t: (records[t]["saddr"].tolist(), records[t]["daddr"].tolist())
-             for t in ("pkt", "orig", "reply")}
     cols = [records[f].tolist() for f in ("ts_ns", "skb", "netns", "ifindex", "mark", "aux",
                                           "ct", "ct_status", "point", "proto", "tcp_flags",
                                           "ctinfo", "flags")]
-    ps, pd = addrs["pkt"]
-    pps, ppd = ports["pkt"]
-    os_, od = addrs["orig"]
-    ops, opd = ports["orig"]
-    rs, rd = addrs["reply"]
-    rps, rpd = ports["reply"]
+    pkts, origs, replies = _flows(records)
     # DNS answer events carry the query name where tuples usually are.
     dns_rows = {int(i): dns_name(records[i : i + 1].tobytes()[_DNS_NAME_OFFSET:])
                 for i in np.flatnonzero(records["point"] == Point.DNS)}
     out = []
     points = _POINTS
-    rows = enumerate(zip(*cols, strict=True))
-    for i, (ts, skb, ns, ifx, mark, aux, ct, st, pt, proto, tf, cti, fl) in rows:
-        has_ct = fl & F_CT
-        if i in dns_rows:
+    rows = enumerate(zip(*cols, pkts, origs, replies, strict=True))
+    for i, (ts, skb, ns, ifx, mark, aux, ct, st, pt, proto, tf, cti, fl, pkt, orig,
+            reply) in rows:
+        if dns_rows and i in dns_rows:
             out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, Point.DNS, proto, tf, cti, fl,
-                             Flow(ip(ps[i]), pps[i], ip(pd[i]), ppd[i]),
-                             Flow(ip(os_[i]), 0, dns_rows[i], 0), None))
-            continue
-        out.append(Event(
-            ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf, cti, fl,
-            Flow(ip(ps[i]), pps[i], ip(pd[i]), ppd[i]),
-            Flow(ip(os_[i]), ops[i], ip(od[i]), opd[i]) if has_ct else None,
-            Flow(ip(rs[i]), rps[i], ip(rd[i]), rpd[i]) if has_ct else None,
-        ))
+                             pkt, Flow(orig.saddr, 0, dns_rows[i], 0), None))
+        elif fl & F_CT:
+            out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf,
+                             cti, fl, pkt, orig, reply))
+        else:
+            out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf,
+                             cti, fl, pkt, None, None))
     return out
