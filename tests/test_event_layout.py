@@ -65,3 +65,13 @@ def test_dns_name_offset_is_orig_daddr(tmp_path: Path) -> None:
     from tracer.events import _DNS_NAME_OFFSET
 
     assert _c_layout(tmp_path)["orig.daddr"][0] == _DNS_NAME_OFFSET
+
+
+def test_tuples_end_the_record(tmp_path: Path) -> None:
+    """decode() reads pkt, orig and reply as one 36-byte block at the end of each record."""
+    from tracer.events import _TUPLE_SIZE, _TUPLES_AT, EVENT_SIZE
+
+    c = _c_layout(tmp_path)
+    assert c["pkt"][0] == _TUPLES_AT and c["orig"][0] == _TUPLES_AT + _TUPLE_SIZE
+    assert c["reply"] == (_TUPLES_AT + 2 * _TUPLE_SIZE, _TUPLE_SIZE)
+    assert _TUPLES_AT + 3 * _TUPLE_SIZE == EVENT_SIZE

@@ -196,8 +196,8 @@ def dns_name(wire: bytes) -> str:
     return ".".join(labels)
 
 
-_TUPLES_AT = EVENT_DTYPE.fields["pkt"][1]  # pkt, orig, reply: 3 x 12 bytes to the end
-_TUPLE_SIZE = EVENT_DTYPE["pkt"].itemsize
+_TUPLE_SIZE = 12  # struct st_tuple
+_TUPLES_AT = 44  # offsetof(struct st_event, pkt); orig and reply follow to the end
 
 
 def _flows(records: np.ndarray) -> list[list[Flow]]:
