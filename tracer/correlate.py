@@ -15,6 +15,7 @@ import numpy as np
 
 from tracer.events import (
     F_BRIDGED,
+    F_CT,
     F_LOCAL,
     F_REPLY_DIR,
     IPS_DST_NAT,
@@ -56,7 +57,9 @@ class Correlator:
         self._idle_ns = idle_ns
         self._max_open = max_open
         self._open: OrderedDict[int, _Open] = OrderedDict()  # by request id, oldest first
-        self._index: dict[tuple[int, Flow], _Open] = {}  # (proto, forward tuple) -> request
+        # (proto, tuple) -> (request, is the reply direction): every forward tuple a request
+        # had, and its reverse, so a lookup never builds a reversed tuple.
+        self._index: dict[tuple[int, Flow], tuple[_Open, bool]] = {}
         self._next_id = 1
         self.now_ns = 0
         # The last DNS answer seen per netns: joins the connection that follows it.
@@ -97,17 +100,13 @@ class Correlator:
 
     def _lookup(self, e: Event) -> tuple[_Open | None, bool]:
         """The request this event belongs to, and whether it travels in the reply direction."""
-        if e.has_ct:
-            assert e.orig is not None
-            o = self._index.get((e.proto, e.orig))
-            if o is not None:
-                return o, e.reply_dir
-        o = self._index.get((e.proto, e.pkt))
-        if o is not None:
-            return o, False
-        o = self._index.get((e.proto, e.pkt.reversed()))
-        if o is not None:
-            return o, True
+        if e.flags & F_CT:
+            hit = self._index.get((e.proto, e.orig))  # type: ignore[arg-type]
+            if hit is not None and not hit[1]:
+                return hit[0], e.reply_dir
+        hit = self._index.get((e.proto, e.pkt))
+        if hit is not None:
+            return hit
         return None, bool(e.flags & F_REPLY_DIR)
 
     def _event(self, e: Event) -> _Open | None:
@@ -145,7 +144,8 @@ class Correlator:
     def _register(self, o: _Open, proto: int, t: Flow) -> None:
         if t not in o.tuples:
             o.tuples.add(t)
-            self._index[(proto, t)] = o
+            self._index[(proto, t)] = (o, False)
+            self._index.setdefault((proto, t.reversed()), (o, True))
 
     def _forward(self, o: _Open, e: Event) -> _Open | None:
         req = o.req
@@ -263,10 +263,12 @@ class Correlator:
     def _close(self, o: _Open) -> Request:
         req = o.req
         self._open.pop(req.id, None)
+        proto = _proto_num(req.proto)
         for t in o.tuples:
-            key = (_proto_num(req.proto), t)
-            if self._index.get(key) is o:
-                del self._index[key]
+            for key in ((proto, t), (proto, t.reversed())):
+                hit = self._index.get(key)
+                if hit is not None and hit[0] is o:
+                    del self._index[key]
         req.end_ns = o.last_ts
         if o.reply_by_netns:
             _forget_flood_copies(o)
