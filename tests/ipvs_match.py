@@ -5,6 +5,7 @@ Input is the JSON printed by scripts/check_ipvs_backends.py (run inside the stoc
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 Json = dict[str, Any]
@@ -82,3 +83,9 @@ def check_swarm_path(answer: Json, traced: Json) -> None:
     lb = next(h for h in traced["hops"] if h["kind"] == "lb")
     deliver = next(h for h in traced["hops"] if h["kind"] == "deliver")
     assert ("vxlan" in kinds) == (lb["node"] != deliver["node"]), traced["hops"]
+    if "vxlan" in kinds:
+        # Named with the VNI Docker gave the network: the ingress network for the mesh.
+        vxlan = next(h for h in traced["hops"] if h["kind"] == "vxlan")
+        net = "ingress" if answer["mode"] == "mesh" else "overlay1"
+        assert re.fullmatch(rf"{lb['node']} -> {deliver['node']}, VNI \d+ \({net}\)",
+                            vxlan["detail"]), vxlan

@@ -141,7 +141,7 @@ def test_names_match_docker_inspect(lab: swarm.SwarmLab,
         assert lb is not None and (lb.node, lb.netns) == ("node2", "host")
         overlay = clients["node1"].networks.get("overlay1").attrs
         vni = int(overlay["Options"]["com.docker.network.driver.overlay.vxlanid_list"])
-        assert names.vni(vni, now) == "overlay1"
+        assert names.network_vni("overlay1", now) == vni
 
 
 def test_dnsrr_answers_come_from_both_tasks(lab: swarm.SwarmLab,

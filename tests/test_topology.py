@@ -77,7 +77,7 @@ def test_snapshot_round_trip_resolves_like_live() -> None:
         assert replay.netns(5, ts) == live.netns(5, ts)
     assert isinstance(replay, RecordedNames)
     assert replay.published_port(8080, 1) == "vote"
-    assert replay.vni(4097, 1) == "overlay1"
+    assert replay.network_vni("overlay1", 1) == 4097
     part = live.changes_since(2)
     assert part["count"] == len(snap["changes"]) and part["changes"] == snap["changes"][2:]
     with pytest.raises(TraceFileError):

@@ -29,13 +29,13 @@ def annotate(req: Request, names: Names) -> Request:
         # Built directly: dataclasses.replace() was most of this function's cost live.
         hops.append(Hop(kind, h.ts_ns, h.netns, ns.label if ns else h.where, h.ifindex, h.mark,
                         h.before, h.after, detail, (ns.node or "") if ns else ""))
-    req.hops = _with_node_crossings(hops, hosts)
     # The sender is known when its own netns was traced (a send, or a VIP balancer in it).
     first = next((h for h in hops if h.kind != HopKind.DNS), None)
     if first is not None and first.kind in (HopKind.SEND, HopKind.LB) \
             and not first.where.startswith("netns:"):
         req.client_name = first.where
     deliver = next((h for h in hops if h.kind == HopKind.DELIVER), None)
+    addr = None
     if req.backend_addr:
         ip = req.backend_addr.rsplit(":", 1)[0]
         addr = names.addr(ip, deliver.ts_ns if deliver else req.start_ns)
@@ -50,6 +50,12 @@ def annotate(req: Request, names: Names) -> Request:
                 req.mode = "dnsrr"
         elif deliver is not None:
             req.backend_name = deliver.where
+    overlay = ""
+    if addr is not None and addr.network and len({h.node for h in hops if h.node}) > 1:
+        # Between nodes, the backend's network is the overlay that carried it: its VNI.
+        vni = names.network_vni(addr.network, req.start_ns)
+        overlay = f", VNI {vni} ({addr.network})" if vni is not None else ""
+    req.hops = _with_node_crossings(hops, hosts, overlay)
     return req
 
 
@@ -57,7 +63,7 @@ _PATH = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE, 
          HopKind.MARK, HopKind.LB, HopKind.SNAT, HopKind.DELIVER)
 
 
-def _with_node_crossings(hops: list[Hop], hosts: set[int]) -> list[Hop]:
+def _with_node_crossings(hops: list[Hop], hosts: set[int], overlay: str) -> list[Hop]:
     """Where the path moves from one node's sandbox or container to another node's, it went
     over the overlay: show the VXLAN crossing. Host to host is the underlay, not VXLAN."""
     out: list[Hop] = []
@@ -67,7 +73,7 @@ def _with_node_crossings(hops: list[Hop], hosts: set[int]) -> list[Hop]:
             if prev is not None and prev.node and h.node and prev.node != h.node \
                     and not (prev.netns in hosts and h.netns in hosts):
                 out.append(Hop(HopKind.VXLAN, h.ts_ns, prev.netns, prev.where, node=prev.node,
-                               detail=f"{prev.node} -> {h.node}"))
+                               detail=f"{prev.node} -> {h.node}{overlay}"))
             prev = h
         out.append(h)
     return out

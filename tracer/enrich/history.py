@@ -178,9 +178,11 @@ class RecordedNames(Names):
         """The service that publishes `port` on the routing mesh."""
         return cast(str | None, self.history.lookup("ports", (proto, port), ts_ns))
 
-    def vni(self, vni: int, ts_ns: int) -> str | None:
-        """The overlay network a VXLAN VNI carries."""
-        return cast(str | None, self.history.lookup("vnis", vni, ts_ns))
+    def network_vni(self, network: str, ts_ns: int) -> int | None:
+        """The VXLAN VNI that carries an overlay network between nodes."""
+        found = [k for k in self.history.keys("vnis")
+                 if self.history.lookup("vnis", k, ts_ns) == network]
+        return cast(int, found[0]) if len(found) == 1 else None
 
     def snapshot(self) -> dict[str, Any]:
         return self.history.to_dict()
