@@ -123,15 +123,32 @@ def test_idle_requests_expire(recorded: tuple[np.ndarray, dict]) -> None:
     assert expired and all(r.status == Status.NO_REPLY for r in expired)
 
 
-def test_sample_swarm_dnsrr_names_tasks_and_nodes() -> None:
-    """The bundled sample holds DNS round robin recorded on a real 2-node swarm."""
-    sample = Path(__file__).parents[1] / "tracer" / "data" / "sample.swt"
-    with ReplaySource(sample) as src:
-        pipe = Pipeline(src, trace_names(sample))
+@pytest.fixture(scope="module")
+def sample() -> list[Request]:
+    """The bundled sample: recorded on a real 2-node swarm, with real IPVS (bcc backend)."""
+    path = Path(__file__).parents[1] / "tracer" / "data" / "sample.swt"
+    with ReplaySource(path) as src:
+        pipe = Pipeline(src, trace_names(path))
         reqs: list[Request] = []
         while not src.finished:
             reqs += pipe.poll(0)
-        reqs += pipe.flush()
+        return reqs + pipe.flush()
+
+
+@pytest.mark.parametrize("mode", ["mesh", "vip"])
+def test_sample_mesh_and_vip_are_ipvs_decisions(sample: list[Request], mode: str) -> None:
+    reqs = [r for r in sample if r.mode == mode]
+    assert reqs and all(r.service == "vote-vip" and r.status == Status.OK for r in reqs)
+    assert {r.backend_name.rsplit(" on ", 1)[1] for r in reqs} == {"node1", "node2"}
+    for r in reqs:
+        lb = next(h for h in r.hops if h.kind == HopKind.LB)
+        assert lb.detail.startswith("IPVS fwmark ") and lb.detail.endswith(" rr")
+        sandbox = "ingress_sbox" if mode == "mesh" else "lb_overlay1"
+        assert lb.where.endswith(sandbox)
+
+
+def test_sample_swarm_dnsrr_names_tasks_and_nodes(sample: list[Request]) -> None:
+    reqs = sample
     dnsrr = [r for r in reqs if r.mode == "dnsrr"]
     assert dnsrr and all(r.service == "vote" and r.client_name.startswith("client.") for r in dnsrr)
     nodes = {r.backend_name.rsplit(" on ", 1)[1] for r in dnsrr}
@@ -141,17 +158,26 @@ def test_sample_swarm_dnsrr_names_tasks_and_nodes() -> None:
         # Only the task on the other node is reached over the overlay.
         assert bool(crossing) == r.backend_name.endswith("on node2")
         if crossing:
-            assert crossing[0].detail == "node1 -> node2"
+            assert crossing[0].detail.startswith("node1 -> node2, VNI ")
+            assert crossing[0].detail.endswith(" (overlay1)")
     dns = [r for r in reqs if r.mode == "dns"]
     assert dns and all(r.backend_name == "Docker DNS" and r.client.daddr == "127.0.0.11"
                        for r in dns)
     # Docker's DNS answered `vote` with both task addresses; each connection says which of
     # them it picked, and picked the first one listed.
     answers = [h.detail for r in dns for h in r.hops if h.kind == HopKind.DNS]
-    assert answers and all(a.startswith("vote -> 10.") and a.endswith("(ttl 600)")
-                           for a in answers)
+    assert answers and all(a.endswith("(ttl 600)") for a in answers)
+    assert all(len(a.split(", ")) == 2 for a in answers if a.startswith("vote -> 10."))
     for r in dnsrr:
         picked = next(h.detail for h in r.hops if h.kind == HopKind.DNS)
         listed = picked.split(" -> ")[1].split(":")[0].split(", ")
         assert len(listed) == 2 and picked.endswith(f"picked {r.client.daddr}")
         assert listed[0] == r.client.daddr
+
+
+def test_sample_every_query_shows_its_answer(sample: list[Request]) -> None:
+    """busybox asks for A and AAAA on one socket: one request per query, with the A answer,
+    and the second query's packets start no request of their own."""
+    dns = [r for r in sample if r.mode == "dns"]
+    assert dns and all(any(h.kind == HopKind.DNS for h in r.hops) for r in dns)
+    assert [r for r in sample if r.status != Status.OK] == []

@@ -45,6 +45,7 @@ class _Open:
     # The first packet's destination in each netns it reached, the latest reached last.
     fwd_dst: dict[int, str] = field(default_factory=dict)
     reply_by_netns: dict[int, int] = field(default_factory=dict)  # first reply event per netns
+    home_replies: int = 0  # DNS responses seen by the asking netns
     last_ts: int = 0
 
 
@@ -64,6 +65,9 @@ class Correlator:
         self.now_ns = 0
         # The last DNS answer seen per netns: joins the connection that follows it.
         self._answers: dict[int, _Answer] = {}
+        # Tuples of UDP requests closed in the last idle period, oldest first: their late
+        # packets (a second query on the socket) start nothing when no conntrack says NEW.
+        self._closed_udp: OrderedDict[Flow, int] = OrderedDict()
 
     @property
     def open_requests(self) -> list[Request]:
@@ -84,6 +88,10 @@ class Correlator:
 
     def expire(self, now_ns: int) -> list[Request]:
         """Close requests idle since before now_ns - idle, and the oldest beyond the cap."""
+        closed = self._closed_udp
+        while closed and (now_ns - next(iter(closed.values())) >= self._idle_ns
+                          or len(closed) > self._max_open):
+            closed.popitem(last=False)
         done = []
         while self._open:
             o = next(iter(self._open.values()))
@@ -117,7 +125,7 @@ class Correlator:
             return None
         o, reply = self._lookup(e)
         if o is None:
-            if reply or not _starts_connection(e):
+            if reply or not _starts_connection(e) or self._late_udp(e):
                 return None
             o = self._new(e)
         o.last_ts = e.ts_ns
@@ -131,6 +139,13 @@ class Correlator:
         if reply:
             return self._reply(o, e)
         return self._forward(o, e)
+
+    def _late_udp(self, e: Event) -> bool:
+        """A datagram, either way, of a UDP request closed lately (bcc gives no conntrack
+        state at receive to tell it from a new one)."""
+        closed = self._closed_udp
+        return e.proto == 17 and not e.flags & F_CT and (
+            e.pkt in closed or e.pkt.reversed() in closed)
 
     def _new(self, e: Event) -> _Open:
         client = e.orig if e.has_ct and e.orig is not None else e.pkt
@@ -210,7 +225,16 @@ class Correlator:
             o.req.status = Status.REFUSED
             return o
         # Answered: the reply reached the netns the request started from.
-        return o if o.req.hops and e.netns == o.req.hops[0].netns else None
+        if not o.req.hops or e.netns != o.req.hops[0].netns:
+            return None
+        if o.req.client.dport == 53:
+            # Resolvers ask for A and AAAA at once on one socket: the query is answered by
+            # the response that carries addresses, else by the second one (or when idle).
+            o.home_replies += 1
+            ans = self._answers.get(e.netns)
+            if o.home_replies < 2 and (ans is None or ans.ts_ns < o.req.start_ns):
+                return None
+        return o
 
     def _drop(self, o: _Open, e: Event) -> None:
         reason = self.drop_reason(e.aux)
@@ -264,6 +288,9 @@ class Correlator:
         req = o.req
         self._open.pop(req.id, None)
         proto = _proto_num(req.proto)
+        if proto == 17:
+            for t in o.tuples:
+                self._closed_udp[t] = o.last_ts
         for t in o.tuples:
             for key in ((proto, t), (proto, t.reversed())):
                 hit = self._index.get(key)
