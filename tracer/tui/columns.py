@@ -29,8 +29,9 @@ def _time(r: Request, offset_ns: int) -> str:
 
 
 def _entry(r: Request, _: int) -> str:
-    node = r.hops[0].node if r.hops else ""
-    return f"{node}:{r.client.dport}" if node and r.mode == "mesh" else r.client.dst
+    # The routing mesh is entered at the node whose host DNATs the published port.
+    dnat = next((h for h in r.hops if h.kind is HopKind.DNAT), None) if r.mode == "mesh" else None
+    return f"{dnat.node}:{r.client.dport}" if dnat is not None and dnat.node else r.client.dst
 
 
 def _node(r: Request, _: int) -> str:

@@ -65,6 +65,11 @@ def duration(ns: int) -> str:
     return f"{ns / 1e3:.0f} µs"
 
 
+def delta(ns: int) -> str:
+    """Time since the previous hop; negative for a DNS answer that came before the send."""
+    return f"-{duration(-ns)}" if ns < 0 else f"+{duration(ns)}"
+
+
 def _hop_text(r: Request, h: Hop) -> str:
     k = h.kind
     if k is HopKind.SEND:
@@ -162,7 +167,7 @@ class PathDrawing:
                 i, h = seg
                 self._close_node(node, group)
                 node, group = None, []
-                label = f" ══ VXLAN {h.detail or 'overlay'}  +{duration(h.ts_ns - prev_ts)} ══▶"
+                label = f" ══ VXLAN {h.detail or 'overlay'}  {delta(h.ts_ns - prev_ts)} ══▶"
                 line = Text(label, style=Style(color=p.vxlan, bold=True) + self._hop_style(i))
                 self._extend([(_fit(line, self.width), i)])
                 prev_ts = h.ts_ns
@@ -173,7 +178,7 @@ class PathDrawing:
             elif group:
                 first = seg.hops[0][1]
                 arrow = f"      ▼ if#{first.ifindex}" if first.ifindex else "      ▼"
-                arrow += f"  +{duration(first.ts_ns - prev_ts)}"
+                arrow += f"  {delta(first.ts_ns - prev_ts)}"
                 group.append((Text(arrow, style=p.arrow), None))
             prev_ts = self._box(seg, group, prev_ts)
         self._close_node(node, group)
@@ -198,7 +203,7 @@ class PathDrawing:
         )
         out.append((top, None))
         for i, h in box.hops:
-            right = f"{hook_of(r, h):<17} {'+' + duration(h.ts_ns - prev_ts):>9}"
+            right = f"{hook_of(r, h):<17} {delta(h.ts_ns - prev_ts):>9}"
             prev_ts = h.ts_ns
             style = Style(color=p.error, bold=True) if h.kind is HopKind.DROP else Style()
             label = f"{_LABEL.get(h.kind, str(h.kind)):<8}"
@@ -259,7 +264,7 @@ class PathDrawing:
         back = " ◀ ".join(reversed(seen))
         bold = Style(color=p.success, bold=True)
         t = Text.assemble(
-            (f" ◀ reply +{duration(reply.ts_ns - r.start_ns)}  ", bold),
+            (f" ◀ reply {delta(reply.ts_ns - r.start_ns)}  ", bold),
             (back, Style(color=p.success)),
             ("  (conntrack reverses the NAT)", Style(dim=True)),
         )
