@@ -21,6 +21,7 @@ from tracer.events import (
     IPS_DST_NAT,
     IPS_SRC_NAT,
     TCP_ACK,
+    TCP_FIN,
     TCP_RST,
     TCP_SYN,
     Event,
@@ -43,7 +44,7 @@ class _Open:
     netns_seen: set[int] = field(default_factory=set)
     nat_seen: set[tuple[int, str]] = field(default_factory=set)
     # The first packet's destination in each netns it reached, the latest reached last.
-    fwd_dst: dict[int, str] = field(default_factory=dict)
+    fwd_pkt: dict[int, Flow] = field(default_factory=dict)
     reply_by_netns: dict[int, int] = field(default_factory=dict)  # first reply event per netns
     home_replies: int = 0  # DNS responses seen by the asking netns
     last_ts: int = 0
@@ -74,7 +75,13 @@ class Correlator:
         return [o.req for o in self._open.values()]
 
     def feed_array(self, records: np.ndarray) -> list[Request]:
-        return self.feed(decode(records))
+        if len(records):
+            self.now_ns = max(self.now_ns, int(records["ts_ns"].max()))
+        # A TCP segment without SYN, FIN or RST changes no request (a request's path, NAT and
+        # reply come from its SYN and SYN-ACK): not even decoded. Drops and IPVS events count.
+        keep = (records["proto"] != 6) | (records["tcp_flags"] & _TCP_STATE != 0) | \
+            np.isin(records["point"], _ALWAYS_KEPT)
+        return self.feed(decode(records if keep.all() else records[keep]))
 
     def feed(self, events: Iterable[Event]) -> list[Request]:
         done: list[Request] = []
@@ -181,31 +188,34 @@ class Correlator:
             req.hops.append(Hop(HopKind.MARK, e.ts_ns, e.netns, f"netns:{e.netns}",
                                 e.ifindex, mark=e.mark))
         self._nat_hops(o, e)
-        o.fwd_dst.pop(e.netns, None)
-        o.fwd_dst[e.netns] = e.pkt.dst
+        o.fwd_pkt.pop(e.netns, None)
+        o.fwd_pkt[e.netns] = e.pkt
         return None
 
     def _nat_hops(self, o: _Open, e: Event) -> None:
         if not e.has_ct or e.orig is None or e.reply is None:
             return
-        after = e.reply.reversed()  # the forward tuple once this netns's NAT applied
+        orig, reply, pkt = e.orig, e.reply, e.pkt
+        # The forward tuple once this netns's NAT applied is the reply tuple reversed.
         where = f"netns:{e.netns}"
         # Tuples differ only where NAT (iptables or IPVS with conntrack) rewrote the flow.
-        if after.dst != e.orig.dst and e.pkt.dst == after.dst \
+        new_dst = (reply.saddr, reply.sport)
+        if new_dst != (orig.daddr, orig.dport) and (pkt.daddr, pkt.dport) == new_dst \
                 and (e.netns, "dnat") not in o.nat_seen:
             o.nat_seen.add((e.netns, "dnat"))
             # A destination chosen where a fwmark selects a service is a load-balancer pick.
             kind = HopKind.LB if e.mark else HopKind.DNAT
             o.req.hops.append(Hop(kind, e.ts_ns, e.netns, where, e.ifindex, mark=e.mark,
-                                  before=e.orig, after=Flow(e.orig.saddr, e.orig.sport,
-                                                            after.daddr, after.dport)))
+                                  before=orig, after=Flow(orig.saddr, orig.sport,
+                                                          reply.saddr, reply.sport)))
         if e.ct_status & IPS_SRC_NAT and e.point in (Point.NF_POST, Point.NAT, Point.TX) \
-                and after.src != e.orig.src and (e.netns, "snat") not in o.nat_seen:
+                and (reply.daddr, reply.dport) != (orig.saddr, orig.sport) \
+                and (e.netns, "snat") not in o.nat_seen:
             o.nat_seen.add((e.netns, "snat"))
             o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, where, e.ifindex,
-                                  mark=e.mark, before=Flow(e.orig.saddr, e.orig.sport,
-                                                           after.daddr, after.dport),
-                                  after=after))
+                                  mark=e.mark, before=Flow(orig.saddr, orig.sport,
+                                                           reply.saddr, reply.sport),
+                                  after=reply.reversed()))
 
     def _lb(self, o: _Open, e: Event) -> None:
         """IPVS's own decision (bcc backend): the real server for this client tuple."""
@@ -300,7 +310,7 @@ class Correlator:
         if o.reply_by_netns:
             _forget_flood_copies(o)
         # The backend is where the first packet ended up: the last netns it entered.
-        last_netns = next(reversed(o.fwd_dst), 0)
+        last_netns = next(reversed(o.fwd_pkt), 0)
         for i in range(len(req.hops) - 1, -1, -1):
             h = req.hops[i]
             if h.netns == last_netns and h.kind in _ENTERS:
@@ -308,7 +318,7 @@ class Correlator:
                 if i > 0 or o.reply_by_netns:
                     if i > 0:
                         req.hops[i] = Hop(HopKind.DELIVER, h.ts_ns, h.netns, h.where, h.ifindex)
-                    req.backend_addr = o.fwd_dst[last_netns]
+                    req.backend_addr = o.fwd_pkt[last_netns].dst
                 break
         if o.reply_by_netns:
             # Reply time is measured where the request started (the client side) when we
@@ -343,6 +353,8 @@ class _Answer:
     ts_ns: int
 
 
+_TCP_STATE = TCP_SYN | TCP_FIN | TCP_RST
+_ALWAYS_KEPT = np.array([Point.DROP, Point.LB], dtype=np.uint8)
 _ENTERS = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE)
 _FLOOD_COPY = (HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DROP)  # all a flooded copy shows
 
@@ -386,7 +398,7 @@ def _forget_flood_copies(o: _Open) -> None:
     if flooded:
         o.req.hops = [h for h in o.req.hops if h.netns not in flooded]
         for netns in flooded:
-            o.fwd_dst.pop(netns, None)
+            o.fwd_pkt.pop(netns, None)
 
 
 def _proto_num(name: str) -> int:
