@@ -81,12 +81,18 @@ class Correlator:
         # reply come from its SYN and SYN-ACK): not even decoded. Drops and IPVS events count.
         keep = (records["proto"] != 6) | (records["tcp_flags"] & _TCP_STATE != 0) | \
             np.isin(records["point"], _ALWAYS_KEPT)
-        return self.feed(decode(records if keep.all() else records[keep]))
+        return self._feed(decode(records if keep.all() else records[keep]))
 
     def feed(self, events: Iterable[Event]) -> list[Request]:
+        events = list(events)
+        if events:
+            self.now_ns = max(self.now_ns, max(e.ts_ns for e in events))
+        return self._feed(events)
+
+    def _feed(self, events: list[Event]) -> list[Request]:
+        """Events of a batch whose latest time is already in now_ns."""
         done: list[Request] = []
         for e in events:
-            self.now_ns = max(self.now_ns, e.ts_ns)
             finished = self._event(e)
             if finished is not None:
                 done.append(self._close(finished))
@@ -155,7 +161,7 @@ class Correlator:
             e.pkt in closed or e.pkt.reversed() in closed)
 
     def _new(self, e: Event) -> _Open:
-        client = e.orig if e.has_ct and e.orig is not None else e.pkt
+        client = e.orig if e.flags & F_CT and e.orig is not None else e.pkt
         req = Request(id=self._next_id, proto=_PROTO[e.proto], client=client, start_ns=e.ts_ns)
         self._next_id += 1
         o = _Open(req=req, last_ts=e.ts_ns)
@@ -172,7 +178,7 @@ class Correlator:
     def _forward(self, o: _Open, e: Event) -> _Open | None:
         req = o.req
         self._register(o, e.proto, e.pkt)
-        if e.has_ct and e.reply is not None:
+        if e.flags & F_CT and e.reply is not None:
             self._register(o, e.proto, e.reply.reversed())
         if e.tcp_flags & TCP_RST:
             return o
@@ -193,7 +199,7 @@ class Correlator:
         return None
 
     def _nat_hops(self, o: _Open, e: Event) -> None:
-        if not e.has_ct or e.orig is None or e.reply is None:
+        if not e.flags & F_CT or e.orig is None or e.reply is None:
             return
         orig, reply, pkt = e.orig, e.reply, e.pkt
         # The forward tuple once this netns's NAT applied is the reply tuple reversed.
@@ -366,7 +372,7 @@ def _starts_connection(e: Event) -> bool:
         return bool(e.tcp_flags & TCP_SYN) and not (e.tcp_flags & TCP_ACK)
     if e.pkt.sport == 53:
         return False  # a DNS answer (a late one, after its query completed) starts nothing
-    return not e.has_ct or e.ctinfo == 2  # IP_CT_NEW
+    return not e.flags & F_CT or e.ctinfo == 2  # IP_CT_NEW
 
 
 def _enter_kind(e: Event, first: bool) -> HopKind:
