@@ -6,10 +6,8 @@ that answered; bcc and core must agree. Runs wherever the VM lab can boot."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from ipvs_match import Json, chosen, ipvs_record, pairs, requests
+from ipvs_match import Json, check_in_guest, chosen, ipvs_record, pairs, requests
 from vm_fixtures import GuestRunner, vm_guest_fixture  # noqa: F401
 
 pytestmark = pytest.mark.vm
@@ -23,12 +21,7 @@ MODES = {"bcc": ("mesh", "vip"), "core": ("mesh",)}
 
 @pytest.fixture(scope="module")
 def result(vm_guest: GuestRunner) -> Json:
-    rc, out = vm_guest.run(["python", "scripts/check_ipvs_backends.py", "--lab", "netns",
-                            "--count", str(N)], timeout=900)
-    assert rc == 0, out[-3000:]
-    r: Json = json.loads(out.strip().splitlines()[-1])
-    assert r["lb"] == "ipvs", "the lab must use real IPVS inside the VM"
-    return r
+    return check_in_guest(vm_guest, "netns", N, timeout=900)
 
 
 @pytest.mark.parametrize("backend", ["bcc", "core"])

@@ -8,10 +8,16 @@ as Docker names it; both backends tell the same story. Takes about 5 minutes und
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from ipvs_match import Json, check_swarm_path, check_swarm_request, chosen, pairs, requests
+from ipvs_match import (
+    Json,
+    check_in_guest,
+    check_swarm_path,
+    check_swarm_request,
+    chosen,
+    pairs,
+    requests,
+)
 from vm_fixtures import GuestRunner, vm_guest_fixture  # noqa: F401
 
 pytestmark = pytest.mark.vm
@@ -22,11 +28,7 @@ BACKENDS = ("bcc", "core")
 
 @pytest.fixture(scope="module")
 def result(vm_guest: GuestRunner) -> Json:
-    rc, out = vm_guest.run(["python", "scripts/check_ipvs_backends.py", "--lab", "swarm",
-                            "--count", str(N)], timeout=1500)
-    assert rc == 0, out[-3000:]
-    r: Json = json.loads(out.strip().splitlines()[-1])
-    return r
+    return check_in_guest(vm_guest, "swarm", N, timeout=1500)
 
 
 @pytest.mark.parametrize("mode", MODES)
