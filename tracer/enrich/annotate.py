@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tracer.enrich.names import Names
+from tracer.enrich.names import Names, NetnsName
 from tracer.model import Hop, HopKind, Request
 
 # Docker's embedded DNS server in every container's netns.
@@ -15,8 +15,12 @@ def annotate(req: Request, names: Names) -> Request:
     """Fill hop.where, hop.node, mark services and the backend's name, as of each hop's time."""
     hops = []
     hosts: set[int] = set()  # netns that are a node's own (underlay) netns
+    seen: dict[int, NetnsName | None] = {}  # a request's hops share a few netns
     for h in req.hops:
-        ns = names.netns(h.netns, h.ts_ns)
+        if h.netns in seen:
+            ns = seen[h.netns]
+        else:
+            ns = seen[h.netns] = names.netns(h.netns, h.ts_ns)
         if ns is not None and ns.kind == "host":
             hosts.add(h.netns)
         kind, detail = h.kind, h.detail
