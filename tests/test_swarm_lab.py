@@ -31,7 +31,9 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: dockerd, netns, iptables"),
     pytest.mark.skipif(not DOCKERD.exists(), reason="docker.io is not installed (scripts/setup)"),
 ]
-needs_ipvs = pytest.mark.skipif(not ipvs_available(), reason=NO_IPVS_MESSAGE)
+needs_ipvs = pytest.mark.skipif(
+    not ipvs_available(),
+    reason=f"{NO_IPVS_MESSAGE} (tests/test_swarm_vm.py runs VIP and mesh there)")
 
 
 def _rules() -> set[str]:
