@@ -68,7 +68,7 @@ def hop_line(req: Request, h: Hop) -> str:
     elif h.kind == HopKind.DELIVER:
         what = req.backend_addr
     action = hop_action(h) if h.kind not in _SUMMARY_SKIP else str(h.kind)
-    return f"    +{t:8.3f} ms  {h.where:<16} {action:<28} {what}".rstrip()
+    return f"    {t:+9.3f} ms  {h.where:<16} {action:<28} {what}".rstrip()
 
 
 class Sink(Protocol):
