@@ -41,12 +41,14 @@ _PROTO = {6: "tcp", 17: "udp"}
 class _Open:
     req: Request
     tuples: set[Flow] = field(default_factory=set)
+    keys: list[tuple[int, Flow]] = field(default_factory=list)  # its entries in the index
     netns_seen: set[int] = field(default_factory=set)
     nat_seen: set[tuple[int, str]] = field(default_factory=set)
     # The first packet's destination in each netns it reached, the latest reached last.
     fwd_pkt: dict[int, Flow] = field(default_factory=dict)
     reply_by_netns: dict[int, int] = field(default_factory=dict)  # first reply event per netns
     home_replies: int = 0  # DNS responses seen by the asking netns
+    flooded: bool = False  # a copy of its packet was dropped as not for this host
     last_ts: int = 0
 
 
@@ -172,8 +174,10 @@ class Correlator:
     def _register(self, o: _Open, proto: int, t: Flow) -> None:
         if t not in o.tuples:
             o.tuples.add(t)
-            self._index[(proto, t)] = (o, False)
-            self._index.setdefault((proto, t.reversed()), (o, True))
+            key, back = (proto, t), (proto, t.reversed())
+            self._index[key] = (o, False)
+            self._index.setdefault(back, (o, True))
+            o.keys += (key, back)
 
     def _forward(self, o: _Open, e: Event) -> _Open | None:
         req = o.req
@@ -258,6 +262,7 @@ class Correlator:
             return
         o.req.hops.append(Hop(HopKind.DROP, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
                               detail=reason))
+        o.flooded |= reason == FLOODED
 
     def _answer(self, e: Event) -> None:
         """One A record of a DNS answer (record index in mark's low byte), in order."""
@@ -307,13 +312,13 @@ class Correlator:
         if proto == 17:
             for t in o.tuples:
                 self._closed_udp[t] = o.last_ts
-        for t in o.tuples:
-            for key in ((proto, t), (proto, t.reversed())):
-                hit = self._index.get(key)
-                if hit is not None and hit[0] is o:
-                    del self._index[key]
+        index = self._index
+        for key in o.keys:
+            hit = index.get(key)
+            if hit is not None and hit[0] is o:
+                del index[key]
         req.end_ns = o.last_ts
-        if o.reply_by_netns:
+        if o.flooded and o.reply_by_netns:
             _forget_flood_copies(o)
         # The backend is where the first packet ended up: the last netns it entered.
         last_netns = next(reversed(o.fwd_pkt), 0)
@@ -337,7 +342,7 @@ class Correlator:
         if req.status == Status.OPEN:
             # A drop is the request's fate only if no answer came back despite it (a late
             # retransmission dropped after the reply is shown as a hop, not as a failure).
-            dropped = any(h.kind == HopKind.DROP for h in req.hops)
+            dropped = HopKind.DROP in [h.kind for h in req.hops]
             if dropped and not req.reply_ns:
                 req.status = Status.DROPPED
             elif not req.backend_addr:
@@ -385,21 +390,20 @@ def _enter_kind(e: Event, first: bool) -> HopKind:
 
 
 def _mode(req: Request) -> str:
-    for h in req.hops:
-        # A balancer behind a node's entry DNAT (the published port) is the routing mesh;
-        # reached straight at its address (in the client's netns or lb_<net>), a VIP.
-        if h.kind == HopKind.DNAT:
-            return "mesh" if any(x.kind == HopKind.LB for x in req.hops) else "direct"
-        if h.kind == HopKind.LB:
-            return "vip"
-    return "direct"
+    kinds = [h.kind for h in req.hops]
+    if HopKind.LB not in kinds:
+        return "direct"
+    # A balancer behind a node's entry DNAT (the published port) is the routing mesh;
+    # reached straight at its address (in the client's netns or lb_<net>), a VIP.
+    lb = kinds.index(HopKind.LB)
+    return "mesh" if HopKind.DNAT in kinds[:lb] else "vip"
 
 
 def _forget_flood_copies(o: _Open) -> None:
     """An answered request's packet dropped as OTHERHOST in a netns was a copy a bridge
     flooded there (the destination MAC not learnt yet): that netns is not on its path. Not
     for unanswered requests, where such a drop may be why (a wrong MAC)."""
-    flooded = {h.netns for h in o.req.hops if h.kind == HopKind.DROP and h.detail == "OTHERHOST"}
+    flooded = {h.netns for h in o.req.hops if h.kind == HopKind.DROP and h.detail == FLOODED}
     flooded -= {h.netns for h in o.req.hops if h.kind not in _FLOOD_COPY}
     if flooded:
         o.req.hops = [h for h in o.req.hops if h.netns not in flooded]
@@ -413,3 +417,5 @@ def _proto_num(name: str) -> int:
 
 # Frees that end a socket's life normally, not a packet lost on its way.
 BENIGN_DROPS = frozenset({"QUEUE_PURGE", "SOCKET_CLOSE"})
+# A frame for another MAC: how a bridge's flooded copy ends in the netns it was not for.
+FLOODED = "OTHERHOST"
