@@ -5,10 +5,12 @@ One swarm for the whole module; the last tests stop a daemon and take the lab do
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +154,38 @@ def test_dnsrr_answers_come_from_both_tasks(lab: swarm.SwarmLab,
     assert all(a.ok for a in answers), [a.text for a in answers if not a.ok]
     expected = {cid for _, cid, _ in _vote_tasks(clients).values()}
     assert {a.container for a in answers} == expected
+
+
+def test_trace_service_shows_its_requests_only(lab: swarm.SwarmLab,
+                                               clients: dict[str, docker.DockerClient]) -> None:
+    """`trace --service vote`: the filter comes from Docker (vote's task addresses, and DNS: a
+    DNS round-robin service has no VIP and publishes no port), and shows vote's requests with
+    the DNS answers that spread them."""
+    proc = subprocess.Popen([sys.executable, "-m", "tracer", "trace", "--service", "vote",
+                             "--json", "--timeout", "120"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    notes = []
+    for line in proc.stderr:
+        notes.append(line)
+        if line.startswith("swarmtrace: tracing with"):
+            break
+    tasks = _vote_tasks(clients)
+    assert any(line.startswith("swarmtrace: service vote: ports 53, addresses ") and
+               all(ip in line for ip in tasks) for line in notes), notes
+    swarm.traffic("dnsrr", 4)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    reqs = [json.loads(line) for line in out.splitlines()]
+    vote = [q for q in reqs if q["mode"] == "dnsrr"]
+    assert len(vote) == 4 and {q["mode"] for q in reqs} == {"dns", "dnsrr"}, reqs
+    for q in vote:
+        assert (q["service"], q["status"]) == ("vote", "ok")
+        assert q["backend"]["addr"].split(":")[0] in tasks
+        picked = [h["detail"] for h in q["hops"] if h["kind"] == "dns"]
+        assert picked and picked[0].startswith("vote -> "), q["hops"]
 
 
 def test_names_survive_service_update(lab: swarm.SwarmLab,

@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   swarmtrace trace --port 8080            requests to published port 8080, hop by hop
   swarmtrace trace --json --count 10      10 requests as JSON lines, then exit
   swarmtrace trace --addr 10.0.0.9 --timeout 30
+  swarmtrace trace --service vote         every way to service vote: mesh, VIP, its tasks
   swarmtrace trace -w mesh.swt            record while showing; replay later without root
   swarmtrace trace -w mesh.swt -q         record only (lowest overhead)
 """
@@ -43,6 +44,9 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, action="append", default=[],
                    help="port of interest (repeatable); flows keep matching through NAT")
     p.add_argument("--addr", action="append", default=[], help="IPv4 address of interest")
+    p.add_argument("--service", action="append", default=[], metavar="NAME",
+                   help="a Swarm service (repeatable): its published ports, VIPs and task "
+                        "addresses (and DNS for DNS round robin), asked of Docker at start")
     p.add_argument("--all-packets", action="store_true",
                    help="every packet, not only connection start/end (costs more)")
     p.add_argument("--devices", action="store_true", help="also device rx/tx crossings")
@@ -51,7 +55,17 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
 
 
 def filter_from_args(args: argparse.Namespace) -> Filter:
-    return Filter(ports=tuple(args.port), addrs=tuple(args.addr),
+    ports, addrs = list(args.port), list(args.addr)
+    if args.service:
+        from tracer.enrich.service_filter import service_match
+
+        match = service_match(args.service)
+        ports += [p for p in match.ports if p not in ports]
+        addrs += [a for a in match.addrs if a not in addrs]
+        print(f"swarmtrace: service {', '.join(args.service)}: ports "
+              f"{', '.join(map(str, match.ports)) or '-'}, addresses {', '.join(match.addrs)}",
+              file=sys.stderr)
+    return Filter(ports=tuple(ports), addrs=tuple(addrs),
                   all_packets=args.all_packets, devices=args.devices)
 
 
