@@ -227,21 +227,15 @@ def decode(records: np.ndarray) -> list[Event]:
                                           "ct", "ct_status", "point", "proto", "tcp_flags",
                                           "ctinfo", "flags")]
     pkts, origs, replies = _flows(records)
-    # DNS answer events carry the query name where tuples usually are.
-    dns_rows = {int(i): dns_name(records[i : i + 1].tobytes()[_DNS_NAME_OFFSET:])
-                for i in np.flatnonzero(records["point"] == Point.DNS)}
     out = []
     points = _POINTS
-    rows = enumerate(zip(*cols, pkts, origs, replies, strict=True))
-    for i, (ts, skb, ns, ifx, mark, aux, ct, st, pt, proto, tf, cti, fl, pkt, orig,
-            reply) in rows:
-        if dns_rows and i in dns_rows:
-            out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, Point.DNS, proto, tf, cti, fl,
-                             pkt, Flow(orig.saddr, 0, dns_rows[i], 0), None))
-        elif fl & F_CT:
-            out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf,
-                             cti, fl, pkt, orig, reply))
-        else:
-            out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf,
-                             cti, fl, pkt, None, None))
+    for ts, skb, ns, ifx, mark, aux, ct, st, pt, proto, tf, cti, fl, pkt, orig, reply in zip(
+            *cols, pkts, origs, replies, strict=True):
+        has_ct = fl & F_CT
+        out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf, cti,
+                         fl, pkt, orig if has_ct else None, reply if has_ct else None))
+    # DNS answer events carry the answered address and the query name where tuples usually are.
+    for i in np.flatnonzero(records["point"] == Point.DNS).tolist():
+        name = dns_name(records[i : i + 1].tobytes()[_DNS_NAME_OFFSET:])
+        out[i] = out[i]._replace(orig=Flow(origs[i].saddr, 0, name, 0), reply=None)
     return out
