@@ -12,10 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
-import docker
-import requests
-
 from tracer.enrich.docker_topology import (
+    DOCKER_GONE,
     DockerNode,
     NodeReading,
     local_docker_sockets,
@@ -36,7 +34,6 @@ EVENT_ACTIONS = {
 DEBOUNCE_S = 0.2  # one reading for a burst of events (a service update is a dozen)
 FULL_REFRESH_S = 30.0  # re-read Docker even without events, in case one was missed
 RECONNECT_S = 2.0
-_LOST = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
 def mono_from_wall_ns(wall_ns: int) -> int:
@@ -98,7 +95,7 @@ class DockerNames(NetnsNames):
         self._next_connect[url] = time.monotonic() + RECONNECT_S
         try:
             node = DockerNode(url)
-        except _LOST as err:
+        except DOCKER_GONE as err:
             self._lost(url, err)
             return None
         with self._mu:
@@ -126,7 +123,7 @@ class DockerNames(NetnsNames):
                 continue
             try:
                 self._readings[url] = node.read()
-            except _LOST as err:
+            except DOCKER_GONE as err:
                 self._lost(url, err)
                 continue
             if dirty:
@@ -179,7 +176,7 @@ class DockerNames(NetnsNames):
                         with self._mu:
                             self._dirty[url] = min(self._dirty.get(url) or ts, ts)
                         self._wake.set()
-            except _LOST as err:
+            except DOCKER_GONE as err:
                 if not self._stop.is_set():
                     self._lost(url, err)
                 continue

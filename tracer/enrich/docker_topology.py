@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 
 from tracer.enrich.ipvs import ipvs_available, read_ipvs
 from tracer.enrich.mangle import read_mark_rules
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_EXEC_ROOT = "/var/run/docker"
 API_TIMEOUT_S = 10
+# A daemon that went away (or never answered) raises any of these.
+DOCKER_GONE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 VXLAN_IDS = "com.docker.network.driver.overlay.vxlanid_list"
 
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import docker
-import requests
 
-from tracer.enrich.docker_topology import local_docker_sockets
+from tracer.enrich.docker_topology import DOCKER_GONE, local_docker_sockets
 from tracer.errors import TopologyError
 
 API_TIMEOUT_S = 5
 DNS_PORT = 53
-_UNREACHABLE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ def service_match(names: list[str], sockets: list[str] | None = None) -> Service
                         missing.remove(name)
             finally:
                 client.close()
-        except _UNREACHABLE:
+        except DOCKER_GONE:
             continue  # a daemon that does not answer: the others may know the service
     if missing:
         raise TopologyError(f"no Swarm service named {', '.join(missing)} on this machine's "

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import requests
 
+from tracer.enrich.docker_topology import DOCKER_GONE
 from tracer.enrich.ipvs import NO_IPVS_MESSAGE, ipvs_available
 from tracer.errors import LabError
 from tracer.lab.swarm import daemons, hoststate
@@ -42,8 +42,6 @@ from tracer.lab.swarm.services import (
 
 log = logging.getLogger(__name__)
 
-# A daemon that went away answers with any of these.
-DOCKER_GONE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 # Docker writes here besides its --data-root/--exec-root; removed at down if new.
 DOCKER_PATHS = (Path("/var/run/docker.sock"), Path("/etc/docker"), Path("/etc/docker/key.json"),
                 Path("/run/docker"),
