@@ -31,7 +31,6 @@ from typing import Any
 
 from tracer import lab
 from tracer.lab import swarm
-from tracer.lab.swarm.layout import lab_nodes
 
 READY = "swarmtrace: tracing with"
 BACKENDS = ("bcc", "core")
@@ -90,7 +89,8 @@ class Tracer:
 def tracing(backends: list[str], lab_name: str, record: Path | None
             ) -> Iterator[dict[str, Tracer]]:
     """Tracers for `backends`, all attached by the time the body runs; each records its
-    events to record/<lab>_<backend>.swt if asked to."""
+    events to record/<lab>_<backend>.swt if asked to. The body ends them with stop_all();
+    any still running on the way out (an error) are killed, their BPF links with them."""
     tracers = {b: Tracer(b, TRACE_FILTER[lab_name],
                          record / f"{lab_name}_{b}.swt" if record else None) for b in backends}
     try:
@@ -98,10 +98,11 @@ def tracing(backends: list[str], lab_name: str, record: Path | None
             t.ready.wait(300)  # bcc compiles its program: 15-25 s under emulation
         time.sleep(1)
         yield tracers
-    except BaseException:
+    finally:
         for t in tracers.values():
-            t.proc.kill()
-        raise
+            if t.proc.poll() is None:
+                t.proc.kill()
+                t.proc.wait()
 
 
 def stop_all(tracers: dict[str, Tracer]) -> dict[str, Any]:
@@ -115,10 +116,10 @@ def netns_lab(count: int, backends: list[str], record: Path | None) -> dict[str,
         with tracing(backends, "netns", record) as tracers:
             answers = [{"mode": mode, "client": a.client, "backend": a.backend}
                        for mode in MODES for a in lab.traffic(mode, count)]  # type: ignore[arg-type]
-        return {"lab": "netns", "lb": info.lb, "answers": answers,
-                "ipvs": {**ipvs_connections("stlab-ingress_sbox"),
-                         **ipvs_connections("stlab-vip-client")},
-                "tasks": {}, "traced": stop_all(tracers)}
+            ipvs = {**ipvs_connections("stlab-ingress_sbox"),
+                    **ipvs_connections("stlab-vip-client")}
+            return {"lab": "netns", "lb": info.lb, "answers": answers, "ipvs": ipvs,
+                    "tasks": {}, "traced": stop_all(tracers)}
     finally:
         lab.down()
 
@@ -137,17 +138,17 @@ def swarm_lab(count: int, backends: list[str], record: Path | None) -> dict[str,
         with tracing(backends, "swarm", record) as tracers:
             answers = [{"mode": mode, "client": a.client, "backend": a.container}
                        for mode in MODES for a in swarm.traffic(mode, count)]
-        ipvs: dict[str, str] = {}
-        for node in lab_nodes(2):
-            for ns in _docker_netns(node):
-                ipvs |= ipvs_connections(ns)
-        clients = up.clients()
-        tasks = {ct.id[:12]: [ct.labels.get("com.docker.swarm.task.name", ct.name), node]
-                 for node, c in clients.items() for ct in c.containers.list()}
-        for c in clients.values():
-            c.close()
-        return {"lab": "swarm", "lb": "ipvs", "answers": answers, "ipvs": ipvs, "tasks": tasks,
-                "traced": stop_all(tracers)}
+            ipvs: dict[str, str] = {}
+            for node in up.nodes:
+                for ns in _docker_netns(node):
+                    ipvs |= ipvs_connections(ns)
+            clients = up.clients()
+            tasks = {ct.id[:12]: [ct.labels.get("com.docker.swarm.task.name", ct.name), name]
+                     for name, c in clients.items() for ct in c.containers.list()}
+            for c in clients.values():
+                c.close()
+            return {"lab": "swarm", "lb": "ipvs", "answers": answers, "ipvs": ipvs,
+                    "tasks": tasks, "traced": stop_all(tracers)}
     finally:
         swarm.down()
 
