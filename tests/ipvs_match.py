@@ -5,23 +5,10 @@ Input is the JSON printed by scripts/check_ipvs_backends.py (run inside the stoc
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from vm_fixtures import GuestRunner
-
 Json = dict[str, Any]
-
-
-def check_in_guest(guest: GuestRunner, lab: str, count: int, timeout: float) -> Json:
-    """Run scripts/check_ipvs_backends.py on `lab` in the VM; its JSON result."""
-    rc, out = guest.run(["python", "scripts/check_ipvs_backends.py", "--lab", lab,
-                         "--count", str(count)], timeout=timeout)
-    assert rc == 0, out[-3000:]
-    result: Json = json.loads(out.strip().splitlines()[-1])
-    assert result["lb"] == "ipvs", "the lab must use real IPVS inside the VM"
-    return result
 
 
 def requests(result: Json, backend: str, modes: tuple[str, ...]) -> list[Json]:

@@ -7,8 +7,8 @@ that answered; bcc and core must agree. Runs wherever the VM lab can boot."""
 from __future__ import annotations
 
 import pytest
-from ipvs_match import Json, check_in_guest, chosen, ipvs_record, pairs, requests
-from vm_fixtures import GuestRunner, vm_guest_fixture  # noqa: F401
+from ipvs_match import Json, chosen, ipvs_record, pairs, requests
+from vm_fixtures import GuestRunner, check_ipvs_in_guest, vm_guest_fixture  # noqa: F401
 
 pytestmark = pytest.mark.vm
 N = 4
@@ -21,7 +21,7 @@ MODES = {"bcc": ("mesh", "vip"), "core": ("mesh",)}
 
 @pytest.fixture(scope="module")
 def result(vm_guest: GuestRunner) -> Json:
-    return check_in_guest(vm_guest, "netns", N, timeout=900)
+    return check_ipvs_in_guest(vm_guest, "netns", N, timeout=900)
 
 
 @pytest.mark.parametrize("backend", ["bcc", "core"])

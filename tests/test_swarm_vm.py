@@ -11,14 +11,13 @@ from __future__ import annotations
 import pytest
 from ipvs_match import (
     Json,
-    check_in_guest,
     check_swarm_path,
     check_swarm_request,
     chosen,
     pairs,
     requests,
 )
-from vm_fixtures import GuestRunner, vm_guest_fixture  # noqa: F401
+from vm_fixtures import GuestRunner, check_ipvs_in_guest, vm_guest_fixture  # noqa: F401
 
 pytestmark = pytest.mark.vm
 N = 4
@@ -28,7 +27,7 @@ BACKENDS = ("bcc", "core")
 
 @pytest.fixture(scope="module")
 def result(vm_guest: GuestRunner) -> Json:
-    return check_in_guest(vm_guest, "swarm", N, timeout=1500)
+    return check_ipvs_in_guest(vm_guest, "swarm", N, timeout=1500)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -10,11 +10,12 @@ removes what it creates (IPVS services, netns, daemons) like on any real kernel.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -99,3 +100,14 @@ def vm_guest_fixture(request: pytest.FixtureRequest) -> GuestRunner:
     if isinstance(found, LabError):
         pytest.fail(f"VM guest failed to boot: {found}")
     return found
+
+
+def check_ipvs_in_guest(guest: GuestRunner, lab: str, count: int, timeout: float
+                        ) -> dict[str, Any]:
+    """Run scripts/check_ipvs_backends.py on `lab` in the VM; its JSON result."""
+    rc, out = guest.run(["python", "scripts/check_ipvs_backends.py", "--lab", lab,
+                         "--count", str(count)], timeout=timeout)
+    assert rc == 0, out[-3000:]
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    assert result["lb"] == "ipvs", "the lab must use real IPVS inside the VM"
+    return result
