@@ -19,8 +19,8 @@ import docker
 import pytest
 
 from tracer.enrich.docker_names import DockerNames
+from tracer.enrich.history import recorded_names
 from tracer.enrich.ipvs import NO_IPVS_MESSAGE, ipvs_available
-from tracer.enrich.names import Names
 from tracer.enrich.netns_names import nsfs_inode
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
@@ -206,7 +206,7 @@ def test_names_survive_service_update(lab: swarm.SwarmLab,
             time.sleep(0.5)
         else:
             pytest.fail(f"names did not follow the update: {new} vs {got}")
-        replay = Names.from_snapshot(names.snapshot())
+        replay = recorded_names(names.snapshot())
         for ip, (task, cid, node) in old.items():
             for resolver in (names, replay):
                 a = resolver.addr(ip, t_old)

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tracer.enrich.history import RANK_DOCKER, RANK_NETNS, NameHistory, RecordedNames
+from tracer.enrich.history import (
+    RANK_DOCKER,
+    RANK_NETNS,
+    NameHistory,
+    RecordedNames,
+    recorded_names,
+)
 from tracer.enrich.mangle import MarkRule, read_mark_rules
-from tracer.enrich.names import AddrName, Names, NetnsName, short_task
+from tracer.enrich.names import AddrName, NetnsName, short_task
 from tracer.enrich.netns_names import NetnsNames, classify, nsfs_inode
 from tracer.enrich.topology import Topology
 from tracer.errors import TraceFileError
@@ -71,7 +77,7 @@ def test_snapshot_round_trip_resolves_like_live() -> None:
     h.observe("docker", Topology(addrs={"10.0.1.3": VOTE1B}), 300, RANK_DOCKER)
     live = RecordedNames(h)
     snap = json.loads(json.dumps(live.snapshot()))  # as stored in a trace file
-    replay = Names.from_snapshot(snap)
+    replay = recorded_names(snap)
     for ts in (0, 299, 300, 10**12):
         assert replay.addr("10.0.1.3", ts) == live.addr("10.0.1.3", ts)
         assert replay.netns(5, ts) == live.netns(5, ts)
@@ -81,7 +87,7 @@ def test_snapshot_round_trip_resolves_like_live() -> None:
     part = live.changes_since(2)
     assert part["count"] == len(snap["changes"]) and part["changes"] == snap["changes"][2:]
     with pytest.raises(TraceFileError):
-        Names.from_snapshot({"version": 99, "changes": []})
+        recorded_names({"version": 99, "changes": []})
 
 
 def test_classify_and_short_task() -> None:
@@ -128,7 +134,7 @@ def test_netns_names_by_inode_and_address(netns_pair: tuple[str, str]) -> None:
         subprocess.run(["ip", "netns", "del", other_ns], check=True)
         names.refresh()
         snap = names.snapshot()
-    other_ino_name = Names.from_snapshot(snap).addr("10.254.77.6", 1)
+    other_ino_name = recorded_names(snap).addr("10.254.77.6", 1)
     assert other_ino_name is not None and other_ino_name.netns == other_ns
 
 

@@ -1,7 +1,7 @@
 """Enrichment: name netns inodes, addresses and fwmarks in Docker Swarm's (or the lab's) words.
 
 Live:    with open_names() as names: names.netns(inode, ts_ns) ...
-Replay:  names = Names.from_snapshot(trace_header["names"])
+Replay:  names = recorded_names(trace_header["names"])   (enrich.history)
 """
 
 from __future__ import annotations

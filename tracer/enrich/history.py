@@ -191,3 +191,8 @@ class RecordedNames(Names):
         """Only the changes after the first `start` (a trace file's "change" record);
         pass the previous answer's `count` as the next start."""
         return self.history.to_dict(start)
+
+
+def recorded_names(d: dict[str, Any]) -> Names:
+    """Names that resolve exactly as the live resolver that wrote snapshot `d` did."""
+    return RecordedNames(NameHistory.from_dict(d))

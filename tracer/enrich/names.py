@@ -1,7 +1,7 @@
 """The resolver API: what a netns inode, an address or a fwmark is, as of an event's time.
 
 The correlator and the sinks call only this. Live implementations (NetnsNames, DockerNames)
-and replay (Names.from_snapshot) answer the same way because both read a NameHistory.
+and replay (history.recorded_names) answer the same way because both read a NameHistory.
 """
 
 from __future__ import annotations
@@ -78,10 +78,3 @@ class Names(Protocol):
     def network_vni(self, network: str, ts_ns: int) -> int | None: ...
 
     def snapshot(self) -> dict[str, Any]: ...
-
-    @staticmethod
-    def from_snapshot(d: dict[str, Any]) -> Names:
-        """Names that resolve exactly as the live resolver that wrote `d` did."""
-        from tracer.enrich.history import NameHistory, RecordedNames
-
-        return RecordedNames(NameHistory.from_dict(d))

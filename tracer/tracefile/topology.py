@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tracer.enrich.history import recorded_names
 from tracer.enrich.names import Names
 from tracer.errors import TraceFileError
 from tracer.tracefile.reader import TopologyRecord, open_trace
@@ -40,7 +41,7 @@ def names_from_snapshot(snapshot: dict[str, Any] | None) -> Names | None:
     if snapshot is None:
         return None
     try:
-        return Names.from_snapshot(snapshot)
+        return recorded_names(snapshot)
     except TraceFileError as err:
         log.warning("%s; showing raw netns inodes and addresses", err)
         return None

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-if TYPE_CHECKING:
-    from tracer.tui.app import SwarmtraceApp
+from tracer.tui.state import TuiState
 
 Command = tuple[str, str, Callable[[], object]]  # name, help, what it does
+
+
+class PaletteHost(Protocol):
+    """What the palette needs of the app: typed here so this module never imports the app."""
+
+    state: TuiState
+
+    def run_action(self, action: str) -> object: ...
+
+    def set_follow(self, follow: bool) -> None: ...
+
+    def jump_to_drop(self) -> None: ...
+
+    def apply_filter(self, text: str) -> None: ...
 
 # (name, help, app action)
 ACTIONS = (
@@ -26,7 +39,7 @@ ACTIONS = (
 
 class TracerCommands(Provider):
     def _commands(self) -> list[Command]:
-        app: SwarmtraceApp = self.app  # type: ignore[assignment]
+        app = cast(PaletteHost, self.app)
         out: list[Command] = [
             (name, help_text, partial(app.run_action, action))
             for name, help_text, action in ACTIONS
