@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 
 from tracer.errors import TraceFileError
+from tracer.model import Request
 from tracer.pipeline import Pipeline
 from tracer.signals import sigterm_as_interrupt
 from tracer.sinks.text import JsonSink, Sink, TextSink
 from tracer.source import Filter
+from tracer.tracefile.ring import KEEP_ON, RingConfig, parse_size, ring_recording
 
 EXAMPLES = """examples:
   swarmtrace trace --port 8080            requests to published port 8080, hop by hop
@@ -20,6 +24,8 @@ EXAMPLES = """examples:
   swarmtrace trace --service vote         every way to service vote: mesh, VIP, its tasks
   swarmtrace trace -w mesh.swt            record while showing; replay later without root
   swarmtrace trace -w mesh.swt -q         record only (lowest overhead)
+  swarmtrace trace -w failures/ --ring 256M -q
+                                          always on: keep only the windows around failed requests
 """
 
 
@@ -37,6 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-w", "--write", metavar="FILE",
                    help="also record to a trace file (.swt); Ctrl-C finishes it")
+    ring = p.add_argument_group("always-on recording (with -w DIR)")
+    ring.add_argument("--ring", metavar="SIZE", type=_size,
+                      help="record into a ring of files in DIR within SIZE (e.g. 256M) and keep "
+                           "only the windows around failed requests, each as its own .swt")
+    ring.add_argument("--keep-on", choices=sorted(KEEP_ON), default="failed",
+                      help="which requests' windows to keep (default: failed = not ok)")
+    ring.add_argument("--keep-before", type=_seconds, default=10.0, metavar="S",
+                      help="seconds kept before a failed request (default 10)")
+    ring.add_argument("--keep-after", type=_seconds, default=5.0, metavar="S",
+                      help="seconds kept after it (default 5)")
     p.set_defaults(func=run)
 
 
@@ -52,6 +68,23 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", action="store_true", help="also device rx/tx crossings")
     p.add_argument("--backend", choices=("auto", "core", "bcc"), default="auto",
                    help="probe backend (default: auto)")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"seconds out of range 0-3600: {text!r}")
+    return value
 
 
 def filter_from_args(args: argparse.Namespace) -> Filter:
@@ -77,11 +110,18 @@ def run(args: argparse.Namespace) -> int:
     sigterm_as_interrupt()
     if args.quiet and not args.write:
         raise TraceFileError("--quiet records without showing: give a file with -w FILE")
+    if args.ring and not args.write:
+        raise TraceFileError("--ring records into a directory: give it with -w DIR")
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     flt = filter_from_args(args)
     with open_pipeline(args.backend, flt) as pipe, ExitStack() as stack:
-        if args.write:
+        observe = None
+        if args.ring:
+            config = RingConfig(Path(args.write), args.ring, args.keep_before, args.keep_after,
+                                KEEP_ON[args.keep_on])
+            observe = stack.enter_context(ring_recording(pipe, config, flt)).observe
+        elif args.write:
             from tracer.tracefile.record import recording
 
             stack.enter_context(recording(pipe, args.write, flt))
@@ -91,30 +131,43 @@ def run(args: argparse.Namespace) -> int:
         # Printed once everything is attached: scripts wait for this line.
         print(f"swarmtrace: tracing with the {info.backend} backend ({pipe.backend_reason})",
               file=sys.stderr, flush=True)
-        if args.quiet:
+        if args.quiet and observe is None:
             _record_only(pipe, deadline)
         else:
-            show(pipe, sink, args.count, deadline)
+            # The ring needs finished requests to know what failed, even when nothing is shown.
+            show(pipe, None if args.quiet else sink, args.count, deadline, observe)
     sink.close()
     return 0
 
 
-def show(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None:
-    """Write finished requests until `count` of them or the deadline (0/None: forever)."""
+def show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
+         observe: Callable[[list[Request]], None] | None = None) -> None:
+    """Write finished requests until `count` of them or the deadline (0/None: forever).
+
+    `observe` sees every batch of finished requests, empty ones too (the ring's clock).
+    """
     shown = 0
     try:
         while not (count and shown >= count):
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            for req in pipe.poll(0.2):
-                sink.write(req)
+            reqs = pipe.poll(0.2)
+            if observe is not None:
+                observe(reqs)
+            for req in reqs:
+                if sink is not None:
+                    sink.write(req)
                 shown += 1
                 if count and shown >= count:
                     return
     except KeyboardInterrupt:
         # Requests still in flight are shown as they stand, not lost.
-        for req in pipe.flush():
-            sink.write(req)
+        reqs = pipe.flush()
+        if observe is not None:
+            observe(reqs)
+        for req in reqs:
+            if sink is not None:
+                sink.write(req)
 
 
 def _record_only(pipe: Pipeline, deadline: float | None) -> None:

@@ -23,28 +23,19 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 1.0  # how often names and lost counters are compared with what is written
 
 
-class _Tap:
-    """A Pipeline tap: raw events to the writer; new names and lost counts about every second."""
+class NamesTap:
+    """Keeps a writer's names and lost counter in step with the pipeline, about every second."""
 
     def __init__(self, writer: TraceWriter, pipe: Pipeline) -> None:
         self.writer = writer
         self.pipe = pipe
-        self.stopped = False
         self._names_written = 0  # entries of the names' change log already in the file
         self._wrote_names = False
         self._next_check = 0.0
 
-    def __call__(self, events: np.ndarray) -> None:
-        if self.stopped:
-            return
-        try:
-            self.writer.events(events)
-            if time.monotonic() >= self._next_check:
-                self.sync()
-        except TraceFileError as err:
-            # Recording stops; tracing goes on. One line says why and what is kept.
-            self.stopped = True
-            log.warning("%s", err)
+    def maybe_sync(self) -> None:
+        if time.monotonic() >= self._next_check:
+            self.sync()
 
     def sync(self) -> None:
         """Write names that changed and the lost counter, if they grew."""
@@ -65,6 +56,35 @@ class _Tap:
         self._wrote_names = True
 
 
+class _Tap:
+    """A Pipeline tap: raw events to the writer, with names and lost counts kept in step."""
+
+    def __init__(self, writer: TraceWriter, pipe: Pipeline) -> None:
+        self.writer = writer
+        self.names = NamesTap(writer, pipe)
+        self.stopped = False
+
+    def __call__(self, events: np.ndarray) -> None:
+        if self.stopped:
+            return
+        try:
+            self.writer.events(events)
+            self.names.maybe_sync()
+        except TraceFileError as err:
+            # Recording stops; tracing goes on. One line says why and what is kept.
+            self.stopped = True
+            log.warning("%s", err)
+
+
+def recording_header(pipe: Pipeline, filters: Filter, notes: tuple[str, ...] = ()) -> TraceHeader:
+    """The header of a file recorded from `pipe` from now on."""
+    snap = pipe.names.snapshot() if pipe.names is not None else None
+    return TraceHeader.now(
+        pipe.source.info, filters, nodes=inventory(snap).nodes, notes=notes,
+        lb_note=pipe.lb_note
+    )
+
+
 @contextmanager
 def recording(
     pipe: Pipeline, path: str | os.PathLike[str], filters: Filter, notes: tuple[str, ...] = ()
@@ -73,22 +93,18 @@ def recording(
 
     A full disk stops the recording with one warning line; tracing goes on.
     """
-    snap = pipe.names.snapshot() if pipe.names is not None else None
-    header = TraceHeader.now(
-        pipe.source.info, filters, nodes=inventory(snap).nodes, notes=notes,
-        lb_note=pipe.lb_note
-    )
+    header = recording_header(pipe, filters, notes)
     writer = TraceWriter(path, header)
     tap = _Tap(writer, pipe)
     pipe.taps.append(tap)
     try:
-        tap.sync()
+        tap.names.sync()
         yield writer
     finally:
         pipe.taps.remove(tap)
         try:
             if not tap.stopped:
-                tap.sync()
+                tap.names.sync()
             writer.close()
         except TraceFileError as err:
             log.warning("%s", err)
