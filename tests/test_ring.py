@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tracer import lab as lab_mod
+from tracer.lab.refuse import refusing
 from tracer.lab.topology import BACKENDS
 from tracer.model import Request, Status
 from tracer.pipeline import Pipeline
@@ -64,20 +64,6 @@ def test_a_kept_window_replays_its_request_and_nothing_far_from_it(tmp_path: Pat
 
 
 # -- live: the netns lab, then backend-2 refusing ---------------------------------------------
-
-REFUSE = ["-p", "tcp", "--dport", "80", "-j", "REJECT", "--reject-with", "tcp-reset"]
-
-
-@contextmanager
-def refusing(netns: str) -> Iterator[None]:
-    """The backend answers every connection with a RST, as a task whose server died would."""
-    subprocess.run(["ip", "netns", "exec", netns, "iptables", "-I", "INPUT", *REFUSE], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["ip", "netns", "exec", netns, "iptables", "-D", "INPUT", *REFUSE],
-                       check=False)
-
 
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: BPF, netns and iptables")

@@ -94,6 +94,7 @@ class RingRecorder:
         self.pending: list[Window] = []
         self.kept: list[Path] = []
         self.stopped = False
+        self.recorded_bytes = 0  # every segment ever written: the ring's disk traffic
         self._seq = 0
         self._writer: TraceWriter | None = None
         self._names: NamesTap | None = None
@@ -193,6 +194,7 @@ class RingRecorder:
             self._writer.close()
             seg.size = seg.path.stat().st_size
             seg.closed = True
+            self.recorded_bytes += seg.size
             self._writer = self._names = None
 
     def _trim(self) -> None:
