@@ -9,7 +9,7 @@ from rich.style import Style
 from rich.text import Text
 
 from tracer.model import Hop, HopKind, Request, Status
-from tracer.tui.narrate import hook_of, is_stand_in, mark_text, verdict
+from tracer.sinks.narrate import hook_of, is_stand_in, mark_text, verdict
 
 # Mid-luminance colours that read on dark and light backgrounds alike; one per backend task.
 TASK_COLORS = (

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
 from tracer.model import Request
-from tracer.tui.narrate import narrate, verdict
+from tracer.sinks.narrate import narrate, verdict
 from tracer.tui.screens.base import TracerScreen
 from tracer.tui.state import TuiState
 from tracer.tui.store import task_of
