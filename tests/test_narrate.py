@@ -97,7 +97,8 @@ def test_text_output_is_in_causal_order() -> None:
 
 @pytest.mark.parametrize(
     ("where", "node", "expected"),
-    [("node1 host", "node1", "node1's host"), ("node2 ingress_sbox", "node2", "ingress_sbox on node2"),
+    [("node1 host", "node1", "node1's host"),
+     ("node2 ingress_sbox", "node2", "ingress_sbox on node2"),
      ("vote.1.mcp6", "node2", "vote.1.mcp6 on node2"), ("ingress_sbox", "", "ingress_sbox")],
 )
 def test_place_names_the_node_once(where: str, node: str, expected: str) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from tracer.model import HopKind, Request, Status
+from tracer.sinks.narrate import narrate
 from tracer.source import SourceInfo
 from tracer.tui.app import SwarmtraceApp
 from tracer.tui.feed import FeedBatch, ListFeed
-from tracer.sinks.narrate import narrate
 from tracer.tui.request_json import load_requests, request_from_json
 from tracer.tui.screens.requests import RequestsScreen
 from tracer.tui.screens.talk import TalkScreen

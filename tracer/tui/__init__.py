@@ -7,8 +7,10 @@ from tracer.tui.feed import FeedBatch, FeedStats, ListFeed, ReplayControls, Requ
 __all__ = ["FeedBatch", "FeedStats", "ListFeed", "ReplayControls", "RequestFeed", "run_tui"]
 
 
-def run_tui(feed: RequestFeed, *, step: bool = False, title: str = "swarmtrace") -> None:
+def run_tui(
+    feed: RequestFeed, *, step: bool = False, title: str = "swarmtrace", query: str = ""
+) -> None:
     """Show requests from feed until the user quits; step=True starts in talk mode."""
     from tracer.tui import app  # Textual loads only when a TUI is shown
 
-    app.run_tui(feed, step=step, title=title)
+    app.run_tui(feed, step=step, title=title, query=query)

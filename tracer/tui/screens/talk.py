@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.timer import Timer
 
 from tracer.model import Request
 from tracer.sinks.narrate import narrate, verdict
@@ -16,6 +17,9 @@ from tracer.tui.store import task_of
 from tracer.tui.widgets.hop_path import HopPath
 from tracer.tui.widgets.text_box import TextBox
 
+if TYPE_CHECKING:
+    from tracer.tui.app import SwarmtraceApp
+
 
 class TalkScreen(TracerScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -23,7 +27,11 @@ class TalkScreen(TracerScreen):
         Binding("left,h", "hop(-1)", "back", key_display="←", id="talk.prev_hop"),
         Binding("down,j", "request(1)", "next request", key_display="↓", id="talk.next_request"),
         Binding("up,k", "request(-1)", "previous", key_display="↑", id="talk.prev_request"),
+        Binding("home", "first", "first", show=False, id="talk.first"),
+        Binding("end", "last", "last", show=False, id="talk.last"),
+        Binding("a", "auto", "auto", id="talk.auto"),
     ]
+    AUTO_S = 3.0  # seconds per hop when advancing by itself, at replay speed 1
 
     def __init__(self, state: TuiState) -> None:
         super().__init__(state)
@@ -31,6 +39,8 @@ class TalkScreen(TracerScreen):
         self.hop = 0
         self.request_id: int | None = None
         self._position: tuple[int, int] | None = None
+        self._waiting = False  # asked the replay for the next request, not here yet
+        self._auto: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield TextBox(id="talk-title")
@@ -50,6 +60,17 @@ class TalkScreen(TracerScreen):
         store = self.state.store
         return store.at(self.index) if 0 <= self.index < len(store) else None
 
+    def on_screen_resume(self) -> None:
+        # The speaker sets the pace: a replay waits while the talk is on (space resumes it).
+        app = self.tracer_app
+        if app.controls is not None and not self.state.paused:
+            app.action_toggle_pause()
+        super().on_screen_resume()
+
+    @property
+    def tracer_app(self) -> SwarmtraceApp:
+        return cast("SwarmtraceApp", self.app)
+
     def redraw(self) -> None:
         store = self.state.store
         if self.request_id is not None and self._position is not None:
@@ -57,7 +78,9 @@ class TalkScreen(TracerScreen):
             at = store.index_at(self._position, self.request_id)
             if at is not None:
                 self.index = at
-        self._select(self.index)
+        if self._waiting and self.index + 1 < len(store):
+            self._waiting, self.index, self.hop = False, self.index + 1, 0
+        self._select(min(self.index, max(len(store) - 1, 0)))
         self._draw(self.request)
 
     def _select(self, index: int) -> None:
@@ -109,6 +132,12 @@ class TalkScreen(TracerScreen):
 
     def action_request(self, delta: int, last_hop: bool = False) -> None:
         n = len(self.state.store)
+        if delta > 0 and self.index + delta >= n and not self.state.finished \
+                and self.tracer_app.controls is not None:
+            # Past the newest request of a replay: release the next one, show it when it comes.
+            self._waiting = True
+            self.tracer_app.action_step()
+            return
         if not 0 <= self.index + delta < n:
             word = "No more requests." if delta > 0 else "This is the first request."
             self.notify(word, timeout=2)
@@ -117,3 +146,20 @@ class TalkScreen(TracerScreen):
         r = self.state.store.at(self.index)
         self.hop = len(r.hops) - 1 if last_hop else 0
         self._draw(r)
+
+    def action_first(self) -> None:
+        self.start_at(0)
+
+    def action_last(self) -> None:
+        self.start_at(max(len(self.state.store) - 1, 0))
+
+    def action_auto(self) -> None:
+        """Advance one hop every AUTO_S / speed seconds until pressed again."""
+        if self._auto is not None:
+            self._auto.stop()
+            self._auto = None
+            self.notify("Auto-advance off.", timeout=2)
+            return
+        pace = self.AUTO_S / (self.state.speed or 1.0)
+        self._auto = self.set_interval(pace, lambda: self.action_hop(1))
+        self.notify(f"Auto-advance: one hop every {pace:g} s (a stops it).", timeout=2)
