@@ -56,9 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="only requests of this Swarm service (exact name; repeatable)",
     )
     p.add_argument(
-        "--no-tui", "--text", dest="no_tui", action="store_true",
+        "--no-tui", dest="no_tui", action="store_true",
         help="text output even when stdout is a terminal",
     )
+    p.add_argument("--text", dest="no_tui", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--step", action="store_true",
         help="talk mode, one hop per key: in the TUI, or with --no-tui in a plain terminal",
@@ -124,8 +125,6 @@ def _sink(args: argparse.Namespace) -> Sink | StepSink:
         return JsonSink(sys.stdout)
     if args.step:
         return StepSink(sys.stdout, _ask if sys.stdin.isatty() else None)
-    if not args.oneline:
-        print(f"swarmtrace: {TIMES_LEGEND}", file=sys.stderr)
     return TextSink(sys.stdout, hops=not args.oneline)
 
 
@@ -142,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     sink = _sink(args)
     shown = 0
     with ReplaySource(path, args.speed) as source:
+        if isinstance(sink, TextSink) and not args.oneline:
+            print(f"swarmtrace: {TIMES_LEGEND}", file=sys.stderr)
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
         while not (args.count and shown >= args.count) and not (
             isinstance(sink, StepSink) and sink.quit

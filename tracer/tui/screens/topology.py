@@ -20,9 +20,8 @@ class TopologyScreen(TracerScreen):
         self._loaded = False
 
     def compose(self) -> ComposeResult:
-        yield Static(
-            " Topology: nodes, their sandboxes and tasks, the networks between them", classes="title"
-        )
+        title = " Topology: nodes, their sandboxes and tasks, the networks between them"
+        yield Static(title, classes="title")
         with VerticalScroll(id="topology"):
             yield TopologyPicture(id="topology-picture")
         yield from self.compose_footer()
