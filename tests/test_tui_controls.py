@@ -114,7 +114,7 @@ async def test_go_to_request_and_help() -> None:
         assert screen.request_list.selected.id == target and not app.state.follow
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        assert app.screen.replay is False  # a list feed: no replay keys to explain
+        assert app.screen.replay is True  # a list feed can be paced: its keys are explained
         await pilot.press("escape")
         assert isinstance(app.screen, RequestsScreen)
         await pilot.press("f1")
@@ -132,7 +132,8 @@ async def test_palette_offers_replay_controls_with_their_keys() -> None:
         provider = TracerCommands(app.screen)
         names = [name for name, _, _ in provider._commands()]
         for wanted in ("Replay faster  [+]", "Seek 10 s back  [<]", "Step one request  [.]",
-                       "Replay from the start  [R]", "Go to request #N  [:]", "Help: every key  [?]"):
+                       "Replay from the start  [R]", "Go to request #N  [:]",
+                       "Help: every key  [?]"):
             assert wanted in names
 
 
