@@ -81,7 +81,13 @@ def since(ns: int) -> str:
 TIMES_LABEL = "times since the first packet"
 
 
-def _hop_text(r: Request, h: Hop) -> str:
+def hop_label(h: Hop) -> str:
+    """The hop's kind as the drawing labels it (`LB`, `DNAT`, `enter`)."""
+    return _LABEL.get(h.kind, str(h.kind))
+
+
+def hop_text(r: Request, h: Hop) -> str:
+    """What happened at the hop, in the drawing's words."""
     k = h.kind
     if k is HopKind.SEND:
         return f"{r.proto} {r.client.src} → {r.client.dst}" + (f"  {h.detail}" if h.detail else "")
@@ -98,7 +104,7 @@ def _hop_text(r: Request, h: Hop) -> str:
         )
     if k is HopKind.LB:
         how = "IPVS stand-in" if is_stand_in(h) else (h.detail or "IPVS")
-        mark = f"fwmark {h.mark} " if h.mark else ""
+        mark = f"fwmark {h.mark} " if h.mark and "fwmark" not in how else ""
         name = f" {task_name(r)}" if r.backend_name else ""
         return f"{mark}→ {_dst(h.after)}{name}  ({how})"
     if k is HopKind.SNAT:
@@ -223,7 +229,7 @@ class PathDrawing:
             style = Style(color=p.error, bold=True) if h.kind is HopKind.DROP else Style()
             label = f"{_LABEL.get(h.kind, str(h.kind)):<8}"
             body_w = w - 4 - cell_len(right) - 1
-            body = Text.assemble((label, Style(bold=True) + style), (_hop_text(r, h), style))
+            body = Text.assemble((label, Style(bold=True) + style), (hop_text(r, h), style))
             hop = Text.assemble(_fit(body, body_w), " ", (right, Style(dim=True)))
             hop.stylize(self._hop_style(i))
             line = Text.assemble(("│ ", border), hop, (" │", border))

@@ -266,8 +266,8 @@ class RequestStore:
 
     def _count(self, r: Request) -> None:
         """Per service and task counters; an updated request replaces its earlier count."""
-        if not task_of(r):
-            return
+        if not task_of(r) or r.mode == "dns":
+            return  # a query to Docker's resolver is not balanced over a service's tasks
         duration = (r.end_ns - r.start_ns) / 1e9 if r.end_ns else 0.0
         key = (service_key(r), task_of(r), r.status, r.reply_ms, duration)
         old = self._counted.get(r.id)

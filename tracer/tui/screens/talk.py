@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -11,7 +12,10 @@ from textual.timer import Timer
 
 from tracer.model import Request
 from tracer.sinks.narrate import narrate, verdict
+from tracer.tui.colors import palette_of
+from tracer.tui.path_render import hop_label, hop_text
 from tracer.tui.screens.base import TracerScreen
+from tracer.tui.stage_render import Stage
 from tracer.tui.state import TuiState
 from tracer.tui.store import task_of
 from tracer.tui.widgets.hop_path import HopPath
@@ -30,6 +34,7 @@ class TalkScreen(TracerScreen):
         Binding("home", "first", "first", show=False, id="talk.first"),
         Binding("end", "last", "last", show=False, id="talk.last"),
         Binding("a", "auto", "auto", id="talk.auto"),
+        Binding("p", "present", "present", id="talk.present"),
     ]
     AUTO_S = 3.0  # seconds per hop when advancing by itself, at replay speed 1
 
@@ -45,8 +50,15 @@ class TalkScreen(TracerScreen):
     def compose(self) -> ComposeResult:
         yield TextBox(id="talk-title")
         yield HopPath(id="talk-path")
+        yield TextBox(id="stage")
+        yield TextBox(id="hop-now")
         yield TextBox(id="sentence")
         yield from self.compose_footer()
+
+    def action_present(self) -> None:
+        """Presentation layout: the path as a picture with the packet on it, large narration."""
+        self.toggle_class("presenting")
+        self.call_after_refresh(lambda: self._draw(self.request))
 
     def start_at(self, index: int) -> None:
         """Begin with the request at index (the one selected in the list), at its first hop."""
@@ -100,15 +112,31 @@ class TalkScreen(TracerScreen):
             return
         self.hop = max(0, min(self.hop, len(r.hops) - 1))
         head = Text.assemble(
-            (f" Request {self.index + 1}/{len(self.state.store)}", "bold"),
-            "  │  ",
+            (f" #{r.id} {r.mode}", "bold"),
+            f"  │  request {self.index + 1}/{len(self.state.store)}  │  ",
             (f"hop {self.hop + 1}/{len(r.hops)}", "bold"),
-            f"  │  {r.client.src} → {r.client.dst}  │  {verdict(r)}",
+            f"  │  {verdict(r)}  │  {r.client.src} → {r.client.dst}",
         )
         title.update(head)
-        path.show(r, task_color=self.state.store.color_of(task_of(r)), highlight=self.hop)
         sentence.update(narrate(r, self.hop))
+        if self.has_class("presenting"):
+            self._stage(r)
+            return
+        path.show(r, task_color=self.state.store.color_of(task_of(r)), highlight=self.hop)
         self.call_after_refresh(self._scroll_to_hop)
+
+    def _stage(self, r: Request) -> None:
+        stage = self.query_one("#stage", TextBox)
+        drawing = Stage(r, stage.content_size.width or self.size.width, palette_of(self.app),
+                        self.hop)
+        stage.update(Text("\n").join(drawing.lines))
+        hop = drawing.hops[self.hop]
+        now = Text.assemble(
+            (f" {hop_label(hop)} ", Style(bold=True, reverse=True)),
+            "  ",
+            (hop_text(r, hop), Style(bold=True)),
+        )
+        self.query_one("#hop-now", TextBox).update(now)
 
     def _scroll_to_hop(self) -> None:
         path = self.query_one(HopPath)

@@ -74,7 +74,7 @@ def picture(snapshot: dict[str, Any] | None, width: int, palette: Palette) -> Re
         rows.add_row(*chunk, *[""] * (per_row - len(chunk)))
     parts: list[RenderableType] = [rows]
     if t.networks:
-        nets = Text(" between the nodes: ", style=Style(bold=True))
+        nets = Text(" networks: ", style=Style(bold=True))
         nets.append("  │  ".join(f"{name} ({what})" for name, what in sorted(t.networks.items())),
                     style=Style(color=palette.vxlan))
         parts.append(nets)
