@@ -304,3 +304,16 @@ def test_replay_service_is_exact() -> None:
     lines = r.stdout.splitlines()
     assert len(lines) == 12  # 6 DNS queries for vote and the 6 connections that followed
     assert not [x for x in lines if "vote-vip" in x]
+
+
+@sync
+async def test_leaving_talk_mode_resumes_the_replay_it_paused() -> None:
+    app = SwarmtraceApp(feed_of(SWARM, paced=True, speed=1.0))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("t")
+        assert app.state.paused
+        await pilot.press("1")
+        assert not app.state.paused
+        await pilot.press("space", "t", "1")  # paused by the user: stays paused
+        assert app.state.paused

@@ -10,7 +10,7 @@ from tracer.source import Filter
 EXAMPLES = """examples:
   swarmtrace tui --port 8080            live requests to published port 8080
   swarmtrace tui --addr 10.0.0.9 --step talk mode: one request, one hop per key press
-keys: / filter, space pause, f follow, n next drop, 1 2 3 t screens, ctrl+p commands, q quit
+keys: ? help, / filter, space pause, f follow, n next drop, 1 2 3 t screens, ctrl+p commands, q quit
 """
 
 

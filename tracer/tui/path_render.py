@@ -106,7 +106,7 @@ def hop_text(r: Request, h: Hop) -> str:
         how = "IPVS stand-in" if is_stand_in(h) else (h.detail or "IPVS")
         mark = f"fwmark {h.mark} " if h.mark and "fwmark" not in how else ""
         name = f" {task_name(r)}" if r.backend_name else ""
-        return f"{mark}→ {_dst(h.after)}{name}  ({how})"
+        return f"{mark}→ {_dst(h.after)}{name} ({how})"
     if k is HopKind.SNAT:
         src_b = h.before.saddr if h.before else "?"
         src_a = h.after.saddr if h.after else "?"

@@ -96,9 +96,9 @@ class RequestsScreen(TracerScreen):
     def _count_matches(self) -> None:
         box = self.query_one("#filter", Input)
         store = self.state.store
-        box.border_title = (
-            f"{len(store)} of {store.total} match" if store.query_text else "filter"
-        )
+        title = f"{len(store)} of {store.total} match" if store.query_text else "filter"
+        if box.border_title != title:
+            box.border_title = title
 
     def _show(self, request: Request | None) -> None:
         color = self.state.store.color_of(task_of(request)) if request else 0

@@ -46,6 +46,7 @@ class TalkScreen(TracerScreen):
         self._position: tuple[int, int] | None = None
         self._waiting = False  # asked the replay for the next request, not here yet
         self._auto: Timer | None = None
+        self._paused_here = False  # talk mode paused the replay (and resumes it on leaving)
 
     def compose(self) -> ComposeResult:
         yield TextBox(id="talk-title")
@@ -77,7 +78,14 @@ class TalkScreen(TracerScreen):
         app = self.tracer_app
         if app.controls is not None and not self.state.paused:
             app.action_toggle_pause()
+            self._paused_here = True
         super().on_screen_resume()
+
+    def on_screen_suspend(self) -> None:
+        # Back to the other screens: the replay runs on, as it did before the talk.
+        if self._paused_here and self.state.paused:
+            self.tracer_app.action_toggle_pause()
+        self._paused_here = False
 
     @property
     def tracer_app(self) -> SwarmtraceApp:
