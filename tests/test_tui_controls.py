@@ -3,16 +3,15 @@ restart, go to, help, talk-mode pacing, hop path focus, list height, columns, fi
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import pty
 import subprocess
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.test_tui import feed_of, sync
 from tracer.model import HopKind
 from tracer.source import SourceInfo
 from tracer.tui.app import SwarmtraceApp
@@ -32,19 +31,6 @@ SWARM = FIXTURES / "requests_swarm.json"
 INFO = SourceInfo("replay", "6.1.0-56-amd64", False,
                   notes=("recorded by bcc on node1, node2", "sample: a real 2-node Docker Swarm"))
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def sync(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(test(*args, **kwargs))
-
-    return run
-
-
-def feed_of(path: Path, **kw: Any) -> ListFeed:
-    requests, topology = load_requests(path)
-    return ListFeed(requests, info=INFO, topology=topology, **kw)
 
 
 async def until(pilot: Any, check: Callable[[], bool], what: str) -> None:
