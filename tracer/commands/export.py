@@ -28,7 +28,7 @@ EXAMPLES = """examples:
   swarmtrace export --sample --pcapng sample.pcapng the bundled sample trace
   swarmtrace export mesh.swt --events -             every raw kernel event as JSON lines
 the requests themselves as JSON lines: swarmtrace replay FILE --json
-in Wireshark, filter on the hop comments: frame.comment contains "req #2" or "hop=lb"
+in Wireshark, filter on the hop comments: frame.comment contains "req #2 |" or "hop lb"
 """
 
 

@@ -110,7 +110,7 @@ def describe(path: Path) -> dict[str, Any]:
     netns = {}
     for inode, n in t.netns.most_common():
         ns = names.netns(inode, t.first_ts or 0) if names else None
-        netns[ns.label if ns else f"netns:{inode}"] = n
+        netns[ns.label if ns else f"netns:{inode}" if inode else "no netns (kernel gave none)"] = n
     return {
         "file": str(path),
         "bytes": size,

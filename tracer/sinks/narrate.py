@@ -171,8 +171,8 @@ def _dns(hop: Hop) -> str:
     return f"Docker's DNS server (127.0.0.11) answers the query in {place(hop)}: {answer}."
 
 
-def verdict(r: Request) -> str:
-    """The request's outcome in a few words."""
+def outcome(r: Request) -> str:
+    """The request's outcome in a few words (not a diagnosis: that is a verdict)."""
     name = task_name(r)
     if r.status is Status.OK:
         return f"answered by {name}"

@@ -7,7 +7,7 @@ from typing import TextIO
 
 from tracer.model import Request
 from tracer.sinks.hop_order import causal_hops
-from tracer.sinks.narrate import narrate_hop, verdict
+from tracer.sinks.narrate import narrate_hop, outcome
 from tracer.sinks.text import hop_line, summary
 
 PROMPT = "  [Enter] next hop  [n] next request  [q] quit "
@@ -37,7 +37,7 @@ class StepSink:
                 return
             if answer == "n":
                 break
-        self._out.write(f"  => {verdict(req)}\n")
+        self._out.write(f"  => {outcome(req)}\n")
         self._out.flush()
 
     def close(self) -> None:

@@ -14,9 +14,9 @@ from tracer.sinks.narrate import (
     hook_of,
     is_stand_in,
     mark_text,
+    outcome,
     service_of_mark,
     task_name,
-    verdict,
 )
 
 # Mid-luminance colours that read on dark and light backgrounds alike; one per backend task.
@@ -279,7 +279,7 @@ class PathDrawing:
         reply = next((h for h in self.hops if h.kind is HopKind.REPLY), None)
         if reply is None:
             color = p.error if r.status in (Status.DROPPED, Status.REFUSED) else p.warning
-            return _fit(Text(f" ■ {verdict(r)}", style=Style(color=color, bold=True)), self.width)
+            return _fit(Text(f" ■ {outcome(r)}", style=Style(color=color, bold=True)), self.width)
         seen: list[str] = []
         for h in self.hops:
             if h.kind not in (HopKind.REPLY, HopKind.VXLAN) and h.where not in seen:

@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.timer import Timer
 
 from tracer.model import Request
-from tracer.sinks.narrate import narrate, verdict
+from tracer.sinks.narrate import narrate, outcome
 from tracer.tui.colors import palette_of
 from tracer.tui.path_render import hop_label, hop_text
 from tracer.tui.screens.base import TracerScreen
@@ -123,7 +123,7 @@ class TalkScreen(TracerScreen):
             (f" #{r.id} {r.mode}", "bold"),
             f"  │  request {self.index + 1}/{len(self.state.store)}  │  ",
             (f"hop {self.hop + 1}/{len(r.hops)}", "bold"),
-            f"  │  {verdict(r)}  │  {r.client.src} → {r.client.dst}",
+            f"  │  {outcome(r)}  │  {r.client.src} → {r.client.dst}",
         )
         title.update(head)
         sentence.update(narrate(r, self.hop))
