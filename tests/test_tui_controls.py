@@ -303,3 +303,25 @@ async def test_leaving_talk_mode_resumes_the_replay_it_paused() -> None:
         assert not app.state.paused
         await pilot.press("space", "t", "1")  # paused by the user: stays paused
         assert app.state.paused
+
+
+@sync
+async def test_presentation_layout_moves_the_packet_along_the_path() -> None:
+    from tracer.tui.widgets.text_box import TextBox
+
+    app = SwarmtraceApp(feed_of(SWARM), present=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.state.finished, "the fixture")
+        await pilot.pause()
+        talk = app.screen
+        assert isinstance(talk, TalkScreen) and talk.has_class("presenting")
+        stage = talk.query_one("#stage", TextBox)
+        assert "● host" in str(stage.content) and "node1" in str(stage.content)
+        await pilot.press(*["right"] * 4)  # send, DNAT, bridge, enter: into ingress_sbox
+        assert "● ingress_sbox" in str(stage.content)
+        assert "VXLAN" in str(stage.content) or "vni" in str(stage.content).lower()
+        await pilot.press("d")  # the other theme: drawn again, packet still there
+        await pilot.pause()
+        assert "● ingress_sbox" in str(stage.content)
+        await pilot.press("p")
+        assert not talk.has_class("presenting")

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = """examples:
   swarmtrace replay --sample                 the bundled trace of a real 2-node swarm (TUI)
   swarmtrace replay --sample --oneline       one line per request, even in a terminal
+  swarmtrace replay --sample --present       talk mode for a projector: the path as a picture
   swarmtrace replay --sample --step --no-tui talk mode in a plain terminal: Enter = next hop
   swarmtrace replay mesh.swt --json          JSON lines, same schema as `trace --json`
   swarmtrace replay mesh.swt --service vote  only the requests of service vote
@@ -64,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--step", action="store_true",
         help="talk mode, one hop per key: in the TUI, or with --no-tui in a plain terminal",
     )
+    p.add_argument(
+        "--present", action="store_true",
+        help="TUI: talk mode in the presentation layout (for a projector; p toggles it)",
+    )
     p.set_defaults(func=run)
 
 
@@ -104,7 +109,8 @@ def open_tui(path: Path, args: argparse.Namespace) -> int | None:
     with ReplaySource(path) as source:
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
         feed = replay_feed(pipe, speed=args.speed or 1.0, filters=", ".join(words))
-        run_tui(feed, step=args.step, title=f"swarmtrace replay {path.name}", query=query)
+        run_tui(feed, step=args.step, title=f"swarmtrace replay {path.name}", query=query,
+                present=args.present)
     return 0
 
 

@@ -8,9 +8,14 @@ __all__ = ["FeedBatch", "FeedStats", "ListFeed", "ReplayControls", "RequestFeed"
 
 
 def run_tui(
-    feed: RequestFeed, *, step: bool = False, title: str = "swarmtrace", query: str = ""
+    feed: RequestFeed,
+    *,
+    step: bool = False,
+    title: str = "swarmtrace",
+    query: str = "",
+    present: bool = False,
 ) -> None:
     """Show requests from feed until the user quits; step=True starts in talk mode."""
     from tracer.tui import app  # Textual loads only when a TUI is shown
 
-    app.run_tui(feed, step=step, title=title, query=query)
+    app.run_tui(feed, step=step, title=title, query=query, present=present)

@@ -78,6 +78,7 @@ class SwarmtraceApp(App[None]):
         title: str = "swarmtrace",
         capacity: int = 200_000,
         query: str = "",
+        present: bool = False,
     ) -> None:
         super().__init__()
         self.feed = feed
@@ -88,7 +89,8 @@ class SwarmtraceApp(App[None]):
         self.controls = feed if isinstance(feed, ReplayControls) else None
         self.state.speed = self.controls.speed if self.controls else None
         self._pending: deque[Request] = deque(maxlen=capacity)  # held back while paused
-        self._start_mode = "talk" if step else "requests"
+        self._start_mode = "talk" if step or present else "requests"
+        self._present = present
         self._start_query = query
         self._frozen_at = 0
         self._screens: dict[str, TracerScreen] = {}
@@ -111,6 +113,10 @@ class SwarmtraceApp(App[None]):
         if self._start_query:
             self.state.store.set_query(self._start_query)
         self.switch_mode(self._start_mode)
+        if self._present:
+            talk = self._screens["talk"]
+            assert isinstance(talk, TalkScreen)
+            talk.action_present()
         self._pump()
 
     # -- the feed ----------------------------------------------------------------------------
@@ -291,8 +297,13 @@ class SwarmtraceApp(App[None]):
 
 
 def run_tui(
-    feed: RequestFeed, *, step: bool = False, title: str = "swarmtrace", query: str = ""
+    feed: RequestFeed,
+    *,
+    step: bool = False,
+    title: str = "swarmtrace",
+    query: str = "",
+    present: bool = False,
 ) -> None:
-    """Show requests from feed until the user quits; step=True starts in talk mode, query is
-    the filter to start with."""
-    SwarmtraceApp(feed, step=step, title=title, query=query).run()
+    """Show requests from feed until the user quits; step=True starts in talk mode,
+    present=True in its presentation layout; query is the filter to start with."""
+    SwarmtraceApp(feed, step=step, title=title, query=query, present=present).run()

@@ -56,6 +56,13 @@ class TalkScreen(TracerScreen):
         yield TextBox(id="sentence")
         yield from self.compose_footer()
 
+    def on_mount(self) -> None:
+        self.watch(self.app, "theme", lambda: self._draw(self.request), init=False)
+
+    def on_resize(self) -> None:
+        if self.has_class("presenting"):  # the picture is laid out for the width
+            self.call_after_refresh(lambda: self._draw(self.request))
+
     def action_present(self) -> None:
         """Presentation layout: the path as a picture with the packet on it, large narration."""
         self.toggle_class("presenting")
