@@ -157,6 +157,9 @@ def test_wireshark_sees_no_false_retransmissions(sample_pcap: Path) -> None:
     # The same packet at every hop is not a retransmission (283 of 450 frames were, before).
     assert _tshark(sample_pcap, "-Y", "tcp.analysis.retransmission") == []
     assert len(_tshark(sample_pcap, "-Y", 'frame.comment contains "req #2 |"')) >= 10
+    # Every packet of the sample belongs to a request: a hop, or its connection seen again.
+    assert _tshark(sample_pcap, "-Y", 'frame.comment contains "no request"') == []
+    assert _tshark(sample_pcap, "-Y", 'frame.comment contains "reply direction"')
 
 
 def test_lb_frames_name_backend_and_scheduler(sample_pcap: Path) -> None:

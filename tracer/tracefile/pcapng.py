@@ -237,8 +237,16 @@ class _Step:
     hops: tuple[Hop, ...]
 
 
-def _steps(trace: str | os.PathLike[str], names: Names | None) -> dict[tuple[int, int], _Step]:
-    """(ts_ns, netns inode) of each event that became a hop -> its request and hops."""
+@dataclass
+class _Requests:
+    """What correlation made of the trace: the hop each event became, and each request's
+    connection by its tuples (both directions), for the packets that are not a hop."""
+
+    steps: dict[tuple[int, int], _Step]
+    flows: dict[str, tuple[Request, bool]]  # "a:p > b:p" -> request, is the reply direction
+
+
+def _requests(trace: str | os.PathLike[str], names: Names | None) -> _Requests:
     from tracer.pipeline import Pipeline  # the correlation stack, only for this export
     from tracer.tracefile.replay import ReplaySource
 
@@ -249,7 +257,11 @@ def _steps(trace: str | os.PathLike[str], names: Names | None) -> dict[tuple[int
             requests += pipe.poll(0.0)
         requests += pipe.flush()
     out: dict[tuple[int, int], _Step] = {}
+    flows: dict[str, tuple[Request, bool]] = {}
     for r in requests:
+        for f in (r.client, *(f for h in r.hops for f in (h.before, h.after) if f)):
+            flows.setdefault(f"{f.src} > {f.dst}", (r, False))
+            flows.setdefault(f"{f.dst} > {f.src}", (r, True))
         for h in r.hops:
             if h.kind is HopKind.VXLAN:
                 continue  # drawn between two events, not one of them
@@ -259,14 +271,14 @@ def _steps(trace: str | os.PathLike[str], names: Names | None) -> dict[tuple[int
                 out[key] = _Step(r, (*step.hops, h) if step else (h,))
             elif h.kind is HopKind.DNS and r.client.dport == 53:
                 out[key] = _Step(r, (h,))  # an answer belongs to its query first
-    return out
+    return _Requests(out, flows)
 
 
 def _hop_words(step: _Step) -> str:
     r = step.request
     kinds = "+".join(dict.fromkeys(str(h.kind) for h in step.hops))
-    actions = "; ".join(hop_action(h) for h in step.hops)
-    words = [f"req #{r.id}", f"hop {kinds}: {actions}"]
+    actions = "; ".join(a for a in (hop_action(h) for h in step.hops) if a not in kinds)
+    words = [f"req #{r.id}", f"hop {kinds}: {actions}" if actions else f"hop {kinds}"]
     for h in step.hops:
         if h.kind is HopKind.LB:
             backend = r.backend_name or r.backend_addr
@@ -279,13 +291,20 @@ def _hop_comment(
     rec: tuple,  # type: ignore[type-arg]
     place: _Place,
     namer: _Namer,
-    step: _Step | None,
+    found: _Requests,
     reasons: tuple[str, ...],
 ) -> str:
     ts, skb, inode, ifindex, mark, aux, _, ct_status, point = rec[:9]
     flags, pkt, orig, reply = rec[12], rec[14], rec[15], rec[16]
     label = Point(point).label if point in _POINT_VALUES else f"point{point}"
-    parts = [_hop_words(step) if step is not None else "no request"]
+    step = found.steps.get((ts, inode))
+    if step is not None:
+        parts = [_hop_words(step)]
+    else:
+        # Not a hop (the path shows a packet's first sight): still its request's connection.
+        owner = found.flows.get(_tuple_str(pkt))
+        parts = ([f"req #{owner[0].id}", "reply direction" if owner[1] else "same connection"]
+                 if owner else ["no request"])
     where = [place.node, place.netns] + ([f"if{ifindex}"] if ifindex else [])
     parts.append(" ".join(p for p in where if p))
     if point == Point.DROP:
@@ -322,10 +341,10 @@ def write_pcapng(
 ) -> int:
     """Export every event of `trace` as a packet; returns the number of packets written."""
     count = 0
-    steps = _steps(trace, names)
+    found = _requests(trace, names)
     with open_trace(trace) as reader:
         header = reader.header
-        writer = _Export(header, _Namer(names, header), steps)
+        writer = _Export(header, _Namer(names, header), found)
         try:
             out = open(Path(out_path), "wb")  # noqa: SIM115 (closed below)
         except OSError as err:
@@ -340,10 +359,8 @@ def write_pcapng(
 class _Export:
     """Turns events into packets: interfaces on first sight, repeats cut, DNS answers."""
 
-    def __init__(
-        self, header: TraceHeader, namer: _Namer, steps: dict[tuple[int, int], _Step]
-    ) -> None:
-        self.header, self.namer, self.steps = header, namer, steps
+    def __init__(self, header: TraceHeader, namer: _Namer, found: _Requests) -> None:
+        self.header, self.namer, self.found = header, namer, found
         self.interfaces: dict[tuple[str, int, int], int] = {}
         self.first_frame: dict[tuple[bytes, int], int] = {}  # TCP header -> frame number
         self.frames = 0
@@ -369,10 +386,9 @@ class _Export:
             ts, skb, inode, ifindex = rec[0], rec[1], rec[2], rec[3]
             aux, point, proto, tcp_flags, pkt = rec[5], rec[8], rec[9], rec[10], rec[14]
             place = self.namer.place(inode, ts)
-            step = self.steps.get((ts, inode))
             payload = b""
             if point == Point.DNS:
-                payload = self._dns_payload(step, aux)
+                payload = self._dns_payload(self.found.steps.get((ts, inode)), aux)
             data = synth_packet(
                 proto,
                 pkt[0].to_bytes(4, "little"),
@@ -383,7 +399,7 @@ class _Export:
                 skb >> 8 & 0xFFFF,  # the same skb keeps the same IP id: packets line up
                 payload,
             )
-            comment = _hop_comment(rec, place, self.namer, step, self.header.drop_reasons)
+            comment = _hop_comment(rec, place, self.namer, self.found, self.header.drop_reasons)
             captured = None
             self.frames += 1
             if proto == 6:
