@@ -199,3 +199,11 @@ def test_huge_times_and_strings_do_not_break_the_writer(tmp_path: Path) -> None:
     path = tmp_path / "big.pcapng"
     path.write_bytes(out.getvalue())
     assert len(_tshark(path)) == 2
+
+
+def test_dns_answer_is_bounded() -> None:
+    from tracer.tracefile.pcapng import dns_answer, synth_packet
+
+    msg = dns_answer("x" * 70_000, ["10.0.0.1"] * 100_000, 1 << 40)
+    assert len(msg) < 8192
+    assert synth_packet(17, b"\x7f\0\0\x0b", b"\x7f\0\0\x01", b"\0\x35", b"\x12\x34", 0, 1, msg)

@@ -161,9 +161,14 @@ def synth_packet(
     return ip + l4
 
 
+_DNS_MAX_ANSWERS = 256  # keeps the message far below UDP's 64 KiB, whatever a trace holds
+
+
 def dns_answer(name: str, addrs: list[str], ttl: int) -> bytes:
     """A DNS response message: the question and one A record per address, in order."""
-    qname = b"".join(bytes([len(p)]) + p for p in (x.encode()[:63] for x in name.split(".") if x))
+    addrs = addrs[:_DNS_MAX_ANSWERS]
+    labels = [x.encode()[:63] for x in name.split(".") if x][:4]  # a name is at most 255 bytes
+    qname = b"".join(bytes([len(p)]) + p for p in labels)
     msg = struct.pack("!HHHHHH", 0, 0x8180, 1, len(addrs), 0, 0) + qname + b"\0"
     msg += struct.pack("!HH", 1, 1)  # type A, class IN
     for a in addrs:
@@ -430,7 +435,8 @@ class _Export:
             return b""
         name, _, rest = dns.detail.partition(" -> ")
         addrs = rest.split(" (")[0].split(":")[0].split(", ")
-        if not all(a.count(".") == 3 for a in addrs):
+        if not all(a.count(".") == 3 and all(x.isdigit() and int(x) < 256 for x in a.split("."))
+                   for a in addrs):
             return b""
         return dns_answer(name, addrs, ttl)
 
