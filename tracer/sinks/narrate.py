@@ -102,14 +102,18 @@ def narrate_hop(r: Request, hop: Hop, prev: Hop | None = None) -> str:
     k = hop.kind
     after = hop.after.dst if hop.after else ""
     if k is HopKind.SEND:
+        if r.client.dport == 53:
+            return (
+                f"The client {r.client.saddr} in {place(hop)} asks the DNS server at "
+                f"{r.client.dst} (Docker's, in every container) over {r.proto.upper()}."
+            )
         tcp = r.proto == "tcp"
         what = "opens a TCP connection" if tcp else f"sends a {r.proto.upper()} datagram"
         return f"The client {r.client.saddr} {what} to {r.client.dst} from {place(hop)}."
     if k is HopKind.ENTER_NODE:
-        return (
-            f"The packet reaches {hop.node or hop.where}: it enters {place(hop)}, "
-            "the node's own network namespace."
-        )
+        if hop.node:
+            return f"The packet reaches {hop.node} and enters its host network namespace."
+        return f"The packet arrives in {hop.where}, the node's own network namespace."
     if k is HopKind.ENTER_NETNS:
         if prev is not None and prev.kind is HopKind.VXLAN:
             return (
@@ -144,7 +148,12 @@ def narrate_hop(r: Request, hop: Hop, prev: Hop | None = None) -> str:
             "so the reply has to come back through here."
         )
     if k is HopKind.VXLAN:
-        what = f" ({hop.detail})" if hop.detail else ""
+        route, _, rest = hop.detail.partition(", ")
+        src, arrow, dst = route.partition(" -> ")
+        if arrow and " " not in src:
+            what = f" from {src} to {dst}" + (f": {rest}" if rest else "")
+        else:
+            what = f" ({hop.detail})" if hop.detail else ""
         return f"The packet is wrapped in VXLAN and crosses the overlay{what}."
     if k is HopKind.DELIVER:
         name = task_name(r)
