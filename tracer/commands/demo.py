@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         with open_pipeline("auto", SWARM_FILTER if args.swarm else DEMO_FILTER) as pipe:
             sender.start()
             if sys.stdout.isatty() and not args.no_tui:
-                from tracer.tui.app import run_tui
+                from tracer.tui import run_tui
                 from tracer.tui.pipeline_feed import PipelineFeed
 
                 run_tui(PipelineFeed(pipe, filters="port 8080, VIP 10.0.0.9"), step=args.step,

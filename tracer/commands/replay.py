@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import importlib.util
 import ipaddress
 import logging
 import sys
@@ -98,12 +99,12 @@ def trace_path(args: argparse.Namespace) -> Path:
 
 def open_tui(path: Path, args: argparse.Namespace) -> int | None:
     """The TUI (issue 6) on the replay; None if it cannot start here (text is shown instead)."""
-    try:
-        from tracer.tui.app import run_tui
-        from tracer.tui.pipeline_feed import replay_feed
-    except ImportError as err:
-        log.info("no TUI (%s): printing text", err)
+    if importlib.util.find_spec("textual") is None:
+        log.info("no TUI (textual is not installed): printing text")
         return None
+    from tracer.tui import run_tui
+    from tracer.tui.pipeline_feed import replay_feed
+
     words = [f"port {p}" for p in args.port] + [f"addr {a}" for a in args.addr]
     query = " ".join(f"service:{s}" for s in args.service)
     with ReplaySource(path) as source:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     flt = filter_from_args(args)
     # Probes attach before the screen switches: ProbeUnavailable then prints one plain line.
     with open_pipeline(args.backend, flt) as pipe:
-        from tracer.tui.app import run_tui
+        from tracer.tui import run_tui
         from tracer.tui.pipeline_feed import PipelineFeed
 
         run_tui(PipelineFeed(pipe, filters=describe(flt)), step=args.step, title="swarmtrace")

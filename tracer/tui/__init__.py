@@ -15,7 +15,8 @@ def run_tui(
     query: str = "",
     present: bool = False,
 ) -> None:
-    """Show requests from feed until the user quits; step=True starts in talk mode."""
-    from tracer.tui import app  # Textual loads only when a TUI is shown
+    """Show requests from feed until the user quits; step=True starts in talk mode,
+    present=True in its presentation layout; query is the filter to start with."""
+    from tracer.tui.app import SwarmtraceApp  # Textual loads only when a TUI is shown
 
-    app.run_tui(feed, step=step, title=title, query=query, present=present)
+    SwarmtraceApp(feed, step=step, title=title, query=query, present=present).run()

@@ -295,15 +295,3 @@ class SwarmtraceApp(App[None]):
             return self.controls is not None
         return True
 
-
-def run_tui(
-    feed: RequestFeed,
-    *,
-    step: bool = False,
-    title: str = "swarmtrace",
-    query: str = "",
-    present: bool = False,
-) -> None:
-    """Show requests from feed until the user quits; step=True starts in talk mode,
-    present=True in its presentation layout; query is the filter to start with."""
-    SwarmtraceApp(feed, step=step, title=title, query=query, present=present).run()
