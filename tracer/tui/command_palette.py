@@ -4,14 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-if TYPE_CHECKING:
-    from tracer.tui.app import SwarmtraceApp
+from tracer.tui.feed import ReplayControls
+from tracer.tui.state import TuiState
 
 Command = tuple[str, str, Callable[[], object]]  # name, help, what it does
+
+
+class PaletteHost(Protocol):
+    """What the palette needs of the app: typed here so this module never imports the app."""
+
+    state: TuiState
+    controls: ReplayControls | None
+
+    def run_action(self, action: str) -> object: ...
+
+    def set_follow(self, follow: bool) -> None: ...
+
+    def jump_to_drop(self) -> None: ...
+
+    def apply_filter(self, text: str) -> None: ...
+
 
 # (name, help, app action); the key that does the same is in the name, to be learnt.
 ACTIONS = (
@@ -38,7 +54,7 @@ REPLAY_ACTIONS = (
 
 class TracerCommands(Provider):
     def _commands(self) -> list[Command]:
-        app: SwarmtraceApp = self.app  # type: ignore[assignment]
+        app = cast(PaletteHost, self.app)
         actions = ACTIONS + (REPLAY_ACTIONS if app.controls is not None else ())
         out: list[Command] = [
             (name, help_text, partial(app.run_action, action))

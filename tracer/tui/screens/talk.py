@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, Protocol, cast
 
 from rich.style import Style
 from rich.text import Text
@@ -13,6 +13,7 @@ from textual.timer import Timer
 from tracer.model import Request
 from tracer.sinks.narrate import narrate, outcome
 from tracer.tui.colors import palette_of
+from tracer.tui.feed import ReplayControls
 from tracer.tui.path_render import hop_label, hop_text
 from tracer.tui.screens.base import TracerScreen
 from tracer.tui.stage_render import Stage
@@ -21,8 +22,15 @@ from tracer.tui.store import task_of
 from tracer.tui.widgets.hop_path import HopPath
 from tracer.tui.widgets.text_box import TextBox
 
-if TYPE_CHECKING:
-    from tracer.tui.app import SwarmtraceApp
+
+class TalkHost(Protocol):
+    """What talk mode needs of the app: typed here so this module never imports the app."""
+
+    controls: ReplayControls | None
+
+    def action_toggle_pause(self) -> None: ...
+
+    def action_step(self) -> None: ...
 
 
 class TalkScreen(TracerScreen):
@@ -95,8 +103,8 @@ class TalkScreen(TracerScreen):
         self._paused_here = False
 
     @property
-    def tracer_app(self) -> SwarmtraceApp:
-        return cast("SwarmtraceApp", self.app)
+    def tracer_app(self) -> TalkHost:
+        return cast(TalkHost, self.app)
 
     def redraw(self) -> None:
         store = self.state.store
