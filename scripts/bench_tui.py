@@ -133,6 +133,7 @@ async def run(loaded: int, rate: int, seconds: float) -> bool:
     feed.set_paused(True)  # first the loaded part only: move the clock to its end
     feed.seek((t0 - preload[0].start_ns) / 1e9)
     app = TimedApp(feed)
+    app.state.paused = True  # as the feed is: talk mode then leaves the pause alone
     ok = True
     async with app.run_test(size=(100, 30)) as pilot:
         while app.state.store.total < loaded:
@@ -145,6 +146,7 @@ async def run(loaded: int, rate: int, seconds: float) -> bool:
         typed = await press_all(app, pilot, filter_keys, cpu)
         ok &= report("loaded: filter as you type", typed, cpu)
         feed.set_paused(False)
+        app.state.paused = False
         events0, t_start = app.state.stats.events if app.state.stats else 0, time.perf_counter()
         streamed: list[float] = []
         cpu = []

@@ -15,7 +15,6 @@ from tracer.source import SourceInfo
 from tracer.tracefile import TraceHeader, TraceWriter
 from tracer.tracefile.pcapng import write_pcapng
 from tracer.tracefile.synthetic import (
-    EVENTS_PER_REQUEST,
     MESH_MARK,
     NETNS_BACKEND,
     NETNS_HOST,
@@ -74,13 +73,13 @@ def exported(tmp_path: Path) -> list[dict[str, str]]:
     out = tmp_path / "mesh.pcapng"
     assert write_pcapng(trace, out, trace_names(trace)) == len(events)
     r = subprocess.run(
-        [TSHARK, "-r", str(out), "-T", "fields", "-E", "separator=|",
+        [TSHARK, "-r", str(out), "-T", "fields", "-E", "separator=/t",
          *(a for f in FIELDS for a in ("-e", f))],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "damaged" not in r.stderr and "isn't" not in r.stderr
-    rows = [dict(zip(FIELDS, line.split("|"), strict=True)) for line in r.stdout.splitlines()]
+    rows = [dict(zip(FIELDS, line.split("\t"), strict=True)) for line in r.stdout.splitlines()]
     assert len(rows) == len(events)
     return rows
 
@@ -92,32 +91,34 @@ def test_one_interface_per_node_netns_ifindex(exported: list[dict[str, str]]) ->
         "node1/host/if5",
         "node1/ingress_sbox/if7",
         "node1/ingress_sbox/if9",
-        "node2/vote.1.7iiuabcdef/if11",
+        "node2/vote.1.7iiu/if11",  # a task by its short name, as everywhere else
     }
 
 
 def test_first_request_shows_dnat_and_snat_hop_by_hop(exported: list[dict[str, str]]) -> None:
-    syn = [r for r in exported[:EVENTS_PER_REQUEST] if r["tcp.flags.str"].strip("·") == "S"]
-    path = [(r["frame.interface_name"], r["ip.src"], r["ip.dst"], r["tcp.dstport"]) for r in syn]
+    first = [r for r in exported if r["frame.comment"].startswith("req #1 |")
+             and "event rx" not in r["frame.comment"]]
+    path = [(r["frame.interface_name"], r["ip.src"], r["ip.dst"]) for r in first[:5]]
     assert path == [
-        ("node1/host/if2", "192.168.100.2", "192.168.100.1", "8080"),  # as the client sent it
-        ("node1/host/if5", "192.168.100.2", "172.18.0.2", "8080"),  # DOCKER-INGRESS DNAT
-        ("node1/ingress_sbox/if7", "192.168.100.2", "172.18.0.2", "8080"),
-        ("node1/ingress_sbox/if9", "10.255.0.2", "10.255.0.5", "80"),  # LB DNAT + SNAT
-        ("node2/vote.1.7iiuabcdef/if11", "10.255.0.2", "10.255.0.5", "80"),
+        ("node1/host/if2", "192.168.100.2", "192.168.100.1"),  # as the client sent it
+        ("node1/host/if5", "192.168.100.2", "172.18.0.2"),  # DOCKER-INGRESS DNAT
+        ("node1/ingress_sbox/if7", "192.168.100.2", "172.18.0.2"),
+        ("node1/ingress_sbox/if9", "10.255.0.2", "10.255.0.5"),  # LB DNAT + SNAT
+        ("node2/vote.1.7iiu/if11", "10.255.0.2", "10.255.0.5"),
     ]
-    comments = [r["frame.comment"] for r in syn]
-    assert comments[0].startswith("node1 host prerouting if2 dnat 192.168.100.1:8080 -> 172.18")
+    comments = [r["frame.comment"] for r in first]
+    assert "hop dnat: DNAT -> 172.18.0.2:8080" in comments[1]
+    assert "node1 host if5 | dnat 192.168.100.1:8080 -> 172.18" in comments[1]
     assert "mark 0x105 service vote" in comments[3]
     assert "snat 192.168.100.2:" in comments[3] and "-> 10.255.0.2:" in comments[3]
-    assert "node2 vote.1.7iiuabcdef input" in comments[4] and "service vote" in comments[4]
+    assert "node2 vote.1.7iiu if11" in comments[4] and "service vote" in comments[4]
     assert "task vote.1.7iiu" in comments[4]
 
 
 def test_direction_flags(exported: list[dict[str, str]]) -> None:
     by_hook: dict[str, set[str]] = {}
     for r in exported:
-        hook = r["frame.comment"].split()[2]
+        hook = r["frame.comment"].split("| event ")[1].split()[0]
         by_hook.setdefault(hook, set()).add(r["frame.p2p_dir"])
     # epb_flags inbound -> p2p_dir 1 (received), outbound -> 0 (sent)
     assert by_hook["prerouting"] == {"1"} and by_hook["input"] == {"1"}
@@ -127,7 +128,82 @@ def test_direction_flags(exported: list[dict[str, str]]) -> None:
 def test_no_payload_only_headers(exported: list[dict[str, str]], tmp_path: Path) -> None:
     r = subprocess.run(
         [TSHARK, "-r", str(tmp_path / "mesh.pcapng"), "-T", "fields", "-e", "frame.len",
-         "-e", "tcp.len"],
+         "-e", "frame.cap_len"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
-    assert {line for line in r.stdout.splitlines()} == {"40\t0"}
+    # 40 bytes of IPv4 + TCP headers; a repeat of an unchanged header keeps the IP part.
+    assert {line for line in r.stdout.splitlines()} == {"40\t40", "40\t20"}
+
+
+# -- the bundled sample: a real 2-node swarm ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tracer.commands.replay import sample_path
+
+    out = tmp_path_factory.mktemp("pcap") / "sample.pcapng"
+    write_pcapng(sample_path(), out, trace_names(sample_path()))
+    return out
+
+
+def _tshark(path: Path, *args: str) -> list[str]:
+    r = subprocess.run([TSHARK, "-r", str(path), *args], capture_output=True, text=True,
+                       timeout=60, check=True)
+    return r.stdout.splitlines()
+
+
+def test_wireshark_sees_no_false_retransmissions(sample_pcap: Path) -> None:
+    # The same packet at every hop is not a retransmission (283 of 450 frames were, before).
+    assert _tshark(sample_pcap, "-Y", "tcp.analysis.retransmission") == []
+    assert len(_tshark(sample_pcap, "-Y", 'frame.comment contains "req #2 |"')) >= 10
+    # Every packet of the sample belongs to a request: a hop, or its connection seen again.
+    assert _tshark(sample_pcap, "-Y", 'frame.comment contains "no request"') == []
+    assert _tshark(sample_pcap, "-Y", 'frame.comment contains "reply direction"')
+
+
+def test_lb_frames_name_backend_and_scheduler(sample_pcap: Path) -> None:
+    lb = _tshark(sample_pcap, "-Y", 'frame.comment contains "hop lb"', "-T", "fields",
+                 "-e", "frame.comment")
+    assert lb and all("backend vote-vip." in c and "scheduler rr" in c for c in lb)
+
+
+def test_dns_frames_carry_the_answer(sample_pcap: Path) -> None:
+    rows = _tshark(sample_pcap, "-Y", "dns.flags.response == 1", "-T", "fields",
+                   "-e", "dns.qry.name", "-e", "dns.a", "-e", "dns.resp.ttl")
+    assert "vote-vip\t10.0.1.7\t600" in rows
+    assert "vote\t10.0.1.2,10.0.1.3\t600,600" in rows or "vote\t10.0.1.3,10.0.1.2\t600,600" in rows
+
+
+def test_names_per_node_and_no_unknown_interface_names(sample_pcap: Path) -> None:
+    rows = _tshark(sample_pcap, "-T", "fields", "-e", "frame.interface_name",
+                   "-e", "frame.comment")
+    assert not [r for r in rows if "netns:0" in r or "/if0" in r]
+    # 172.17.0.3 is node2's ingress_sbox on node2 and a task's bridge address on node1.
+    node2 = [r for r in rows if r.startswith("node2/host/") and "task vote.2.ncyq" in r]
+    assert node2 == []
+    drops = [r for r in rows if "event drop" in r]
+    assert drops and all("drop reason " in r for r in drops)
+
+
+def test_huge_times_and_strings_do_not_break_the_writer(tmp_path: Path) -> None:
+    import io
+
+    from tracer.tracefile.pcapng import PcapngWriter
+
+    out = io.BytesIO()
+    w = PcapngWriter(out, os_desc="x" * 10_000_000)
+    i = w.interface("n" * 10_000_000, "d" * 70_000)
+    w.packet(i, 1 << 80, b"\x45" + b"\0" * 39, comment="é" * 5_000_000)
+    w.packet(i, -5, b"\x45" + b"\0" * 39)
+    path = tmp_path / "big.pcapng"
+    path.write_bytes(out.getvalue())
+    assert len(_tshark(path)) == 2
+
+
+def test_dns_answer_is_bounded() -> None:
+    from tracer.tracefile.pcapng import dns_answer, synth_packet
+
+    msg = dns_answer("x" * 70_000, ["10.0.0.1"] * 100_000, 1 << 40)
+    assert len(msg) < 8192
+    assert synth_packet(17, b"\x7f\0\0\x0b", b"\x7f\0\0\x01", b"\0\x35", b"\x12\x34", 0, 1, msg)

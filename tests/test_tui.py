@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
 import subprocess
 import sys
@@ -14,10 +15,11 @@ from typing import Any
 import pytest
 
 from tracer.model import HopKind, Request, Status
+from tracer.sinks.narrate import narrate
 from tracer.source import SourceInfo
 from tracer.tui.app import SwarmtraceApp
 from tracer.tui.feed import FeedBatch, ListFeed
-from tracer.tui.narrate import narrate
+from tracer.tui.path_render import Palette
 from tracer.tui.request_json import load_requests, request_from_json
 from tracer.tui.screens.requests import RequestsScreen
 from tracer.tui.screens.talk import TalkScreen
@@ -328,16 +330,41 @@ async def test_services_screen_bars_and_keepalive_note() -> None:
 
 
 @sync
-async def test_topology_screen_renders_snapshot_keys() -> None:
+async def test_topology_screen_draws_nodes_sandboxes_and_tasks() -> None:
     app = SwarmtraceApp(feed_of(SWARM))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)
         await pilot.press("3")
-        tree = app.screen.query_one("#topology")
-        labels = [str(n.label) for n in tree.root.children]  # type: ignore[attr-defined]
-        assert labels == ["nodes", "sandboxes", "networks", "services", "ipvs"]
+        from rich.console import Console
+
+        from tracer.tui.widgets.topology_picture import TopologyPicture, picture
+
+        shown = app.screen.query_one(TopologyPicture)
+        console = Console(width=98, record=True, file=io.StringIO())
+        console.print(picture(shown.snapshot, 98, Palette()))
+        text = console.export_text()
+        assert "node node1" in text and "node node2" in text
+        assert "ingress_sbox" in text and "IPVS FWM 261 rr" in text
+        assert "vote.2.uyhx" in text and "10.0.0.9 (overlay1)" in text
+        assert "4026532601" not in text  # no inode numbers
         await pilot.press("1")
         assert app.current_mode == "requests"
+
+
+def test_topology_of_the_sample_names_each_netns_once() -> None:
+    from tracer.commands.replay import sample_path
+    from tracer.tracefile.topology import trace_names
+    from tracer.tui.topology_model import topology_of
+
+    names = trace_names(sample_path())
+    assert names is not None
+    t = topology_of(names.snapshot())
+    assert sorted(t.nodes) == ["node1", "node2"]
+    node1 = t.nodes["node1"]
+    assert {"host", "ingress_sbox", "lb_overlay1", "vote-vip.2.829k"} <= set(node1)
+    assert "192.168.199.1" in node1["host"].addrs
+    assert "192.168.199.1" not in t.nodes["node2"]["host"].addrs
+    assert t.services["vote-vip"].vips == {"ingress": "10.0.0.4", "overlay1": "10.0.1.7"}
 
 
 @sync

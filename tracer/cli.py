@@ -25,6 +25,8 @@ COMMAND_MODULES = (
 )
 
 EPILOG = """examples:
+  swarmtrace replay --sample           a real 2-node swarm, recorded: no root, no Docker (TUI)
+  swarmtrace replay --sample --oneline one line per request, the three ways Swarm balances
   swarmtrace lab up                    build the routing-mesh lab (netns, no Docker)
   swarmtrace trace --port 8080         live: one block per request, hop by hop
   swarmtrace trace --json --count 10   JSON lines, one object per request
@@ -46,12 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"tracer.commands.{name}").register(sub)
+    _remember_parsers(parser)
     return parser
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command records its own parser, so a wrong option shows that usage."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.set_defaults(parser_=child)
+                _remember_parsers(child)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse would blame the top-level command: say it in the subcommand's words.
+        owner: argparse.ArgumentParser = getattr(args, "parser_", None) or parser
+        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="swarmtrace: %(message)s",

@@ -20,7 +20,9 @@ SWARM_FILTER = Filter(ports=(8080, 80, 53))
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="live demo on a lab swarmtrace builds itself (needs root)")
     p.add_argument("--step", action="store_true", help="talk mode: one hop per key press")
-    p.add_argument("--text", action="store_true", help="text output even on a terminal")
+    p.add_argument("--no-tui", dest="no_tui", action="store_true",
+                   help="text output even on a terminal")
+    p.add_argument("--text", dest="no_tui", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--count", type=int, default=10,
                    help="text mode: stop after N requests (default 10)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between requests")
@@ -69,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with open_pipeline("auto", SWARM_FILTER if args.swarm else DEMO_FILTER) as pipe:
             sender.start()
-            if sys.stdout.isatty() and not args.text:
-                from tracer.tui.app import run_tui
+            if sys.stdout.isatty() and not args.no_tui:
+                from tracer.tui import run_tui
                 from tracer.tui.pipeline_feed import PipelineFeed
 
                 run_tui(PipelineFeed(pipe, filters="port 8080, VIP 10.0.0.9"), step=args.step,
@@ -94,6 +96,6 @@ def _run_in_vm(args: argparse.Namespace) -> int:
     from tracer.commands.vm import run_in_guest
     from tracer.vm import VmConfig
 
-    argv = ["swarmtrace", "demo", "--swarm", "--text", "--count", str(args.count),
+    argv = ["swarmtrace", "demo", "--swarm", "--no-tui", "--count", str(args.count),
             "--interval", str(args.interval)]
     return run_in_guest(VmConfig(memory="3G"), argv, timeout=1800.0)

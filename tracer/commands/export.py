@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from tracer.commands.replay import trace_path
 from tracer.errors import TraceFileError
 from tracer.events import decode
 from tracer.tracefile.pcapng import write_pcapng
@@ -24,7 +25,10 @@ from tracer.tracefile.topology import trace_names
 
 EXAMPLES = """examples:
   swarmtrace export mesh.swt --pcapng mesh.pcapng   one packet per hop, for Wireshark/tshark
-  swarmtrace export mesh.swt --json -               the whole trace as JSON lines on stdout
+  swarmtrace export --sample --pcapng sample.pcapng the bundled sample trace
+  swarmtrace export mesh.swt --events -             every raw kernel event as JSON lines
+the requests themselves as JSON lines: swarmtrace replay FILE --json
+in Wireshark, filter on the hop comments: frame.comment contains "req #2 |" or "hop lb"
 """
 
 
@@ -35,26 +39,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("file", type=Path, help="trace file (.swt)")
+    p.add_argument("file", nargs="?", type=Path, help="trace file (.swt)")
+    p.add_argument("--sample", action="store_true", help="export the bundled sample trace")
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--pcapng", type=Path, metavar="OUT", help="write a pcapng file")
     out.add_argument(
-        "--json",
+        "--events",
         metavar="OUT",
-        help="write JSON lines: the header, then every record in file order ('-' = stdout)",
+        help="write the raw records as JSON lines: the header, then every event, topology "
+        "and loss record in file order ('-' = stdout)",
     )
+    # The old name of --events: `--json` elsewhere means requests, not raw records.
+    out.add_argument("--json", dest="events", metavar="OUT", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    path = trace_path(args)
     if args.pcapng is not None:
-        n = write_pcapng(args.file, args.pcapng, trace_names(args.file))
+        n = write_pcapng(path, args.pcapng, trace_names(path))
         print(f"swarmtrace: wrote {n} packets to {args.pcapng}", file=sys.stderr)
         return 0
-    with _output(args.json) as out:
-        n = write_json(args.file, out)
-    if args.json != "-":
-        print(f"swarmtrace: wrote {n} lines to {args.json}", file=sys.stderr)
+    with _output(args.events) as out:
+        n = write_json(path, out)
+    if args.events != "-":
+        print(f"swarmtrace: wrote {n} lines to {args.events}", file=sys.stderr)
     return 0
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from tracer.commands.replay import trace_path
+from tracer.enrich.names import Names
 from tracer.events import Point
 from tracer.tracefile.reader import (
     EventChunk,
@@ -26,8 +28,9 @@ from tracer.tracefile.topology import combined_snapshot, inventory, names_from_s
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("info", help="describe a trace file: header, span, counts, names")
-    p.add_argument("file", type=Path, help="trace file (.swt)")
+    p = sub.add_parser("info", help="describe a trace file: header, span, requests, events, names")
+    p.add_argument("file", nargs="?", type=Path, help="trace file (.swt)")
+    p.add_argument("--sample", action="store_true", help="describe the bundled sample trace")
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -76,6 +79,24 @@ def _wall(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds")
 
 
+def requests_of(path: Path, names: Names | None) -> dict[str, Any]:
+    """The trace's requests as the replay correlates them: how many, by status and mode."""
+    from tracer.pipeline import Pipeline
+    from tracer.tracefile.replay import ReplaySource
+
+    with ReplaySource(path) as source:
+        pipe = Pipeline(source, names, source.header.lb_note)
+        reqs = []
+        while not source.finished:
+            reqs += pipe.poll(0.0)
+        reqs += pipe.flush()
+    return {
+        "total": len(reqs),
+        "by_status": dict(Counter(str(r.status) for r in reqs).most_common()),
+        "by_mode": dict(Counter(r.mode or "?" for r in reqs).most_common()),
+    }
+
+
 def describe(path: Path) -> dict[str, Any]:
     """Everything `info` shows, as a JSON-able dict."""
     with open_trace(path) as reader:
@@ -89,7 +110,7 @@ def describe(path: Path) -> dict[str, Any]:
     netns = {}
     for inode, n in t.netns.most_common():
         ns = names.netns(inode, t.first_ts or 0) if names else None
-        netns[ns.label if ns else f"netns:{inode}"] = n
+        netns[ns.label if ns else f"netns:{inode}" if inode else "no netns (kernel gave none)"] = n
     return {
         "file": str(path),
         "bytes": size,
@@ -109,6 +130,7 @@ def describe(path: Path) -> dict[str, Any]:
         "duration_s": round((t.last_ts - t.first_ts) / 1e9, 3)
         if t.first_ts is not None and t.last_ts is not None
         else 0.0,
+        "requests": requests_of(path, names) if damage is None else None,
         "events": t.events,
         "event_chunks": t.chunks,
         "lost_events": t.lost,
@@ -139,11 +161,13 @@ def _text(d: dict[str, Any]) -> str:
         f"written by swarmtrace {d['tracer_version']}",
         f"recorded   {d['backend']} backend on {d['hostname'] or '?'}, kernel {d['kernel']}",
         f"started    {d['start']}",
-        f"events     {d['first_event'] or '-'} .. {d['last_event'] or '-'} ({d['duration_s']} s)",
-        f"counts     {d['events']} events in {d['event_chunks']} chunks, "
+        f"span       {d['first_event'] or '-'} .. {d['last_event'] or '-'} ({d['duration_s']} s)",
+        _requests_line(d["requests"]),
+        f"events     {d['events']} events in {d['event_chunks']} chunks (kernel probe hits), "
         f"{d['lost_events']} lost in the kernel",
-        f"points     {kv(d['points'])}",
-        f"netns      {kv(d['netns'])}",
+        f"  by point {kv(d['points'])}",
+        *_drop_note(d),
+        f"  by netns {kv(d['netns'])}",
         f"nodes      {', '.join(d['nodes']) or '-'}",
         f"services   {', '.join(d['services']) or '-'}",
         f"topology   {d['topology_records']} records",
@@ -158,7 +182,26 @@ def _text(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _drop_note(d: dict[str, Any]) -> list[str]:
+    """`drop` counts kernel events, not requests: say so next to the number."""
+    drops = d["points"].get("drop", 0)
+    if not drops:
+        return []
+    req = d["requests"]
+    dropped = req["by_status"].get("dropped", 0) if req else "?"
+    return [f"           {drops} drop events = packets the kernel freed on an error path, "
+            f"any packet; {dropped} requests were dropped"]
+
+
+def _requests_line(req: dict[str, Any] | None) -> str:
+    if req is None:
+        return "requests   - (the file is damaged: replay it to see what it holds)"
+    status = ", ".join(f"{n} {k}" for k, n in req["by_status"].items()) or "-"
+    modes = ", ".join(f"{n} {k}" for k, n in req["by_mode"].items()) or "-"
+    return f"requests   {req['total']} ({status}; {modes})"
+
+
 def run(args: argparse.Namespace) -> int:
-    d = describe(args.file)
+    d = describe(trace_path(args))
     print(json.dumps(d, indent=2) if args.json else _text(d), file=sys.stdout)
     return 0

@@ -19,6 +19,7 @@ EPILOG = """examples:
   swarmtrace lab traffic --mode vip --count 4 --interval 0.5 --json
   swarmtrace lab status
   swarmtrace lab down                           remove everything the lab made
+the real Docker Swarm lab is `swarmtrace swarmlab up`
 """
 
 
@@ -32,9 +33,9 @@ def register(subparsers: Any) -> None:
     )
     sub = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     up = sub.add_parser("up", help="build the lab, or reuse a healthy one")
-    up.add_argument("--swarm", action="store_true",
-                    help="a real Docker Swarm instead (dockerd per node, the article's services)")
-    up.add_argument("--nodes", type=int, default=2, help="swarm nodes with --swarm (default 2)")
+    # The swarm lab is `swarmlab up`; these stay for old scripts, out of the help.
+    up.add_argument("--swarm", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument("--nodes", type=int, default=2, help=argparse.SUPPRESS)
     up.set_defaults(func=run_up)
     sub.add_parser("down", help="remove the lab's netns, servers and state").set_defaults(
         func=run_down

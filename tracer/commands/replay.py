@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.resources
+import importlib.util
 import ipaddress
 import logging
 import sys
 from pathlib import Path
 
 from tracer.errors import TraceFileError
-from tracer.model import Request
+from tracer.model import HopKind, Request
 from tracer.pipeline import Pipeline
-from tracer.sinks.text import JsonSink, TextSink
+from tracer.sinks.step_text import StepSink
+from tracer.sinks.text import TIMES_LEGEND, JsonSink, Sink, TextSink
 from tracer.source import Filter
 from tracer.tracefile.replay import ReplaySource
 from tracer.tracefile.topology import trace_names
@@ -20,10 +22,15 @@ from tracer.tracefile.topology import trace_names
 log = logging.getLogger(__name__)
 
 EXAMPLES = """examples:
-  swarmtrace replay mesh.swt                 the recorded requests, hop by hop
+  swarmtrace replay --sample                 the bundled trace of a real 2-node swarm (TUI)
+  swarmtrace replay --sample --oneline       one line per request, even in a terminal
+  swarmtrace replay --sample --present       talk mode for a projector: the path as a picture
+  swarmtrace replay --sample --step --no-tui talk mode in a plain terminal: Enter = next hop
   swarmtrace replay mesh.swt --json          JSON lines, same schema as `trace --json`
+  swarmtrace replay mesh.swt --service vote  only the requests of service vote
   swarmtrace replay mesh.swt --speed 1       paced as recorded (0.25 = four times slower)
-  swarmtrace replay --sample                 the bundled trace of the article's cluster
+hop times are since each request's first packet; --oneline, --count, --json, --no-tui and
+--step --no-tui print text; otherwise a terminal gets the TUI.
 """
 
 
@@ -41,15 +48,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--speed", type=float, default=None, help="pace by recorded time (1 = real time)"
     )
-    p.add_argument("--count", type=int, default=0, help="stop after N requests")
+    p.add_argument("--count", type=int, default=0, help="stop after N requests (text output)")
     p.add_argument("--port", type=int, action="append", default=[], help="port of interest")
     p.add_argument(
         "--addr", type=ipv4, action="append", default=[], help="IPv4 address of interest"
     )
     p.add_argument(
-        "--no-tui", action="store_true", help="text output even when stdout is a terminal"
+        "--service", action="append", default=[], metavar="NAME",
+        help="only requests of this Swarm service (exact name; repeatable)",
     )
-    p.add_argument("--step", action="store_true", help="TUI: start in talk mode (one hop per key)")
+    p.add_argument(
+        "--no-tui", dest="no_tui", action="store_true",
+        help="text output even when stdout is a terminal",
+    )
+    p.add_argument("--text", dest="no_tui", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--step", action="store_true",
+        help="talk mode, one hop per key: in the TUI, or with --no-tui in a plain terminal",
+    )
+    p.add_argument(
+        "--present", action="store_true",
+        help="TUI: talk mode in the presentation layout (for a projector; p toggles it)",
+    )
     p.set_defaults(func=run)
 
 
@@ -79,43 +99,78 @@ def trace_path(args: argparse.Namespace) -> Path:
 
 def open_tui(path: Path, args: argparse.Namespace) -> int | None:
     """The TUI (issue 6) on the replay; None if it cannot start here (text is shown instead)."""
-    try:
-        from tracer.tui.app import run_tui
-        from tracer.tui.pipeline_feed import replay_feed
-    except ImportError as err:
-        log.info("no TUI (%s): printing text", err)
+    if importlib.util.find_spec("textual") is None:
+        log.info("no TUI (textual is not installed): printing text")
         return None
+    from tracer.tui import run_tui
+    from tracer.tui.pipeline_feed import replay_feed
+
     words = [f"port {p}" for p in args.port] + [f"addr {a}" for a in args.addr]
+    query = " ".join(f"service:{s}" for s in args.service)
     with ReplaySource(path) as source:
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
         feed = replay_feed(pipe, speed=args.speed or 1.0, filters=", ".join(words))
-        run_tui(feed, step=args.step, title=f"swarmtrace replay {path.name}")
+        run_tui(feed, step=args.step, title=f"swarmtrace replay {path.name}", query=query,
+                present=args.present)
     return 0
+
+
+def wants_text(args: argparse.Namespace) -> bool:
+    """Every flag that only makes sense for text says so; otherwise a terminal gets the TUI."""
+    return bool(args.json or args.no_tui or args.oneline or args.count) or not sys.stdout.isatty()
+
+
+def _ask(prompt: str) -> str:
+    try:
+        return input(prompt)
+    except EOFError:
+        return ""
+
+
+def _sink(args: argparse.Namespace) -> Sink | StepSink:
+    if args.json:
+        return JsonSink(sys.stdout)
+    if args.step:
+        return StepSink(sys.stdout, _ask if sys.stdin.isatty() else None)
+    return TextSink(sys.stdout, hops=not args.oneline)
 
 
 def run(args: argparse.Namespace) -> int:
     path = trace_path(args)
     if args.speed is not None and args.speed <= 0:
         raise TraceFileError(f"--speed must be > 0 (got {args.speed})")
-    if sys.stdout.isatty() and not (args.json or args.no_tui):
+    if not wants_text(args):
         status = open_tui(path, args)
         if status is not None:
             return status
     flt = Filter(ports=tuple(args.port), addrs=tuple(args.addr))
-    sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
+    services = set(args.service)
+    sink = _sink(args)
     shown = 0
     with ReplaySource(path, args.speed) as source:
+        if isinstance(sink, TextSink) and not args.oneline:
+            print(f"swarmtrace: {TIMES_LEGEND}", file=sys.stderr)
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
-        while not (args.count and shown >= args.count):
+        while not (args.count and shown >= args.count) and not (
+            isinstance(sink, StepSink) and sink.quit
+        ):
             done = source.finished
             for req in pipe.flush() if done else pipe.poll(0.2):
-                if matches(req, flt) and not (args.count and shown >= args.count):
+                if matches(req, flt) and of_service(req, services) \
+                        and not (args.count and shown >= args.count):
                     sink.write(req)
                     shown += 1
             if done:
                 break
     sink.close()
     return 0
+
+
+def of_service(req: Request, services: set[str]) -> bool:
+    """A request of one of these services: by its backend, or a DNS answer about its name."""
+    if not services or req.service in services:
+        return True
+    return any(h.kind is HopKind.DNS and h.detail.split(" -> ")[0] in services for h in req.hops)
 
 
 def matches(req: Request, flt: Filter) -> bool:

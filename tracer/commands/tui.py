@@ -10,7 +10,7 @@ from tracer.source import Filter
 EXAMPLES = """examples:
   swarmtrace tui --port 8080            live requests to published port 8080
   swarmtrace tui --addr 10.0.0.9 --step talk mode: one request, one hop per key press
-keys: / filter, space pause, f follow, n next drop, 1 2 3 t screens, ctrl+p commands, q quit
+keys: ? help, / filter, space pause, f follow, n next drop, 1 2 3 t screens, ctrl+p commands, q quit
 """
 
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     flt = filter_from_args(args)
     # Probes attach before the screen switches: ProbeUnavailable then prints one plain line.
     with open_pipeline(args.backend, flt) as pipe:
-        from tracer.tui.app import run_tui
+        from tracer.tui import run_tui
         from tracer.tui.pipeline_feed import PipelineFeed
 
         run_tui(PipelineFeed(pipe, filters=describe(flt)), step=args.step, title="swarmtrace")

@@ -6,6 +6,7 @@ import json
 from typing import Protocol, TextIO
 
 from tracer.model import Hop, HopKind, Request, Status
+from tracer.sinks.hop_order import causal_hops
 
 _SUMMARY_SKIP = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE,
                  HopKind.REPLY, HopKind.DELIVER)
@@ -40,7 +41,7 @@ def summary(req: Request) -> str:
     groups: dict[str, list[str]] = {}
     # The backend's own port redirect (Docker's REDIRECT in the task) shows in its address.
     deliver = {h.netns for h in req.hops if h.kind == HopKind.DELIVER}
-    for h in req.hops:
+    for h in causal_hops(req):
         if h.kind in _SUMMARY_SKIP or (h.kind == HopKind.DNAT and h.netns in deliver):
             continue
         action = hop_action(h)
@@ -77,6 +78,11 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+# Said once, on stderr, so the requests on stdout stay one block each.
+TIMES_LEGEND = "hop times are ms since the request's first packet (a DNS answer the client " \
+    "used before connecting is negative)"
+
+
 class TextSink:
     def __init__(self, out: TextIO, hops: bool = True) -> None:
         self._out = out
@@ -85,7 +91,7 @@ class TextSink:
     def write(self, req: Request) -> None:
         lines = [f"#{req.id} {summary(req)}"]
         if self._hops:
-            lines += [hop_line(req, h) for h in req.hops]
+            lines += [hop_line(req, h) for h in causal_hops(req)]
         self._out.write("\n".join(lines) + "\n")
         self._out.flush()
 

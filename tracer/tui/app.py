@@ -63,6 +63,9 @@ class SwarmtraceApp(App[None]):
         Binding("greater_than_sign", "seek(10)", "+10s", id="replay.forward", group=SEEK),
         Binding("less_than_sign", "seek(-10)", "-10s", id="replay.back", group=SEEK),
         Binding("full_stop", "step", "step", id="replay.step"),
+        Binding("R", "restart", "from start", id="replay.restart", show=False),
+        Binding("colon", "goto", "go to #", id="goto", show=False),
+        Binding("question_mark,f1", "help", "help", key_display="?", id="help"),
         Binding("d", "toggle_theme", "dark/light", id="theme", show=False),
         Binding("q", "quit", "quit", id="quit"),
     ]
@@ -74,6 +77,8 @@ class SwarmtraceApp(App[None]):
         step: bool = False,
         title: str = "swarmtrace",
         capacity: int = 200_000,
+        query: str = "",
+        present: bool = False,
     ) -> None:
         super().__init__()
         self.feed = feed
@@ -84,7 +89,9 @@ class SwarmtraceApp(App[None]):
         self.controls = feed if isinstance(feed, ReplayControls) else None
         self.state.speed = self.controls.speed if self.controls else None
         self._pending: deque[Request] = deque(maxlen=capacity)  # held back while paused
-        self._start_mode = "talk" if step else "requests"
+        self._start_mode = "talk" if step or present else "requests"
+        self._present = present
+        self._start_query = query
         self._frozen_at = 0
         self._screens: dict[str, TracerScreen] = {}
         for name, cls in (
@@ -103,7 +110,13 @@ class SwarmtraceApp(App[None]):
         return make
 
     def on_mount(self) -> None:
+        if self._start_query:
+            self.state.store.set_query(self._start_query)
         self.switch_mode(self._start_mode)
+        if self._present:
+            talk = self._screens["talk"]
+            assert isinstance(talk, TalkScreen)
+            talk.action_present()
         self._pump()
 
     # -- the feed ----------------------------------------------------------------------------
@@ -206,6 +219,48 @@ class SwarmtraceApp(App[None]):
     def action_seek(self, seconds: float) -> None:
         if self.controls is not None:
             self.controls.seek(seconds)
+            self._feed_again()
+
+    def action_restart(self) -> None:
+        """Replay from the start: the list empties and fills again at the trace's pace."""
+        if self.controls is None:
+            return
+        self.state.store.clear()
+        self.controls.restart()
+        self._feed_again()
+        self.refresh_screen()
+
+    def _feed_again(self) -> None:
+        # The feed worker ends with the trace: going back in time needs it again.
+        if self.state.finished:
+            self.state.finished = False
+            self._pump()
+
+    def action_help(self) -> None:
+        from tracer.tui.screens.dialogs import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(replay=self.controls is not None))
+
+    def action_goto(self) -> None:
+        from tracer.tui.screens.dialogs import GotoScreen
+
+        self.push_screen(GotoScreen(), self.go_to_request)
+
+    def go_to_request(self, request_id: int | None) -> None:
+        """Select request #id in the list, or in talk mode start talking about it."""
+        if request_id is None:
+            return
+        index = self.state.store.index_of(request_id)
+        if index is None:
+            self.notify(f"No request #{request_id} in the list.", timeout=3)
+            return
+        screen = self.screen
+        if isinstance(screen, TalkScreen):
+            screen.start_at(index)
+        else:
+            self.switch_mode("requests")
+            self.call_after_refresh(lambda: self._requests_screen().select(index))
 
     def action_step(self) -> None:
         if self.controls is None:
@@ -236,11 +291,7 @@ class SwarmtraceApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Replay keys only exist when the feed can be paced.
-        if action in ("speed", "seek", "step"):
+        if action in ("speed", "seek", "step", "restart"):
             return self.controls is not None
         return True
 
-
-def run_tui(feed: RequestFeed, *, step: bool = False, title: str = "swarmtrace") -> None:
-    """Show requests from feed until the user quits; step=True starts in talk mode."""
-    SwarmtraceApp(feed, step=step, title=title).run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,26 +46,36 @@ def _latency(r: Request, _: int) -> str:
 
 
 COLUMNS = (
-    Column("time", 9, 2, _time),
+    Column("start UTC", 9, 1, _time),
     Column("client", 20, 99, lambda r, _: r.client.src),
-    Column("entry", 18, 4, _entry),
-    Column("mode", 5, 5, lambda r, _: r.mode),
-    Column("service", 9, 6, lambda r, _: r.service),
-    Column("task", 14, 99, lambda r, _: task_of(r)),
-    Column("node", 6, 1, _node),
-    Column("latency", 7, 3, _latency, right=True),
+    Column("entry", 18, 2, _entry),
+    Column("mode", 5, 4, lambda r, _: r.mode),
+    Column("service", 9, 3, lambda r, _: r.service),
+    Column("task", 15, 99, lambda r, _: task_of(r)),
+    Column("node", 5, 5, _node),
+    Column("latency", 7, 99, _latency, right=True),
     Column("status", 8, 99, lambda r, _: str(r.status)),
 )
+# Room left over goes to the names, up to these widths (a task is service.slot.id).
+GROW = {"task": 26, "service": 18, "client": 21, "entry": 21}
 
 
 def fit_columns(width: int) -> tuple[Column, ...]:
-    """The columns that fit in width, dropping the least important first."""
+    """The columns that fit in width, dropping the least important first; what is left over
+    widens the names, so they are not cut where there is room."""
     cols = list(COLUMNS)
     while sum(c.width + 1 for c in cols) > width:
         victim = min(cols, key=lambda c: c.drop_order)
         if victim.drop_order == 99:
             break
         cols.remove(victim)
+    spare = width - sum(c.width + 1 for c in cols) - 1  # the scrollbar
+    for title, most in GROW.items():
+        for i, c in enumerate(cols):
+            if c.title == title and spare > 0:
+                extra = min(spare, most - c.width)
+                cols[i] = dataclasses.replace(c, width=c.width + extra)
+                spare -= extra
     return tuple(cols)
 
 

@@ -8,6 +8,7 @@ from typing import Protocol, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from tracer.tui.feed import ReplayControls
 from tracer.tui.state import TuiState
 
 Command = tuple[str, str, Callable[[], object]]  # name, help, what it does
@@ -17,6 +18,7 @@ class PaletteHost(Protocol):
     """What the palette needs of the app: typed here so this module never imports the app."""
 
     state: TuiState
+    controls: ReplayControls | None
 
     def run_action(self, action: str) -> object: ...
 
@@ -26,28 +28,43 @@ class PaletteHost(Protocol):
 
     def apply_filter(self, text: str) -> None: ...
 
-# (name, help, app action)
+
+# (name, help, app action); the key that does the same is in the name, to be learnt.
 ACTIONS = (
-    ("Show requests", "The live list and the selected request's path", "show('requests')"),
-    ("Show services", "How each service spreads connections over its tasks", "show('services')"),
-    ("Show topology", "Nodes, sandboxes, networks, VIPs, fwmarks, IPVS", "show('topology')"),
-    ("Talk mode", "One request at a time, one hop per key", "show('talk')"),
-    ("Pause / resume", "Freeze the display; nothing is lost", "toggle_pause"),
-    ("Toggle dark / light theme", "", "toggle_theme"),
+    ("Show requests  [1]", "The live list and the selected request's path", "show('requests')"),
+    ("Show services  [2]", "How each service spreads connections over its tasks",
+     "show('services')"),
+    ("Show topology  [3]", "Nodes, sandboxes, networks and tasks as a picture", "show('topology')"),
+    ("Talk mode  [t]", "One request at a time, one hop per key", "show('talk')"),
+    ("Pause / resume  [space]", "Freeze the display; nothing is lost", "toggle_pause"),
+    ("Go to request #N  [:]", "Select a request by its number", "goto"),
+    ("Help: every key  [?]", "What each key does, per screen", "help"),
+    ("Toggle dark / light theme  [d]", "", "toggle_theme"),
+)
+# Only for a replay (a feed that can be paced).
+REPLAY_ACTIONS = (
+    ("Replay faster  [+]", "Double the replay speed", "speed(1)"),
+    ("Replay slower  [-]", "Halve the replay speed", "speed(-1)"),
+    ("Seek 10 s forward  [>]", "Move the replay clock forward", "seek(10)"),
+    ("Seek 10 s back  [<]", "Move the replay clock back, also after the end", "seek(-10)"),
+    ("Step one request  [.]", "Pause and release the next request", "step"),
+    ("Replay from the start  [R]", "Empty the list and replay the trace again", "restart"),
 )
 
 
 class TracerCommands(Provider):
     def _commands(self) -> list[Command]:
         app = cast(PaletteHost, self.app)
+        actions = ACTIONS + (REPLAY_ACTIONS if app.controls is not None else ())
         out: list[Command] = [
             (name, help_text, partial(app.run_action, action))
-            for name, help_text, action in ACTIONS
+            for name, help_text, action in actions
         ]
         out += [
-            ("Follow newest", "Keep the newest request selected", partial(app.set_follow, True)),
-            ("Jump to next drop", "Select the next dropped request", app.jump_to_drop),
-            ("Clear filter", "Show every request", partial(app.apply_filter, "")),
+            ("Follow newest  [f]", "Keep the newest request selected",
+             partial(app.set_follow, True)),
+            ("Jump to next drop  [n]", "Select the next dropped request", app.jump_to_drop),
+            ("Clear filter  [Esc]", "Show every request", partial(app.apply_filter, "")),
             ("Filter dropped requests", "status:dropped",
              partial(app.apply_filter, "status:dropped")),
         ]

@@ -24,6 +24,7 @@ class FeedStats:
     position_s: float | None = None  # replay: seconds into the trace
     duration_s: float | None = None  # replay: length of the trace
     clock_offset_ns: int = 0  # add to a request's start_ns for wall-clock time (0: it is)
+    damage: str = ""  # what the source could not read (a damaged trace file), "" = nothing
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class ReplayControls(Protocol):
         """Move the replay clock by delta_s seconds (negative = back; already shown stays)."""
         ...
 
+    def restart(self) -> None:
+        """Back to the start of the trace: every request comes again, at its time."""
+        ...
+
 
 @dataclass
 class _Clock:
@@ -100,6 +105,7 @@ class ListFeed:
         filters: str = "",
         lost: int = 0,
         clock_offset_ns: int = 0,
+        damage: str = "",
     ) -> None:
         self._requests = sorted(requests, key=lambda r: r.start_ns)
         self._info = info
@@ -108,6 +114,7 @@ class ListFeed:
         self._filters = filters
         self._lost = lost
         self._clock_offset_ns = clock_offset_ns
+        self._damage = damage
         self._t0 = self._requests[0].start_ns if self._requests else 0
         self._duration = (self._requests[-1].start_ns - self._t0) / 1e9 if self._requests else 0.0
         self._next = 0
@@ -147,7 +154,9 @@ class ListFeed:
     def seek(self, delta_s: float) -> None:
         with self._lock:
             self._clock.rebase()
-            self._clock.trace_s = min(max(0.0, self._clock.trace_s + delta_s), self._duration)
+            # After the end the clock runs on: count back from the end, not from wall time.
+            now = min(self._clock.trace_s, self._duration)
+            self._clock.trace_s = min(max(0.0, now + delta_s), self._duration)
             if delta_s < 0:
                 # Going back replays from the new position: the app dedups by request id.
                 t = self._t0 + int(self._clock.trace_s * 1e9)
@@ -155,6 +164,15 @@ class ListFeed:
                     (i for i, r in enumerate(self._requests) if r.start_ns >= t),
                     len(self._requests),
                 )
+        self._wake.set()
+
+    def restart(self) -> None:
+        with self._lock:
+            self._clock.rebase()
+            self._clock.trace_s = 0.0
+            self._next = 0
+            self._steps = 0
+            self._events = 0
         self._wake.set()
 
     def _due(self) -> int:
@@ -204,6 +222,7 @@ class ListFeed:
             lost=self._lost,
             filters=self._filters,
             clock_offset_ns=self._clock_offset_ns,
+            damage=self._damage,
             position_s=min(self._clock.now(), self._duration) if self._paced else None,
             duration_s=self._duration if self._paced else None,
         )

@@ -9,7 +9,15 @@ from rich.style import Style
 from rich.text import Text
 
 from tracer.model import Hop, HopKind, Request, Status
-from tracer.tui.narrate import hook_of, is_stand_in, mark_text, verdict
+from tracer.sinks.hop_order import causal_hops
+from tracer.sinks.narrate import (
+    hook_of,
+    is_stand_in,
+    mark_text,
+    outcome,
+    service_of_mark,
+    task_name,
+)
 
 # Mid-luminance colours that read on dark and light backgrounds alike; one per backend task.
 TASK_COLORS = (
@@ -42,10 +50,10 @@ class _Box:
     hops: list[tuple[int, Hop]]
 
 
-def _segments(r: Request) -> list[_Box | tuple[int, Hop]]:
+def _segments(hops: list[Hop]) -> list[_Box | tuple[int, Hop]]:
     """Consecutive hops in one netns form a box; a VXLAN hop stands alone between boxes."""
     out: list[_Box | tuple[int, Hop]] = []
-    for i, h in enumerate(r.hops):
+    for i, h in enumerate(hops):
         if h.kind is HopKind.REPLY:
             continue
         if h.kind is HopKind.VXLAN:
@@ -65,12 +73,21 @@ def duration(ns: int) -> str:
     return f"{ns / 1e3:.0f} µs"
 
 
-def delta(ns: int) -> str:
-    """Time since the previous hop; negative for a DNS answer that came before the send."""
+def since(ns: int) -> str:
+    """Time since the request's first packet; negative for a DNS answer used before it."""
     return f"-{duration(-ns)}" if ns < 0 else f"+{duration(ns)}"
 
 
-def _hop_text(r: Request, h: Hop) -> str:
+TIMES_LABEL = "times since the first packet"
+
+
+def hop_label(h: Hop) -> str:
+    """The hop's kind as the drawing labels it (`LB`, `DNAT`, `enter`)."""
+    return _LABEL.get(h.kind, str(h.kind))
+
+
+def hop_text(r: Request, h: Hop) -> str:
+    """What happened at the hop, in the drawing's words."""
     k = h.kind
     if k is HopKind.SEND:
         return f"{r.proto} {r.client.src} → {r.client.dst}" + (f"  {h.detail}" if h.detail else "")
@@ -82,12 +99,14 @@ def _hop_text(r: Request, h: Hop) -> str:
         chain = f"  {h.detail}" if h.detail else ""
         return f"{_dst(h.before)} → {_dst(h.after)}{chain}"
     if k is HopKind.MARK:
-        return f"fwmark {mark_text(h.mark)}" + (f" = {h.detail}" if h.detail else "")
+        return f"fwmark {mark_text(h.mark)}" + (
+            f" = service {service_of_mark(h)}" if h.detail else ""
+        )
     if k is HopKind.LB:
         how = "IPVS stand-in" if is_stand_in(h) else (h.detail or "IPVS")
-        mark = f"fwmark {h.mark} " if h.mark else ""
-        name = f" {r.backend_name}" if r.backend_name else ""
-        return f"{mark}→ {_dst(h.after)}{name}  ({how})"
+        mark = f"fwmark {h.mark} " if h.mark and "fwmark" not in how else ""
+        name = f" {task_name(r)}" if r.backend_name else ""
+        return f"{mark}→ {_dst(h.after)}{name} ({how})"
     if k is HopKind.SNAT:
         src_b = h.before.saddr if h.before else "?"
         src_a = h.after.saddr if h.after else "?"
@@ -125,7 +144,10 @@ def _fit(text: Text, width: int) -> Text:
 
 
 class PathDrawing:
-    """Lines of one request's path at a given width; `hop_lines` maps hop index -> line."""
+    """Lines of one request's path at a given width; `hop_lines` maps hop index -> line.
+
+    Hops are indexed in causal order (causal_hops), as talk mode steps through them.
+    """
 
     def __init__(
         self,
@@ -137,6 +159,7 @@ class PathDrawing:
         highlight: int | None = None,
     ) -> None:
         self.r, self.width, self.p = r, max(width, 40), palette
+        self.hops = causal_hops(r)
         self.task_style = palette.task(task_color)
         self.highlight = highlight
         self.lines: list[Text] = []
@@ -158,8 +181,7 @@ class PathDrawing:
     def _draw(self) -> None:
         r, p = self.r, self.p
         self.lines.append(self._header())
-        segments = _segments(r)
-        prev_ts = r.start_ns
+        segments = _segments(self.hops)
         node = None
         group: list[tuple[Text, int | None]] = []
         for seg in segments:
@@ -167,10 +189,9 @@ class PathDrawing:
                 i, h = seg
                 self._close_node(node, group)
                 node, group = None, []
-                label = f" ══ VXLAN {h.detail or 'overlay'}  {delta(h.ts_ns - prev_ts)} ══▶"
+                label = f" ══ VXLAN {h.detail or 'overlay'}  {since(h.ts_ns - r.start_ns)} ══▶"
                 line = Text(label, style=Style(color=p.vxlan, bold=True) + self._hop_style(i))
                 self._extend([(_fit(line, self.width), i)])
-                prev_ts = h.ts_ns
                 continue
             if seg.node != node:
                 self._close_node(node, group)
@@ -178,16 +199,15 @@ class PathDrawing:
             elif group:
                 first = seg.hops[0][1]
                 arrow = f"      ▼ if#{first.ifindex}" if first.ifindex else "      ▼"
-                arrow += f"  {delta(first.ts_ns - prev_ts)}"
                 group.append((Text(arrow, style=p.arrow), None))
-            prev_ts = self._box(seg, group, prev_ts)
+            self._box(seg, group)
         self._close_node(node, group)
         self.lines.append(self._reply())
 
     def _inner_width(self, node: str | None) -> int:
         return self.width - 4 if node else self.width
 
-    def _box(self, box: _Box, out: list[tuple[Text, int | None]], prev_ts: int) -> int:
+    def _box(self, box: _Box, out: list[tuple[Text, int | None]]) -> None:
         r, p = self.r, self.p
         w = self._inner_width(box.node)
         dropped = any(h.kind is HopKind.DROP for _, h in box.hops)
@@ -203,18 +223,18 @@ class PathDrawing:
         )
         out.append((top, None))
         for i, h in box.hops:
-            right = f"{hook_of(r, h):<17} {delta(h.ts_ns - prev_ts):>9}"
-            prev_ts = h.ts_ns
+            # A narrow screen keeps the hop's words and its time; the hook goes first.
+            hook = f"{hook_of(r, h):<17} " if w >= 90 else ""
+            right = f"{hook}{since(h.ts_ns - r.start_ns):>10}"
             style = Style(color=p.error, bold=True) if h.kind is HopKind.DROP else Style()
             label = f"{_LABEL.get(h.kind, str(h.kind)):<8}"
             body_w = w - 4 - cell_len(right) - 1
-            body = Text.assemble((label, Style(bold=True) + style), (_hop_text(r, h), style))
+            body = Text.assemble((label, Style(bold=True) + style), (hop_text(r, h), style))
             hop = Text.assemble(_fit(body, body_w), " ", (right, Style(dim=True)))
             hop.stylize(self._hop_style(i))
             line = Text.assemble(("│ ", border), hop, (" │", border))
             out.append((line, i))
         out.append((Text("╰" + "─" * max(w - 2, 0) + "╯", style=border), None))
-        return prev_ts
 
     def _close_node(self, node: str | None, group: list[tuple[Text, int | None]]) -> None:
         """Flush a node's boxes, framed with the node's name when it has one."""
@@ -249,25 +269,29 @@ class PathDrawing:
             t.append("  → ")
             task = r.backend_name or r.backend_addr
             t.append(task, style=Style(color=self.task_style, bold=True))
+        label = f"  ({TIMES_LABEL})"
+        if t.cell_len + len(label) <= self.width:
+            t.append(label, style=Style(dim=True))
         return _fit(t, self.width)
 
     def _reply(self) -> Text:
         r, p = self.r, self.p
-        reply = next((h for h in r.hops if h.kind is HopKind.REPLY), None)
+        reply = next((h for h in self.hops if h.kind is HopKind.REPLY), None)
         if reply is None:
             color = p.error if r.status in (Status.DROPPED, Status.REFUSED) else p.warning
-            return _fit(Text(f" ■ {verdict(r)}", style=Style(color=color, bold=True)), self.width)
+            return _fit(Text(f" ■ {outcome(r)}", style=Style(color=color, bold=True)), self.width)
         seen: list[str] = []
-        for h in r.hops:
+        for h in self.hops:
             if h.kind not in (HopKind.REPLY, HopKind.VXLAN) and h.where not in seen:
                 seen.append(h.where)
         back = " ◀ ".join(reversed(seen))
         bold = Style(color=p.success, bold=True)
         t = Text.assemble(
-            (f" ◀ reply {delta(reply.ts_ns - r.start_ns)}  ", bold),
+            (f" ◀ reply {since(reply.ts_ns - r.start_ns)}  ", bold),
             (back, Style(color=p.success)),
-            ("  (conntrack reverses the NAT)", Style(dim=True)),
         )
-        t.stylize(self._hop_style(r.hops.index(reply)))
-        self.hop_lines[r.hops.index(reply)] = len(self.lines)
+        if any(h.kind in (HopKind.DNAT, HopKind.SNAT, HopKind.LB) for h in self.hops):
+            t.append("  (conntrack reverses the NAT)", style=Style(dim=True))
+        t.stylize(self._hop_style(self.hops.index(reply)))
+        self.hop_lines[self.hops.index(reply)] = len(self.lines)
         return _fit(t, self.width)

@@ -100,8 +100,11 @@ def replay_feed(pipe: Pipeline, *, speed: float = 1.0, filters: str = "") -> Lis
     # A trace file's header ties the events' CLOCK_MONOTONIC to the wall clock of the recording.
     header = getattr(pipe.source, "header", None)
     offset = header.start_wall_ns - header.start_mono_ns if header is not None else 0
+    requests = drain(pipe)
+    # Read after draining: a damaged file is only known once it has been read to the end.
+    damage = getattr(pipe.source, "damage", None)
     return ListFeed(
-        drain(pipe),
+        requests,
         info=with_note(pipe.source.info, pipe.lb_note),
         topology=names.snapshot() if names is not None else None,
         paced=True,
@@ -109,4 +112,5 @@ def replay_feed(pipe: Pipeline, *, speed: float = 1.0, filters: str = "") -> Lis
         filters=filters,
         lost=pipe.source.stats().lost,
         clock_offset_ns=offset,
+        damage=str(damage) if damage else "",
     )

@@ -8,15 +8,19 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from tracer.model import Request, Status
+from tracer.sinks.narrate import task_name
 
-# Filter keys a user can type as key:value; plain words match any of them.
+# Filter keys a user can type as key:value; plain words match any of them and the hops.
 FILTER_KEYS = ("service", "task", "client", "status", "mode", "node")
+# Keys whose value must match whole: `service:vote` is not `vote-vip`, `mode:dns` not `dnsrr`.
+EXACT_KEYS = frozenset({0, 3, 4})
 LONG_CONNECTION_S = 1.0  # a connection open this long likely carries many requests
 
 
 def task_of(r: Request) -> str:
-    """The backend a request reached, by name when enrichment named it, else by address."""
-    return r.backend_name or r.backend_addr
+    """The backend a request reached, by name when enrichment named it, else by address; the
+    node it runs on has a column of its own."""
+    return task_name(r)
 
 
 def revision(r: Request) -> tuple[object, ...]:
@@ -43,7 +47,9 @@ _KEY_INDEX = {k: i for i, k in enumerate(FILTER_KEYS)}
 
 def haystack(r: Request) -> Haystack:
     joined = "\x00".join(request_fields(r)).lower()
-    anywhere = f"{joined}\x00{r.client.daddr}:{r.client.dport}\x00{r.backend_addr}"
+    # Plain words also find what happened on the way: `vxlan`, `ingress_sbox`, `snat`, a VNI.
+    hops = " ".join(f"{h.where} {h.kind} {h.detail}" for h in r.hops).lower()
+    anywhere = f"{joined}\x00{r.client.daddr}:{r.client.dport}\x00{r.backend_addr}\x00{hops}"
     return tuple(joined.split("\x00")), anywhere
 
 
@@ -71,8 +77,11 @@ class Query:
     def matches(self, hay: Haystack) -> bool:
         # Plain loop, no generator: this runs 100k times per keystroke.
         fields, anywhere = hay
-        for key, value in self.terms:  # noqa: SIM110 (all() over a generator is slower)
-            if value not in (fields[key] if key >= 0 else anywhere):
+        for key, value in self.terms:
+            if key in EXACT_KEYS:
+                if value != fields[key]:
+                    return False
+            elif value not in (fields[key] if key >= 0 else anywhere):
                 return False
         return True
 
@@ -123,6 +132,18 @@ class RequestStore:
         # query changes (query_version), so a selection is kept without searching 100k ids.
         self.view_base = 0
         self.query_version = 0
+
+    def clear(self) -> None:
+        """Forget every request (a replay starting over); the filter stays."""
+        self._by_id.clear()
+        self._order.clear()
+        self._view = None if self._view is None else deque()
+        self._hay.clear()
+        self._counted.clear()
+        self.services.clear()
+        self.view_base = 0
+        self.query_version += 1
+        self.version += 1
 
     def __len__(self) -> int:
         return len(self._order if self._view is None else self._view)
@@ -245,8 +266,8 @@ class RequestStore:
 
     def _count(self, r: Request) -> None:
         """Per service and task counters; an updated request replaces its earlier count."""
-        if not task_of(r):
-            return
+        if not task_of(r) or r.mode == "dns":
+            return  # a query to Docker's resolver is not balanced over a service's tasks
         duration = (r.end_ns - r.start_ns) / 1e9 if r.end_ns else 0.0
         key = (service_key(r), task_of(r), r.status, r.reply_ms, duration)
         old = self._counted.get(r.id)

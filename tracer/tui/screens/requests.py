@@ -42,7 +42,7 @@ class RequestsScreen(TracerScreen):
 
     def compose(self) -> ComposeResult:
         yield RequestList(self.state.store, id="requests")
-        yield HopPath(id="path")
+        yield HopPath(id="path", focusable=True)
         yield Input(
             placeholder="filter: words or service: task: client: status: mode: node:   "
             "(Enter keeps it, Esc clears)",
@@ -59,17 +59,46 @@ class RequestsScreen(TracerScreen):
         self.request_list.follow = self.state.follow
         self.request_list.focus()
 
+    def select(self, index: int) -> None:
+        """Select the request at index (go to request N) and stop following."""
+        self.state.follow = False
+        lst = self.request_list
+        lst.follow = False
+        lst.select_index(index)
+        self.state_changed()
+
     def redraw(self) -> None:
         lst = self.request_list
         if self.state.stats is not None:
             lst.clock_offset_ns = self.state.stats.clock_offset_ns
         lst.store_changed()
+        self._fit_list()
+        self._count_matches()
         # The selected request may have been updated (open -> ok): redraw its path.
         path = self.query_one(HopPath)
         if path.request is not None:
             fresh = self.state.store.get(path.request.id)
             if fresh is not None and not path.shows(fresh):
                 self._show(fresh)
+
+    def _fit_list(self) -> None:
+        """The list as tall as its rows, up to 35% of the screen: the path gets the rest."""
+        room = max(self.size.height - 2, 8)  # status bar and key bar
+        rows = min(len(self.state.store) + 1, max(int(room * 0.35), 4))
+        height = max(rows, 4)
+        lst = self.request_list
+        if lst.styles.height is None or lst.styles.height.value != height:
+            lst.styles.height = height
+
+    def on_resize(self) -> None:
+        self._fit_list()
+
+    def _count_matches(self) -> None:
+        box = self.query_one("#filter", Input)
+        store = self.state.store
+        title = f"{len(store)} of {store.total} match" if store.query_text else "filter"
+        if box.border_title != title:
+            box.border_title = title
 
     def _show(self, request: Request | None) -> None:
         color = self.state.store.color_of(task_of(request)) if request else 0

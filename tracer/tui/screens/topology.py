@@ -1,15 +1,16 @@
-"""The enrichment snapshot: nodes, sandboxes, networks, VIPs, fwmarks, ports, IPVS tables."""
+"""The cluster as a picture: nodes, sandboxes, networks and tasks, from the enrichment snapshot."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from tracer.tui.screens.base import TracerScreen
 from tracer.tui.state import TuiState
-from tracer.tui.widgets.topology_tree import TopologyTree
+from tracer.tui.widgets.topology_picture import TopologyPicture
 
 
 class TopologyScreen(TracerScreen):
@@ -19,15 +20,16 @@ class TopologyScreen(TracerScreen):
         self._loaded = False
 
     def compose(self) -> ComposeResult:
-        yield Static(" Topology: what the tracer knows about this cluster", classes="title")
-        yield TopologyTree(id="topology")
+        title = " Topology: nodes, their sandboxes and tasks, the networks between them"
+        yield Static(title, classes="title")
+        with VerticalScroll(id="topology"):
+            yield TopologyPicture(id="topology-picture")
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        self.query_one(TopologyTree).focus()
+        self.query_one("#topology", VerticalScroll).focus()
 
     def redraw(self) -> None:
-        # Rebuild only when a new snapshot arrived: rebuilding collapses what the user opened.
         if not self._loaded or self.state.topology is not self._shown:
             self._shown, self._loaded = self.state.topology, True
-            self.query_one(TopologyTree).load(self._shown)
+            self.query_one(TopologyPicture).load(self._shown)

@@ -22,9 +22,11 @@ class HopPath(LineView, can_focus=False):
     Its own scrolling and fixed size: a new path never makes the screen lay out again.
     """
 
-
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, focusable: bool = False) -> None:
         super().__init__(id=id)
+        # Under the request list, Tab reaches the path and the arrows scroll it; talk mode
+        # keeps the arrows for its hops.
+        self.can_focus = focusable
         self.request: Request | None = None
         self.task_color = 0
         self.highlight: int | None = None

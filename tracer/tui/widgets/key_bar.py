@@ -68,7 +68,9 @@ class KeyBar(Widget):
         desc_style = self.get_component_rich_style("key-bar--description")
         t = Text(no_wrap=True, overflow="ellipsis")
         self._targets = []
-        for keys, desc, action, node, enabled in self._entries():
+        # Help first: on a narrow screen the line is cut at the end, and `?` explains the rest.
+        entries = sorted(self._entries(), key=lambda e: e[2] != "help")
+        for keys, desc, action, node, enabled in entries:
             start = len(t)
             t.append(f" {keys} ", style=key_style)
             t.append(f"{desc} ", style=desc_style if enabled else desc_style + Style(dim=True))

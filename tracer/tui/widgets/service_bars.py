@@ -30,12 +30,13 @@ def service_text(
     t.append(f" {name}", style=Style(color=p.title, bold=True))
     t.append(f"   {total} connection{'s' * (total != 1)} over {len(tasks)} task")
     t.append("s" * (len(tasks) != 1) + "\n")
-    name_w = min(max((len(k) for k, _ in tasks), default=8) + 2, 24)
-    bar_w = max(width - name_w - 34, 10)
+    name_w = min(max((len(k) for k, _ in tasks), default=8), 32)
+    bar_w = max(width - name_w - 36, 10)
     for task, count in tasks:
         share = count.connections / total if total else 0.0
         color = Style(color=p.task(store.color_of(task)), bold=True)
-        t.append(f"   {task:<{name_w}}", style=color)
+        name = task if len(task) <= name_w else task[: name_w - 1] + "…"
+        t.append(f"   {name:<{name_w}}  ", style=color)  # always a gap before the bar
         t.append(bar(share, bar_w), style=color)
         t.append(f" {count.connections:>6} {share:>4.0%}")
         mean = count.mean_reply_ms

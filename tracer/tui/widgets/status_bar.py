@@ -38,6 +38,8 @@ def _clock(seconds: float) -> str:
 
 
 def status_text(st: StatusState) -> Text:
+    """Playback first (what the keys change), then what is shown, then where it comes from:
+    a narrow terminal cuts the source details, never the part that answers a key."""
     t = Text()
     stats = st.stats
     if st.paused:
@@ -46,32 +48,35 @@ def status_text(st: StatusState) -> Text:
         t.append(" ▶ REPLAY ", style="bold reverse")
     else:
         t.append(" ● LIVE ", style="bold reverse")
-    if stats is not None:
-        src = stats.source
-        t.append(f" {src.backend}", style="bold")
-        if src.kernel:
-            t.append(f" {src.kernel}")
-        # Notes such as "IPVS stand-in" change what the user sees: show them early.
-        for note in src.notes:
-            t.append(f" │ {note}", style="bold")
-        if st.speed is not None:
-            t.append(f" │ {st.speed:g}x")
-        if stats.position_s is not None and stats.duration_s is not None:
-            t.append(f" {_clock(stats.position_s)}/{_clock(stats.duration_s)}")
-        t.append(f" │ {_count(stats.events_per_s)} ev/s")
-        t.append(" │ lost ")
-        t.append(_count(stats.lost), style="bold red" if stats.lost else "")
-        if stats.filters:
-            t.append(f" │ trace {stats.filters}")
+    if st.speed is not None:
+        t.append(f" {st.speed:g}x", style="bold")
+    if stats is not None and stats.position_s is not None and stats.duration_s is not None:
+        t.append(f" {_clock(stats.position_s)}/{_clock(stats.duration_s)}")
+    if st.finished and st.speed is not None:
+        t.append(" end of trace", style="bold")
+    t.append(" │ follow" if st.follow else " │ follow off")
     shown = f"{_count(st.shown)}/{_count(st.requests)}" if st.query else _count(st.requests)
     t.append(f" │ {shown} req")
     if st.query:
         t.append(" │ filter ")
         t.append(st.query, style="bold")
-    if st.follow:
-        t.append(" │ follow")
-    if st.finished:
-        t.append(" │ end of trace", style="bold")
+    if stats is None:
+        return t
+    if stats.damage:
+        t.append(f" │ damaged: {stats.damage}", style="bold red")
+    src = stats.source
+    t.append(f" │ {src.backend}", style="bold")
+    if src.kernel:
+        t.append(f" {src.kernel}")
+    # Notes such as "IPVS stand-in" change what the user sees: show them early.
+    for note in src.notes:
+        t.append(f" │ {note}", style="bold")
+    if src.live:
+        t.append(f" │ {_count(stats.events_per_s)} ev/s")
+    t.append(" │ lost ")
+    t.append(_count(stats.lost), style="bold red" if stats.lost else "")
+    if stats.filters:
+        t.append(f" │ trace {stats.filters}")
     return t
 
 
