@@ -64,9 +64,9 @@ def traced_run(mode: str, seconds: float, conns: int, full: bool, stats: bool = 
             def consume() -> None:
                 while not stop.is_set():
                     if full:
-                        for req in pipe.poll(0.1):
-                            sink.write(req)
-                            done[0] += 1
+                        reqs = pipe.poll(0.1)
+                        sink.write_all(reqs)
+                        done[0] += len(reqs)
                     else:
                         done[1] += len(pipe.pump(0.1))
                 cpu[0] = time.thread_time()

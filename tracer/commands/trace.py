@@ -106,15 +106,14 @@ def show(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None
         while not (count and shown >= count):
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            for req in pipe.poll(0.2):
-                sink.write(req)
-                shown += 1
-                if count and shown >= count:
-                    return
+            reqs = pipe.poll(0.2)
+            if count:
+                reqs = reqs[: count - shown]
+            sink.write_all(reqs)  # one flush per poll, not per request
+            shown += len(reqs)
     except KeyboardInterrupt:
         # Requests still in flight are shown as they stand, not lost.
-        for req in pipe.flush():
-            sink.write(req)
+        sink.write_all(pipe.flush())
 
 
 def _record_only(pipe: Pipeline, deadline: float | None) -> None:

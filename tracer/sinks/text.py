@@ -74,6 +74,9 @@ def hop_line(req: Request, h: Hop) -> str:
 class Sink(Protocol):
     def write(self, req: Request) -> None: ...
 
+    def write_all(self, reqs: list[Request]) -> None:
+        """Write a poll's requests with one flush (a flush is a system call)."""
+
     def close(self) -> None: ...
 
 
@@ -83,14 +86,23 @@ class TextSink:
         self._hops = hops
 
     def write(self, req: Request) -> None:
-        lines = [f"#{req.id} {summary(req)}"]
-        if self._hops:
-            lines += [hop_line(req, h) for h in req.hops]
-        self._out.write("\n".join(lines) + "\n")
-        self._out.flush()
+        self.write_all([req])
+
+    def write_all(self, reqs: list[Request]) -> None:
+        lines = []
+        for req in reqs:
+            lines.append(f"#{req.id} {summary(req)}")
+            if self._hops:
+                lines += [hop_line(req, h) for h in req.hops]
+        if lines:
+            self._out.write("\n".join(lines) + "\n")
+            self._out.flush()
 
     def close(self) -> None:
         self._out.flush()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # what json.dumps builds on every call
 
 
 class JsonSink:
@@ -100,8 +112,13 @@ class JsonSink:
         self._out = out
 
     def write(self, req: Request) -> None:
-        self._out.write(json.dumps(req.to_json(), separators=(",", ":")) + "\n")
-        self._out.flush()
+        self.write_all([req])
+
+    def write_all(self, reqs: list[Request]) -> None:
+        if reqs:
+            dumps = _ENCODER.encode
+            self._out.write("".join([dumps(r.to_json()) + "\n" for r in reqs]))
+            self._out.flush()
 
     def close(self) -> None:
         self._out.flush()
