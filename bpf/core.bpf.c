@@ -112,13 +112,15 @@ static __always_inline int parse_ip(unsigned char *nh, struct pkt *p)
 	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
 		return -1;
 	unsigned char *th = nh + (ip.ihl & 0xf) * 4;
-	__u16 ports[2];
-	if (bpf_probe_read_kernel(ports, sizeof(ports), th))
+	/* Ports and TCP flags in one read: this runs for every packet in every hooked netns.
+	 * For UDP the bytes past its 8-byte header are not used. */
+	__u16 l4[7];
+	if (bpf_probe_read_kernel(l4, sizeof(l4), th))
 		return -1;
-	p->t.sport = ports[0];
-	p->t.dport = ports[1];
+	p->t.sport = l4[0];
+	p->t.dport = l4[1];
 	if (ip.protocol == IPPROTO_TCP)
-		bpf_probe_read_kernel(&p->tcp_flags, 1, th + 13);
+		p->tcp_flags = l4[6] >> 8; /* byte 13, little-endian host */
 	return 0;
 }
 
@@ -283,15 +285,15 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
 	__u8 ctinfo = nfct & 7;
 	struct st_tuple orig = {}, reply = {};
-	__u32 status = 0;
+	__u32 status = ct ? BPF_CORE_READ(ct, status) : 0;
+	/* POSTROUTING only tells something new when SNAT rewrote the source (checked before
+	 * the tuples are read: most packets leave a netns without SNAT). */
+	if (hook == 4 && !(status & IPS_SRC_NAT))
+		return NF_ACCEPT;
 	if (ct) {
 		read_tuple(&orig, &ct->tuplehash[0].tuple);
 		read_tuple(&reply, &ct->tuplehash[1].tuple);
-		status = BPF_CORE_READ(ct, status);
 	}
-	/* POSTROUTING only tells something new when SNAT rewrote the source. */
-	if (hook == 4 && !(status & IPS_SRC_NAT))
-		return NF_ACCEPT;
 	__u32 netns = BPF_CORE_READ(state, net, ns.inum);
 
 	if (cfg & ST_CFG_FILTER) {

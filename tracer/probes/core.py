@@ -84,8 +84,10 @@ class CoreSource(ProbeSource):
 
     def _start(self) -> None:
         self._obj.load()
-        self._configure()
-        for prog in ("st_rx", "st_tx", "st_drop"):
+        devices = self._configure()
+        # A device tracepoint runs for every packet of the machine even when it only returns:
+        # attached only when device crossings are wanted.
+        for prog in ("st_rx", "st_tx", "st_drop") if devices else ("st_drop",):
             self._obj.attach(prog)
         if self.netfilter:
             self._scan_netns(force_proc=True)
@@ -98,7 +100,8 @@ class CoreSource(ProbeSource):
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True,
                                notes=tuple(self._notes), drop_reasons=btf.drop_reasons())
 
-    def _configure(self) -> None:
+    def _configure(self) -> bool:
+        """Fill the filter maps; whether device crossings (rx/tx) are traced."""
         f = self.filter
         flags = (CFG_FILTER if (f.ports or f.addrs) else 0)
         flags |= CFG_ALL_PKTS if f.all_packets else 0
@@ -110,6 +113,7 @@ class CoreSource(ProbeSource):
             self._obj.map_update(ports_fd, struct.pack("<H", port_to_raw(p)), b"\x01")
         for a in f.addrs:
             self._obj.map_update(addrs_fd, struct.pack("<I", ip_to_raw(a)), b"\x01")
+        return bool(flags & CFG_DEVICES)
 
     def _scan_netns(self, force_proc: bool = False) -> None:
         now = time.monotonic()

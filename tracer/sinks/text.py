@@ -34,19 +34,39 @@ def hop_action(h: Hop) -> str:
             return str(h.kind)
 
 
-def summary(req: Request) -> str:
-    who = f"{req.client_name} " if req.client_name else ""
-    parts = [f"{who}{req.client.src} -> {req.client.dst}"]
-    groups: dict[str, list[str]] = {}
+def block(req: Request, hops: bool = True) -> str:
+    """A request's summary line, then (hops) a line per hop. One pass over the hops: this
+    runs for every request a live trace shows."""
+    start, client = req.start_ns, req.client
     # The backend's own port redirect (Docker's REDIRECT in the task) shows in its address.
-    deliver = {h.netns for h in req.hops if h.kind == HopKind.DELIVER}
+    deliver = {h.netns for h in req.hops if h.kind is HopKind.DELIVER}
+    groups: dict[str, list[str]] = {}
+    lines = [""]
     for h in req.hops:
-        if h.kind in _SUMMARY_SKIP or (h.kind == HopKind.DNAT and h.netns in deliver):
+        kind = h.kind
+        if kind in _SUMMARY_SKIP:
+            action = kind.value
+        else:
+            action = hop_action(h)
+            if not (kind is HopKind.DNAT and h.netns in deliver):
+                short = action
+                if kind is HopKind.LB and h.detail:
+                    short = action.replace(h.detail, h.detail.split(":")[0])
+                groups.setdefault(h.where, []).append(short)
+        if not hops:
             continue
-        action = hop_action(h)
-        if h.kind == HopKind.LB and h.detail:
-            action = action.replace(h.detail, h.detail.split(":")[0])
-        groups.setdefault(h.where, []).append(action)
+        if h.before is not None and h.after is not None:
+            what = f"{h.before} => {h.after}"
+        elif kind is HopKind.SEND or kind is HopKind.ENTER_NODE:
+            what = str(client)
+        elif kind is HopKind.DELIVER:
+            what = req.backend_addr
+        else:
+            what = ""
+        line = f"    {(h.ts_ns - start) / 1e6:+9.3f} ms  {h.where:<16} {action:<28} {what}"
+        lines.append(line if what else line.rstrip())
+    who = f"{req.client_name} " if req.client_name else ""
+    parts = [f"{who}{client.src} -> {client.dst}"]
     parts += [f"{where}: {', '.join(actions)}" for where, actions in groups.items()]
     if req.backend_addr:
         name = req.backend_name or "backend"
@@ -55,20 +75,8 @@ def summary(req: Request) -> str:
         parts.append(f"reply {req.reply_ms:.2f} ms")
     if req.status not in (Status.OK, Status.OPEN):
         parts.append(str(req.status).upper())
-    return " | ".join(parts)
-
-
-def hop_line(req: Request, h: Hop) -> str:
-    t = (h.ts_ns - req.start_ns) / 1e6
-    what = ""
-    if h.before is not None and h.after is not None:
-        what = f"{h.before} => {h.after}"
-    elif h.kind in (HopKind.SEND, HopKind.ENTER_NODE):
-        what = str(req.client)
-    elif h.kind == HopKind.DELIVER:
-        what = req.backend_addr
-    action = hop_action(h) if h.kind not in _SUMMARY_SKIP else str(h.kind)
-    return f"    {t:+9.3f} ms  {h.where:<16} {action:<28} {what}".rstrip()
+    lines[0] = f"#{req.id} {' | '.join(parts)}"
+    return "\n".join(lines)
 
 
 class Sink(Protocol):
@@ -89,13 +97,9 @@ class TextSink:
         self.write_all([req])
 
     def write_all(self, reqs: list[Request]) -> None:
-        lines = []
-        for req in reqs:
-            lines.append(f"#{req.id} {summary(req)}")
-            if self._hops:
-                lines += [hop_line(req, h) for h in req.hops]
-        if lines:
-            self._out.write("\n".join(lines) + "\n")
+        if reqs:
+            hops = self._hops
+            self._out.write("".join([block(req, hops) + "\n" for req in reqs]))
             self._out.flush()
 
     def close(self) -> None:
