@@ -52,6 +52,24 @@ struct {
 	__type(value, __u8);
 } st_addrs SEC(".maps");
 
+/* --filter EXPR (tracer/pcap_filter.py): packets whose given fields all equal a rule's
+ * (0: any field), tried in order up to the first unused entry. */
+#define ST_MAX_RULES 16
+struct st_rule {
+	__u32 saddr, daddr; /* network order */
+	__u16 sport, dport; /* network order */
+	__u8 proto;
+	__u8 used;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ST_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct st_rule);
+} st_rules SEC(".maps");
+
 /* Flows already found interesting, in every NAT form conntrack gave them: a flow keeps
  * matching after DNAT/SNAT changed its ports and addresses in the next netns. */
 struct flow_key {
@@ -164,6 +182,27 @@ static __always_inline int selector_match(const struct st_tuple *t)
 	__u32 saddr = t->saddr, daddr = t->daddr;
 	return bpf_map_lookup_elem(&st_ports, &dport) || bpf_map_lookup_elem(&st_ports, &sport) ||
 	       bpf_map_lookup_elem(&st_addrs, &daddr) || bpf_map_lookup_elem(&st_addrs, &saddr);
+}
+
+static __always_inline int rules_match(const struct st_tuple *t, __u8 proto)
+{
+	for (__u32 i = 0; i < ST_MAX_RULES; i++) {
+		__u32 k = i;
+		struct st_rule *r = bpf_map_lookup_elem(&st_rules, &k);
+		if (!r || !r->used)
+			return 0;
+		if ((!r->proto || r->proto == proto) && (!r->saddr || r->saddr == t->saddr) &&
+		    (!r->daddr || r->daddr == t->daddr) && (!r->sport || r->sport == t->sport) &&
+		    (!r->dport || r->dport == t->dport))
+			return 1;
+	}
+	return 0;
+}
+
+/* A flow not seen before is of interest: --port/--addr selectors, or a --filter rule. */
+static __always_inline int wanted(const struct st_tuple *t, __u8 proto)
+{
+	return selector_match(t) || rules_match(t, proto);
 }
 
 /* Only packets that change what a request looks like: the first packet (SYN, or any
@@ -298,7 +337,7 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 
 	if (cfg & ST_CFG_FILTER) {
 		int hit = flow_known(&p.t, p.proto) || (ct && flow_known(&orig, p.proto));
-		if (!hit && !selector_match(&p.t) && !(ct && selector_match(&orig))) {
+		if (!hit && !wanted(&p.t, p.proto) && !(ct && wanted(&orig, p.proto))) {
 			count(ST_CNT_FILTERED);
 			return NF_ACCEPT;
 		}
@@ -385,7 +424,7 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 	}
 	if (cfg & ST_CFG_FILTER) {
 		int hit = flow_known(&p.t, p.proto) || (ct && flow_known(&orig, p.proto));
-		if (!hit && !selector_match(&p.t) && !(ct && selector_match(&orig))) {
+		if (!hit && !wanted(&p.t, p.proto) && !(ct && wanted(&orig, p.proto))) {
 			count(ST_CNT_FILTERED);
 			return 0;
 		}

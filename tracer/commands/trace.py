@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   swarmtrace trace --json --count 10      10 requests as JSON lines, then exit
   swarmtrace trace --addr 10.0.0.9 --timeout 30
   swarmtrace trace --service vote         every way to service vote: mesh, VIP, its tasks
+  swarmtrace trace --filter 'tcp and dst port 8080'   a pcap-filter expression, in the kernel
   swarmtrace trace -w mesh.swt            record while showing; replay later without root
   swarmtrace trace -w mesh.swt -q         record only (lowest overhead)
 """
@@ -47,6 +48,10 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service", action="append", default=[], metavar="NAME",
                    help="a Swarm service (repeatable): its published ports, VIPs and task "
                         "addresses (and DNS for DNS round robin), asked of Docker at start")
+    p.add_argument("--filter", default="", metavar="EXPR",
+                   help="a pcap-filter expression, as tcpdump takes (e.g. 'tcp and dst port "
+                        "8080'): protocol, host and port tests, matched in the kernel where a "
+                        "flow is first seen and followed through NAT")
     p.add_argument("--all-packets", action="store_true",
                    help="every packet, not only connection start/end (costs more)")
     p.add_argument("--devices", action="store_true", help="also device rx/tx crossings")
@@ -65,8 +70,12 @@ def filter_from_args(args: argparse.Namespace) -> Filter:
         print(f"swarmtrace: service {', '.join(args.service)}: ports "
               f"{', '.join(map(str, match.ports)) or '-'}, addresses {', '.join(match.addrs)}",
               file=sys.stderr)
+    if args.filter:
+        from tracer.pcap_filter import compile_rules
+
+        compile_rules(args.filter)  # a bad expression fails here, before anything attaches
     return Filter(ports=tuple(ports), addrs=tuple(addrs),
-                  all_packets=args.all_packets, devices=args.devices)
+                  all_packets=args.all_packets, devices=args.devices, expr=args.filter)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
+from tracer.pcap_filter import compile_rules
 from tracer.probes import BPF_DIR, btf, libbpf, netns
 from tracer.probes.base import ProbeSource
 from tracer.probes.ringbuf import RingReader
@@ -103,7 +104,7 @@ class CoreSource(ProbeSource):
     def _configure(self) -> bool:
         """Fill the filter maps; whether device crossings (rx/tx) are traced."""
         f = self.filter
-        flags = (CFG_FILTER if (f.ports or f.addrs) else 0)
+        flags = (CFG_FILTER if (f.ports or f.addrs or f.expr) else 0)
         flags |= CFG_ALL_PKTS if f.all_packets else 0
         flags |= CFG_DEVICES if f.devices or not self.netfilter else 0
         self._obj.map_update(self._obj.map_fd("st_config"), struct.pack("<I", 0),
@@ -113,6 +114,13 @@ class CoreSource(ProbeSource):
             self._obj.map_update(ports_fd, struct.pack("<H", port_to_raw(p)), b"\x01")
         for a in f.addrs:
             self._obj.map_update(addrs_fd, struct.pack("<I", ip_to_raw(a)), b"\x01")
+        rules_fd = self._obj.map_fd("st_rules")
+        for i, r in enumerate(compile_rules(f.expr) if f.expr else ()):
+            # struct st_rule: saddr, daddr, sport, dport (network order), proto, used.
+            rule = struct.pack("<IIHHBBxx", ip_to_raw(r.saddr) if r.saddr else 0,
+                               ip_to_raw(r.daddr) if r.daddr else 0,
+                               port_to_raw(r.sport), port_to_raw(r.dport), r.proto, 1)
+            self._obj.map_update(rules_fd, struct.pack("<I", i), rule)
         return bool(flags & CFG_DEVICES)
 
     def _scan_netns(self, force_proc: bool = False) -> None:
