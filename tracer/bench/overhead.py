@@ -19,8 +19,11 @@ from pathlib import Path
 
 from tracer import lab
 from tracer.bench.peer import tcpdump_everywhere
-from tracer.live import open_pipeline
+from tracer.enrich import open_names
+from tracer.live import lab_lb_note
+from tracer.pipeline import Pipeline
 from tracer.probes import libbpf
+from tracer.probes.core import RING_BYTES, CoreSource
 from tracer.sinks.text import TextSink
 from tracer.source import Filter
 from tracer.tracefile.record import recording
@@ -38,6 +41,7 @@ class Traced:
     prog_ns: dict[str, tuple[float, int]]  # program -> (ns per run, runs)
     consumer_cpu_s: float  # CPU time of the thread that reads, decodes and correlates
     process_cpu_s: float  # CPU time of every thread of the tracer (names, recorder ...)
+    counters: dict[str, int]  # the source's extra stats: emitted and lost per CPU
 
 
 def _prog_stats() -> dict[str, tuple[int, int]]:
@@ -47,15 +51,17 @@ def _prog_stats() -> dict[str, tuple[int, int]]:
             for p in json.loads(out) if p.get("name", "").startswith("st_")}
 
 
-def traced_run(mode: str, seconds: float, conns: int, full: bool, stats: bool = False) -> Traced:
+def traced_run(mode: str, seconds: float, conns: int, full: bool, stats: bool = False,
+               flt: Filter = FILTER, ring_bytes: int = RING_BYTES, rate: float = 0.0) -> Traced:
     """Flood the lab while tracing. full: the `swarmtrace trace` pipeline (correlation,
     names, text to /dev/null); else `trace -w FILE -q`: probes recorded to a trace file.
     stats: measure BPF run time per program (it slows every program run: not for ratios)."""
     stats_fd = libbpf.enable_stats() if stats else -1
     try:
         with ExitStack() as stack:
-            pipe = stack.enter_context(open_pipeline("core", FILTER))
-            source = pipe.source
+            source = stack.enter_context(CoreSource(flt, ring_bytes=ring_bytes))
+            names = stack.enter_context(open_names())
+            pipe = Pipeline(source, names, lab_lb_note())
             if full:
                 sink = TextSink(stack.enter_context(open(os.devnull, "w")))
             else:
@@ -78,7 +84,7 @@ def traced_run(mode: str, seconds: float, conns: int, full: bool, stats: bool = 
             t.start()
             before = _prog_stats()
             t0 = time.monotonic()
-            rate = lab.flood(mode, seconds, conns)  # type: ignore[arg-type]
+            done = lab.flood(mode, seconds, conns, rate)  # type: ignore[arg-type]
             elapsed = time.monotonic() - t0
             after = _prog_stats()
             time.sleep(0.5)
@@ -97,8 +103,8 @@ def traced_run(mode: str, seconds: float, conns: int, full: bool, stats: bool = 
         b_ns, b_cnt = before.get(name, (0, 0))
         if cnt - b_cnt:
             prog_ns[name] = ((ns - b_ns) / (cnt - b_cnt), cnt - b_cnt)
-    return Traced(rate, events[0], round(rate * elapsed), st.lost, elapsed, prog_ns, cpu[0],
-                  process_cpu)
+    return Traced(done, events[0], round(done * seconds), st.lost, elapsed, prog_ns, cpu[0],
+                  process_cpu, st.extra)
 
 
 def peer_run(mode: str, seconds: float, conns: int) -> tuple[float, float]:

@@ -158,13 +158,17 @@ class CoreSource(ProbeSource):
     def stats(self) -> SourceStats:
         fd = self._obj.map_fd("st_counters")
         ncpu = os.cpu_count() or 1
-        totals = []
+        per_cpu = []
         for idx in range(CNT_MAX):
             raw = self._obj.map_lookup(fd, struct.pack("<I", idx), 8 * ncpu)
-            totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
-        return SourceStats(events=self._events, lost=totals[CNT_LOST],
-                           filtered=totals[CNT_FILTERED],
-                           extra={"netns_hooked": len(self._nf_links)})
+            per_cpu.append(struct.unpack(f"<{ncpu}Q", raw) if raw else (0,) * ncpu)
+        # Per CPU: which CPU's producers found the ring full, and what each offered.
+        extra = {"netns_hooked": len(self._nf_links)}
+        for cpu in range(ncpu):
+            extra[f"lost_cpu{cpu}"] = per_cpu[CNT_LOST][cpu]
+            extra[f"emitted_cpu{cpu}"] = per_cpu[CNT_EMITTED][cpu]
+        return SourceStats(events=self._events, lost=sum(per_cpu[CNT_LOST]),
+                           filtered=sum(per_cpu[CNT_FILTERED]), extra=extra)
 
     def _detach(self) -> None:
         for fds in self._nf_links.values():
