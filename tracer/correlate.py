@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 
@@ -121,34 +122,36 @@ class Correlator:
 
     # -- one event ---------------------------------------------------------------------
 
-    def _lookup(self, e: Event) -> tuple[_Open | None, bool]:
-        """The request this event belongs to, and whether it travels in the reply direction."""
-        if e.flags & F_CT:
-            hit = self._index.get((e.proto, e.orig))  # type: ignore[arg-type]
-            if hit is not None and not hit[1]:
-                return hit[0], e.reply_dir
-        hit = self._index.get((e.proto, e.pkt))
-        if hit is not None:
-            return hit
-        return None, bool(e.flags & F_REPLY_DIR)
-
     def _event(self, e: Event) -> _Open | None:
-        if e.proto not in _PROTO:
+        proto = e.proto
+        if proto != 6 and proto != 17:
             return None
-        if e.point == Point.DNS:
+        point = e.point
+        if point == _DNS:
             self._answer(e)  # kept per netns: the query may be over, the next connection not
             return None
-        o, reply = self._lookup(e)
+        # The request this event belongs to, and whether it travels in the reply direction.
+        index, flags = self._index, e.flags
+        o: _Open | None = None
+        reply = bool(flags & F_REPLY_DIR)
+        if flags & F_CT:
+            hit = index.get((proto, e.orig))  # type: ignore[arg-type]
+            if hit is not None and not hit[1]:
+                o = hit[0]
         if o is None:
-            if reply or not _starts_connection(e) or self._late_udp(e):
+            hit = index.get((proto, e.pkt))
+            if hit is not None:
+                o, reply = hit
+            elif reply or not _starts_connection(e) or self._late_udp(e):
                 return None
-            o = self._new(e)
+            else:
+                o = self._new(e)
         o.last_ts = e.ts_ns
         self._open.move_to_end(o.req.id)
-        if e.point == Point.DROP:
+        if point == _DROP:
             self._drop(o, e)
             return None
-        if e.point == Point.LB:
+        if point == _LB:
             self._lb(o, e)
             return None
         if reply:
@@ -181,12 +184,14 @@ class Correlator:
 
     def _forward(self, o: _Open, e: Event) -> _Open | None:
         req = o.req
-        self._register(o, e.proto, e.pkt)
+        if e.pkt not in o.tuples:  # checked here: most events repeat a known tuple
+            self._register(o, e.proto, e.pkt)
         if e.flags & F_CT and e.reply is not None:
             self._register(o, e.proto, e.reply.reversed())
-        if e.tcp_flags & TCP_RST:
+        tcp_flags = e.tcp_flags
+        if tcp_flags & TCP_RST:
             return o
-        if not (e.tcp_flags & TCP_SYN) and req.proto == "tcp":
+        if not (tcp_flags & TCP_SYN) and req.proto == "tcp":
             return None
         # The path is drawn from the first packet (SYN, or the first datagram).
         if e.netns not in o.netns_seen:
@@ -207,22 +212,21 @@ class Correlator:
             return
         orig, reply, pkt = e.orig, e.reply, e.pkt
         # The forward tuple once this netns's NAT applied is the reply tuple reversed.
-        where = f"netns:{e.netns}"
         # Tuples differ only where NAT (iptables or IPVS with conntrack) rewrote the flow.
-        new_dst = (reply.saddr, reply.sport)
-        if new_dst != (orig.daddr, orig.dport) and (pkt.daddr, pkt.dport) == new_dst \
+        if (reply.saddr != orig.daddr or reply.sport != orig.dport) \
+                and pkt.daddr == reply.saddr and pkt.dport == reply.sport \
                 and (e.netns, "dnat") not in o.nat_seen:
             o.nat_seen.add((e.netns, "dnat"))
             # A destination chosen where a fwmark selects a service is a load-balancer pick.
             kind = HopKind.LB if e.mark else HopKind.DNAT
-            o.req.hops.append(Hop(kind, e.ts_ns, e.netns, where, e.ifindex, mark=e.mark,
-                                  before=orig, after=Flow(orig.saddr, orig.sport,
-                                                          reply.saddr, reply.sport)))
-        if e.ct_status & IPS_SRC_NAT and e.point in (Point.NF_POST, Point.NAT, Point.TX) \
-                and (reply.daddr, reply.dport) != (orig.saddr, orig.sport) \
+            o.req.hops.append(Hop(kind, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
+                                  mark=e.mark, before=orig,
+                                  after=Flow(orig.saddr, orig.sport, reply.saddr, reply.sport)))
+        if e.ct_status & IPS_SRC_NAT and e.point in _SNAT_POINTS \
+                and (reply.daddr != orig.saddr or reply.dport != orig.sport) \
                 and (e.netns, "snat") not in o.nat_seen:
             o.nat_seen.add((e.netns, "snat"))
-            o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, where, e.ifindex,
+            o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
                                   mark=e.mark, before=Flow(orig.saddr, orig.sport,
                                                            reply.saddr, reply.sport),
                                   after=reply.reversed()))
@@ -349,10 +353,10 @@ class Correlator:
                 req.status = Status.UNROUTED
             else:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY
-        req.hops.sort(key=lambda h: h.ts_ns)
+        req.hops.sort(key=_BY_TIME)
         req.mode = _mode(req)
         if self._dns(o):
-            req.hops.sort(key=lambda h: h.ts_ns)
+            req.hops.sort(key=_BY_TIME)
         return req
 
 
@@ -365,6 +369,10 @@ class _Answer:
 
 
 _TCP_STATE = TCP_SYN | TCP_FIN | TCP_RST
+# Members as plain names: reading an enum member off its class costs a lookup per event.
+_DNS, _DROP, _LB = Point.DNS, Point.DROP, Point.LB
+_SNAT_POINTS = frozenset((Point.NF_POST, Point.NAT, Point.TX))  # after SNAT was applied
+_BY_TIME = attrgetter("ts_ns")
 _ALWAYS_KEPT = np.array([Point.DROP, Point.LB], dtype=np.uint8)
 _ENTERS = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE)
 _FLOOD_COPY = (HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DROP)  # all a flooded copy shows
