@@ -14,6 +14,7 @@ from operator import attrgetter
 
 import numpy as np
 
+from tracer.dns_join import DnsAnswers
 from tracer.events import (
     F_BRIDGED,
     F_CT,
@@ -68,7 +69,7 @@ class Correlator:
         self._next_id = 1
         self.now_ns = 0
         # The last DNS answer seen per netns: joins the connection that follows it.
-        self._answers: dict[int, _Answer] = {}
+        self._answers = DnsAnswers()
         # Tuples of UDP requests closed in the last idle period, oldest first: their late
         # packets (a second query on the socket) start nothing when no conntrack says NEW.
         self._closed_udp: OrderedDict[Flow, int] = OrderedDict()
@@ -128,7 +129,7 @@ class Correlator:
             return None
         point = e.point
         if point == _DNS:
-            self._answer(e)  # kept per netns: the query may be over, the next connection not
+            self._answers.add(e)  # kept per netns: the query may be over, the next one not
             return None
         # The request this event belongs to, and whether it travels in the reply direction.
         index, flags = self._index, e.flags
@@ -268,42 +269,6 @@ class Correlator:
                               detail=reason))
         o.flooded |= reason == FLOODED
 
-    def _answer(self, e: Event) -> None:
-        """One A record of a DNS answer (record index in mark's low byte), in order."""
-        assert e.orig is not None
-        name, addr = e.orig.daddr, e.orig.saddr
-        ans = self._answers.get(e.netns)
-        if e.mark & 0xFF == 0 or ans is None or ans.name != name:
-            ans = _Answer(name, (), e.aux, e.ts_ns)
-        self._answers[e.netns] = _Answer(name, (*ans.addrs, addr), ans.ttl, ans.ts_ns)
-
-    def _dns(self, o: _Open) -> bool:
-        """A DNS answer becomes a hop of its query, and of the connection that used it.
-        Whether it did."""
-        req = o.req
-        if not req.hops:
-            return False
-        home = req.hops[0].netns
-        ans = self._answers.get(home)
-        if ans is None:
-            return False
-        if req.client.dport == 53:
-            if not req.start_ns <= ans.ts_ns <= o.last_ts:
-                return False
-            req.hops.append(Hop(HopKind.DNS, ans.ts_ns, home, f"netns:{home}",
-                                detail=f"{ans.name} -> {', '.join(ans.addrs)} "
-                                       f"(ttl {ans.ttl})"))
-            return True
-        if req.client.daddr not in ans.addrs \
-                or req.start_ns - ans.ts_ns > max(ans.ttl, 1) * 1_000_000_000:
-            return False
-        req.hops.append(Hop(HopKind.DNS, ans.ts_ns, home, f"netns:{home}",
-                            detail=f"{ans.name} -> {', '.join(ans.addrs)}: "
-                                   f"picked {req.client.daddr}"))
-        if len(ans.addrs) > 1 and req.mode == "direct":
-            req.mode = "dnsrr"
-        return True
-
     def drop_reason(self, code: int) -> str:
         return self._drop_reasons[code] if code < len(self._drop_reasons) else f"reason {code}"
 
@@ -355,17 +320,9 @@ class Correlator:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY
         req.hops.sort(key=_BY_TIME)
         req.mode = _mode(req)
-        if self._dns(o):
+        if self._answers.join(req, o.last_ts):
             req.hops.sort(key=_BY_TIME)
         return req
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    name: str
-    addrs: tuple[str, ...]
-    ttl: int
-    ts_ns: int
 
 
 _TCP_STATE = TCP_SYN | TCP_FIN | TCP_RST
