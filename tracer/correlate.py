@@ -303,7 +303,7 @@ class Correlator:
         if o.reply_by_netns:
             # Reply time is measured where the request started (the client side) when we
             # see it there, else at the earliest netns of the path that saw the reply.
-            order = [h.netns for h in req.hops if h.kind in _ENTERS or h.kind == HopKind.DELIVER]
+            order = [h.netns for h in req.hops if h.kind in _PATH_ENTRIES]
             seen = [n for n in order if n in o.reply_by_netns]
             netns = seen[0] if seen else next(iter(o.reply_by_netns))
             req.reply_ns = o.reply_by_netns[netns]
@@ -311,7 +311,7 @@ class Correlator:
         if req.status == Status.OPEN:
             # A drop is the request's fate only if no answer came back despite it (a late
             # retransmission dropped after the reply is shown as a hop, not as a failure).
-            dropped = HopKind.DROP in [h.kind for h in req.hops]
+            dropped = _HOP_DROP in [h.kind for h in req.hops]
             if dropped and not req.reply_ns:
                 req.status = Status.DROPPED
             elif not req.backend_addr:
@@ -331,7 +331,10 @@ _DNS, _DROP, _LB = Point.DNS, Point.DROP, Point.LB
 _SNAT_POINTS = frozenset((Point.NF_POST, Point.NAT, Point.TX))  # after SNAT was applied
 _BY_TIME = attrgetter("ts_ns")
 _ALWAYS_KEPT = np.array([Point.DROP, Point.LB], dtype=np.uint8)
-_ENTERS = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE)
+_ENTERS = frozenset((HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE))
+_PATH_ENTRIES = _ENTERS | {HopKind.DELIVER}
+_HOP_DROP, _HOP_LB, _HOP_DNAT = HopKind.DROP, HopKind.LB, HopKind.DNAT
+_LOCAL_POINTS = frozenset((Point.NF_OUT, Point.TX))  # a socket of this netns sent it
 _FLOOD_COPY = (HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DROP)  # all a flooded copy shows
 
 
@@ -347,7 +350,7 @@ def _starts_connection(e: Event) -> bool:
 
 def _enter_kind(e: Event, first: bool) -> HopKind:
     if first:
-        local = e.point in (Point.NF_OUT, Point.TX) or e.flags & F_LOCAL
+        local = e.point in _LOCAL_POINTS or e.flags & F_LOCAL
         return HopKind.SEND if local else HopKind.ENTER_NODE
     if e.flags & F_BRIDGED and not (e.ct_status & (IPS_DST_NAT | IPS_SRC_NAT)):
         return HopKind.BRIDGE
@@ -356,12 +359,12 @@ def _enter_kind(e: Event, first: bool) -> HopKind:
 
 def _mode(req: Request) -> str:
     kinds = [h.kind for h in req.hops]
-    if HopKind.LB not in kinds:
+    if _HOP_LB not in kinds:
         return "direct"
     # A balancer behind a node's entry DNAT (the published port) is the routing mesh;
     # reached straight at its address (in the client's netns or lb_<net>), a VIP.
-    lb = kinds.index(HopKind.LB)
-    return "mesh" if HopKind.DNAT in kinds[:lb] else "vip"
+    lb = kinds.index(_HOP_LB)
+    return "mesh" if _HOP_DNAT in kinds[:lb] else "vip"
 
 
 def _forget_flood_copies(o: _Open) -> None:

@@ -64,14 +64,15 @@ class Annotator:
             if ns is not None:
                 if ns.kind == "host":
                     hosts.add(h.netns)
-                    if h.kind == HopKind.ENTER_NETNS:
+                    if h.kind is _ENTER_NETNS:
                         h.kind = HopKind.ENTER_NODE
                 h.where, h.node = label, node
-            if h.kind == HopKind.MARK and not h.detail and names is not None:
+            kind = h.kind
+            if kind is _MARK and not h.detail and names is not None:
                 svc = names.fwmark(h.netns, h.mark, h.ts_ns)
                 if svc:
                     h.detail = f"service {svc} (fwmark {h.mark})"
-            elif h.kind == HopKind.LB and not h.detail and self.lb_note:
+            elif kind is _LB and not h.detail and self.lb_note:
                 h.detail = self.lb_note
         hops = req.hops
         # The sender is known when its own netns was traced (a send, or a VIP balancer in it).
@@ -106,6 +107,9 @@ class Annotator:
             req.hops = _with_node_crossings(hops, hosts, overlay)
         return req
 
+
+# Members as plain names: an enum member read off its class costs a lookup per hop (3.11).
+_ENTER_NETNS, _MARK, _LB = HopKind.ENTER_NETNS, HopKind.MARK, HopKind.LB
 
 _PATH = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DNAT,
          HopKind.MARK, HopKind.LB, HopKind.SNAT, HopKind.DELIVER)
