@@ -32,22 +32,20 @@ class Annotator:
             self._netns.clear()
             self._addrs.clear()
 
-    def _where(self, inode: int, ts_ns: int) -> _Where:
+    def _where(self, names: Names, inode: int, ts_ns: int) -> _Where:
         hit = self._netns.get(inode)
         if hit is not None:
             return hit
-        ns = self.names.netns(inode, ts_ns) if self.names is not None else None
+        ns = names.netns(inode, ts_ns)
         where = (ns, ns.label, ns.node or "") if ns is not None else (None, "", "")
         if self._history is not None and self._history.timeless("netns", inode):
             self._netns[inode] = where
         return where
 
-    def _addr(self, ip: str, ts_ns: int) -> AddrName | None:
+    def _addr(self, names: Names, ip: str, ts_ns: int) -> AddrName | None:
         if ip in self._addrs:
             return self._addrs[ip]
-        if self.names is None:
-            return None
-        addr = self.names.addr(ip, ts_ns)
+        addr = names.addr(ip, ts_ns)
         if self._history is not None and self._history.timeless("addrs", ip):
             self._addrs[ip] = addr
         return addr
@@ -56,11 +54,16 @@ class Annotator:
         """Fill hop.where, hop.node, mark services and the backend's name, as of each hop's time.
         The hops are changed in place: nothing else holds them yet, and rebuilding ~10 hops
         per request was most of this function's cost live."""
-        self._fresh()
         names = self.names
+        if names is None:  # nothing to name with: only say how balancing was done
+            for h in req.hops:
+                if h.kind is _LB and not h.detail and self.lb_note:
+                    h.detail = self.lb_note
+            return req
+        self._fresh()
         hosts: set[int] = set()  # netns that are a node's own (underlay) netns
         for h in req.hops:
-            ns, label, node = self._where(h.netns, h.ts_ns)
+            ns, label, node = self._where(names, h.netns, h.ts_ns)
             if ns is not None:
                 if ns.kind == "host":
                     hosts.add(h.netns)
@@ -68,7 +71,7 @@ class Annotator:
                         h.kind = HopKind.ENTER_NODE
                 h.where, h.node = label, node
             kind = h.kind
-            if kind is _MARK and not h.detail and names is not None:
+            if kind is _MARK and not h.detail:
                 svc = names.fwmark(h.netns, h.mark, h.ts_ns)
                 if svc:
                     h.detail = f"service {svc} (fwmark {h.mark})"
@@ -84,7 +87,7 @@ class Annotator:
         addr = None
         if req.backend_addr:
             ip = req.backend_addr.rsplit(":", 1)[0]
-            addr = self._addr(ip, deliver.ts_ns if deliver else req.start_ns)
+            addr = self._addr(names, ip, deliver.ts_ns if deliver else req.start_ns)
             if ip == DOCKER_DNS:
                 req.backend_name, req.mode = "Docker DNS", "dns"
             elif addr is not None:
@@ -98,7 +101,7 @@ class Annotator:
             elif deliver is not None:
                 req.backend_name = deliver.where
         overlay = ""
-        if names is not None and addr is not None and addr.network \
+        if addr is not None and addr.network \
                 and len({h.node for h in hops if h.node}) > 1:
             # Between nodes, the backend's network is the overlay that carried it: its VNI.
             vni = names.network_vni(addr.network, req.start_ns)
