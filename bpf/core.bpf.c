@@ -11,7 +11,7 @@
 
 #define NF_ACCEPT 1
 #define ETH_P_IP 0x0800
-#define WAKEUP_BYTES (1 << 20)
+#define WAKEUP_FRACTION 16
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
@@ -273,9 +273,12 @@ static __always_inline struct st_event *reserve(void)
 static __always_inline void submit(struct st_event *e)
 {
 	/* Waking the reader per event costs more than the event: it polls every ~100 ms
-	 * and is woken early only when a backlog builds up. */
+	 * and is woken early only when a backlog builds up, 1/16 of the ring (a fixed 1 MiB
+	 * was never reached in a small ring: it filled between two polls). */
 	__u64 backlog = bpf_ringbuf_query(&st_events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, backlog > WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	__u64 size = bpf_ringbuf_query(&st_events, BPF_RB_RING_SIZE);
+	bpf_ringbuf_submit(e, backlog > size / WAKEUP_FRACTION ? BPF_RB_FORCE_WAKEUP
+							     : BPF_RB_NO_WAKEUP);
 	count(ST_CNT_EMITTED);
 }
 
