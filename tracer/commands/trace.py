@@ -104,8 +104,17 @@ def run(args: argparse.Namespace) -> int:
             _record_only(pipe, deadline)
         else:
             show(pipe, sink, args.count, deadline)
+        print(footer(pipe), file=sys.stderr)
     sink.close()
     return 0
+
+
+def footer(pipe: Pipeline) -> str:
+    """The last line: events read and events the kernel could not hand over (per CPU)."""
+    st = pipe.source.stats()
+    per_cpu = [v for k, v in sorted(st.extra.items()) if k.startswith("lost_cpu")]
+    where = f" (per CPU: {' '.join(map(str, per_cpu))})" if st.lost and per_cpu else ""
+    return f"swarmtrace: {pipe.events} events, {st.lost} lost in the kernel{where}"
 
 
 def show(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None:
