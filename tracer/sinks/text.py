@@ -12,6 +12,7 @@ _SUMMARY_SKIP = frozenset((HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS
 _DNAT, _LB, _SNAT, _MARK = HopKind.DNAT, HopKind.LB, HopKind.SNAT, HopKind.MARK
 _DROP, _DNS, _VXLAN = HopKind.DROP, HopKind.DNS, HopKind.VXLAN
 _SEND, _ENTER_NODE, _DELIVER = HopKind.SEND, HopKind.ENTER_NODE, HopKind.DELIVER
+_QUIET_STATUS = frozenset((Status.OK, Status.OPEN))  # not said in the summary
 
 
 def hop_action(h: Hop) -> str:
@@ -40,7 +41,8 @@ def hop_action(h: Hop) -> str:
 def block(req: Request, hops: bool = True) -> str:
     """A request's summary line, then (hops) a line per hop. One pass over the hops: this
     runs for every request a live trace shows."""
-    start, client = req.start_ns, req.client
+    start, c = req.start_ns, req.client
+    client = f"{c[0]}:{c[1]} -> {c[2]}:{c[3]}"  # str(Flow), once per request
     # The backend's own port redirect (Docker's REDIRECT in the task) shows in its address.
     deliver = {h.netns for h in req.hops if h.kind is _DELIVER}
     groups: dict[str, list[str]] = {}
@@ -58,10 +60,11 @@ def block(req: Request, hops: bool = True) -> str:
                 groups.setdefault(h.where, []).append(short)
         if not hops:
             continue
-        if h.before is not None and h.after is not None:
-            what = f"{h.before} => {h.after}"
+        b, a = h.before, h.after
+        if b is not None and a is not None:
+            what = f"{b[0]}:{b[1]} -> {b[2]}:{b[3]} => {a[0]}:{a[1]} -> {a[2]}:{a[3]}"
         elif kind is _SEND or kind is _ENTER_NODE:
-            what = str(client)
+            what = client
         elif kind is _DELIVER:
             what = req.backend_addr
         else:
@@ -69,14 +72,14 @@ def block(req: Request, hops: bool = True) -> str:
         line = f"    {(h.ts_ns - start) / 1e6:+9.3f} ms  {h.where:<16} {action:<28} {what}"
         lines.append(line if what else line.rstrip())
     who = f"{req.client_name} " if req.client_name else ""
-    parts = [f"{who}{client.src} -> {client.dst}"]
+    parts = [f"{who}{client}"]
     parts += [f"{where}: {', '.join(actions)}" for where, actions in groups.items()]
     if req.backend_addr:
         name = req.backend_name or "backend"
         parts.append(f"{name} ({req.backend_addr})")
     if req.reply_ms is not None:
         parts.append(f"reply {req.reply_ms:.2f} ms")
-    if req.status not in (Status.OK, Status.OPEN):
+    if req.status not in _QUIET_STATUS:
         parts.append(str(req.status).upper())
     lines[0] = f"#{req.id} {' | '.join(parts)}"
     return "\n".join(lines)
