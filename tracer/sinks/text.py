@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Protocol, TextIO
 
+from tracer.events import Flow
 from tracer.model import Hop, HopKind, Request, Status
 
 _SUMMARY_SKIP = frozenset((HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS,
@@ -38,15 +39,32 @@ def hop_action(h: Hop) -> str:
     return str(k)
 
 
-def block(req: Request, hops: bool = True) -> str:
-    """A request's summary line, then (hops) a line per hop. One pass over the hops: this
-    runs for every request a live trace shows."""
-    start, c = req.start_ns, req.client
-    client = f"{c[0]}:{c[1]} -> {c[2]}:{c[3]}"  # str(Flow), once per request
+def _flow(f: Flow) -> str:
+    return f"{f[0]}:{f[1]} -> {f[2]}:{f[3]}"  # str(Flow) without the method call
+
+
+def _line(h: Hop, start: int, client: str, backend_addr: str, action: str) -> str:
+    b, a = h.before, h.after
+    if b is not None and a is not None:
+        what = f"{_flow(b)} => {_flow(a)}"
+    elif h.kind is _SEND or h.kind is _ENTER_NODE:
+        what = client
+    elif h.kind is _DELIVER:
+        what = backend_addr
+    else:
+        what = ""
+    line = f"    {(h.ts_ns - start) / 1e6:+9.3f} ms  {h.where:<16} {action:<28} {what}"
+    return line if what else line.rstrip()
+
+
+def _render(req: Request, hops: bool) -> tuple[str, list[str]]:
+    """The summary, and (hops) a line per hop, in one pass over the hops: this runs for every
+    request a live trace shows."""
+    start, client = req.start_ns, _flow(req.client)
     # The backend's own port redirect (Docker's REDIRECT in the task) shows in its address.
     deliver = {h.netns for h in req.hops if h.kind is _DELIVER}
     groups: dict[str, list[str]] = {}
-    lines = [""]
+    lines = []
     for h in req.hops:
         kind = h.kind
         if kind in _SUMMARY_SKIP:
@@ -58,19 +76,8 @@ def block(req: Request, hops: bool = True) -> str:
                 if kind is _LB and h.detail:
                     short = action.replace(h.detail, h.detail.split(":")[0])
                 groups.setdefault(h.where, []).append(short)
-        if not hops:
-            continue
-        b, a = h.before, h.after
-        if b is not None and a is not None:
-            what = f"{b[0]}:{b[1]} -> {b[2]}:{b[3]} => {a[0]}:{a[1]} -> {a[2]}:{a[3]}"
-        elif kind is _SEND or kind is _ENTER_NODE:
-            what = client
-        elif kind is _DELIVER:
-            what = req.backend_addr
-        else:
-            what = ""
-        line = f"    {(h.ts_ns - start) / 1e6:+9.3f} ms  {h.where:<16} {action:<28} {what}"
-        lines.append(line if what else line.rstrip())
+        if hops:
+            lines.append(_line(h, start, client, req.backend_addr, action))
     who = f"{req.client_name} " if req.client_name else ""
     parts = [f"{who}{client}"]
     parts += [f"{where}: {', '.join(actions)}" for where, actions in groups.items()]
@@ -81,8 +88,23 @@ def block(req: Request, hops: bool = True) -> str:
         parts.append(f"reply {req.reply_ms:.2f} ms")
     if req.status not in _QUIET_STATUS:
         parts.append(str(req.status).upper())
-    lines[0] = f"#{req.id} {' | '.join(parts)}"
-    return "\n".join(lines)
+    return " | ".join(parts), lines
+
+
+def summary(req: Request) -> str:
+    """The request in one line: client, what each netns did, backend, reply time, fate."""
+    return _render(req, hops=False)[0]
+
+
+def hop_line(req: Request, h: Hop) -> str:
+    action = str(h.kind) if h.kind in _SUMMARY_SKIP else hop_action(h)
+    return _line(h, req.start_ns, _flow(req.client), req.backend_addr, action)
+
+
+def block(req: Request, hops: bool = True) -> str:
+    """`#id summary`, then (hops) a line per hop."""
+    head, lines = _render(req, hops)
+    return "\n".join([f"#{req.id} {head}", *lines])
 
 
 class Sink(Protocol):
