@@ -11,7 +11,7 @@
 
 #define NF_ACCEPT 1
 #define ETH_P_IP 0x0800
-#define WAKEUP_BYTES (1 << 20)
+#define WAKEUP_FRACTION 16
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
@@ -51,6 +51,24 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } st_addrs SEC(".maps");
+
+/* --filter EXPR (tracer/pcap_filter.py): packets whose given fields all equal a rule's
+ * (0: any field), tried in order up to the first unused entry. */
+#define ST_MAX_RULES 16
+struct st_rule {
+	__u32 saddr, daddr; /* network order */
+	__u16 sport, dport; /* network order */
+	__u8 proto;
+	__u8 used;
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ST_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct st_rule);
+} st_rules SEC(".maps");
 
 /* Flows already found interesting, in every NAT form conntrack gave them: a flow keeps
  * matching after DNAT/SNAT changed its ports and addresses in the next netns. */
@@ -112,13 +130,15 @@ static __always_inline int parse_ip(unsigned char *nh, struct pkt *p)
 	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
 		return -1;
 	unsigned char *th = nh + (ip.ihl & 0xf) * 4;
-	__u16 ports[2];
-	if (bpf_probe_read_kernel(ports, sizeof(ports), th))
+	/* Ports and TCP flags in one read: this runs for every packet in every hooked netns.
+	 * For UDP the bytes past its 8-byte header are not used. */
+	__u16 l4[7];
+	if (bpf_probe_read_kernel(l4, sizeof(l4), th))
 		return -1;
-	p->t.sport = ports[0];
-	p->t.dport = ports[1];
+	p->t.sport = l4[0];
+	p->t.dport = l4[1];
 	if (ip.protocol == IPPROTO_TCP)
-		bpf_probe_read_kernel(&p->tcp_flags, 1, th + 13);
+		p->tcp_flags = l4[6] >> 8; /* byte 13, little-endian host */
 	return 0;
 }
 
@@ -162,6 +182,27 @@ static __always_inline int selector_match(const struct st_tuple *t)
 	__u32 saddr = t->saddr, daddr = t->daddr;
 	return bpf_map_lookup_elem(&st_ports, &dport) || bpf_map_lookup_elem(&st_ports, &sport) ||
 	       bpf_map_lookup_elem(&st_addrs, &daddr) || bpf_map_lookup_elem(&st_addrs, &saddr);
+}
+
+static __always_inline int rules_match(const struct st_tuple *t, __u8 proto)
+{
+	for (__u32 i = 0; i < ST_MAX_RULES; i++) {
+		__u32 k = i;
+		struct st_rule *r = bpf_map_lookup_elem(&st_rules, &k);
+		if (!r || !r->used)
+			return 0;
+		if ((!r->proto || r->proto == proto) && (!r->saddr || r->saddr == t->saddr) &&
+		    (!r->daddr || r->daddr == t->daddr) && (!r->sport || r->sport == t->sport) &&
+		    (!r->dport || r->dport == t->dport))
+			return 1;
+	}
+	return 0;
+}
+
+/* A flow not seen before is of interest: --port/--addr selectors, or a --filter rule. */
+static __always_inline int wanted(const struct st_tuple *t, __u8 proto)
+{
+	return selector_match(t) || rules_match(t, proto);
 }
 
 /* Only packets that change what a request looks like: the first packet (SYN, or any
@@ -232,9 +273,12 @@ static __always_inline struct st_event *reserve(void)
 static __always_inline void submit(struct st_event *e)
 {
 	/* Waking the reader per event costs more than the event: it polls every ~100 ms
-	 * and is woken early only when a backlog builds up. */
+	 * and is woken early only when a backlog builds up, 1/16 of the ring (a fixed 1 MiB
+	 * was never reached in a small ring: it filled between two polls). */
 	__u64 backlog = bpf_ringbuf_query(&st_events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, backlog > WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	__u64 size = bpf_ringbuf_query(&st_events, BPF_RB_RING_SIZE);
+	bpf_ringbuf_submit(e, backlog > size / WAKEUP_FRACTION ? BPF_RB_FORCE_WAKEUP
+							     : BPF_RB_NO_WAKEUP);
 	count(ST_CNT_EMITTED);
 }
 
@@ -283,20 +327,20 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 	struct nf_conn *ct = (struct nf_conn *)(nfct & ~7UL);
 	__u8 ctinfo = nfct & 7;
 	struct st_tuple orig = {}, reply = {};
-	__u32 status = 0;
+	__u32 status = ct ? BPF_CORE_READ(ct, status) : 0;
+	/* POSTROUTING only tells something new when SNAT rewrote the source (checked before
+	 * the tuples are read: most packets leave a netns without SNAT). */
+	if (hook == 4 && !(status & IPS_SRC_NAT))
+		return NF_ACCEPT;
 	if (ct) {
 		read_tuple(&orig, &ct->tuplehash[0].tuple);
 		read_tuple(&reply, &ct->tuplehash[1].tuple);
-		status = BPF_CORE_READ(ct, status);
 	}
-	/* POSTROUTING only tells something new when SNAT rewrote the source. */
-	if (hook == 4 && !(status & IPS_SRC_NAT))
-		return NF_ACCEPT;
 	__u32 netns = BPF_CORE_READ(state, net, ns.inum);
 
 	if (cfg & ST_CFG_FILTER) {
 		int hit = flow_known(&p.t, p.proto) || (ct && flow_known(&orig, p.proto));
-		if (!hit && !selector_match(&p.t) && !(ct && selector_match(&orig))) {
+		if (!hit && !wanted(&p.t, p.proto) && !(ct && wanted(&orig, p.proto))) {
 			count(ST_CNT_FILTERED);
 			return NF_ACCEPT;
 		}
@@ -383,7 +427,7 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 	}
 	if (cfg & ST_CFG_FILTER) {
 		int hit = flow_known(&p.t, p.proto) || (ct && flow_known(&orig, p.proto));
-		if (!hit && !selector_match(&p.t) && !(ct && selector_match(&orig))) {
+		if (!hit && !wanted(&p.t, p.proto) && !(ct && wanted(&orig, p.proto))) {
 			count(ST_CNT_FILTERED);
 			return 0;
 		}

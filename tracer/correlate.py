@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
 
+from tracer.dns_join import DnsAnswers
 from tracer.events import (
     F_BRIDGED,
     F_CT,
@@ -67,7 +69,7 @@ class Correlator:
         self._next_id = 1
         self.now_ns = 0
         # The last DNS answer seen per netns: joins the connection that follows it.
-        self._answers: dict[int, _Answer] = {}
+        self._answers = DnsAnswers()
         # Tuples of UDP requests closed in the last idle period, oldest first: their late
         # packets (a second query on the socket) start nothing when no conntrack says NEW.
         self._closed_udp: OrderedDict[Flow, int] = OrderedDict()
@@ -121,34 +123,36 @@ class Correlator:
 
     # -- one event ---------------------------------------------------------------------
 
-    def _lookup(self, e: Event) -> tuple[_Open | None, bool]:
-        """The request this event belongs to, and whether it travels in the reply direction."""
-        if e.flags & F_CT:
-            hit = self._index.get((e.proto, e.orig))  # type: ignore[arg-type]
-            if hit is not None and not hit[1]:
-                return hit[0], e.reply_dir
-        hit = self._index.get((e.proto, e.pkt))
-        if hit is not None:
-            return hit
-        return None, bool(e.flags & F_REPLY_DIR)
-
     def _event(self, e: Event) -> _Open | None:
-        if e.proto not in _PROTO:
+        proto = e.proto
+        if proto != 6 and proto != 17:
             return None
-        if e.point == Point.DNS:
-            self._answer(e)  # kept per netns: the query may be over, the next connection not
+        point = e.point
+        if point == _DNS:
+            self._answers.add(e)  # kept per netns: the query may be over, the next one not
             return None
-        o, reply = self._lookup(e)
+        # The request this event belongs to, and whether it travels in the reply direction.
+        index, flags = self._index, e.flags
+        o: _Open | None = None
+        reply = bool(flags & F_REPLY_DIR)
+        if flags & F_CT:
+            hit = index.get((proto, e.orig))  # type: ignore[arg-type]
+            if hit is not None and not hit[1]:
+                o = hit[0]
         if o is None:
-            if reply or not _starts_connection(e) or self._late_udp(e):
+            hit = index.get((proto, e.pkt))
+            if hit is not None:
+                o, reply = hit
+            elif reply or not _starts_connection(e) or self._late_udp(e):
                 return None
-            o = self._new(e)
+            else:
+                o = self._new(e)
         o.last_ts = e.ts_ns
         self._open.move_to_end(o.req.id)
-        if e.point == Point.DROP:
+        if point == _DROP:
             self._drop(o, e)
             return None
-        if e.point == Point.LB:
+        if point == _LB:
             self._lb(o, e)
             return None
         if reply:
@@ -181,12 +185,14 @@ class Correlator:
 
     def _forward(self, o: _Open, e: Event) -> _Open | None:
         req = o.req
-        self._register(o, e.proto, e.pkt)
+        if e.pkt not in o.tuples:  # checked here: most events repeat a known tuple
+            self._register(o, e.proto, e.pkt)
         if e.flags & F_CT and e.reply is not None:
             self._register(o, e.proto, e.reply.reversed())
-        if e.tcp_flags & TCP_RST:
+        tcp_flags = e.tcp_flags
+        if tcp_flags & TCP_RST:
             return o
-        if not (e.tcp_flags & TCP_SYN) and req.proto == "tcp":
+        if not (tcp_flags & TCP_SYN) and req.proto == "tcp":
             return None
         # The path is drawn from the first packet (SYN, or the first datagram).
         if e.netns not in o.netns_seen:
@@ -207,22 +213,21 @@ class Correlator:
             return
         orig, reply, pkt = e.orig, e.reply, e.pkt
         # The forward tuple once this netns's NAT applied is the reply tuple reversed.
-        where = f"netns:{e.netns}"
         # Tuples differ only where NAT (iptables or IPVS with conntrack) rewrote the flow.
-        new_dst = (reply.saddr, reply.sport)
-        if new_dst != (orig.daddr, orig.dport) and (pkt.daddr, pkt.dport) == new_dst \
+        if (reply.saddr != orig.daddr or reply.sport != orig.dport) \
+                and pkt.daddr == reply.saddr and pkt.dport == reply.sport \
                 and (e.netns, "dnat") not in o.nat_seen:
             o.nat_seen.add((e.netns, "dnat"))
             # A destination chosen where a fwmark selects a service is a load-balancer pick.
             kind = HopKind.LB if e.mark else HopKind.DNAT
-            o.req.hops.append(Hop(kind, e.ts_ns, e.netns, where, e.ifindex, mark=e.mark,
-                                  before=orig, after=Flow(orig.saddr, orig.sport,
-                                                          reply.saddr, reply.sport)))
-        if e.ct_status & IPS_SRC_NAT and e.point in (Point.NF_POST, Point.NAT, Point.TX) \
-                and (reply.daddr, reply.dport) != (orig.saddr, orig.sport) \
+            o.req.hops.append(Hop(kind, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
+                                  mark=e.mark, before=orig,
+                                  after=Flow(orig.saddr, orig.sport, reply.saddr, reply.sport)))
+        if e.ct_status & IPS_SRC_NAT and e.point in _SNAT_POINTS \
+                and (reply.daddr != orig.saddr or reply.dport != orig.sport) \
                 and (e.netns, "snat") not in o.nat_seen:
             o.nat_seen.add((e.netns, "snat"))
-            o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, where, e.ifindex,
+            o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
                                   mark=e.mark, before=Flow(orig.saddr, orig.sport,
                                                            reply.saddr, reply.sport),
                                   after=reply.reversed()))
@@ -264,42 +269,6 @@ class Correlator:
                               detail=reason))
         o.flooded |= reason == FLOODED
 
-    def _answer(self, e: Event) -> None:
-        """One A record of a DNS answer (record index in mark's low byte), in order."""
-        assert e.orig is not None
-        name, addr = e.orig.daddr, e.orig.saddr
-        ans = self._answers.get(e.netns)
-        if e.mark & 0xFF == 0 or ans is None or ans.name != name:
-            ans = _Answer(name, (), e.aux, e.ts_ns)
-        self._answers[e.netns] = _Answer(name, (*ans.addrs, addr), ans.ttl, ans.ts_ns)
-
-    def _dns(self, o: _Open) -> bool:
-        """A DNS answer becomes a hop of its query, and of the connection that used it.
-        Whether it did."""
-        req = o.req
-        if not req.hops:
-            return False
-        home = req.hops[0].netns
-        ans = self._answers.get(home)
-        if ans is None:
-            return False
-        if req.client.dport == 53:
-            if not req.start_ns <= ans.ts_ns <= o.last_ts:
-                return False
-            req.hops.append(Hop(HopKind.DNS, ans.ts_ns, home, f"netns:{home}",
-                                detail=f"{ans.name} -> {', '.join(ans.addrs)} "
-                                       f"(ttl {ans.ttl})"))
-            return True
-        if req.client.daddr not in ans.addrs \
-                or req.start_ns - ans.ts_ns > max(ans.ttl, 1) * 1_000_000_000:
-            return False
-        req.hops.append(Hop(HopKind.DNS, ans.ts_ns, home, f"netns:{home}",
-                            detail=f"{ans.name} -> {', '.join(ans.addrs)}: "
-                                   f"picked {req.client.daddr}"))
-        if len(ans.addrs) > 1 and req.mode == "direct":
-            req.mode = "dnsrr"
-        return True
-
     def drop_reason(self, code: int) -> str:
         return self._drop_reasons[code] if code < len(self._drop_reasons) else f"reason {code}"
 
@@ -334,7 +303,7 @@ class Correlator:
         if o.reply_by_netns:
             # Reply time is measured where the request started (the client side) when we
             # see it there, else at the earliest netns of the path that saw the reply.
-            order = [h.netns for h in req.hops if h.kind in _ENTERS or h.kind == HopKind.DELIVER]
+            order = [h.netns for h in req.hops if h.kind in _PATH_ENTRIES]
             seen = [n for n in order if n in o.reply_by_netns]
             netns = seen[0] if seen else next(iter(o.reply_by_netns))
             req.reply_ns = o.reply_by_netns[netns]
@@ -342,31 +311,30 @@ class Correlator:
         if req.status == Status.OPEN:
             # A drop is the request's fate only if no answer came back despite it (a late
             # retransmission dropped after the reply is shown as a hop, not as a failure).
-            dropped = HopKind.DROP in [h.kind for h in req.hops]
+            dropped = _HOP_DROP in [h.kind for h in req.hops]
             if dropped and not req.reply_ns:
                 req.status = Status.DROPPED
             elif not req.backend_addr:
                 req.status = Status.UNROUTED
             else:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY
-        req.hops.sort(key=lambda h: h.ts_ns)
+        req.hops.sort(key=_BY_TIME)
         req.mode = _mode(req)
-        if self._dns(o):
-            req.hops.sort(key=lambda h: h.ts_ns)
+        if self._answers.join(req, o.last_ts):
+            req.hops.sort(key=_BY_TIME)
         return req
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    name: str
-    addrs: tuple[str, ...]
-    ttl: int
-    ts_ns: int
-
-
 _TCP_STATE = TCP_SYN | TCP_FIN | TCP_RST
+# Members as plain names: reading an enum member off its class costs a lookup per event.
+_DNS, _DROP, _LB = Point.DNS, Point.DROP, Point.LB
+_SNAT_POINTS = frozenset((Point.NF_POST, Point.NAT, Point.TX))  # after SNAT was applied
+_BY_TIME = attrgetter("ts_ns")
 _ALWAYS_KEPT = np.array([Point.DROP, Point.LB], dtype=np.uint8)
-_ENTERS = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE)
+_ENTERS = frozenset((HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE))
+_PATH_ENTRIES = _ENTERS | {HopKind.DELIVER}
+_HOP_DROP, _HOP_LB, _HOP_DNAT = HopKind.DROP, HopKind.LB, HopKind.DNAT
+_LOCAL_POINTS = frozenset((Point.NF_OUT, Point.TX))  # a socket of this netns sent it
 _FLOOD_COPY = (HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DROP)  # all a flooded copy shows
 
 
@@ -382,7 +350,7 @@ def _starts_connection(e: Event) -> bool:
 
 def _enter_kind(e: Event, first: bool) -> HopKind:
     if first:
-        local = e.point in (Point.NF_OUT, Point.TX) or e.flags & F_LOCAL
+        local = e.point in _LOCAL_POINTS or e.flags & F_LOCAL
         return HopKind.SEND if local else HopKind.ENTER_NODE
     if e.flags & F_BRIDGED and not (e.ct_status & (IPS_DST_NAT | IPS_SRC_NAT)):
         return HopKind.BRIDGE
@@ -391,12 +359,12 @@ def _enter_kind(e: Event, first: bool) -> HopKind:
 
 def _mode(req: Request) -> str:
     kinds = [h.kind for h in req.hops]
-    if HopKind.LB not in kinds:
+    if _HOP_LB not in kinds:
         return "direct"
     # A balancer behind a node's entry DNAT (the published port) is the routing mesh;
     # reached straight at its address (in the client's netns or lb_<net>), a VIP.
-    lb = kinds.index(HopKind.LB)
-    return "mesh" if HopKind.DNAT in kinds[:lb] else "vip"
+    lb = kinds.index(_HOP_LB)
+    return "mesh" if _HOP_DNAT in kinds[:lb] else "vip"
 
 
 def _forget_flood_copies(o: _Open) -> None:

@@ -29,3 +29,9 @@ class TopologyError(SwarmtraceError):
     """Docker or netns metadata could not be read."""
 
     exit_code = 6
+
+
+class FilterError(SwarmtraceError):
+    """A filter expression that cannot be compiled or applied in the kernel."""
+
+    exit_code = 2

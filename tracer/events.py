@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import socket
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -98,19 +99,25 @@ class Flow(NamedTuple):
     daddr: str
     dport: int
 
+    # By index, not by field name: these run for every hop line and JSON hop, and a
+    # NamedTuple's named fields are properties (a call each).
     @property
     def src(self) -> str:
-        return f"{self.saddr}:{self.sport}"
+        return f"{self[0]}:{self[1]}"
 
     @property
     def dst(self) -> str:
-        return f"{self.daddr}:{self.dport}"
+        return f"{self[2]}:{self[3]}"
 
     def reversed(self) -> Flow:
-        return Flow(self.daddr, self.dport, self.saddr, self.sport)
+        return _new_flow(Flow, (self[2], self[3], self[0], self[1]))
 
     def __str__(self) -> str:
-        return f"{self.src} -> {self.dst}"
+        return f"{self[0]}:{self[1]} -> {self[2]}:{self[3]}"
+
+
+# tuple.__new__ skips the NamedTuple's generated __new__ (argument binding): about half the cost.
+_new_flow = tuple.__new__
 
 
 def _ip(raw: int) -> str:
@@ -158,6 +165,9 @@ class Event(NamedTuple):
 
 
 _POINTS = {int(p): p for p in Point}
+# Built from a ready tuple by one C call each (a NamedTuple's __new__ binds arguments in Python).
+_flow_of = partial(tuple.__new__, Flow)
+_event_of = partial(tuple.__new__, Event)
 
 
 class _Names:
@@ -207,14 +217,16 @@ def _flows(records: np.ndarray) -> list[list[Flow]]:
     raw = np.ascontiguousarray(records.view(np.uint8).reshape(n, EVENT_SIZE)[:, _TUPLES_AT:])
     uniq, inverse = np.unique(raw.reshape(n * 3, _TUPLE_SIZE).view(f"V{_TUPLE_SIZE}"),
                               return_inverse=True)
+    cols = uniq.view(_TUPLE)
+    # Ports from network order, and addresses as strings, for all distinct tuples at once.
+    sports = cols["sport"].byteswap().tolist()
+    dports = cols["dport"].byteswap().tolist()
     ip = _memo.ip
-    flows = []
-    for t in uniq.view(_TUPLE).tolist():
-        saddr, daddr, sport, dport = t
-        flows.append(Flow(ip(saddr), ((sport & 0xFF) << 8) | (sport >> 8), ip(daddr),
-                          ((dport & 0xFF) << 8) | (dport >> 8)))
+    saddrs = list(map(ip, cols["saddr"].tolist()))
+    daddrs = list(map(ip, cols["daddr"].tolist()))
+    flows = list(map(_flow_of, zip(saddrs, sports, daddrs, dports, strict=True)))
     idx = inverse.reshape(n, 3)
-    return [[flows[j] for j in idx[:, k].tolist()] for k in range(3)]
+    return [list(map(flows.__getitem__, idx[:, k].tolist())) for k in range(3)]
 
 
 def decode(records: np.ndarray) -> list[Event]:
@@ -224,18 +236,20 @@ def decode(records: np.ndarray) -> list[Event]:
     if len(_memo.ips) > 1 << 16:
         _memo.ips.clear()
     cols = [records[f].tolist() for f in ("ts_ns", "skb", "netns", "ifindex", "mark", "aux",
-                                          "ct", "ct_status", "point", "proto", "tcp_flags",
-                                          "ctinfo", "flags")]
-    pkts, origs, replies = _flows(records)
-    out = []
-    points = _POINTS
-    for ts, skb, ns, ifx, mark, aux, ct, st, pt, proto, tf, cti, fl, pkt, orig, reply in zip(
-            *cols, pkts, origs, replies, strict=True):
-        has_ct = fl & F_CT
-        out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf, cti,
-                         fl, pkt, orig if has_ct else None, reply if has_ct else None))
+                                          "ct", "ct_status")]
+    raw_points = records["point"].tolist()
+    points = list(map(_POINTS.get, raw_points, raw_points))
+    cols += [points] + [records[f].tolist() for f in ("proto", "tcp_flags", "ctinfo", "flags")]
+    pkts, origs_, replies_ = _flows(records)
+    origs: list[Flow | None] = origs_  # type: ignore[assignment]
+    replies: list[Flow | None] = replies_  # type: ignore[assignment]
+    # orig and reply are None where the event had no conntrack entry.
+    for i in np.flatnonzero((records["flags"] & F_CT) == 0).tolist():
+        origs[i] = replies[i] = None
+    out = list(map(_event_of, zip(*cols, pkts, origs, replies, strict=True)))
     # DNS answer events carry the answered address and the query name where tuples usually are.
     for i in np.flatnonzero(records["point"] == Point.DNS).tolist():
         name = dns_name(records[i : i + 1].tobytes()[_DNS_NAME_OFFSET:])
-        out[i] = out[i]._replace(orig=Flow(origs[i].saddr, 0, name, 0), reply=None)
+        addr = _memo.ip(int(records["orig"]["saddr"][i]))
+        out[i] = out[i]._replace(orig=Flow(addr, 0, name, 0), reply=None)
     return out

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tracer.correlate import Correlator
-from tracer.enrich.annotate import annotate, label_lb
+from tracer.enrich.annotate import Annotator
 from tracer.enrich.names import Names
 from tracer.model import Request
 from tracer.source import EventSource
@@ -23,6 +23,7 @@ class Pipeline:
         self.source = source
         self.names = names
         self.lb_note = lb_note
+        self.annotator = Annotator(names, lb_note)
         self.correlator = Correlator(source.info.drop_reasons)
         self.taps: list[RawTap] = []  # see raw events first (trace file recorder)
         self.events = 0
@@ -48,6 +49,4 @@ class Pipeline:
         return [self._finish(r) for r in self.correlator.flush()]
 
     def _finish(self, req: Request) -> Request:
-        if self.lb_note:
-            req.hops = label_lb(req.hops, self.lb_note)
-        return annotate(req, self.names) if self.names is not None else req
+        return self.annotator.annotate(req)

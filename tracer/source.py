@@ -36,6 +36,7 @@ class Filter:
     addrs: tuple[str, ...] = ()
     all_packets: bool = False  # every packet, not only SYN/FIN/RST and first data
     devices: bool = False  # also rx/tx device crossings
+    expr: str = ""  # a pcap-filter expression (--filter), alongside ports and addresses
 
 
 class EventSource(Protocol):

@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   swarmtrace trace --json --count 10      10 requests as JSON lines, then exit
   swarmtrace trace --addr 10.0.0.9 --timeout 30
   swarmtrace trace --service vote         every way to service vote: mesh, VIP, its tasks
+  swarmtrace trace --filter 'tcp and dst port 8080'   a pcap-filter expression, in the kernel
   swarmtrace trace -w mesh.swt            record while showing; replay later without root
   swarmtrace trace -w mesh.swt -q         record only (lowest overhead)
   swarmtrace trace -w failures/ --ring 256M -q
@@ -63,6 +64,10 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service", action="append", default=[], metavar="NAME",
                    help="a Swarm service (repeatable): its published ports, VIPs and task "
                         "addresses (and DNS for DNS round robin), asked of Docker at start")
+    p.add_argument("--filter", default="", metavar="EXPR",
+                   help="a pcap-filter expression, as tcpdump takes (e.g. 'tcp and dst port "
+                        "8080'): protocol, host and port tests, matched in the kernel where a "
+                        "flow is first seen and followed through NAT")
     p.add_argument("--all-packets", action="store_true",
                    help="every packet, not only connection start/end (costs more)")
     p.add_argument("--devices", action="store_true", help="also device rx/tx crossings")
@@ -98,8 +103,12 @@ def filter_from_args(args: argparse.Namespace) -> Filter:
         print(f"swarmtrace: service {', '.join(args.service)}: ports "
               f"{', '.join(map(str, match.ports)) or '-'}, addresses {', '.join(match.addrs)}",
               file=sys.stderr)
+    if args.filter:
+        from tracer.pcap_filter import compile_rules
+
+        compile_rules(args.filter)  # a bad expression fails here, before anything attaches
     return Filter(ports=tuple(ports), addrs=tuple(addrs),
-                  all_packets=args.all_packets, devices=args.devices)
+                  all_packets=args.all_packets, devices=args.devices, expr=args.filter)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,8 +145,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             # The ring needs finished requests to know what failed, even when nothing is shown.
             show(pipe, None if args.quiet else sink, args.count, deadline, observe)
+        print(footer(pipe), file=sys.stderr)
     sink.close()
     return 0
+
+
+def footer(pipe: Pipeline) -> str:
+    """The last line: events read and events the kernel could not hand over (per CPU)."""
+    st = pipe.source.stats()
+    per_cpu = [v for k, v in sorted(st.extra.items()) if k.startswith("lost_cpu")]
+    where = f" (per CPU: {' '.join(map(str, per_cpu))})" if st.lost and per_cpu else ""
+    return f"swarmtrace: {pipe.events} events, {st.lost} lost in the kernel{where}"
 
 
 def show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
@@ -154,20 +172,18 @@ def show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
             reqs = pipe.poll(0.2)
             if observe is not None:
                 observe(reqs)
-            for req in reqs:
-                if sink is not None:
-                    sink.write(req)
-                shown += 1
-                if count and shown >= count:
-                    return
+            if count:
+                reqs = reqs[: count - shown]
+            if sink is not None:
+                sink.write_all(reqs)  # one flush per poll, not per request
+            shown += len(reqs)
     except KeyboardInterrupt:
         # Requests still in flight are shown as they stand, not lost.
         reqs = pipe.flush()
         if observe is not None:
             observe(reqs)
-        for req in reqs:
-            if sink is not None:
-                sink.write(req)
+        if sink is not None:
+            sink.write_all(reqs)
 
 
 def _record_only(pipe: Pipeline, deadline: float | None) -> None:

@@ -2,66 +2,117 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from tracer.enrich.names import Names, NetnsName
+from tracer.enrich.history import NameHistory, RecordedNames
+from tracer.enrich.names import AddrName, Names, NetnsName
 from tracer.model import Hop, HopKind, Request
 
 # Docker's embedded DNS server in every container's netns.
 DOCKER_DNS = "127.0.0.11"
 
+_Where = tuple[NetnsName | None, str, str]  # name, label, node
 
-def annotate(req: Request, names: Names) -> Request:
-    """Fill hop.where, hop.node, mark services and the backend's name, as of each hop's time."""
-    hops = []
-    hosts: set[int] = set()  # netns that are a node's own (underlay) netns
-    seen: dict[int, NetnsName | None] = {}  # a request's hops share a few netns
-    for h in req.hops:
-        if h.netns in seen:
-            ns = seen[h.netns]
-        else:
-            ns = seen[h.netns] = names.netns(h.netns, h.ts_ns)
-        if ns is not None and ns.kind == "host":
-            hosts.add(h.netns)
-        kind, detail = h.kind, h.detail
-        if kind == HopKind.ENTER_NETNS and ns is not None and ns.kind == "host":
-            kind = HopKind.ENTER_NODE
-        if kind == HopKind.MARK and not detail:
-            svc = names.fwmark(h.netns, h.mark, h.ts_ns)
-            if svc:
-                detail = f"service {svc} (fwmark {h.mark})"
-        # Built directly: dataclasses.replace() was most of this function's cost live.
-        hops.append(Hop(kind, h.ts_ns, h.netns, ns.label if ns else h.where, h.ifindex, h.mark,
-                        h.before, h.after, detail, (ns.node or "") if ns else ""))
-    # The sender is known when its own netns was traced (a send, or a VIP balancer in it).
-    first = next((h for h in hops if h.kind != HopKind.DNS), None)
-    if first is not None and first.kind in (HopKind.SEND, HopKind.LB) \
-            and not first.where.startswith("netns:"):
-        req.client_name = first.where
-    deliver = next((h for h in hops if h.kind == HopKind.DELIVER), None)
-    addr = None
-    if req.backend_addr:
-        ip = req.backend_addr.rsplit(":", 1)[0]
-        addr = names.addr(ip, deliver.ts_ns if deliver else req.start_ns)
-        if ip == DOCKER_DNS:
-            req.backend_name, req.mode = "Docker DNS", "dns"
-        elif addr is not None:
-            req.backend_name = f"{addr.label} on {addr.node}" if addr.node and addr.task \
-                else addr.label
-            req.service = req.service or (addr.service or "")
-            # Straight to a task's own address: the client resolved task IPs (DNS round robin).
-            if req.mode == "direct" and addr.kind == "task":
-                req.mode = "dnsrr"
-        elif deliver is not None:
-            req.backend_name = deliver.where
-    overlay = ""
-    if addr is not None and addr.network and len({h.node for h in hops if h.node}) > 1:
-        # Between nodes, the backend's network is the overlay that carried it: its VNI.
-        vni = names.network_vni(addr.network, req.start_ns)
-        overlay = f", VNI {vni} ({addr.network})" if vni is not None else ""
-    req.hops = _with_node_crossings(hops, hosts, overlay)
-    return req
 
+class Annotator:
+    """Names hops as of each hop's time. A flood's requests cross the same few netns and
+    backends: answers that hold at every time are kept until the names change."""
+
+    def __init__(self, names: Names | None, lb_note: str = "") -> None:
+        self.names = names
+        self.lb_note = lb_note  # how balancing is done, said on LB hops ("IPVS stand-in")
+        self._history: NameHistory | None = \
+            names.history if isinstance(names, RecordedNames) else None
+        self._version = -1
+        self._netns: dict[int, _Where] = {}
+        self._addrs: dict[str, AddrName | None] = {}
+
+    def _fresh(self) -> None:
+        v = self._history.version if self._history is not None else -1
+        if v != self._version:
+            self._version = v
+            self._netns.clear()
+            self._addrs.clear()
+
+    def _where(self, names: Names, inode: int, ts_ns: int) -> _Where:
+        hit = self._netns.get(inode)
+        if hit is not None:
+            return hit
+        ns = names.netns(inode, ts_ns)
+        where = (ns, ns.label, ns.node or "") if ns is not None else (None, "", "")
+        if self._history is not None and self._history.timeless("netns", inode):
+            self._netns[inode] = where
+        return where
+
+    def _addr(self, names: Names, ip: str, ts_ns: int) -> AddrName | None:
+        if ip in self._addrs:
+            return self._addrs[ip]
+        addr = names.addr(ip, ts_ns)
+        if self._history is not None and self._history.timeless("addrs", ip):
+            self._addrs[ip] = addr
+        return addr
+
+    def annotate(self, req: Request) -> Request:
+        """Fill hop.where, hop.node, mark services and the backend's name, as of each hop's time.
+        The hops are changed in place: nothing else holds them yet, and rebuilding ~10 hops
+        per request was most of this function's cost live."""
+        names = self.names
+        if names is None:  # nothing to name with: only say how balancing was done
+            for h in req.hops:
+                if h.kind is _LB and not h.detail and self.lb_note:
+                    h.detail = self.lb_note
+            return req
+        self._fresh()
+        hosts: set[int] = set()  # netns that are a node's own (underlay) netns
+        for h in req.hops:
+            ns, label, node = self._where(names, h.netns, h.ts_ns)
+            if ns is not None:
+                if ns.kind == "host":
+                    hosts.add(h.netns)
+                    if h.kind is _ENTER_NETNS:
+                        h.kind = HopKind.ENTER_NODE
+                h.where, h.node = label, node
+            kind = h.kind
+            if kind is _MARK and not h.detail:
+                svc = names.fwmark(h.netns, h.mark, h.ts_ns)
+                if svc:
+                    h.detail = f"service {svc} (fwmark {h.mark})"
+            elif kind is _LB and not h.detail and self.lb_note:
+                h.detail = self.lb_note
+        hops = req.hops
+        # The sender is known when its own netns was traced (a send, or a VIP balancer in it).
+        first = next((h for h in hops if h.kind != HopKind.DNS), None)
+        if first is not None and first.kind in (HopKind.SEND, HopKind.LB) \
+                and not first.where.startswith("netns:"):
+            req.client_name = first.where
+        deliver = next((h for h in hops if h.kind == HopKind.DELIVER), None)
+        addr = None
+        if req.backend_addr:
+            ip = req.backend_addr.rsplit(":", 1)[0]
+            addr = self._addr(names, ip, deliver.ts_ns if deliver else req.start_ns)
+            if ip == DOCKER_DNS:
+                req.backend_name, req.mode = "Docker DNS", "dns"
+            elif addr is not None:
+                req.backend_name = f"{addr.label} on {addr.node}" if addr.node and addr.task \
+                    else addr.label
+                req.service = req.service or (addr.service or "")
+                # Straight to a task's own address: the client resolved task IPs (DNS round
+                # robin).
+                if req.mode == "direct" and addr.kind == "task":
+                    req.mode = "dnsrr"
+            elif deliver is not None:
+                req.backend_name = deliver.where
+        overlay = ""
+        if addr is not None and addr.network \
+                and len({h.node for h in hops if h.node}) > 1:
+            # Between nodes, the backend's network is the overlay that carried it: its VNI.
+            vni = names.network_vni(addr.network, req.start_ns)
+            overlay = f", VNI {vni} ({addr.network})" if vni is not None else ""
+        if any(h.node for h in hops):  # a crossing is between two named nodes
+            req.hops = _with_node_crossings(hops, hosts, overlay)
+        return req
+
+
+# Members as plain names: an enum member read off its class costs a lookup per hop (3.11).
+_ENTER_NETNS, _MARK, _LB = HopKind.ENTER_NETNS, HopKind.MARK, HopKind.LB
 
 _PATH = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DNAT,
          HopKind.MARK, HopKind.LB, HopKind.SNAT, HopKind.DELIVER)
@@ -81,9 +132,3 @@ def _with_node_crossings(hops: list[Hop], hosts: set[int], overlay: str) -> list
             prev = h
         out.append(h)
     return out
-
-
-def label_lb(hops: list[Hop], note: str) -> list[Hop]:
-    """Say how load balancing was done (e.g. "IPVS stand-in") on each LB hop."""
-    return [replace(h, detail=note) if h.kind == HopKind.LB and not h.detail else h
-            for h in hops]

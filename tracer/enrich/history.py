@@ -119,6 +119,16 @@ class NameHistory:
             best = min(spans, key=lambda s: (s.distance(ts_ns), s.rank, -s.since))
             return best.value
 
+    @property
+    def version(self) -> int:
+        """Grows with every change: answers cached at one version stay true until it moves."""
+        return len(self._changes)
+
+    def timeless(self, kind: str, key: Hashable) -> bool:
+        """Whether key's value is the same at every time (it has at most one span)."""
+        with self._lock:
+            return len(self._spans[kind].get(key) or ()) <= 1
+
     def keys(self, kind: str) -> list[Hashable]:
         with self._lock:
             return list(self._spans[kind])

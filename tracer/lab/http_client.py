@@ -84,12 +84,14 @@ def run_requests(target: str, count: int, interval_s: float) -> None:
         print(json.dumps(one_request(target)), flush=True)
 
 
-async def _flood(target: str, seconds: float, conns: int) -> dict[str, float]:
+async def _flood(target: str, seconds: float, conns: int, rate: float = 0.0) -> dict[str, float]:
+    """As fast as `conns` connections go, or (rate > 0) paced to `rate` requests/s in all."""
     host, port = _split(target)
     request = _request_bytes(target)
     done = errors = 0
     start = time.monotonic()
     deadline = start + seconds
+    slot = 0  # the next request's place in the paced schedule
 
     async def one() -> bool:
         reader, writer = await asyncio.open_connection(host, port)
@@ -102,7 +104,13 @@ async def _flood(target: str, seconds: float, conns: int) -> dict[str, float]:
 
     async def worker() -> None:
         nonlocal done, errors
+        nonlocal slot
         while time.monotonic() < deadline:
+            if rate > 0:
+                due, slot = start + slot / rate, slot + 1
+                if due >= deadline:
+                    break
+                await asyncio.sleep(max(due - time.monotonic(), 0.0))
             try:
                 ok = await asyncio.wait_for(one(), TIMEOUT_S)
             except (OSError, TimeoutError):
@@ -127,11 +135,13 @@ def main() -> None:
     flood.add_argument("--target", required=True, help="ip:port")
     flood.add_argument("--seconds", type=float, required=True)
     flood.add_argument("--conns", type=int, required=True)
+    flood.add_argument("--rate", type=float, default=0.0, help="requests/s in all (0: flood)")
     args = parser.parse_args()
     if args.mode == "requests":
         run_requests(args.target, args.count, args.interval)
     else:
-        json.dump(asyncio.run(_flood(args.target, args.seconds, args.conns)), sys.stdout)
+        result = asyncio.run(_flood(args.target, args.seconds, args.conns, args.rate))
+        json.dump(result, sys.stdout)
 
 
 if __name__ == "__main__":

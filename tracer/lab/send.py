@@ -92,11 +92,13 @@ def traffic(mode: Mode, count: int, interval_s: float = 0.0) -> list[Answer]:
     return list(iter_traffic(mode, count, interval_s))
 
 
-def flood(mode: Mode, seconds: float, conns: int) -> float:
-    """Completed requests per second with `conns` concurrent clients, for `seconds`."""
+def flood(mode: Mode, seconds: float, conns: int, rate: float = 0.0) -> float:
+    """Completed requests per second with `conns` concurrent clients, for `seconds`, as fast
+    as they go or paced to `rate` requests per second."""
     require_root()
     require_up()
     netns, target = _mode(mode)
-    args = ["flood", "--target", target, "--seconds", str(seconds), "--conns", str(conns)]
+    args = ["flood", "--target", target, "--seconds", str(seconds), "--conns", str(conns),
+            "--rate", str(rate)]
     result = json.loads("".join(_client_lines(netns, args, seconds + TIMEOUT_S + 10)))
     return float(result["completed"]) / max(float(result["elapsed_s"]), 1e-9)

@@ -77,6 +77,9 @@ class BccSource(ProbeSource):
 
     def _configure(self) -> None:
         f = self.filter
+        if f.expr:
+            raise ProbeUnavailable("--filter is applied by the core backend's programs only: "
+                                   "use --port/--addr with the bcc backend")
         ports, addrs = self._bpf["st_ports"], self._bpf["st_addrs"]
         for p in f.ports:
             ports[ports.Key(port_to_raw(p))] = ports.Leaf(1)

@@ -14,6 +14,7 @@ import numpy as np
 
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
+from tracer.pcap_filter import compile_rules
 from tracer.probes import BPF_DIR, btf, libbpf, netns
 from tracer.probes.base import ProbeSource
 from tracer.probes.ringbuf import RingReader
@@ -84,8 +85,10 @@ class CoreSource(ProbeSource):
 
     def _start(self) -> None:
         self._obj.load()
-        self._configure()
-        for prog in ("st_rx", "st_tx", "st_drop"):
+        devices = self._configure()
+        # A device tracepoint runs for every packet of the machine even when it only returns:
+        # attached only when device crossings are wanted.
+        for prog in ("st_rx", "st_tx", "st_drop") if devices else ("st_drop",):
             self._obj.attach(prog)
         if self.netfilter:
             self._scan_netns(force_proc=True)
@@ -98,9 +101,10 @@ class CoreSource(ProbeSource):
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True,
                                notes=tuple(self._notes), drop_reasons=btf.drop_reasons())
 
-    def _configure(self) -> None:
+    def _configure(self) -> bool:
+        """Fill the filter maps; whether device crossings (rx/tx) are traced."""
         f = self.filter
-        flags = (CFG_FILTER if (f.ports or f.addrs) else 0)
+        flags = (CFG_FILTER if (f.ports or f.addrs or f.expr) else 0)
         flags |= CFG_ALL_PKTS if f.all_packets else 0
         flags |= CFG_DEVICES if f.devices or not self.netfilter else 0
         self._obj.map_update(self._obj.map_fd("st_config"), struct.pack("<I", 0),
@@ -110,6 +114,14 @@ class CoreSource(ProbeSource):
             self._obj.map_update(ports_fd, struct.pack("<H", port_to_raw(p)), b"\x01")
         for a in f.addrs:
             self._obj.map_update(addrs_fd, struct.pack("<I", ip_to_raw(a)), b"\x01")
+        rules_fd = self._obj.map_fd("st_rules")
+        for i, r in enumerate(compile_rules(f.expr) if f.expr else ()):
+            # struct st_rule: saddr, daddr, sport, dport (network order), proto, used.
+            rule = struct.pack("<IIHHBBxx", ip_to_raw(r.saddr) if r.saddr else 0,
+                               ip_to_raw(r.daddr) if r.daddr else 0,
+                               port_to_raw(r.sport), port_to_raw(r.dport), r.proto, 1)
+            self._obj.map_update(rules_fd, struct.pack("<I", i), rule)
+        return bool(flags & CFG_DEVICES)
 
     def _scan_netns(self, force_proc: bool = False) -> None:
         now = time.monotonic()
@@ -146,13 +158,17 @@ class CoreSource(ProbeSource):
     def stats(self) -> SourceStats:
         fd = self._obj.map_fd("st_counters")
         ncpu = os.cpu_count() or 1
-        totals = []
+        per_cpu = []
         for idx in range(CNT_MAX):
             raw = self._obj.map_lookup(fd, struct.pack("<I", idx), 8 * ncpu)
-            totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
-        return SourceStats(events=self._events, lost=totals[CNT_LOST],
-                           filtered=totals[CNT_FILTERED],
-                           extra={"netns_hooked": len(self._nf_links)})
+            per_cpu.append(struct.unpack(f"<{ncpu}Q", raw) if raw else (0,) * ncpu)
+        # Per CPU: which CPU's producers found the ring full, and what each offered.
+        extra = {"netns_hooked": len(self._nf_links)}
+        for cpu in range(ncpu):
+            extra[f"lost_cpu{cpu}"] = per_cpu[CNT_LOST][cpu]
+            extra[f"emitted_cpu{cpu}"] = per_cpu[CNT_EMITTED][cpu]
+        return SourceStats(events=self._events, lost=sum(per_cpu[CNT_LOST]),
+                           filtered=sum(per_cpu[CNT_FILTERED]), extra=extra)
 
     def _detach(self) -> None:
         for fds in self._nf_links.values():
