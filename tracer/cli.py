@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 
 from tracer import __version__
-from tracer.errors import SwarmtraceError
+from tracer.errors import OutputError, SwarmtraceError
 
 # Each module registers its own subparser with set_defaults(func=run).
 COMMAND_MODULES = (
@@ -60,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not at interpreter exit
+        return status
     except SwarmtraceError as err:
         print(f"swarmtrace: {err}", file=sys.stderr)
         return err.exit_code
@@ -68,5 +72,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `swarmtrace trace --json | head`: the reader left; not an error.
-        sys.stderr.close()
+        _drop_stdout()
         return 0
+    except OSError as err:
+        # Writing output failed (ENOSPC, EIO, ...): one line, not a chain of tracebacks.
+        print(f"swarmtrace: {_write_error(err)}", file=sys.stderr)
+        _drop_stdout()
+        return OutputError.exit_code
+
+
+def _write_error(err: OSError) -> str:
+    what = err.filename or "standard output"
+    reason = err.strerror or str(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {what}: {reason}: free some space and run it again"
+    return f"cannot write {what}: {reason}"
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout already closed or not a real file
+        pass

@@ -29,3 +29,14 @@ class TopologyError(SwarmtraceError):
     """Docker or netns metadata could not be read."""
 
     exit_code = 6
+
+
+class OutputError(SwarmtraceError):
+    """Output cannot be written: a full disk, an unsafe or unusable path."""
+
+    exit_code = 8
+
+
+# A command that read a damaged or incomplete trace showed everything readable, then exits
+# with this status (not an exception: the output is valid, only partial).
+EXIT_TRACE_DAMAGED = 7

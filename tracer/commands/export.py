@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from tracer.errors import TraceFileError
+from tracer.errors import EXIT_TRACE_DAMAGED
 from tracer.events import decode
+from tracer.tracefile.output import OutputFile
 from tracer.tracefile.pcapng import write_pcapng
 from tracer.tracefile.reader import (
     EventChunk,
     LostRecord,
     TopologyRecord,
+    TraceDamage,
     TraceSummary,
     open_trace,
 )
@@ -48,27 +48,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     if args.pcapng is not None:
-        n = write_pcapng(args.file, args.pcapng, trace_names(args.file))
-        print(f"swarmtrace: wrote {n} packets to {args.pcapng}", file=sys.stderr)
-        return 0
-    with _output(args.json) as out:
-        n = write_json(args.file, out)
-    if args.json != "-":
-        print(f"swarmtrace: wrote {n} lines to {args.json}", file=sys.stderr)
-    return 0
+        names = trace_names(args.file)
+        with OutputFile(args.pcapng) as out:
+            n = write_pcapng(args.file, out.reopen_path, names)
+        wrote = f"wrote {n} packets to {args.pcapng}{out.replaced_note()}"
+        print(f"swarmtrace: {wrote}", file=sys.stderr)
+        return EXIT_TRACE_DAMAGED if trace_damaged(args.file) else 0
+    if args.json == "-":
+        n, damaged = write_json(args.file, sys.stdout)
+        return EXIT_TRACE_DAMAGED if damaged else 0
+    with OutputFile(args.json) as out, open(out.fd, "w", encoding="utf-8", closefd=False) as f:
+        n, damaged = write_json(args.file, f)
+    print(f"swarmtrace: wrote {n} lines to {args.json}{out.replaced_note()}", file=sys.stderr)
+    return EXIT_TRACE_DAMAGED if damaged else 0
 
 
-@contextmanager
-def _output(name: str) -> Iterator[TextIO]:
-    if name == "-":
-        yield sys.stdout
-        return
-    try:
-        f = open(name, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
-    except OSError as err:
-        raise TraceFileError(f"cannot write {name}: {err.strerror}") from err
-    with f:
-        yield f
+def trace_damaged(trace: Path) -> bool:
+    """True if reading `trace` finds damage (write_pcapng's reader has logged it already)."""
+    with open_trace(trace, report=False) as reader:
+        for _ in reader:
+            pass
+        return bool(reader.damages)
 
 
 def _event_json(e: Any) -> dict[str, Any]:
@@ -95,8 +95,9 @@ def _event_json(e: Any) -> dict[str, Any]:
     return d
 
 
-def write_json(trace: Path, out: TextIO) -> int:
-    """The trace as JSON lines (first line: header with "type": "header"); returns lines."""
+def write_json(trace: Path, out: TextIO) -> tuple[int, bool]:
+    """The trace as JSON lines (first line: header with "type": "header", damage as lines
+    with "type": "damage" where it was found); returns (lines, damaged)."""
     lines = 0
 
     def emit(obj: dict[str, Any]) -> None:
@@ -116,4 +117,6 @@ def write_json(trace: Path, out: TextIO) -> int:
                 emit({"type": "lost", "ts_ns": rec.ts_ns, "total": rec.total})
             elif isinstance(rec, TraceSummary):
                 emit({"type": "summary", **{k: getattr(rec, k) for k in rec.__slots__}})
-    return lines
+            elif isinstance(rec, TraceDamage):
+                emit({"type": "damage", **rec.to_json()})
+        return lines, bool(reader.damages)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tracer.errors import EXIT_TRACE_DAMAGED
 from tracer.events import Point
 from tracer.tracefile.reader import (
     EventChunk,
@@ -82,6 +83,7 @@ def describe(path: Path) -> dict[str, Any]:
         h = reader.header
         t = _tally(reader)
         damage = str(reader.damage) if reader.damage else None
+        damages = [d.to_json() for d in reader.damages]
     snapshot = combined_snapshot(t.topology)
     inv = inventory(snapshot)
     names = names_from_snapshot(snapshot)
@@ -122,7 +124,8 @@ def describe(path: Path) -> dict[str, Any]:
         "services": list(inv.services),
         "complete": t.summary is not None,
         "end_reason": t.summary.reason if t.summary else None,
-        "damage": damage,
+        "damage": damages,
+        "damage_summary": damage,
     }
 
 
@@ -153,12 +156,12 @@ def _text(d: dict[str, Any]) -> str:
     lines += [f"note       {n}" for n in d["notes"]]
     if d["lb_note"]:
         lines.append(f"lb         {d['lb_note']}")
-    if d["damage"]:
-        lines.append(f"damage     {d['damage']}")
+    if d["damage_summary"]:
+        lines.append(f"damage     {d['damage_summary']}")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     d = describe(args.file)
     print(json.dumps(d, indent=2) if args.json else _text(d), file=sys.stdout)
-    return 0
+    return EXIT_TRACE_DAMAGED if d["damage"] else 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import ipaddress
+import json
 import logging
 import sys
 from pathlib import Path
 
-from tracer.errors import TraceFileError
-from tracer.model import Request
+from tracer.commands import argtypes
+from tracer.errors import EXIT_TRACE_DAMAGED, TraceFileError
+from tracer.model import JSON_SCHEMA_VERSION, Request
 from tracer.pipeline import Pipeline
 from tracer.sinks.text import JsonSink, TextSink
 from tracer.source import Filter
@@ -39,10 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="one JSON object per request per line")
     p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
     p.add_argument(
-        "--speed", type=float, default=None, help="pace by recorded time (1 = real time)"
+        "--speed", type=argtypes.speed, default=None, help="pace by recorded time (1 = real time)"
     )
-    p.add_argument("--count", type=int, default=0, help="stop after N requests")
-    p.add_argument("--port", type=int, action="append", default=[], help="port of interest")
+    p.add_argument("--count", type=argtypes.count, default=0, help="stop after N requests")
+    p.add_argument(
+        "--port", type=argtypes.port, action="append", default=[], help="port of interest"
+    )
     p.add_argument(
         "--addr", type=ipv4, action="append", default=[], help="IPv4 address of interest"
     )
@@ -90,13 +94,11 @@ def open_tui(path: Path, args: argparse.Namespace) -> int | None:
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
         feed = replay_feed(pipe, speed=args.speed or 1.0, filters=", ".join(words))
         run_tui(feed, step=args.step, title=f"swarmtrace replay {path.name}")
-    return 0
+        return EXIT_TRACE_DAMAGED if source.damage else 0
 
 
 def run(args: argparse.Namespace) -> int:
     path = trace_path(args)
-    if args.speed is not None and args.speed <= 0:
-        raise TraceFileError(f"--speed must be > 0 (got {args.speed})")
     if sys.stdout.isatty() and not (args.json or args.no_tui):
         status = open_tui(path, args)
         if status is not None:
@@ -114,8 +116,14 @@ def run(args: argparse.Namespace) -> int:
                     shown += 1
             if done:
                 break
+        damages = list(source.damages)
     sink.close()
-    return 0
+    if damages and args.json:
+        # The request lines are valid but not all there: say so in the stream as well.
+        parts = [d.to_json() for d in damages]
+        line = {"v": JSON_SCHEMA_VERSION, "type": "damage", "damage": parts}
+        print(json.dumps(line, separators=(",", ":")))
+    return EXIT_TRACE_DAMAGED if damages else 0
 
 
 def matches(req: Request, flt: Filter) -> bool:

@@ -7,6 +7,7 @@ import sys
 import time
 from contextlib import ExitStack
 
+from tracer.commands import argtypes
 from tracer.errors import TraceFileError
 from tracer.pipeline import Pipeline
 from tracer.signals import sigterm_as_interrupt
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_filter_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per request per line")
     p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
-    p.add_argument("--count", type=int, default=0, help="exit after N requests")
+    p.add_argument("--count", type=argtypes.count, default=0, help="exit after N requests")
     p.add_argument("--timeout", type=float, default=0.0, help="exit after S seconds")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="with -w: record only, show nothing (lowest overhead; replay later)")
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def add_filter_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, action="append", default=[],
+    p.add_argument("--port", type=argtypes.port, action="append", default=[],
                    help="port of interest (repeatable); flows keep matching through NAT")
     p.add_argument("--addr", action="append", default=[], help="IPv4 address of interest")
     p.add_argument("--service", action="append", default=[], metavar="NAME",

@@ -17,6 +17,7 @@ from tracer.tracefile.reader import (
     LostRecord,
     Record,
     TopologyRecord,
+    TraceDamage,
     open_trace,
 )
 
@@ -79,6 +80,11 @@ class ReplaySource:
     def damage(self) -> TraceFileError | None:
         """Why the file's readable part ended early (also logged as a warning), or None."""
         return self._reader.damage
+
+    @property
+    def damages(self) -> list[TraceDamage]:
+        """Each damaged part read so far, in file order (the TUI can list them)."""
+        return self._reader.damages
 
     @property
     def finished(self) -> bool:
