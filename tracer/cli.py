@@ -8,6 +8,7 @@ import importlib
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from tracer import __version__
 from tracer.errors import OutputError, SwarmtraceError
@@ -35,8 +36,15 @@ EPILOG = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line that says what is wrong and where help is (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="swarmtrace",
         description="Trace Docker Swarm's service discovery and load balancing, "
         "request by request.",
@@ -75,18 +83,23 @@ def main(argv: list[str] | None = None) -> int:
         _drop_stdout()
         return 0
     except OSError as err:
-        # Writing output failed (ENOSPC, EIO, ...): one line, not a chain of tracebacks.
-        print(f"swarmtrace: {_write_error(err)}", file=sys.stderr)
+        # Mostly writing output (ENOSPC, EIO): one line, not a chain of tracebacks.
+        print(f"swarmtrace: {_os_error(err)}", file=sys.stderr)
         _drop_stdout()
-        return OutputError.exit_code
+        return OutputError.exit_code if err.errno in _WRITE_ERRNOS else 1
 
 
-def _write_error(err: OSError) -> str:
-    what = err.filename or "standard output"
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _os_error(err: OSError) -> str:
     reason = err.strerror or str(err)
+    if err.errno not in _WRITE_ERRNOS:
+        return f"{reason}: {err.filename}" if err.filename else reason
+    line = f"cannot write {err.filename or 'standard output'}: {reason}"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"cannot write {what}: {reason}: free some space and run it again"
-    return f"cannot write {what}: {reason}"
+        line += ": free some space and run it again"
+    return line
 
 
 def _drop_stdout() -> None:

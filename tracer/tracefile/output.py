@@ -61,8 +61,11 @@ class OutputFile:
         if exc_type is None:
             self.publish()
             self.close()
-        else:
-            self.discard()
+            return
+        self.discard()
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A write through the fd failed (ENOSPC, EIO, a device that refuses): name OUT.
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
 
     @property
     def reopen_path(self) -> str:
@@ -80,6 +83,11 @@ class OutputFile:
             self.discard()
             raise OutputError(f"cannot write {self.path}: {err.strerror}") from err
         self._temp = None
+
+    def release(self) -> int:
+        """Hand the fd over to the caller (after publish(); the caller closes it)."""
+        fd, self.fd = self.fd, -1
+        return fd
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -226,6 +226,7 @@ class TraceReader:
     def _scan(self, wanted: frozenset[int]) -> Iterator[Record]:
         """Records of the wanted types and every damage, in file order."""
         pos, topology_bytes = self._body, 0
+        self._end = pos  # end of the last intact frame
         while True:
             try:
                 kind, payload = self._frame(pos)
@@ -240,6 +241,7 @@ class TraceReader:
                 pos = nxt
                 continue
             at, pos = pos, pos + FRAME.size + len(payload)
+            self._end = pos
             if kind not in wanted:
                 continue  # a record type from a newer writer of the same schema: skip it
             try:
@@ -252,32 +254,41 @@ class TraceReader:
                 yield from _decode(kind, payload, at)
             except _Damage as why:
                 yield TraceDamage(at, pos - at, f"{why}: skipped this record", True)
+                continue
+            if kind == RecordType.SUMMARY:
+                return  # the writer's last record
 
     def __iter__(self) -> Iterator[Record]:
         self.damages, self.complete = [], False
         for record in self._scan(_BODY_TYPES):
             if isinstance(record, TraceDamage):
-                if self.strict:
-                    raise TraceFileError(f"{self.path} {record}")
-                self.damages.append(record)
+                self._note(record)
             yield record
             if isinstance(record, TraceSummary):
                 self.complete = True
-                break
-        if not self.complete and (not self.damages or self.damages[-1].resumed):
-            end = TraceDamage(
-                os.fstat(self._fd).st_size,
-                0,
-                "ends without a closing summary (recorder killed or still running): "
-                "read up to the recorder's last flush",
-                False,
+        size = os.fstat(self._fd).st_size
+        if self.complete and size > self._end:
+            yield self._note(
+                TraceDamage(self._end, size - self._end, "data after the closing summary", False)
             )
-            if self.strict:
-                raise TraceFileError(f"{self.path} {end}")
-            self.damages.append(end)
-            yield end
+        elif not self.complete and (not self.damages or self.damages[-1].resumed):
+            yield self._note(
+                TraceDamage(
+                    size,
+                    0,
+                    "ends without a closing summary (recorder killed or still running): "
+                    "read up to the recorder's last flush",
+                    False,
+                )
+            )
         if self.damages and self.report:
             log.warning("%s", self.damage)
+
+    def _note(self, damage: TraceDamage) -> TraceDamage:
+        if self.strict:
+            raise TraceFileError(f"{self.path} {damage}")
+        self.damages.append(damage)
+        return damage
 
     def topology(self) -> list[TopologyRecord]:
         """Only the topology records (event payloads are checked, not decoded); silent on
@@ -312,9 +323,12 @@ def open_regular(path: Path, what: str) -> int:
     if not stat.S_ISREG(mode):
         os.close(fd)
         kind = (
-            "a directory" if stat.S_ISDIR(mode)
-            else "a pipe" if stat.S_ISFIFO(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else "a pipe"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
             else "not a regular file"
         )
         raise TraceFileError(
