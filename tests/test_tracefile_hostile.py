@@ -171,7 +171,7 @@ def assert_damaged_everywhere(path: Path, tmp: Path, *words: str) -> dict[str, R
         assert "Traceback" not in run.stderr, (reader, run.stderr)
         assert run.returncode == EXIT_TRACE_DAMAGED, (reader, run.returncode, run.stderr)
         assert run.stderr.count("swarmtrace: ") >= 1, (reader, run.stderr)
-        warnings = [x for x in run.stderr.splitlines() if "wrote" not in x]
+        warnings = [x for x in run.stderr.splitlines() if not x.startswith("swarmtrace: wrote ")]
         assert len(warnings) == 1, (reader, run.stderr)
         for word in words:
             assert word in warnings[0], (reader, run.stderr)
