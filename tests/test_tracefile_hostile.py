@@ -523,3 +523,19 @@ def test_point_values_cover_the_enum() -> None:
     from tracer.tracefile.reader import _KNOWN_POINTS
 
     assert sorted(_KNOWN_POINTS.tolist()) == sorted(int(p) for p in Point)
+
+
+def test_tui_status_bar_names_the_damage(tmp_path: Path) -> None:
+    from tracer.pipeline import Pipeline
+    from tracer.tracefile import ReplaySource
+    from tracer.tui.pipeline_feed import replay_feed
+
+    path = tmp_path / "cut.swt"
+    recorded(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 30])  # the summary is cut off
+    with ReplaySource(path) as source:
+        feed = replay_feed(Pipeline(source, None, ""))
+        assert source.damages and source.damage is not None
+    notes = feed.poll(0).stats.source.notes  # what the status bar shows, first of its notes
+    assert notes[0].startswith("TRACE DAMAGED: truncated")

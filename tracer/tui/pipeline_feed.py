@@ -100,9 +100,16 @@ def replay_feed(pipe: Pipeline, *, speed: float = 1.0, filters: str = "") -> Lis
     # A trace file's header ties the events' CLOCK_MONOTONIC to the wall clock of the recording.
     header = getattr(pipe.source, "header", None)
     offset = header.start_wall_ns - header.start_mono_ns if header is not None else 0
+    requests = drain(pipe)  # reads the whole file: its damage, if any, is known after this
+    info = with_note(pipe.source.info, pipe.lb_note)
+    damages = getattr(pipe.source, "damages", [])
+    if damages:
+        more = f" (+{len(damages) - 1} more)" if len(damages) > 1 else ""
+        note = f"TRACE DAMAGED: {damages[0].reason}{more}; `swarmtrace info` lists it"
+        info = dataclasses.replace(info, notes=(note, *info.notes))  # first: it must be seen
     return ListFeed(
-        drain(pipe),
-        info=with_note(pipe.source.info, pipe.lb_note),
+        requests,
+        info=info,
         topology=names.snapshot() if names is not None else None,
         paced=True,
         speed=speed,
