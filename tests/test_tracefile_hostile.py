@@ -13,15 +13,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pytest
 import zstandard
+from measured_run import PYTHON, Run, run_measured
 
 from tracer.errors import EXIT_TRACE_DAMAGED, OutputError, TraceFileError
 from tracer.events import EVENT_SIZE, EVENT_VERSION, Point
@@ -39,51 +38,14 @@ from tracer.tracefile.format import (
 )
 from tracer.tracefile.synthetic import NETNS_HOST, mesh_events
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = REPO / ".venv" / "bin" / "python"
 EXIT_UNREADABLE = TraceFileError.exit_code
 EXIT_OUTPUT = OutputError.exit_code
 EXIT_USAGE = 2
 
 
-@dataclass(frozen=True)
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-    max_rss_kib: int
-
-
-def swarmtrace(*args: str | Path, timeout: float = 60, stdout: Any = None) -> Run:
-    """Run the CLI as a user does; measures its wall time and peak RSS (wait4)."""
-    cmd = [str(PYTHON), "-m", "tracer", *map(str, args)]
-    env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "DOCKER_HOST": "unix:///nonexistent.sock",
-        "HOME": "/tmp",
-    }
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(
-            cmd, stdout=stdout if stdout is not None else out, stderr=err,
-            stdin=subprocess.DEVNULL, env=env, cwd=REPO,
-        )
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - t0 > timeout:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                pytest.fail(f"swarmtrace {' '.join(map(str, args))} still running after "
-                            f"{timeout} s")
-            time.sleep(0.02)
-        took = time.monotonic() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not reap it again
-        out.seek(0)
-        err.seek(0)
-        return Run(proc.returncode, out.read(), err.read(), took, usage.ru_maxrss)
+def swarmtrace(*args: str | Path, timeout: float = 60, stdout: IO[Any] | None = None) -> Run:
+    """The CLI as a user runs it; its wall time and peak RSS."""
+    return run_measured([str(PYTHON), "-m", "tracer", *map(str, args)], timeout, stdout)
 
 
 def assert_one_line(run: Run, status: int, *words: str) -> None:

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from measured_run import PYTHON, REPO, run_measured
 
 from tracer.enrich.history import KINDS
 from tracer.events import EVENT_DTYPE, EVENT_SIZE, EVENT_VERSION, Point
@@ -39,8 +37,6 @@ from tracer.tracefile.format import (
 )
 from tracer.tracefile.synthetic import mesh_events
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = REPO / ".venv" / "bin" / "python"
 TIME_LIMIT_S = 60  # all five readers on one example (they take ~1 s unloaded)
 RSS_LIMIT_KIB = 1 << 20  # 1 GiB
 OK_STATUS = {0, 5, 7}  # read / refused in one line / read with damage
@@ -193,31 +189,15 @@ def hostile_trace(draw: st.DrawFn) -> bytes:
     return data
 
 
-def _run_readers(trace: bytes) -> tuple[dict[str, Any], float, int]:
+def _run_readers(trace: bytes) -> tuple[dict[str, Any], int]:
+    """What each entry point did with `trace`, and the subprocess's peak RSS."""
     with tempfile.TemporaryDirectory(prefix="swt-prop-") as d:
         path = Path(d) / "hostile.swt"
         path.write_bytes(trace)
-        env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "DOCKER_HOST": "unix:///nonexistent"}
-        t0 = time.monotonic()
-        with tempfile.TemporaryFile("w+") as out:
-            proc = subprocess.Popen(
-                [str(PYTHON), "-c", _DRIVER, str(path), str(Path(d) / "out.pcapng")],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-            )
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.monotonic() - t0 > TIME_LIMIT_S:
-                    proc.kill()
-                    os.wait4(proc.pid, 0)
-                    pytest.fail(f"readers still running after {TIME_LIMIT_S} s")
-                time.sleep(0.02)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            out.seek(0)
-            text = out.read()
-    assert proc.returncode == 0, text
-    return json.loads(text.splitlines()[-1]), time.monotonic() - t0, usage.ru_maxrss
+        cmd = [str(PYTHON), "-c", _DRIVER, str(path), str(Path(d) / "out.pcapng")]
+        run = run_measured(cmd, TIME_LIMIT_S)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return json.loads(run.stdout.splitlines()[-1]), run.max_rss_kib
 
 
 PROPERTY = settings(
@@ -231,7 +211,7 @@ PROPERTY = settings(
 @PROPERTY
 @given(hostile_trace())
 def test_hostile_traces_end_cleanly_everywhere(trace: bytes) -> None:
-    results, _, max_rss = _run_readers(trace)
+    results, max_rss = _run_readers(trace)
     for name, r in results.items():
         assert r["status"] in OK_STATUS, (name, r)
         assert "Traceback" not in r["stderr"], (name, r["stderr"])
@@ -244,5 +224,5 @@ def test_hostile_traces_end_cleanly_everywhere(trace: bytes) -> None:
 
 def test_driver_reads_an_intact_trace() -> None:
     # The property is only as good as its driver: an intact trace reads everywhere with 0.
-    results, _, _ = _run_readers((REPO / "tracer" / "data" / "sample.swt").read_bytes())
+    results, _ = _run_readers((REPO / "tracer" / "data" / "sample.swt").read_bytes())
     assert {name: r["status"] for name, r in results.items()} == dict.fromkeys(results, 0)

@@ -12,12 +12,16 @@ import math
 MAX_SPEED = 1e6  # a day of recorded time in 0.09 s: beyond it, pacing means nothing
 
 
+def _whole(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
 def count(text: str) -> int:
     """A number of requests: 1 or more (leave the option out for all of them)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    value = _whole(text, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(
             f"must be 1 or more (got {value}); leave it out for no limit"
@@ -27,10 +31,7 @@ def count(text: str) -> int:
 
 def port(text: str) -> int:
     """A TCP/UDP port, 1-65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    value = _whole(text, "a port number")
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"not a port number (1-65535): {value}")
     return value
