@@ -29,6 +29,7 @@ from tracer.tracefile import TraceHeader, TraceWriter
 from tracer.tracefile.format import (
     CHUNK,
     CODING_COLUMNS,
+    FRAME,
     MAGIC,
     PREAMBLE,
     SCHEMA_VERSION,
@@ -41,6 +42,7 @@ from tracer.tracefile.synthetic import NETNS_HOST, mesh_events
 EXIT_UNREADABLE = TraceFileError.exit_code
 EXIT_OUTPUT = OutputError.exit_code
 EXIT_USAGE = 2
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def swarmtrace(*args: str | Path, timeout: float = 60, stdout: IO[Any] | None = None) -> Run:
@@ -501,3 +503,28 @@ def test_tui_status_bar_names_the_damage(tmp_path: Path) -> None:
         assert source.damages and source.damage is not None
     notes = feed.poll(0).stats.source.notes  # what the status bar shows, first of its notes
     assert notes[0].startswith("TRACE DAMAGED: truncated")
+
+
+def test_crafted_resync_candidates_cost_linear_time(tmp_path: Path) -> None:
+    # Every 16 bytes a fake record header whose payload would run to the end of the file:
+    # checking each of them in full was quadratic (7.6 s for 1 MiB, minutes for 8 MiB).
+    units = 1 << 19
+    fake = b"".join(
+        FRAME.pack(RecordType.EVENTS, 0, 0, (units - i) * 16 - FRAME.size, 0) + ZSTD_MAGIC
+        for i in range(units)
+    )
+    path = craft(tmp_path / "fakes.swt")
+    path.write_bytes(path.read_bytes() + bytes(FRAME.size) + fake)
+    runs = assert_damaged_everywhere(path, tmp_path, "not a record header")
+    for reader, run in runs.items():
+        assert run.seconds < 30, (reader, run.seconds)
+
+
+def test_many_damaged_parts_are_counted_not_kept(tmp_path: Path) -> None:
+    bad_lost = (RecordType.LOST, b'{"ts_ns": -1, "total": 0}')
+    path = craft(tmp_path / "many.swt", [bad_lost] * 5000 + [summary_record()])
+    run = swarmtrace("replay", path, "--json")
+    assert run.returncode == EXIT_TRACE_DAMAGED and run.stderr.count("\n") == 1
+    assert "4999 more damaged parts" in run.stderr
+    line = json.loads(run.stdout.splitlines()[-1])
+    assert line["damaged_parts"] == 5000 and len(line["damage"]) == 100

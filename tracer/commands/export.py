@@ -68,7 +68,7 @@ def trace_damaged(trace: Path) -> bool:
     with open_trace(trace, report=False) as reader:
         for _ in reader:
             pass
-        return bool(reader.damages)
+        return bool(reader.damaged_parts)
 
 
 def _event_json(e: Any) -> dict[str, Any]:
@@ -119,4 +119,4 @@ def write_json(trace: Path, out: TextIO) -> tuple[int, bool]:
                 emit({"type": "summary", **{k: getattr(rec, k) for k in rec.__slots__}})
             elif isinstance(rec, TraceDamage):
                 emit({"type": "damage", **rec.to_json()})
-        return lines, bool(reader.damages)
+        return lines, bool(reader.damaged_parts)

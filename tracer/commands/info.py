@@ -83,7 +83,7 @@ def describe(path: Path) -> dict[str, Any]:
         h = reader.header
         t = _tally(reader)
         damage = str(reader.damage) if reader.damage else None
-        damages = [d.to_json() for d in reader.damages]
+        damage_json = reader.damage_json()
     snapshot = combined_snapshot(t.topology)
     inv = inventory(snapshot)
     names = names_from_snapshot(snapshot)
@@ -124,7 +124,7 @@ def describe(path: Path) -> dict[str, Any]:
         "services": list(inv.services),
         "complete": t.summary is not None,
         "end_reason": t.summary.reason if t.summary else None,
-        "damage": damages,
+        **damage_json,
         "damage_summary": damage,
     }
 

@@ -116,14 +116,13 @@ def run(args: argparse.Namespace) -> int:
                     shown += 1
             if done:
                 break
-        damages = list(source.damages)
+        damage = source.damage_json()
     sink.close()
-    if damages and args.json:
+    if damage["damaged_parts"] and args.json:
         # The request lines are valid but not all there: say so in the stream as well.
-        parts = [d.to_json() for d in damages]
-        line = {"v": JSON_SCHEMA_VERSION, "type": "damage", "damage": parts}
+        line = {"v": JSON_SCHEMA_VERSION, "type": "damage", **damage}
         print(json.dumps(line, separators=(",", ":")))
-    return EXIT_TRACE_DAMAGED if damages else 0
+    return EXIT_TRACE_DAMAGED if damage["damaged_parts"] else 0
 
 
 def matches(req: Request, flt: Filter) -> bool:

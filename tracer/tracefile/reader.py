@@ -94,6 +94,9 @@ Record = EventChunk | TopologyRecord | LostRecord | TraceSummary | TraceDamage
 # Consumers get event arrays of at most this many events (views into one decoded chunk).
 YIELD_EVENTS = 1 << 16
 RESYNC_BLOCK = 1 << 20
+MAX_DAMAGES_KEPT = 100
+RESYNC_CHECK_BYTES = 64 << 20  # payload bytes read to check candidates, plus twice the file
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # every payload is one zstd frame
 # Where a frame may start: a record type (never 0), then the two reserved fields (zero).
 _FRAME_START = re.compile(rb"[^\x00]\x00\x00\x00")
 _KNOWN_POINTS = np.array(sorted(int(p) for p in Point), dtype=np.uint8)
@@ -116,7 +119,10 @@ class TraceReader:
         self.path = Path(path)
         self.strict = strict
         self.report = report  # log the damage as one warning line when iteration ends
-        self.damages: list[TraceDamage] = []
+        self.damages: list[TraceDamage] = []  # the first MAX_DAMAGES_KEPT of them
+        self.damaged_parts = 0  # all of them
+        self.skipped_bytes = 0
+        self._last_damage: TraceDamage | None = None
         self.complete = False  # a closing summary was read
         fd = open_regular(self.path, "trace")
         self._f: BinaryIO = os.fdopen(fd, "rb")
@@ -146,10 +152,20 @@ class TraceReader:
         if not self.damages:
             return None
         line = f"{self.path} {self.damages[0]}"
-        if len(self.damages) > 1:
-            skipped = sum(d.skipped for d in self.damages)
-            line += f" (and {len(self.damages) - 1} more damaged parts; {skipped} bytes skipped)"
+        if self.damaged_parts > 1:
+            line += (
+                f" (and {self.damaged_parts - 1} more damaged parts; "
+                f"{self.skipped_bytes} bytes skipped)"
+            )
         return TraceFileError(line)
+
+    def damage_json(self) -> dict[str, Any]:
+        """The damage found by the last iteration, for JSON output."""
+        return {
+            "damage": [d.to_json() for d in self.damages],
+            "damaged_parts": self.damaged_parts,
+            "skipped_bytes": self.skipped_bytes,
+        }
 
     def _read_header(self) -> TraceHeader:
         schema = check_preamble(os.pread(self._fd, PREAMBLE.size, 0), str(self.path))
@@ -203,6 +219,7 @@ class TraceReader:
     def _resync(self, start: int) -> int | None:
         """Offset of the next intact frame at or after start, or None."""
         pos = start
+        size = os.fstat(self._fd).st_size
         while True:
             try:
                 # A file extended by `truncate` is a hole: jump over it instead of reading it.
@@ -213,20 +230,34 @@ class TraceReader:
                 if err.errno != errno.EINVAL:  # EINVAL: no SEEK_DATA here; read it all
                     raise
             block = os.pread(self._fd, RESYNC_BLOCK, pos)
-            if len(block) < FRAME.size:
+            if len(block) < FRAME.size + len(_ZSTD_MAGIC):
                 return None
-            for m in _FRAME_START.finditer(block, 0, len(block) - FRAME.size + 1):
+            last = len(block) - FRAME.size - len(_ZSTD_MAGIC) + 1
+            for m in _FRAME_START.finditer(block, 0, last):
+                at = m.start()
+                length = FRAME.unpack_from(block, at)[3]
+                if not (
+                    0 < length <= MAX_FRAME_BYTES
+                    and pos + at + FRAME.size + length <= size
+                    and block.startswith(_ZSTD_MAGIC, at + FRAME.size)
+                    and length <= self._check_budget
+                ):
+                    continue
+                # Checking a candidate reads its payload: a file of crafted candidates must
+                # not make that quadratic, so what all of them may cost is bounded.
+                self._check_budget -= length
                 try:
-                    self._frame(pos + m.start())
+                    self._frame(pos + at)
                 except (_Damage, EOFError):
                     continue
-                return pos + m.start()
-            pos += len(block) - FRAME.size + 1
+                return pos + at
+            pos += last
 
     def _scan(self, wanted: frozenset[int]) -> Iterator[Record]:
         """Records of the wanted types and every damage, in file order."""
         pos, topology_bytes = self._body, 0
         self._end = pos  # end of the last intact frame
+        self._check_budget = RESYNC_CHECK_BYTES + 2 * os.fstat(self._fd).st_size
         while True:
             try:
                 kind, payload = self._frame(pos)
@@ -260,6 +291,8 @@ class TraceReader:
 
     def __iter__(self) -> Iterator[Record]:
         self.damages, self.complete = [], False
+        self.damaged_parts = self.skipped_bytes = 0
+        self._last_damage = None
         for record in self._scan(_BODY_TYPES):
             if isinstance(record, TraceDamage):
                 self._note(record)
@@ -271,7 +304,7 @@ class TraceReader:
             yield self._note(
                 TraceDamage(self._end, size - self._end, "data after the closing summary", False)
             )
-        elif not self.complete and (not self.damages or self.damages[-1].resumed):
+        elif not self.complete and (self._last_damage is None or self._last_damage.resumed):
             yield self._note(
                 TraceDamage(
                     size,
@@ -287,7 +320,11 @@ class TraceReader:
     def _note(self, damage: TraceDamage) -> TraceDamage:
         if self.strict:
             raise TraceFileError(f"{self.path} {damage}")
-        self.damages.append(damage)
+        if len(self.damages) < MAX_DAMAGES_KEPT:  # the rest only count: bounded memory
+            self.damages.append(damage)
+        self.damaged_parts += 1
+        self.skipped_bytes += damage.skipped
+        self._last_damage = damage
         return damage
 
     def topology(self) -> list[TopologyRecord]:

@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,9 @@ class ReplaySource:
     def damages(self) -> list[TraceDamage]:
         """Each damaged part read so far, in file order (the TUI can list them)."""
         return self._reader.damages
+
+    def damage_json(self) -> dict[str, Any]:
+        return self._reader.damage_json()
 
     @property
     def finished(self) -> bool:
