@@ -96,8 +96,21 @@ def run(args: argparse.Namespace) -> int:
             _record_only(pipe, deadline)
         else:
             show(pipe, sink, args.count, deadline)
+        _report_lost(pipe)
     sink.close()
     return 0
+
+
+def _report_lost(pipe: Pipeline) -> None:
+    """One line when the kernel dropped events (the ring buffer was full), with where."""
+    stats = pipe.source.stats()
+    if not stats.lost:
+        return
+    cpus = ", ".join(f"cpu{k.removeprefix('lost_cpu')} {n}" for k, n in stats.extra.items()
+                     if k.startswith("lost_cpu"))
+    print(f"swarmtrace: {stats.lost} events lost in the kernel (ring buffer full"
+          f"{': ' + cpus if cpus else ''}): requests around them may be incomplete",
+          file=sys.stderr)
 
 
 def show(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None:

@@ -146,13 +146,15 @@ class CoreSource(ProbeSource):
     def stats(self) -> SourceStats:
         fd = self._obj.map_fd("st_counters")
         ncpu = os.cpu_count() or 1
-        totals = []
+        per_cpu: list[tuple[int, ...]] = []
         for idx in range(CNT_MAX):
             raw = self._obj.map_lookup(fd, struct.pack("<I", idx), 8 * ncpu)
-            totals.append(sum(struct.unpack(f"<{ncpu}Q", raw)) if raw else 0)
-        return SourceStats(events=self._events, lost=totals[CNT_LOST],
-                           filtered=totals[CNT_FILTERED],
-                           extra={"netns_hooked": len(self._nf_links)})
+            per_cpu.append(struct.unpack(f"<{ncpu}Q", raw) if raw else (0,) * ncpu)
+        # Loss per CPU: a burst on one CPU shows where, not only how much.
+        lost_cpu = {f"lost_cpu{cpu}": n for cpu, n in enumerate(per_cpu[CNT_LOST]) if n}
+        return SourceStats(events=self._events, lost=sum(per_cpu[CNT_LOST]),
+                           filtered=sum(per_cpu[CNT_FILTERED]),
+                           extra={"netns_hooked": len(self._nf_links), **lost_cpu})
 
     def _detach(self) -> None:
         for fds in self._nf_links.values():
