@@ -411,12 +411,15 @@ def test_export_to_a_device_writes_in_place() -> None:
     assert Path("/dev/null").is_char_device()
 
 
-def test_recording_replaces_a_file_only_once_it_is_a_trace(tmp_path: Path) -> None:
+def test_recording_replaces_a_file_only_once_it_is_a_trace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "rec.swt"
     path.write_text("old recording\n")
     with TraceWriter(path, TraceHeader.now(SourceInfo("core", "k", True))) as w:
         w.events(mesh_events(2))
     assert path.read_bytes().startswith(MAGIC)
+    assert f"recording to {path} (replaced a file of 14 bytes)" in caplog.text
     link = tmp_path / "link.swt"
     link.symlink_to(tmp_path / "elsewhere.swt")
     with pytest.raises(TraceFileError, match="symbolic link"):

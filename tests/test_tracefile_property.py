@@ -1,9 +1,9 @@
 """Property: structurally valid but hostile traces (every checksum right, any field value)
 end every reader entry point with output or one line: no traceback, no hang, bounded memory.
 
-Each example is one subprocess that runs `replay --json`, `info`, `info --json`,
-`export --json` and `export --pcapng` through the real CLI entry point; the subprocess has a
-time limit and its peak RSS is measured (wait4).
+Each example is one subprocess that runs `replay --json`, `replay --no-tui`, `info`,
+`info --json`, `export --json` and `export --pcapng` through the real CLI entry point; the
+subprocess has a time limit and its peak RSS is measured (wait4).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ _DRIVER = textwrap.dedent(
     path, out = sys.argv[1], sys.argv[2]
     entry_points = {
         "replay": ["replay", path, "--json"],
+        "replay text": ["replay", path, "--no-tui"],
         "info": ["info", path],
         "info --json": ["info", path, "--json"],
         "export --json": ["export", path, "--json", "-"],

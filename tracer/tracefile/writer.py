@@ -97,7 +97,7 @@ class TraceWriter:
         except OutputError as err:
             raise TraceFileError(str(err)) from err
         if out.replaced is not None:
-            log.warning("replacing %s%s", self.path, out.replaced_note())
+            log.warning("recording to %s%s", self.path, out.replaced_note())
         self._fd: int | None = out.release()
         self._good_size = len(head)
         self._thread = threading.Thread(target=self._run, name="swarmtrace-writer", daemon=True)
