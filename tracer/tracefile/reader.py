@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import zstandard
@@ -124,12 +124,11 @@ class TraceReader:
         self.skipped_bytes = 0
         self._last_damage: TraceDamage | None = None
         self.complete = False  # a closing summary was read
-        fd = open_regular(self.path, "trace")
-        self._f: BinaryIO = os.fdopen(fd, "rb")
+        self._fd = open_regular(self.path, "trace")
         try:
             self.header = self._read_header()
         except BaseException:
-            self._f.close()
+            self.close()
             raise
 
     def __enter__(self) -> TraceReader:
@@ -144,7 +143,9 @@ class TraceReader:
         self.close()
 
     def close(self) -> None:
-        self._f.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     @property
     def damage(self) -> TraceFileError | None:
@@ -194,10 +195,6 @@ class TraceReader:
                 f"({EVENT_SIZE} bytes): read it with the swarmtrace that wrote it"
             )
         return header
-
-    @property
-    def _fd(self) -> int:
-        return self._f.fileno()
 
     def _frame(self, pos: int) -> tuple[int, bytes]:
         """(type, payload) of the frame at pos; EOFError at the end, _Damage if unusable."""
