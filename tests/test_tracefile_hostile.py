@@ -405,6 +405,15 @@ def test_export_refuses_a_symlink(tmp_path: Path) -> None:
         assert target.read_text() == "keep\n" and link.is_symlink()
 
 
+def test_export_will_not_replace_its_own_input(tmp_path: Path) -> None:
+    path = tmp_path / "in.swt"
+    recorded(path)
+    before = path.read_bytes()
+    for fmt in ("--json", "--pcapng"):
+        assert_one_line(swarmtrace("export", path, fmt, path), EXIT_OUTPUT, "being exported")
+    assert path.read_bytes() == before
+
+
 def test_export_to_a_device_writes_in_place() -> None:
     run = swarmtrace("export", "tracer/data/sample.swt", "--pcapng", "/dev/null")
     assert run.returncode == 0, run.stderr

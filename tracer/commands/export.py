@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from tracer.errors import EXIT_TRACE_DAMAGED
+from tracer.errors import EXIT_TRACE_DAMAGED, OutputError
 from tracer.events import decode
 from tracer.tracefile.output import OutputFile
 from tracer.tracefile.pcapng import write_pcapng
@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    out_name = args.pcapng if args.pcapng is not None else args.json
+    if out_name != "-" and _same_file(args.file, Path(out_name)):
+        raise OutputError(f"{out_name} is the trace being exported: give another output name")
     if args.pcapng is not None:
         names = trace_names(args.file)
         with OutputFile(args.pcapng) as out:
@@ -61,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
         n, damaged = write_json(args.file, f)
     print(f"swarmtrace: wrote {n} lines to {args.json}{out.replaced_note()}", file=sys.stderr)
     return EXIT_TRACE_DAMAGED if damaged else 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist (yet): not the same
+        return False
 
 
 def trace_damaged(trace: Path) -> bool:
