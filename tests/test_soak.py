@@ -17,6 +17,7 @@ from live_trace import LAB_LINKS, SWARMTRACE, Running, our_links, start_trace
 
 from tracer import lab as lab_mod
 from tracer.errors import EXIT_TRACE_DAMAGED
+from tracer.tracefile import open_trace
 
 pytestmark = [
     pytest.mark.root,
@@ -36,6 +37,11 @@ def _traced(requests: list[dict[str, object]], answers: list[lab_mod.Answer]) ->
         r = by_client.get(a.client)
         assert r is not None, f"{a.client} not traced"
         assert r["status"] == "ok" and r["backend"]["name"] == a.backend, r  # type: ignore[index]
+
+
+def _events_in(path: Path) -> int:
+    with open_trace(path, report=False) as reader:
+        return sum(len(e) for e in reader.events())
 
 
 def _links_gone(timeout: float = 10) -> bool:
@@ -92,6 +98,10 @@ def test_disk_full_while_recording(lab: lab_mod.LabInfo, small_disk: Path) -> No
     path = small_disk / "rec.swt"
     tracer = Running(start_trace("--json", *FILTER, "-w", str(path), "--timeout", "120"))
     try:
+        # First some requests that fit: the file must hold whole event records before the
+        # disk fills (the writer flushes every second).
+        lab_mod.traffic("mesh", 20)
+        tracer.wait_for("event records on disk", lambda: _events_in(path) > 0)
         rate = lab_mod.flood("mesh", 3.0, 4)
         tracer.wait_for("disk full line", lambda: any("disk full" in x for x in tracer.err))
         answers = lab_mod.traffic("mesh", 5)  # after the recording stopped
@@ -126,9 +136,10 @@ def test_sigkill_leaves_no_bpf_behind(lab: lab_mod.LabInfo) -> None:
 
 def test_two_tracers_at_once(lab: lab_mod.LabInfo) -> None:
     first = Running(start_trace("--json", *FILTER, "--timeout", "120"))
-    second = Running(start_trace("--json", *FILTER, "--timeout", "120",
-                                 links=2 * LAB_LINKS))
+    second: Running | None = None
     try:
+        second = Running(start_trace("--json", *FILTER, "--timeout", "120",
+                                     links=2 * LAB_LINKS))
         both = lab_mod.traffic("mesh", 5) + lab_mod.traffic("vip", 5)
         for tracer in (first, second):
             tracer.wait_clients([a.client for a in both])
@@ -137,7 +148,8 @@ def test_two_tracers_at_once(lab: lab_mod.LabInfo) -> None:
         second.wait_clients([a.client for a in only_second])
     finally:
         first.stop()
-        second.stop()
+        if second is not None:
+            second.stop()
     _traced(first.requests(), both)
     _traced(second.requests(), both + only_second)
     assert _links_gone()
