@@ -25,11 +25,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from tracer import lab
+from tracer import lab, slowdown
 from tracer.lab import swarm
 
 READY = "swarmtrace: tracing with"
@@ -51,38 +51,70 @@ def ipvs_connections(netns_file: str) -> dict[str, str]:
     return {m.group(1): m.group(3) for line in out.splitlines() if (m := CONN.match(line))}
 
 
+ATTACH_TIMEOUT_S = 300.0  # bcc compiles its program: 15-25 s under emulation, idle
+SETTLE_TIMEOUT_S = 30.0  # for the replies of the last requests to reach the tracers
+QUIET_S = 1.0  # no new request for this long: the tracer has shown what it saw
+
+
+def trace_argv(backend: str, flt: list[str], record: Path | None) -> list[str]:
+    write = ["-w", str(record)] if record else []
+    return [sys.executable, "-m", "tracer", "trace", "--backend", backend, "--json",
+            "--timeout", "900", *write, *flt]
+
+
 class Tracer:
     """One `swarmtrace trace --json` run; stderr kept as notes, stdout as requests."""
 
-    def __init__(self, backend: str, flt: list[str], record: Path | None) -> None:
+    def __init__(self, backend: str, argv: list[str]) -> None:
         self.backend = backend
         self.notes: list[str] = []
-        self.ready = threading.Event()
-        write = ["-w", str(record)] if record else []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tracer", "trace", "--backend", backend, "--json",
-             "--timeout", "900", *write, *flt],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self._err = threading.Thread(target=self._read_stderr, daemon=True)
-        self._err.start()
+        self.lines: list[str] = []
+        self.last_line = time.monotonic()
+        self.attached = False  # it printed READY: every probe is in place
+        self.ready = threading.Event()  # attached, or exited
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self._readers = [threading.Thread(target=f, daemon=True)
+                         for f in (self._read_stderr, self._read_stdout)]
+        for t in self._readers:
+            t.start()
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.notes.append(line.rstrip())
             if line.startswith(READY):
+                self.attached = True
                 self.ready.set()
+        with suppress(subprocess.TimeoutExpired):  # stderr closed: it is exiting
+            self.proc.wait(timeout=5)
         self.ready.set()  # exited: do not wait for it any longer
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self.last_line = time.monotonic()
+
+    def wait_attached(self, deadline: float, limit: float) -> None:
+        """Return once every probe is attached; SystemExit saying what was slow otherwise."""
+        self.ready.wait(max(deadline - time.monotonic(), 0))
+        if self.attached and self.proc.poll() is None:
+            return
+        what = ("exited before it was ready" if self.proc.poll() is not None
+                else f"was not ready within {limit:.0f} s{slowdown.note()}")
+        raise SystemExit(f"the {self.backend} tracer {what}: {' | '.join(self.notes[-3:])}")
 
     def stop(self) -> dict[str, Any]:
         self.proc.send_signal(signal.SIGINT)
         try:
-            out, _ = self.proc.communicate(timeout=60)
+            self.proc.wait(timeout=slowdown.scaled(60))
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        self._err.join(5)
-        return {"notes": self.notes, "requests": [json.loads(x) for x in out.splitlines()]}
+            self.proc.wait()
+        for t in self._readers:
+            t.join(5)
+        return {"notes": self.notes, "requests": [json.loads(x) for x in self.lines]}
 
 
 @contextmanager
@@ -91,12 +123,16 @@ def tracing(backends: list[str], lab_name: str, record: Path | None
     """Tracers for `backends`, all attached by the time the body runs; each records its
     events to record/<lab>_<backend>.swt if asked to. The body ends them with stop_all();
     any still running on the way out (an error) are killed, their BPF links with them."""
-    tracers = {b: Tracer(b, TRACE_FILTER[lab_name],
-                         record / f"{lab_name}_{b}.swt" if record else None) for b in backends}
+    tracers = {b: Tracer(b, trace_argv(b, TRACE_FILTER[lab_name],
+                                       record / f"{lab_name}_{b}.swt" if record else None))
+               for b in backends}
     try:
+        limit = slowdown.scaled(ATTACH_TIMEOUT_S)
+        deadline = time.monotonic() + limit
         for t in tracers.values():
-            t.ready.wait(300)  # bcc compiles its program: 15-25 s under emulation
-        time.sleep(1)
+            # Traffic sent before a tracer is attached would be missed: "traced 0 requests"
+            # would be a false result, so a slow attach ends the run saying so.
+            t.wait_attached(deadline, limit)
         yield tracers
     finally:
         for t in tracers.values():
@@ -105,8 +141,17 @@ def tracing(backends: list[str], lab_name: str, record: Path | None
                 t.proc.wait()
 
 
-def stop_all(tracers: dict[str, Tracer]) -> dict[str, Any]:
-    time.sleep(2)  # the last replies reach the tracers
+def stop_all(tracers: dict[str, Tracer], sent: int) -> dict[str, Any]:
+    """Stop the tracers once each has shown `sent` requests and then nothing new for a
+    moment (the last replies arrived), or after a scaled timeout (the check shows what is
+    missing)."""
+    deadline = time.monotonic() + slowdown.scaled(SETTLE_TIMEOUT_S)
+    quiet = slowdown.scaled(QUIET_S)
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if all(len(t.lines) >= sent and now - t.last_line >= quiet for t in tracers.values()):
+            break
+        time.sleep(0.1)
     return {b: t.stop() for b, t in tracers.items()}
 
 
@@ -119,7 +164,7 @@ def netns_lab(count: int, backends: list[str], record: Path | None) -> dict[str,
             ipvs = {**ipvs_connections("stlab-ingress_sbox"),
                     **ipvs_connections("stlab-vip-client")}
             return {"lab": "netns", "lb": info.lb, "answers": answers, "ipvs": ipvs,
-                    "tasks": {}, "traced": stop_all(tracers)}
+                    "tasks": {}, "traced": stop_all(tracers, len(answers))}
     finally:
         lab.down()
 
@@ -148,7 +193,7 @@ def swarm_lab(count: int, backends: list[str], record: Path | None) -> dict[str,
             for c in clients.values():
                 c.close()
             return {"lab": "swarm", "lb": "ipvs", "answers": answers, "ipvs": ipvs,
-                    "tasks": tasks, "traced": stop_all(tracers)}
+                    "tasks": tasks, "traced": stop_all(tracers, len(answers))}
     finally:
         swarm.down()
 

@@ -10,6 +10,20 @@ import pytest
 from tracer import lab as lab_mod
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true",
+                     help="also run the long live-side soak tests (tests/test_soak.py)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with scripts/test --soak")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def lab_session() -> Iterator[None]:
     """Removes the netns lab when the session ends, whatever the tests did to it."""

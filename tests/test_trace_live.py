@@ -6,12 +6,12 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live_trace import SWARMTRACE, our_links, start_trace
 
 from tracer import lab as lab_mod
 from tracer.probes.core import bpf_object_path
@@ -22,40 +22,14 @@ pytestmark = [
     pytest.mark.skipif(not Path("/sys/kernel/btf/vmlinux").exists(), reason="kernel has no BTF"),
 ]
 
-SWARMTRACE = [sys.executable, "-m", "tracer"]
 N = 10
-
-
-def _start_trace(*args: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([*SWARMTRACE, "trace", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    # Ready when every lab netns is hooked: poll BPF links rather than guess a delay.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if _our_links() >= 8 * 3:
-            return proc
-        if proc.poll() is not None:
-            raise AssertionError(f"trace exited early: {proc.stderr.read() if proc.stderr else ''}")
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("trace did not attach within 30 s")
-
-
-def _our_links() -> int:
-    out = subprocess.run(["bpftool", "link", "list", "--json"], capture_output=True, text=True,
-                         check=True).stdout
-    progs = {p["id"]: p.get("name", "") for p in json.loads(
-        subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
-                       check=True).stdout)}
-    return sum(1 for link in json.loads(out)
-               if progs.get(link.get("prog_id"), "").startswith("st_"))
 
 
 @pytest.fixture
 def traced_requests(lab: lab_mod.LabInfo, request: pytest.FixtureRequest) -> Iterator[
         tuple[list[dict], list[lab_mod.Answer]]]:
     mode = request.param
-    proc = _start_trace("--json", "--count", str(N), "--port", "8080", "--addr", "10.0.0.9",
+    proc = start_trace("--json", "--count", str(N), "--port", "8080", "--addr", "10.0.0.9",
                         "--timeout", "60")
     try:
         answers = lab_mod.traffic(mode, N)
@@ -114,7 +88,7 @@ def test_vip_requests_match_answers(traced_requests: tuple[list[dict], list]) ->
 
 
 def test_text_output_reads_like_the_path(lab: lab_mod.LabInfo) -> None:
-    proc = _start_trace("--count", "1", "--port", "8080", "--timeout", "60")
+    proc = start_trace("--count", "1", "--port", "8080", "--timeout", "60")
     answers = lab_mod.traffic("mesh", 1)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -126,11 +100,11 @@ def test_text_output_reads_like_the_path(lab: lab_mod.LabInfo) -> None:
 
 def test_ctrl_c_and_sigterm_detach_everything(lab: lab_mod.LabInfo) -> None:
     for sig in ("INT", "TERM"):
-        proc = _start_trace("--port", "8080")
+        proc = start_trace("--port", "8080")
         proc.send_signal(getattr(__import__("signal"), f"SIG{sig}"))
         proc.communicate(timeout=30)
         assert proc.returncode in (0, 130)
-        assert _our_links() == 0
+        assert our_links() == 0
 
 
 def test_errors_are_one_line(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import pytest
 from tracer.enrich.history import RANK_NETNS, NameHistory, RecordedNames
 from tracer.enrich.names import AddrName, NetnsName
 from tracer.enrich.topology import Topology
-from tracer.errors import TraceFileError
-from tracer.events import EVENT_DTYPE
+from tracer.errors import EXIT_TRACE_DAMAGED, TraceFileError
+from tracer.events import EVENT_DTYPE, Point
 from tracer.pipeline import Pipeline
 from tracer.source import Filter, SourceInfo
 from tracer.tracefile import (
@@ -29,6 +29,7 @@ from tracer.tracefile import (
     LostRecord,
     ReplaySource,
     TopologyRecord,
+    TraceDamage,
     TraceHeader,
     TraceSummary,
     TraceWriter,
@@ -45,6 +46,12 @@ FIXTURES = sorted((REPO / "tests" / "fixtures").glob("*.swt"))
 SAMPLE = REPO / "tracer" / "data" / "sample.swt"
 
 
+NETNS_CHANGE = {
+    "t": 5, "src": "netns", "rank": 2, "kind": "netns", "key": 4026531840,
+    "value": {"name": "host", "kind": "host"},
+}
+
+
 def header(**kw: object) -> TraceHeader:
     info = SourceInfo(backend="core", kernel="6.18.0-test", live=True, notes=("netns lab",))
     return TraceHeader.now(info, Filter(ports=(8080,)), nodes=("node1",), **kw)  # type: ignore[arg-type]
@@ -55,7 +62,7 @@ def write(path: Path, events: np.ndarray, *, batch: int = 1000, **kw: object) ->
         w.topology(int(events[0]["ts_ns"]) - 1, {"version": 1, "changes": []})
         for i in range(0, len(events), batch):
             w.events(events[i : i + batch])
-        w.topology(int(events[-1]["ts_ns"]), {"changes": [{"k": 1}]})
+        w.topology(int(events[-1]["ts_ns"]), {"changes": [NETNS_CHANGE]})
         w.lost(7)
     return w
 
@@ -92,7 +99,7 @@ def test_round_trip_keeps_everything_in_order(trace: tuple[Path, np.ndarray]) ->
     topo = [x for x in records if isinstance(x, TopologyRecord)]
     assert [t.kind for t in topo] == ["snapshot", "change"]
     assert topo[0].ts_ns == int(events[0]["ts_ns"]) - 1
-    assert topo[1].data == {"changes": [{"k": 1}]}
+    assert topo[1].data == {"changes": [NETNS_CHANGE]}
     got = np.concatenate([x.events for x in records if isinstance(x, EventChunk)])
     assert got.dtype == EVENT_DTYPE and np.array_equal(got, events)
     lost = next(x for x in records if isinstance(x, LostRecord))
@@ -211,20 +218,46 @@ def _frame_offsets(data: bytes) -> list[int]:
     return out
 
 
-def test_flipped_byte_stops_at_the_damage(trace: tuple[Path, np.ndarray], tmp_path: Path) -> None:
-    path, _ = trace
+def test_flipped_bit_skips_only_the_damaged_record(
+    trace: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    # Issue 13 defect 3: one flipped bit in the first event chunk lost every later chunk.
+    path, events = trace
     data = bytearray(path.read_bytes())
     frames = _frame_offsets(bytes(data))
-    data[frames[4] + FRAME.size + 10] ^= 0x40  # inside the 4th body record's payload
+    data[frames[2] + FRAME.size + 10] ^= 0x40  # inside the first event chunk's payload
     bad = tmp_path / "flipped.swt"
     bad.write_bytes(bytes(data))
     with open_trace(bad) as r:
         got = list(r)
-        assert len(got) == 3
+        assert r.complete
         assert r.damage is not None and "checksum" in str(r.damage)
-        assert f"at byte {frames[4]}" in str(r.damage)
+        assert f"at byte {frames[2]}" in str(r.damage)
+        assert f"skipped {frames[3] - frames[2]} bytes" in str(r.damage)
+    damage = [x for x in got if isinstance(x, TraceDamage)]
+    assert [(d.offset, d.skipped, d.resumed) for d in damage] == [
+        (frames[2], frames[3] - frames[2], True)
+    ]
+    kept = np.concatenate([x.events for x in got if isinstance(x, EventChunk)])
+    assert np.array_equal(kept, events[2048:])  # every chunk but the damaged first one
     with open_trace(bad, strict=True) as r, pytest.raises(TraceFileError, match="checksum"):
         list(r)
+
+
+def test_garbage_between_records_is_skipped(
+    trace: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    path, events = trace
+    data = path.read_bytes()
+    frames = _frame_offsets(data)
+    junk = bytes(range(256)) * 40 + b"\x03\0\0\0" + b"\xff" * 20  # a fake record header too
+    bad = tmp_path / "junk.swt"
+    bad.write_bytes(data[: frames[3]] + junk + data[frames[3] :])
+    with open_trace(bad) as r:
+        kept = np.concatenate(list(r.events()))
+        assert r.complete and len(r.damages) == 1
+        assert r.damages[0].offset == frames[3] and r.damages[0].skipped == len(junk)
+    assert np.array_equal(kept, events)
 
 
 def test_newer_and_unknown_schema_versions(trace: tuple[Path, np.ndarray], tmp_path: Path) -> None:
@@ -277,7 +310,8 @@ def test_full_disk_stops_with_one_line_and_keeps_what_was_written(tmp_path: Path
         path = mnt / "full.swt"
         # Random events barely compress: the disk fills after a few chunks.
         rng = np.random.default_rng(3)
-        events = np.frombuffer(rng.bytes(EVENT_DTYPE.itemsize * 4096), dtype=EVENT_DTYPE)
+        events = np.frombuffer(rng.bytes(EVENT_DTYPE.itemsize * 4096), dtype=EVENT_DTYPE).copy()
+        events["point"], events["ts_ns"] = Point.NF_PRE, events["ts_ns"] >> 1  # valid fields
         w = TraceWriter(path, header(), chunk_events=1024)
         with pytest.raises(TraceFileError) as err:
             for _ in range(100):
@@ -487,8 +521,10 @@ def test_cli_damaged_file_replays_what_it_can(
     cut = tmp_path / "cut.swt"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     r = _cli("replay", str(cut), "--json")
-    assert r.returncode == 0
-    assert 0 < len(r.stdout.splitlines()) < 200
+    assert r.returncode == EXIT_TRACE_DAMAGED  # issue 13 defect 8: damage has its own status
+    *requests, last = [json.loads(line) for line in r.stdout.splitlines()]
+    assert 0 < len(requests) < 200 and all("id" in q for q in requests)
+    assert last["type"] == "damage" and "truncated" in last["damage"][0]["reason"]
     assert "truncated" in r.stderr and r.stderr.count("\n") == 1
 
 

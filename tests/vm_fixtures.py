@@ -3,9 +3,11 @@
 Use it from a test module with `from vm_fixtures import vm_guest_fixture  # noqa: F401` and a
 `vm_guest` argument; every module gets the same guest (kept in the pytest config stash,
 stopped when the session ends).
-`vm_guest.run(cmd, timeout) -> GuestResult(rc, output)`. When pytest itself runs inside the
-guest (`swarmtrace vm test`), commands run directly instead. Guest state is shared: a test
-removes what it creates (IPVS services, netns, daemons) like on any real kernel.
+`vm_guest.run(cmd, timeout) -> GuestResult(rc, output)`; timeouts, and waits inside the
+guest, scale with the slowdown the guest measured at boot (tracer.slowdown). When pytest
+itself runs inside the guest (`swarmtrace vm test`), commands run directly instead. Guest
+state is shared: a test removes what it creates (IPVS services, netns, daemons) like on any
+real kernel.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from tracer import slowdown
 from tracer.errors import LabError
 from tracer.vm import Guest, GuestResult, VmConfig, in_guest
 from tracer.vm.boot import missing_requirements
@@ -49,6 +52,7 @@ class LocalRunner:
         env: Mapping[str, str] | None = None,
     ) -> GuestResult:
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        timeout = slowdown.scaled(timeout)  # as Guest.run does on the host
         with subprocess.Popen(
             argv,
             cwd=REPO,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
+from typing import NoReturn
 
 from tracer import __version__
-from tracer.errors import SwarmtraceError
+from tracer.errors import OutputError, SwarmtraceError
 
 # Each module registers its own subparser with set_defaults(func=run).
 COMMAND_MODULES = (
@@ -35,8 +38,15 @@ EPILOG = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line that says what is wrong and where help is (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="swarmtrace",
         description="Trace Docker Swarm's service discovery and load balancing, "
         "request by request.",
@@ -76,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not at interpreter exit
+        return status
     except SwarmtraceError as err:
         print(f"swarmtrace: {err}", file=sys.stderr)
         return err.exit_code
@@ -84,5 +96,33 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `swarmtrace trace --json | head`: the reader left; not an error.
-        sys.stderr.close()
+        _drop_stdout()
         return 0
+    except OSError as err:
+        # Mostly writing output (ENOSPC, EIO): one line, not a chain of tracebacks.
+        print(f"swarmtrace: {_os_error(err)}", file=sys.stderr)
+        _drop_stdout()
+        return OutputError.exit_code if err.errno in _WRITE_ERRNOS else 1
+
+
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def _os_error(err: OSError) -> str:
+    reason = err.strerror or str(err)
+    if err.errno not in _WRITE_ERRNOS:
+        return f"{reason}: {err.filename}" if err.filename else reason
+    line = f"cannot write {err.filename or 'standard output'}: {reason}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        line += ": free some space and run it again"
+    return line
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout already closed or not a real file
+        pass

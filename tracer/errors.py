@@ -35,3 +35,14 @@ class FilterError(SwarmtraceError):
     """A filter expression that cannot be compiled or applied in the kernel."""
 
     exit_code = 2
+
+
+class OutputError(SwarmtraceError):
+    """Output cannot be written: a full disk, an unsafe or unusable path."""
+
+    exit_code = 8
+
+
+# A command that read a damaged or incomplete trace showed everything readable, then exits
+# with this status (not an exception: the output is valid, only partial).
+EXIT_TRACE_DAMAGED = 7

@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from tracer.commands.replay import trace_path
-from tracer.errors import TraceFileError
+from tracer.errors import EXIT_TRACE_DAMAGED, OutputError
 from tracer.events import decode
+from tracer.tracefile.output import OutputFile
 from tracer.tracefile.pcapng import write_pcapng
 from tracer.tracefile.reader import (
     EventChunk,
     LostRecord,
     TopologyRecord,
+    TraceDamage,
     TraceSummary,
     open_trace,
 )
@@ -56,28 +56,38 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     path = trace_path(args)
+    out_name = args.pcapng if args.pcapng is not None else args.events
+    if out_name != "-" and _same_file(path, Path(out_name)):
+        raise OutputError(f"{out_name} is the trace being exported: give another output name")
     if args.pcapng is not None:
-        n = write_pcapng(path, args.pcapng, trace_names(path))
-        print(f"swarmtrace: wrote {n} packets to {args.pcapng}", file=sys.stderr)
-        return 0
-    with _output(args.events) as out:
-        n = write_json(path, out)
-    if args.events != "-":
-        print(f"swarmtrace: wrote {n} lines to {args.events}", file=sys.stderr)
-    return 0
+        names = trace_names(path)
+        with OutputFile(args.pcapng) as out:
+            n = write_pcapng(path, out.reopen_path, names)
+        wrote = f"wrote {n} packets to {args.pcapng}{out.replaced_note()}"
+        print(f"swarmtrace: {wrote}", file=sys.stderr)
+        return EXIT_TRACE_DAMAGED if trace_damaged(path) else 0
+    if args.events == "-":
+        n, damaged = write_json(path, sys.stdout)
+        return EXIT_TRACE_DAMAGED if damaged else 0
+    with OutputFile(args.events) as out, open(out.fd, "w", encoding="utf-8", closefd=False) as f:
+        n, damaged = write_json(path, f)
+    print(f"swarmtrace: wrote {n} lines to {args.events}{out.replaced_note()}", file=sys.stderr)
+    return EXIT_TRACE_DAMAGED if damaged else 0
 
 
-@contextmanager
-def _output(name: str) -> Iterator[TextIO]:
-    if name == "-":
-        yield sys.stdout
-        return
+def _same_file(a: Path, b: Path) -> bool:
     try:
-        f = open(name, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
-    except OSError as err:
-        raise TraceFileError(f"cannot write {name}: {err.strerror}") from err
-    with f:
-        yield f
+        return a.samefile(b)
+    except OSError:  # one of them does not exist (yet): not the same
+        return False
+
+
+def trace_damaged(trace: Path) -> bool:
+    """True if reading `trace` finds damage (write_pcapng's reader has logged it already)."""
+    with open_trace(trace, report=False) as reader:
+        for _ in reader:
+            pass
+        return bool(reader.damaged_parts)
 
 
 def _event_json(e: Any) -> dict[str, Any]:
@@ -104,8 +114,9 @@ def _event_json(e: Any) -> dict[str, Any]:
     return d
 
 
-def write_json(trace: Path, out: TextIO) -> int:
-    """The trace as JSON lines (first line: header with "type": "header"); returns lines."""
+def write_json(trace: Path, out: TextIO) -> tuple[int, bool]:
+    """The trace as JSON lines (first line: header with "type": "header", damage as lines
+    with "type": "damage" where it was found); returns (lines, damaged)."""
     lines = 0
 
     def emit(obj: dict[str, Any]) -> None:
@@ -125,4 +136,6 @@ def write_json(trace: Path, out: TextIO) -> int:
                 emit({"type": "lost", "ts_ns": rec.ts_ns, "total": rec.total})
             elif isinstance(rec, TraceSummary):
                 emit({"type": "summary", **{k: getattr(rec, k) for k in rec.__slots__}})
-    return lines
+            elif isinstance(rec, TraceDamage):
+                emit({"type": "damage", **rec.to_json()})
+        return lines, bool(reader.damaged_parts)

@@ -15,6 +15,7 @@ import numpy as np
 
 from tracer.commands.replay import trace_path
 from tracer.enrich.names import Names
+from tracer.errors import EXIT_TRACE_DAMAGED
 from tracer.events import Point
 from tracer.tracefile.reader import (
     EventChunk,
@@ -103,6 +104,7 @@ def describe(path: Path) -> dict[str, Any]:
         h = reader.header
         t = _tally(reader)
         damage = str(reader.damage) if reader.damage else None
+        damage_json = reader.damage_json()
     snapshot = combined_snapshot(t.topology)
     inv = inventory(snapshot)
     names = names_from_snapshot(snapshot)
@@ -144,7 +146,8 @@ def describe(path: Path) -> dict[str, Any]:
         "services": list(inv.services),
         "complete": t.summary is not None,
         "end_reason": t.summary.reason if t.summary else None,
-        "damage": damage,
+        **damage_json,
+        "damage_summary": damage,
     }
 
 
@@ -177,8 +180,8 @@ def _text(d: dict[str, Any]) -> str:
     lines += [f"note       {n}" for n in d["notes"]]
     if d["lb_note"]:
         lines.append(f"lb         {d['lb_note']}")
-    if d["damage"]:
-        lines.append(f"damage     {d['damage']}")
+    if d["damage_summary"]:
+        lines.append(f"damage     {d['damage_summary']}")
     return "\n".join(lines)
 
 
@@ -204,4 +207,4 @@ def _requests_line(req: dict[str, Any] | None) -> str:
 def run(args: argparse.Namespace) -> int:
     d = describe(trace_path(args))
     print(json.dumps(d, indent=2) if args.json else _text(d), file=sys.stdout)
-    return 0
+    return EXIT_TRACE_DAMAGED if d["damage"] else 0

@@ -6,12 +6,14 @@ import argparse
 import importlib.resources
 import importlib.util
 import ipaddress
+import json
 import logging
 import sys
 from pathlib import Path
 
-from tracer.errors import TraceFileError
-from tracer.model import HopKind, Request
+from tracer.commands import argtypes
+from tracer.errors import EXIT_TRACE_DAMAGED, TraceFileError
+from tracer.model import JSON_SCHEMA_VERSION, HopKind, Request
 from tracer.pipeline import Pipeline
 from tracer.sinks.step_text import StepSink
 from tracer.sinks.text import TIMES_LEGEND, JsonSink, Sink, TextSink
@@ -46,10 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="one JSON object per request per line")
     p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
     p.add_argument(
-        "--speed", type=float, default=None, help="pace by recorded time (1 = real time)"
+        "--speed", type=argtypes.speed, default=None, help="pace by recorded time (1 = real time)"
     )
-    p.add_argument("--count", type=int, default=0, help="stop after N requests (text output)")
-    p.add_argument("--port", type=int, action="append", default=[], help="port of interest")
+    p.add_argument("--count", type=argtypes.count, default=0, help="stop after N requests")
+    p.add_argument(
+        "--port", type=argtypes.port, action="append", default=[], help="port of interest"
+    )
     p.add_argument(
         "--addr", type=ipv4, action="append", default=[], help="IPv4 address of interest"
     )
@@ -112,7 +116,7 @@ def open_tui(path: Path, args: argparse.Namespace) -> int | None:
         feed = replay_feed(pipe, speed=args.speed or 1.0, filters=", ".join(words))
         run_tui(feed, step=args.step, title=f"swarmtrace replay {path.name}", query=query,
                 present=args.present)
-    return 0
+        return EXIT_TRACE_DAMAGED if source.damage else 0
 
 
 def wants_text(args: argparse.Namespace) -> bool:
@@ -137,8 +141,6 @@ def _sink(args: argparse.Namespace) -> Sink | StepSink:
 
 def run(args: argparse.Namespace) -> int:
     path = trace_path(args)
-    if args.speed is not None and args.speed <= 0:
-        raise TraceFileError(f"--speed must be > 0 (got {args.speed})")
     if not wants_text(args):
         status = open_tui(path, args)
         if status is not None:
@@ -162,8 +164,13 @@ def run(args: argparse.Namespace) -> int:
                     shown += 1
             if done:
                 break
+        damage = source.damage_json()
     sink.close()
-    return 0
+    if damage["damaged_parts"] and args.json:
+        # The request lines are valid but not all there: say so in the stream as well.
+        line = {"v": JSON_SCHEMA_VERSION, "type": "damage", **damage}
+        print(json.dumps(line, separators=(",", ":")))
+    return EXIT_TRACE_DAMAGED if damage["damaged_parts"] else 0
 
 
 def of_service(req: Request, services: set[str]) -> bool:

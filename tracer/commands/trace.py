@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from tracer.commands import argtypes
 from tracer.errors import TraceFileError
 from tracer.model import Request
 from tracer.pipeline import Pipeline
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_filter_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per request per line")
     p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
-    p.add_argument("--count", type=int, default=0, help="exit after N requests")
+    p.add_argument("--count", type=argtypes.count, default=0, help="exit after N requests")
     p.add_argument("--timeout", type=float, default=0.0, help="exit after S seconds")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="with -w: record only, show nothing (lowest overhead; replay later)")
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def add_filter_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, action="append", default=[],
+    p.add_argument("--port", type=argtypes.port, action="append", default=[],
                    help="port of interest (repeatable); flows keep matching through NAT")
     p.add_argument("--addr", action="append", default=[], help="IPv4 address of interest")
     p.add_argument("--service", action="append", default=[], metavar="NAME",
@@ -153,9 +154,12 @@ def run(args: argparse.Namespace) -> int:
 def footer(pipe: Pipeline) -> str:
     """The last line: events read and events the kernel could not hand over (per CPU)."""
     st = pipe.source.stats()
+    line = f"swarmtrace: {pipe.events} events, {st.lost} lost in the kernel"
+    if not st.lost:
+        return line
     per_cpu = [v for k, v in sorted(st.extra.items()) if k.startswith("lost_cpu")]
-    where = f" (per CPU: {' '.join(map(str, per_cpu))})" if st.lost and per_cpu else ""
-    return f"swarmtrace: {pipe.events} events, {st.lost} lost in the kernel{where}"
+    where = f"; per CPU: {' '.join(map(str, per_cpu))}" if per_cpu else ""
+    return f"{line} (ring buffer full{where}): requests around them may be incomplete"
 
 
 def show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tracer import slowdown
 from tracer.errors import LabError
 from tracer.lab import namespaces
 from tracer.lab.topology import RUN_DIR, TASK_PORT, short_name
@@ -66,7 +67,8 @@ def spawn(netns: str) -> None:
 
 def wait_ready(names: tuple[str, ...]) -> None:
     """Wait until every server listens; generous, a software-emulated VM starts Python slowly."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    limit = slowdown.scaled(READY_TIMEOUT_S)
+    deadline = time.monotonic() + limit
     waiting = list(names)
     while waiting and time.monotonic() < deadline:
         waiting = [n for n in waiting if running_pid(n) is None]
@@ -75,7 +77,7 @@ def wait_ready(names: tuple[str, ...]) -> None:
         path = _log_path(waiting[0])
         lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
         raise LabError(
-            f"the HTTP server in {waiting[0]} did not start within {READY_TIMEOUT_S:.0f} s"
+            f"the HTTP server in {waiting[0]} did not start within {limit:.0f} s{slowdown.note()}"
             f" ({lines[-1] if lines else 'no output'}): see {path}"
         )
 

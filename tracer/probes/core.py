@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import platform
@@ -29,6 +30,8 @@ CNT_EMITTED, CNT_LOST, CNT_FILTERED, CNT_MAX = 0, 1, 2, 4
 # (hook number, priority): after mangle (-150) and DNAT (-100) on the way in and out,
 # after SNAT (100) on the way out, so each event shows the decision already taken.
 NF_HOOKS = ((0, -90), (3, -90), (4, 110))
+# Priorities tried after a busy one: -90..-81 stay after DNAT (-100), 110..119 after SNAT (100).
+NF_PRIO_TRIES = 10
 NETNS_RESCAN_S = 0.5
 # The kernel side wakes the reader only on a backlog (see submit() in core.bpf.c): poll at
 # least this often so a few events are not left waiting.
@@ -57,6 +60,29 @@ def check_capabilities() -> None:
             "this kernel has no BTF (/sys/kernel/btf/vmlinux): use --backend bcc where kernel "
             "headers are installed"
         )
+
+
+def _link_hooks(prog_fd: int) -> list[int]:
+    """Link the program at every hook of NF_HOOKS in the current netns; all or none.
+
+    The kernel takes one BPF program per hook and priority (EBUSY): a second tracer (another
+    swarmtrace, another tool) takes the next free priority, which sees the same packets.
+    """
+    fds: list[int] = []
+    try:
+        for hook, prio in NF_HOOKS:
+            for shift in range(NF_PRIO_TRIES):
+                try:
+                    fds.append(libbpf.netfilter_link(prog_fd, hook, prio + shift))
+                    break
+                except OSError as err:
+                    if err.errno != errno.EBUSY or shift == NF_PRIO_TRIES - 1:
+                        raise
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 class CoreSource(ProbeSource):
@@ -136,7 +162,7 @@ class CoreSource(ProbeSource):
                 continue
             try:
                 with netns.entered(path):
-                    fds = [libbpf.netfilter_link(prog_fd, hook, prio) for hook, prio in NF_HOOKS]
+                    fds = _link_hooks(prog_fd)
             except OSError as err:
                 # A netns that vanished between listing and entering, or no netfilter links.
                 self._nf_failed.add(ino)

@@ -26,6 +26,7 @@ from tracer import __version__
 from tracer.errors import TraceFileError
 from tracer.events import EVENT_DTYPE, EVENT_SIZE, EVENT_VERSION
 from tracer.source import Filter, SourceInfo
+from tracer.tracefile import validate
 
 # PNG-style signature: a high byte, CR LF and ^Z catch text-mode transfers and `cat`-ed junk.
 MAGIC = b"\x89SWT\r\n\x1a\n"
@@ -33,9 +34,12 @@ MAGIC = b"\x89SWT\r\n\x1a\n"
 SCHEMA_VERSION = 1
 PREAMBLE = struct.Struct("<8sHH")  # magic, schema version, reserved (0)
 FRAME = struct.Struct("<BBHII")  # record type, reserved, reserved, payload length, crc32
-# Bounds every allocation the reader makes from numbers found in a file.
+# Bounds every allocation the reader makes from numbers found in a file: a frame as stored,
+# and what its payload may claim once decompressed (a 30 KB frame can claim 300 MB).
 MAX_FRAME_BYTES = 64 << 20
-MAX_RECORD_BYTES = 256 << 20
+MAX_CHUNK_EVENTS = 1 << 18  # 4x the writer's chunks (tracer.tracefile.writer.CHUNK_EVENTS)
+MAX_JSON_BYTES = {"topology": 16 << 20, "other": 1 << 20}
+MAX_TOPOLOGY_BYTES = 32 << 20  # all topology records of one file together, decompressed
 
 SUFFIX = ".swt"
 
@@ -109,28 +113,26 @@ class TraceHeader:
         return d
 
     @classmethod
-    def from_json(cls, d: Any) -> TraceHeader:
-        if not isinstance(d, dict):
-            raise ValueError("header is not an object")
-        try:
-            return cls(
-                kernel=str(d["kernel"]),
-                backend=str(d["backend"]),
-                nodes=tuple(str(n) for n in d.get("nodes", ())),
-                filters=dict(d.get("filters") or {}),
-                notes=tuple(str(n) for n in d.get("notes", ())),
-                lb_note=str(d.get("lb_note", "")),
-                drop_reasons=tuple(str(n) for n in d.get("drop_reasons", ())),
-                hostname=str(d.get("hostname", "")),
-                start_wall_ns=int(d["start_wall_ns"]),
-                start_mono_ns=int(d["start_mono_ns"]),
-                schema=int(d["schema"]),
-                tracer_version=str(d.get("tracer_version", "")),
-                event_version=int(d["event_version"]),
-                event_size=int(d["event_size"]),
-            )
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"header field {err} missing or malformed") from err
+    def from_json(cls, data: Any) -> TraceHeader:
+        """The header as a file states it; ValueError naming the first field out of range."""
+        d = validate.obj(data, "header")
+        filters = validate.obj(d.get("filters", {}), "field 'filters'")
+        return cls(
+            kernel=validate.text(d, "kernel"),
+            backend=validate.text(d, "backend"),
+            nodes=validate.texts(d, "nodes"),
+            filters=dict(filters),
+            notes=validate.texts(d, "notes"),
+            lb_note=validate.text(d, "lb_note", ""),
+            drop_reasons=validate.texts(d, "drop_reasons"),
+            hostname=validate.text(d, "hostname", ""),
+            start_wall_ns=validate.integer(d, "start_wall_ns", 0, validate.NS_MAX),
+            start_mono_ns=validate.integer(d, "start_mono_ns", 0, validate.NS_MAX),
+            schema=validate.integer(d, "schema", 0, 0xFFFF),
+            tracer_version=validate.text(d, "tracer_version", ""),
+            event_version=validate.integer(d, "event_version", 0, 0xFFFF),
+            event_size=validate.integer(d, "event_size", 0, 0xFFFF),
+        )
 
 
 def default_level() -> int:
@@ -197,6 +199,8 @@ def decode_events(raw: bytes) -> np.ndarray:
         )
     if coding != CODING_COLUMNS:
         raise ValueError(f"unknown event coding {coding}")
+    if count > MAX_CHUNK_EVENTS:
+        raise ValueError(f"event chunk claims {count} events (at most {MAX_CHUNK_EVENTS})")
     if len(raw) != CHUNK.size + count * EVENT_SIZE:
         raise ValueError("event chunk length does not match its count")
     src = np.frombuffer(raw, dtype=np.uint8, offset=CHUNK.size)
@@ -211,7 +215,19 @@ def decode_events(raw: bytes) -> np.ndarray:
     return out
 
 
-def decompress(payload: bytes, limit: int = MAX_RECORD_BYTES) -> bytes:
+def max_payload(kind: int) -> int:
+    """The most a record of this type may decompress to."""
+    if kind == RecordType.EVENTS:
+        return CHUNK.size + MAX_CHUNK_EVENTS * EVENT_SIZE
+    return MAX_JSON_BYTES["topology" if kind == RecordType.TOPOLOGY else "other"]
+
+
+def content_size(payload: bytes) -> int:
+    """What a zstd frame says it decompresses to (-1 unknown); zstd.ZstdError if no frame."""
+    return int(zstandard.frame_content_size(payload))
+
+
+def decompress(payload: bytes, limit: int) -> bytes:
     """One zstd frame, refusing sizes beyond `limit` before allocating (zstd.ZstdError else)."""
     size = zstandard.frame_content_size(payload)
     if size < 0 or size > limit:
@@ -219,8 +235,9 @@ def decompress(payload: bytes, limit: int = MAX_RECORD_BYTES) -> bytes:
     return zstandard.ZstdDecompressor().decompress(payload, max_output_size=limit)
 
 
-def check_preamble(data: bytes, name: str) -> None:
-    """Raise TraceFileError (one line) unless `data` starts a trace this version reads."""
+def check_preamble(data: bytes, name: str) -> int:
+    """The schema version of a trace starting with `data`; TraceFileError (one line) unless
+    this version reads it."""
     if not data:
         raise TraceFileError(f"{name} is empty: not a swarmtrace trace")
     if len(data) < PREAMBLE.size or not data.startswith(MAGIC):
@@ -232,7 +249,7 @@ def check_preamble(data: bytes, name: str) -> None:
             f"{name} is not a swarmtrace trace (no .swt signature); record one with "
             "`swarmtrace trace -w FILE`"
         )
-    _, schema, _ = PREAMBLE.unpack_from(data)
+    _, schema, reserved = PREAMBLE.unpack_from(data)
     if schema > SCHEMA_VERSION:
         raise TraceFileError(
             f"{name} was written by a newer swarmtrace (trace schema {schema}; this one reads "
@@ -240,3 +257,6 @@ def check_preamble(data: bytes, name: str) -> None:
         )
     if schema < 1:
         raise TraceFileError(f"{name} has an unknown trace schema version {schema}: corrupt?")
+    if reserved:
+        raise TraceFileError(f"{name}: trace signature damaged (reserved bytes set): corrupt?")
+    return int(schema)

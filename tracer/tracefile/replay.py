@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from tracer.tracefile.reader import (
     LostRecord,
     Record,
     TopologyRecord,
+    TraceDamage,
     open_trace,
 )
 
@@ -79,6 +81,14 @@ class ReplaySource:
     def damage(self) -> TraceFileError | None:
         """Why the file's readable part ended early (also logged as a warning), or None."""
         return self._reader.damage
+
+    @property
+    def damages(self) -> list[TraceDamage]:
+        """Each damaged part read so far, in file order (the TUI can list them)."""
+        return self._reader.damages
+
+    def damage_json(self) -> dict[str, Any]:
+        return self._reader.damage_json()
 
     @property
     def finished(self) -> bool:

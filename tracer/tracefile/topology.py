@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tracer.enrich.history import recorded_names
+from tracer.enrich.history import SNAPSHOT_VERSION, recorded_names
 from tracer.enrich.names import Names
 from tracer.errors import TraceFileError
 from tracer.tracefile.reader import TopologyRecord, open_trace
@@ -26,10 +26,11 @@ def combined_snapshot(records: Iterable[TopologyRecord]) -> dict[str, Any] | Non
     """One snapshot dict holding every record's changes in file order, or None if none."""
     out: dict[str, Any] | None = None
     for rec in records:
-        if not isinstance(rec.data, dict):
-            continue
+        if not isinstance(rec.data, dict) or "changes" not in rec.data:
+            continue  # not a names log (the reader checked the ones that are)
         if rec.kind == "snapshot" or out is None:
-            out = dict(rec.data)
+            # A change first: its snapshot was damaged and skipped; its entries still count.
+            out = {"version": SNAPSHOT_VERSION, **rec.data}
             out["changes"] = list(rec.data.get("changes") or ())
         else:
             out["changes"].extend(rec.data.get("changes") or ())

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from tracer.errors import TraceFileError
+from tracer.errors import OutputError, TraceFileError
 from tracer.events import EVENT_DTYPE
 from tracer.tracefile.format import (
     MAGIC,
@@ -27,6 +27,7 @@ from tracer.tracefile.format import (
     encode_json,
     frame,
 )
+from tracer.tracefile.output import OutputFile
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +79,27 @@ class TraceWriter:
         self._topology_records = 0
         self._first_ts = 0
         self._last_ts = 0
+        # 0600: a trace names hosts, addresses and services of a production cluster.
         try:
-            # 0600: a trace names hosts, addresses and services of a production cluster.
-            self._fd: int | None = os.open(
-                self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600
-            )
-            os.fchmod(self._fd, 0o600)  # O_CREAT's mode does not apply to an existing file
+            out = OutputFile(self.path, mode=0o600)
+        except OutputError as err:
+            raise TraceFileError(str(err)) from err
+        head = PREAMBLE.pack(MAGIC, SCHEMA_VERSION, 0) + frame(
+            RecordType.HEADER, self._zstd.compress(encode_json(header.to_json()))
+        )
+        try:
+            _write_all(out.fd, head)
+            # An existing file is replaced only now that the new one is a readable trace.
+            out.publish()
         except OSError as err:
+            out.discard()
             raise TraceFileError(f"cannot create trace file {self.path}: {err.strerror}") from err
-        self._write(PREAMBLE.pack(MAGIC, SCHEMA_VERSION, 0))
-        self._record(RecordType.HEADER, encode_json(header.to_json()))
-        self._check()
+        except OutputError as err:
+            raise TraceFileError(str(err)) from err
+        if out.replaced is not None:
+            log.warning("recording to %s%s", self.path, out.replaced_note())
+        self._fd: int | None = out.release()
+        self._good_size = len(head)
         self._thread = threading.Thread(target=self._run, name="swarmtrace-writer", daemon=True)
         self._thread.start()
 
@@ -273,9 +284,7 @@ class TraceWriter:
         if self._fd is None:
             return
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            _write_all(self._fd, data)
         except OSError as err:
             self._fail(err)
             return
@@ -299,3 +308,9 @@ class TraceWriter:
         with self._cond:
             self._error = error
             self._cond.notify_all()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

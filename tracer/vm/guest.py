@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, TextIO
 
+from tracer import slowdown
 from tracer.errors import LabError
 from tracer.vm.boot import KernelImage, VmConfig, find_kernel, kvm_usable, venv_bin, vng_command
 from tracer.vm.boot import vng_env as _vng_env
@@ -37,6 +38,8 @@ POLL_S = 0.05
 STOP_WAIT_S = 30.0  # clean power-off under TCG takes a few seconds
 HEARTBEAT_S = 2.0  # the agent powers the guest off when this stops (host killed uncleanly)
 CANCEL_WAIT_S = 30.0  # for the agent to stop a job the host cancelled
+# Boot time of an idle 2-CPU host (README: 30-50 s emulated): the measure of a slow guest.
+REFERENCE_BOOT_S = {True: 10.0, False: 45.0}  # by KVM
 
 
 class GuestResult(NamedTuple):
@@ -147,6 +150,8 @@ class Guest:
         self._stop_beat = threading.Event()
         self._beat: threading.Thread | None = None
         self.boot_seconds: float | None = None
+        # Measured at boot: how much slower than the reference this guest runs (>= 1).
+        self.slowdown = 1.0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -223,6 +228,8 @@ class Guest:
             start_new_session=True,
         )
         accel = "KVM" if kvm else "software emulation (no KVM: ~30 s)"
+        # A loaded host boots slower: give the boot as much more time as the load says.
+        boot_timeout = self.config.boot_timeout_s * slowdown.host_load()
         self._progress(f"booting {self.kernel.version} with {accel}")
         seen_lines = 0
         last_note = began
@@ -232,10 +239,10 @@ class Guest:
                 raise LabError(
                     f"the VM exited during boot (rc {self._vng.returncode}): {self._console_tail()}"
                 )
-            if now - began > self.config.boot_timeout_s:
+            if now - began > boot_timeout:
                 raise LabError(
-                    f"the VM did not come up within {self.config.boot_timeout_s:g} s: "
-                    f"{self._console_tail()}"
+                    f"the VM did not come up within {boot_timeout:.0f} s (host load "
+                    f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs): {self._console_tail()}"
                 )
             if self._qemu is None:
                 self._qemu = _find_qemu(self._vng.pid, self.share)
@@ -251,7 +258,13 @@ class Guest:
         self.boot_seconds = time.monotonic() - began
         if self._qemu is None:
             self._qemu = _find_qemu(self._vng.pid, self.share)
-        self._progress(f"guest ready in {self.boot_seconds:.0f} s")
+        self.slowdown = max(
+            slowdown.from_boot(self.boot_seconds, REFERENCE_BOOT_S[kvm]), slowdown.host_load()
+        )
+        self._progress(
+            f"guest ready in {self.boot_seconds:.0f} s; waits in the guest scaled "
+            f"x{self.slowdown:.1f}"
+        )
 
     def _progress_lines(self) -> list[str]:
         try:
@@ -341,8 +354,11 @@ class Guest:
 
         Output is returned and, if `stream` is given, written there as it arrives.
         rc 124 = timed out (killed in the guest), 130 = cancelled (Ctrl-C on the host).
+        The timeout, and the waits inside the job, scale with the slowdown measured at boot.
         """
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        timeout *= self.slowdown
+        env = {slowdown.ENV: f"{self.slowdown:.2f}", **(env or {})}
         with self._lock:
             if not self.alive():
                 raise LabError(f"the VM guest is not running: {self._console_tail()}")

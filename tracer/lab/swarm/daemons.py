@@ -13,6 +13,7 @@ from pathlib import Path
 
 import docker
 
+from tracer import slowdown
 from tracer.errors import LabError
 from tracer.lab.swarm.hoststate import CGROUP_ROOT, cgroup_mounts
 from tracer.lab.swarm.layout import LabNode
@@ -73,7 +74,8 @@ def start(node: LabNode) -> int:
             *dockerd_argv(node)]
     if node.netns is not None:
         argv = ["ip", "netns", "exec", node.netns, *argv]
-    deadline = time.monotonic() + START_TIMEOUT_S
+    limit = slowdown.scaled(START_TIMEOUT_S)
+    deadline = time.monotonic() + limit
     proc = _spawn(argv, node)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -91,8 +93,8 @@ def start(node: LabNode) -> int:
             return proc.pid
         except docker.errors.DockerException:
             time.sleep(0.3)
-    raise LabError(f"dockerd for {node.name} did not answer within {START_TIMEOUT_S:.0f} s: "
-                   f"see {node.logfile}")
+    raise LabError(f"dockerd for {node.name} did not answer within {limit:.0f} s"
+                   f"{slowdown.note()}: see {node.logfile}")
 
 
 def _spawn(argv: list[str], node: LabNode) -> subprocess.Popen[bytes]:

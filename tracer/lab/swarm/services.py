@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import docker
 from docker.types import EndpointSpec, ServiceMode
 
+from tracer import slowdown
 from tracer.errors import LabError
 from tracer.lab.swarm.image import IMAGE
 from tracer.lab.swarm.layout import LabNode
@@ -114,12 +115,13 @@ def _running(mgr: docker.DockerClient, svc: LabService) -> bool:
 
 
 def _wait(cond: object, what: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    limit = slowdown.scaled(READY_TIMEOUT_S)
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if cond():  # type: ignore[operator]
             return
         time.sleep(0.5)
-    raise LabError(f"timed out after {READY_TIMEOUT_S:.0f} s waiting for {what}: "
+    raise LabError(f"timed out after {limit:.0f} s waiting for {what}{slowdown.note()}: "
                    "see the daemon logs in /run/swarmtrace-swarm")
 
 
