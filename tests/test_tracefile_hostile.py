@@ -309,7 +309,8 @@ def test_a_chunk_may_not_claim_millions_of_events(tmp_path: Path) -> None:
     assert path.stat().st_size < 40_000
     runs = assert_damaged_everywhere(path, tmp_path, "implausible content size 264000012")
     for reader, run in runs.items():
-        assert run.seconds < 20, (reader, run.seconds)
+        # A hang guard, not a speed goal: the bomb took 78 s before; now well under 1 s.
+        assert run.seconds < 60, f"{reader} took {run.seconds:.0f} s on a 30 KB chunk bomb"
     assert max(r.max_rss_kib for r in runs.values()) < 400 << 10
 
 
@@ -513,8 +514,8 @@ def test_tui_status_bar_names_the_damage(tmp_path: Path) -> None:
     with ReplaySource(path) as source:
         feed = replay_feed(Pipeline(source, None, ""))
         assert source.damages and source.damage is not None
-    notes = feed.poll(0).stats.source.notes  # what the status bar shows, first of its notes
-    assert notes[0].startswith("TRACE DAMAGED: truncated")
+    damage = feed.poll(0).stats.damage  # what the status bar shows in red
+    assert "truncated" in damage, damage
 
 
 def test_crafted_resync_candidates_cost_linear_time(tmp_path: Path) -> None:

@@ -255,7 +255,8 @@ def _requests(trace: str | os.PathLike[str], names: Names | None) -> _Requests:
     from tracer.pipeline import Pipeline  # the correlation stack, only for this export
     from tracer.tracefile.replay import ReplaySource
 
-    with ReplaySource(trace) as source:
+    # The packets' own reading reports the file's damage; this one stays quiet.
+    with ReplaySource(trace, report=False) as source:
         pipe = Pipeline(source, names, source.header.lb_note)
         requests: list[Request] = []
         while not source.finished:

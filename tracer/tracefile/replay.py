@@ -40,10 +40,11 @@ class ReplaySource:
         *,
         on_topology: Callable[[TopologyRecord], None] | None = None,
         batch_events: int = BATCH_EVENTS,
+        report: bool = True,
     ) -> None:
         if speed is not None and not speed > 0:
             raise TraceFileError(f"replay speed must be > 0 (got {speed})")
-        self._reader = open_trace(path)
+        self._reader = open_trace(path, report=report)  # report=False: a second reading
         self.header = self._reader.header
         origin = ", ".join(self.header.nodes) or self.header.hostname or "unknown host"
         self.info = SourceInfo(
