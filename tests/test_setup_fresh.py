@@ -67,9 +67,10 @@ def cached_rootfs() -> Path:
     if tar.is_file():
         return tar
     CACHE.mkdir(parents=True, exist_ok=True)
-    partial = tar.with_suffix(".partial")
+    partial = tar.with_name(f"{tar.stem}.partial.tar")
     try:
-        done = subprocess.run(["mmdebstrap", "-q", *RECIPE, str(partial)], capture_output=True,
+        done = subprocess.run(["mmdebstrap", "-q", "--format=tar", *RECIPE, str(partial)],
+                              capture_output=True,
                               text=True, timeout=ROOTFS_S, check=False)
     except subprocess.TimeoutExpired:
         partial.unlink(missing_ok=True)
