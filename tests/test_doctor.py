@@ -200,3 +200,19 @@ def test_headers_fix_never_names_a_package_the_archive_lacks() -> None:
 def test_no_fix_offers_the_vm_lab() -> None:
     for cap in doctor_json()["capabilities"]:
         assert "swarmtrace vm" not in cap["fix"] and "VM lab" not in cap["fix"], cap
+
+
+def test_doctor_names_another_running_tracer(tmp_path: Path) -> None:
+    # A process whose command line is `swarmtrace trace` (python running a script named trace):
+    # doctor reads command lines only, so it needs no probes to be loaded.
+    (tmp_path / "swarmtrace").symlink_to(sys.executable)
+    (tmp_path / "trace").write_text("import time\ntime.sleep(60)\n")
+    other = subprocess.Popen([str(tmp_path / "swarmtrace"), "trace"], cwd=tmp_path)
+    try:
+        caps = {c["key"]: c for c in doctor_json()["capabilities"]}
+    finally:
+        other.kill()
+        other.wait()
+    assert caps["other_tracers"]["support"] == "no"
+    assert f"pid {other.pid} (swarmtrace trace)" in caps["other_tracers"]["detail"]
+    assert "EBUSY" in caps["other_tracers"]["fix"]

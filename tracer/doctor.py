@@ -15,6 +15,7 @@ from typing import Any
 
 from tracer import __version__, kernel_features, privileges
 from tracer.errors import LabError
+from tracer.procs import cmdline
 from tracer.vm.boot import find_kernel, find_qemu, find_vng, kvm_usable
 from tracer.vm.guest import in_guest
 
@@ -23,6 +24,7 @@ OS_RELEASE = Path("/etc/os-release")
 # The image carries both backends; the README's Install section gives its `docker run` line.
 IMAGE_HINT = f"or run the image swarmtrace:{__version__} (README: Install)"
 NOT_TRIED = "not tried: that needs root or the capabilities under privileges"
+LIVE_COMMANDS = ("trace", "tui", "demo")
 
 
 class Support(StrEnum):
@@ -303,6 +305,33 @@ def check_swarm(docker: Capability) -> Capability:
     )
 
 
+def _tracer_command(argv: list[str]) -> str | None:
+    """'trace', 'tui' or 'demo' when argv runs swarmtrace with a command that loads probes."""
+    for i, arg in enumerate(argv):
+        if arg.endswith("swarmtrace") or (arg == "tracer" and argv[i - 1:i] == ["-m"]):
+            words = [a for a in argv[i + 1:] if not a.startswith("-")]
+            return words[0] if words and words[0] in LIVE_COMMANDS else None
+    return None
+
+
+def check_other_tracers() -> Capability:
+    """A running core tracer holds the netfilter hook priorities: a second one gets EBUSY."""
+    label = "other tracers"
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            command = _tracer_command(cmdline(int(p.name)))
+            if command is not None:
+                found.append(f"pid {p.name} (swarmtrace {command})")
+    if not found:
+        return Capability("other_tracers", label, Support.YES, "none running")
+    return Capability(
+        "other_tracers", label, Support.NO, ", ".join(found),
+        "one core tracer at a time: a second one's netfilter hooks are refused (EBUSY, same "
+        "priorities); stop the other first",
+    )  # fmt: skip
+
+
 def check_vm_lab() -> Capability:
     if in_guest():
         return Capability("vm_lab", "VM lab", Support.NO, "this is the VM lab's guest: no nesting")
@@ -341,7 +370,7 @@ def diagnose() -> Report:
     ]
     caps = [check() for check in checks]
     docker = check_docker_socket()
-    caps += [docker, check_swarm(docker), check_vm_lab()]
+    caps += [docker, check_swarm(docker), check_other_tracers(), check_vm_lab()]
     by_key = {c.key: c for c in caps}
     backend = choose_backend(by_key["kprobes"], by_key["kernel_headers"], by_key["bcc"])
     return Report(os.uname().release, tuple(caps), backend)
