@@ -267,11 +267,14 @@ def check_docker_socket() -> Capability:
             sock.settimeout(2)
             sock.connect(str(path))
     except OSError as err:
+        if isinstance(err, PermissionError):
+            fix = "dockerd runs but this user may not ask it: run as root"
+        else:
+            fix = ("names of tasks and sandboxes come from dockerd: start it (in a container, "
+                   f"mount {DOCKER_SOCKET})")
         return Capability(
-            "docker", "docker socket", Support.NO, f"{path}: {err.strerror or err}",
-            "names of tasks and sandboxes come from dockerd: start it (in a container, mount "
-            f"{DOCKER_SOCKET})",
-        )  # fmt: skip
+            "docker", "docker socket", Support.NO, f"{path}: {err.strerror or err}", fix
+        )
     return Capability("docker", "docker socket", Support.YES, f"{path} answers")
 
 
