@@ -280,9 +280,7 @@ def check_docker_socket() -> Capability:
 
 def check_swarm(docker: Capability) -> Capability:
     if docker.support is not Support.YES:
-        return Capability(
-            "swarm", "swarm", Support.UNKNOWN, "no docker daemon to ask", "start dockerd first"
-        )
+        return Capability("swarm", "swarm", Support.UNKNOWN, "cannot ask dockerd (docker socket)")
     import docker as docker_sdk  # lazy: the SDK is only needed here
 
     try:
