@@ -171,6 +171,8 @@ def test_setup_then_replay_and_doctor_on_fresh_debian(tmp_path: Path) -> None:
         assert rc == 0, f"{name} failed ({rc}) in the fresh container:\n{tail}"
     assert len(re.findall(r"^#\d+ ", log, re.MULTILINE)) >= 3, tail  # three requests replayed
     assert "backend auto -> " in log, tail
+    # Docker 20.10 grants no CAP_BPF or CAP_PERFMON: CAP_SYS_ADMIN stands in for both.
+    assert re.search(r"^  privileges +yes ", log, re.MULTILINE), tail
     timings = ", ".join(f"{n} {t} s" for n, (_rc, t) in done.items())
     doctor = log[log.rindex(f"{MARK} replay"):].split("\n", 1)[1]
     print(f"fresh Debian 12: rootfs {made:.0f} s (cached if ~0), {timings}, "
