@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from vm_fixtures import GuestRunner, vm_guest_fixture  # noqa: F401
 
-from tracer import kernel_features
+from tracer import kernel_features, privileges
 from tracer.doctor import headers_fix
 from tracer.vm import in_guest
 
@@ -216,3 +216,18 @@ def test_doctor_names_another_running_tracer(tmp_path: Path) -> None:
     assert caps["other_tracers"]["support"] == "no"
     assert f"pid {other.pid} (swarmtrace trace)" in caps["other_tracers"]["detail"]
     assert "EBUSY" in caps["other_tracers"]["fix"]
+
+
+def test_the_line_names_the_fewest_capabilities_to_add() -> None:
+    every = frozenset(privileges.Cap)
+    bpf_only = privileges.Privileges(0, frozenset({privileges.Cap.BPF, privileges.Cap.PERFMON,
+                                                   privileges.Cap.NET_ADMIN}), every)
+    assert privileges.explain("core", bpf_only) == (
+        "the core backend needs CAP_SYS_ADMIN (entering Docker's netns): root here lacks them "
+        "(a container?): add --cap-add SYS_ADMIN")
+    # No capabilities on a kernel before CAP_BPF existed: SYS_ADMIN covers loading there too.
+    old_kernel = privileges.Privileges(1000, frozenset(), every - {privileges.Cap.BPF,
+                                                                   privileges.Cap.PERFMON})
+    line = privileges.explain("bcc", old_kernel)
+    assert "CAP_BPF" not in line and line.endswith("--cap-add NET_ADMIN --cap-add SYS_ADMIN")
+    assert privileges.explain("core", privileges.Privileges(0, every, every)) == ""
