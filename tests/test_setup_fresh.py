@@ -174,6 +174,6 @@ def test_setup_then_replay_and_doctor_on_fresh_debian(tmp_path: Path) -> None:
     # Docker 20.10 grants no CAP_BPF or CAP_PERFMON: CAP_SYS_ADMIN stands in for both.
     assert re.search(r"^  privileges +yes ", log, re.MULTILINE), tail
     timings = ", ".join(f"{n} {t} s" for n, (_rc, t) in done.items())
-    doctor = log[log.rindex(f"{MARK} replay"):].split("\n", 1)[1]
+    doctor = log[log.rindex(f"{MARK} replay"):log.rindex(f"{MARK} doctor")].split("\n", 1)[1]
     print(f"fresh Debian 12: rootfs {made:.0f} s (cached if ~0), {timings}, "
           f"total {time.monotonic() - t0:.0f} s; its doctor:\n{doctor}")
