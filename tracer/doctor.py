@@ -13,13 +13,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from tracer import kernel_features
+from tracer import __version__, kernel_features, privileges
 from tracer.errors import LabError
+from tracer.procs import cmdline
 from tracer.vm.boot import find_kernel, find_qemu, find_vng, kvm_usable
 from tracer.vm.guest import in_guest
 
-VM_HINT = "or use the stock-kernel VM lab: swarmtrace vm run -- swarmtrace trace ..."
 DOCKER_SOCKET = Path("/var/run/docker.sock")
+OS_RELEASE = Path("/etc/os-release")
+# The image carries both backends; the README's Install section gives its `docker run` line.
+IMAGE_HINT = f"or run the image swarmtrace:{__version__} (README: Install)"
+NOT_TRIED = "not tried: that needs root or the capabilities under privileges"
+LIVE_COMMANDS = ("trace", "tui", "demo")
 
 
 class Support(StrEnum):
@@ -70,6 +75,59 @@ def _config_says(config: Config, option: str) -> str | None:
     return config[0].get(option, "n")
 
 
+def _may_try() -> bool:
+    """Whether a refusal from the kernel means "cannot" rather than "not allowed"."""
+    return not privileges.missing("core", privileges.current())
+
+
+def check_privileges() -> Capability:
+    privs = privileges.current()
+    have = ", ".join(f"CAP_{c.name}" for c in sorted(privs.effective)) or "no capabilities"
+    who = "root" if privs.uid == 0 else f"uid {privs.uid}"
+    lacking = privileges.explain("core", privs)
+    if not lacking:
+        return Capability("privileges", "privileges", Support.YES, f"{who}: {have}")
+    return Capability("privileges", "privileges", Support.NO,
+                      f"{who}: {have}; tracing needs root or capabilities", lacking)
+
+
+def os_release() -> dict[str, str]:
+    """/etc/os-release as a dict (ID, VERSION_ID, PRETTY_NAME ...); empty when absent."""
+    try:
+        text = OS_RELEASE.read_text()
+    except OSError:
+        return {}
+    pairs = (line.partition("=") for line in text.splitlines() if "=" in line)
+    return {k: v.strip().strip('"') for k, _, v in pairs}
+
+
+def apt_candidates(packages: list[str]) -> dict[str, bool] | None:
+    """Which packages apt could install here (None: no apt on this host)."""
+    if not _which("apt-cache"):
+        return None
+    done = subprocess.run(["apt-cache", "policy", *packages], capture_output=True, text=True,
+                          timeout=30, check=False)
+    found: dict[str, bool] = dict.fromkeys(packages, False)
+    current = ""
+    for line in done.stdout.splitlines():
+        if not line.startswith(" ") and line.endswith(":"):
+            current = line[:-1]
+        elif line.strip().startswith("Candidate:") and current in found:
+            found[current] = line.split(":", 1)[1].strip() != "(none)"
+    return found
+
+
+def headers_fix(release: str, distro: str, available: bool | None) -> str:
+    """What to install for bcc's kernel headers; never a package the archive does not have."""
+    package = f"linux-headers-{release}"
+    if available is None:
+        return f"for bcc: install your distribution's kernel headers for {release}"
+    if available:
+        return f"for bcc: apt-get install {package}"
+    return (f"{distro} has no package {package} (a custom kernel?): the core backend needs no "
+            f"headers; bcc needs this kernel's build tree at /lib/modules/{release}/build")
+
+
 def check_btf() -> Capability:
     path = kernel_features.VMLINUX_BTF
     if path.is_file():
@@ -85,13 +143,16 @@ def check_kprobes(config: Config) -> Capability:
     if tried.ok:
         return Capability("kprobes", "kprobes", Support.YES, tried.detail)
     setting = _config_says(config, "CONFIG_KPROBES")
+    stock = "the core backend needs none; bcc needs a kernel with kprobes (distribution kernels)"
     if setting == "n" and config is not None:
-        detail = f"CONFIG_KPROBES is not set ({config[1]})"
-        fix = f"boot a kernel with CONFIG_KPROBES=y, {VM_HINT}"
-    elif os.geteuid() != 0:
-        detail, fix = tried.detail, "run as root (kprobes need CAP_PERFMON and CAP_BPF)"
+        detail, fix = f"CONFIG_KPROBES is not set ({config[1]})", stock
+    elif kernel_features.refused_for_privileges(tried) and not _may_try():
+        if setting == "y" and config is not None:
+            return Capability("kprobes", "kprobes", Support.YES,
+                              f"CONFIG_KPROBES=y ({config[1]}); {NOT_TRIED}")
+        return Capability("kprobes", "kprobes", Support.UNKNOWN, NOT_TRIED)
     else:
-        detail, fix = tried.detail, f"boot a kernel with CONFIG_KPROBE_EVENTS=y, {VM_HINT}"
+        detail, fix = tried.detail, stock + " (CONFIG_KPROBE_EVENTS=y)"
     return Capability("kprobes", "kprobes", Support.NO, detail, fix)
 
 
@@ -99,6 +160,8 @@ def check_fentry() -> Capability:
     tried = kernel_features.try_fentry()
     if tried.ok:
         return Capability("fentry", "fentry/fexit", Support.YES, tried.detail)
+    if kernel_features.refused_for_privileges(tried) and not _may_try():
+        return Capability("fentry", "fentry/fexit", Support.UNKNOWN, NOT_TRIED)
     return Capability(
         "fentry", "fentry/fexit", Support.NO, tried.detail,
         "not needed: the core backend uses tracepoints; fentry needs a kernel with BPF "
@@ -113,11 +176,24 @@ def check_netfilter_link(config: Config) -> Capability:
     if tried.ok:
         return Capability("bpf_netfilter", label, Support.YES, f"{tried.detail} ({release})")
     setting = _config_says(config, "CONFIG_NETFILTER_BPF_LINK")
-    why = "CONFIG_NETFILTER_BPF_LINK is not set" if setting == "n" else tried.detail
+    new_enough = kernel_features.release_at_least(release, 6, 4)
+    # Loading one needs CAP_BPF and CAP_NET_ADMIN: without them EPERM says nothing of the kernel.
+    if kernel_features.refused_for_privileges(tried) and not _may_try() and setting != "n":
+        if setting == "y" and config is not None and new_enough:
+            return Capability("bpf_netfilter", label, Support.YES,
+                              f"CONFIG_NETFILTER_BPF_LINK=y ({config[1]}); {NOT_TRIED}")
+        if new_enough:
+            return Capability("bpf_netfilter", label, Support.UNKNOWN, NOT_TRIED)
+    if not new_enough:
+        why = f"this is {release}; BPF netfilter programs need >= 6.4"
+    elif setting == "n":
+        why = "CONFIG_NETFILTER_BPF_LINK is not set"
+    else:
+        why = tried.detail
     return Capability(
-        "bpf_netfilter", label, Support.NO, f"{why} (needs kernel >= 6.4, this is {release})",
-        "core backend degrades to tracepoints + conntrack; for netfilter hooks boot a kernel "
-        ">= 6.4 with CONFIG_NETFILTER_BPF_LINK=y",
+        "bpf_netfilter", label, Support.NO, why,
+        "the core backend falls back to tracepoints + conntrack (less detail); per-hook events "
+        "need a kernel >= 6.4 with CONFIG_NETFILTER_BPF_LINK=y, or the bcc backend",
     )  # fmt: skip
 
 
@@ -133,10 +209,13 @@ def check_ipvs(config: Config) -> Capability:
             "ipvs", "IPVS", Support.YES, f"module ip_vs available (loads on demand){ipvsadm}"
         )
     setting = _config_says(config, "CONFIG_IP_VS")
-    detail = "CONFIG_IP_VS is not set" if setting == "n" else "no ip_vs module for this kernel"
+    if setting == "n":
+        detail, how = "CONFIG_IP_VS is not set", "boot a kernel with CONFIG_IP_VS=m"
+    else:
+        detail, how = "no ip_vs module for this kernel", "install this kernel's ip_vs module"
     return Capability(
         "ipvs", "IPVS", Support.NO, detail,
-        "Swarm's VIP and routing mesh need IPVS: boot a kernel with CONFIG_IP_VS=m, " + VM_HINT,
+        f"Swarm's VIP and routing mesh need IPVS: {how} (distribution kernels have it)",
     )  # fmt: skip
 
 
@@ -149,22 +228,25 @@ def check_headers() -> Capability:
         return Capability(
             "kernel_headers", "kernel headers", Support.YES, "/sys/kernel/kheaders.tar.xz"
         )
-    return Capability(
-        "kernel_headers", "kernel headers", Support.NO, f"{build} missing",
-        f"apt-get install linux-headers-{release} (a custom kernel: its build tree), {VM_HINT}",
-    )  # fmt: skip
+    package = f"linux-headers-{release}"
+    available = apt_candidates([package])
+    distro = os_release().get("PRETTY_NAME", "this distribution")
+    fix = headers_fix(release, distro, None if available is None else available[package])
+    return Capability("kernel_headers", "kernel headers", Support.NO, f"{build} missing", fix)
 
 
 def check_bcc() -> Capability:
     # find_spec + the shared library, not `import bcc`: that loads LLVM (seconds, more in a VM).
     if importlib.util.find_spec("bcc") is None:
-        return Capability(
-            "bcc", "BCC", Support.NO, "python module bcc not importable",
-            "apt-get install python3-bpfcc; the venv needs --system-site-packages "
-            "(scripts/setup makes it so)",
-        )  # fmt: skip
+        found = apt_candidates(["python3-bpfcc"])
+        install = ("apt-get install python3-bpfcc (a venv needs --system-site-packages)"
+                   if found and found["python3-bpfcc"]
+                   else "install your distribution's BCC Python bindings")
+        return Capability("bcc", "BCC", Support.NO, "python module bcc not importable",
+                          f"for bcc: {install}, {IMAGE_HINT}")
     if find_library("bcc") is None:
-        return Capability("bcc", "BCC", Support.NO, "libbcc.so missing", "apt-get install libbpfcc")
+        return Capability("bcc", "BCC", Support.NO, "libbcc.so missing",
+                          f"for bcc: install your distribution's libbcc, {IMAGE_HINT}")
     return Capability("bcc", "BCC", Support.YES, "python3-bpfcc and libbcc present")
 
 
@@ -185,18 +267,20 @@ def check_docker_socket() -> Capability:
             sock.settimeout(2)
             sock.connect(str(path))
     except OSError as err:
+        if isinstance(err, PermissionError):
+            fix = "dockerd runs but this user may not ask it: run as root"
+        else:
+            fix = ("names of tasks and sandboxes come from dockerd: start it (in a container, "
+                   f"mount {DOCKER_SOCKET})")
         return Capability(
-            "docker", "docker socket", Support.NO, f"{path}: {err.strerror or err}",
-            "apt-get install docker.io and start dockerd",
-        )  # fmt: skip
+            "docker", "docker socket", Support.NO, f"{path}: {err.strerror or err}", fix
+        )
     return Capability("docker", "docker socket", Support.YES, f"{path} answers")
 
 
 def check_swarm(docker: Capability) -> Capability:
     if docker.support is not Support.YES:
-        return Capability(
-            "swarm", "swarm", Support.UNKNOWN, "no docker daemon to ask", "start dockerd first"
-        )
+        return Capability("swarm", "swarm", Support.UNKNOWN, "cannot ask dockerd (docker socket)")
     import docker as docker_sdk  # lazy: the SDK is only needed here
 
     try:
@@ -222,13 +306,41 @@ def check_swarm(docker: Capability) -> Capability:
     )
 
 
+def _tracer_command(argv: list[str]) -> str | None:
+    """'trace', 'tui' or 'demo' when argv runs swarmtrace with a command that loads probes."""
+    for i, arg in enumerate(argv):
+        if arg.endswith("swarmtrace") or (arg == "tracer" and argv[i - 1:i] == ["-m"]):
+            words = [a for a in argv[i + 1:] if not a.startswith("-")]
+            return words[0] if words and words[0] in LIVE_COMMANDS else None
+    return None
+
+
+def check_other_tracers() -> Capability:
+    """A running core tracer holds the netfilter hook priorities: a second one gets EBUSY."""
+    label = "other tracers"
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            command = _tracer_command(cmdline(int(p.name)))
+            if command is not None:
+                found.append(f"pid {p.name} (swarmtrace {command})")
+    if not found:
+        return Capability("other_tracers", label, Support.YES, "none running")
+    return Capability(
+        "other_tracers", label, Support.NO, ", ".join(found),
+        "one core tracer at a time: a second one's netfilter hooks are refused (EBUSY, same "
+        "priorities); stop the other first",
+    )  # fmt: skip
+
+
 def check_vm_lab() -> Capability:
     if in_guest():
         return Capability("vm_lab", "VM lab", Support.NO, "this is the VM lab's guest: no nesting")
     try:
         qemu, _vng, kernel = find_qemu(), find_vng(), find_kernel()
     except LabError as err:
-        return Capability("vm_lab", "VM lab", Support.NO, str(err).split(":")[0], str(err))
+        # A developer's tool (scripts/setup installs it), never a fix for a production host.
+        return Capability("vm_lab", "VM lab", Support.NO, f"developers only: {err}")
     accel = "KVM" if kvm_usable() else "software emulation, ~30-50 s boot"
     return Capability(
         "vm_lab", "VM lab", Support.YES, f"{kernel.version} + headers, {qemu.name} ({accel})"
@@ -248,6 +360,7 @@ def diagnose() -> Report:
     """Check everything; each check is independent and never raises for a missing feature."""
     config = kernel_features.kernel_config()
     checks: list[Callable[[], Capability]] = [
+        check_privileges,
         check_btf,
         lambda: check_kprobes(config),
         check_fentry,
@@ -258,7 +371,7 @@ def diagnose() -> Report:
     ]
     caps = [check() for check in checks]
     docker = check_docker_socket()
-    caps += [docker, check_swarm(docker), check_vm_lab()]
+    caps += [docker, check_swarm(docker), check_other_tracers(), check_vm_lab()]
     by_key = {c.key: c for c in caps}
     backend = choose_backend(by_key["kprobes"], by_key["kernel_headers"], by_key["bcc"])
     return Report(os.uname().release, tuple(caps), backend)

@@ -7,8 +7,10 @@ Raw syscalls through ctypes: nothing here needs libbpf, BCC or the project's BPF
 from __future__ import annotations
 
 import ctypes
+import errno
 import gzip
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ _libc.syscall.restype = ctypes.c_long
 class TryResult:
     ok: bool
     detail: str  # evidence when ok, the kernel's answer (errno) when not
+    errno: int = 0  # the kernel's errno when not ok: EPERM/EACCES mean "not allowed", not "absent"
 
 
 def kernel_config() -> tuple[dict[str, str], str] | None:
@@ -57,6 +60,12 @@ def kernel_config() -> tuple[dict[str, str], str] | None:
                 config[key] = value
         return config, str(source)
     return None
+
+
+def release_at_least(release: str, major: int, minor: int) -> bool:
+    """Whether a `uname -r` string such as 6.18.44-fc-v657 is at least major.minor."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (major, minor)
 
 
 def _syscall(number: int, *args: int | ctypes.Array[ctypes.c_char]) -> int:
@@ -87,7 +96,7 @@ def try_kprobe(function: str = PROBE_FUNCTION) -> TryResult:
     try:
         fd = _syscall(SYS_PERF_EVENT_OPEN, attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
     except OSError as err:
-        return TryResult(False, f"kprobe on {function} refused: {err.strerror}")
+        return TryResult(False, f"kprobe on {function} refused: {err.strerror}", err.errno or 0)
     os.close(fd)
     return TryResult(True, f"kprobe on {function} attached and removed")
 
@@ -142,7 +151,7 @@ def try_fentry(function: str = PROBE_FUNCTION) -> TryResult:
     try:
         fd = _load_program(PROG_TYPE_TRACING, ATTACH_TRACE_FENTRY, btf_id, 0)
     except OSError as err:
-        return TryResult(False, f"fentry program load refused: {err.strerror}")
+        return TryResult(False, f"fentry program load refused: {err.strerror}", err.errno or 0)
     os.close(fd)
     return TryResult(True, f"fentry program for {function} loaded and unloaded")
 
@@ -152,6 +161,11 @@ def try_netfilter_program() -> TryResult:
     try:
         fd = _load_program(PROG_TYPE_NETFILTER, ATTACH_NETFILTER, 0, 1)  # NF_ACCEPT
     except OSError as err:
-        return TryResult(False, f"netfilter program load refused: {err.strerror}")
+        return TryResult(False, f"netfilter program load refused: {err.strerror}", err.errno or 0)
     os.close(fd)
     return TryResult(True, "netfilter program loaded and unloaded")
+
+
+def refused_for_privileges(tried: TryResult) -> bool:
+    """The kernel said no because of who asked (EPERM, EACCES), not because it cannot."""
+    return not tried.ok and tried.errno in (errno.EPERM, errno.EACCES)

@@ -4,6 +4,7 @@ The rule and its checks are the doctor's, so `swarmtrace doctor` and `--backend 
 
 from __future__ import annotations
 
+from tracer import privileges
 from tracer.doctor import check_bcc, check_headers, check_kprobes, choose_backend
 from tracer.errors import ProbeUnavailable
 from tracer.kernel_features import kernel_config
@@ -23,6 +24,8 @@ def choose(name: str) -> tuple[str, str]:
 
 def open_source(backend: str, flt: Filter) -> EventSource:
     """An unstarted source of the backend choose() picked ("core" or "bcc")."""
+    if lacking := privileges.explain(backend, privileges.current()):
+        raise ProbeUnavailable(lacking)
     if backend == "bcc":
         from tracer.probes.bcc import BccSource
 
