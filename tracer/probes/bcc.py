@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 import mmap
-import os
 import platform
 import time
 from typing import Any
 
+from tracer import privileges
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
 from tracer.probes import BPF_DIR, btf
@@ -41,8 +41,8 @@ class BccSource(ProbeSource):
     """Live events from kprobes compiled by BCC against this kernel's headers."""
 
     def __init__(self, flt: Filter) -> None:
-        if os.geteuid() != 0:
-            raise ProbeUnavailable("tracing needs root (BPF and kprobes): run it with sudo")
+        if lacking := privileges.explain("bcc", privileges.current()):
+            raise ProbeUnavailable(lacking)
         super().__init__()
         self.filter = flt
         self._bpf: Any = None

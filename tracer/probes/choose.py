@@ -18,7 +18,9 @@ def choose(name: str) -> tuple[str, str]:
     pick = choose_backend(check_kprobes(kernel_config()), check_headers(), check_bcc())
     if name == "bcc" and pick.backend != "bcc":
         raise ProbeUnavailable(f"the bcc backend cannot run here ({pick.reason}): "
-                               "use --backend core, or the stock-kernel VM lab (swarmtrace vm)")
+                               "use --backend core (BTF kernels), or install your "
+                               "distribution's BCC and kernel headers (`swarmtrace doctor` "
+                               "names them)")
     return pick.backend, "asked for" if name == "bcc" else pick.reason
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracer import privileges
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
 from tracer.pcap_filter import compile_rules
@@ -53,8 +54,9 @@ def kernel_at_least(major: int, minor: int) -> bool:
 
 
 def check_capabilities() -> None:
-    if os.geteuid() != 0:
-        raise ProbeUnavailable("tracing needs root (BPF and netns access): run it with sudo")
+    # Capabilities, not uid 0: a container with --cap-add or a setcap'd binary traces too.
+    if lacking := privileges.explain("core", privileges.current()):
+        raise ProbeUnavailable(lacking)
     if not Path("/sys/kernel/btf/vmlinux").exists():
         raise ProbeUnavailable(
             "this kernel has no BTF (/sys/kernel/btf/vmlinux): use --backend bcc where kernel "
