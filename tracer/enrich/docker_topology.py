@@ -147,7 +147,12 @@ class DockerNode:
         return NetnsReader(dirs, node=self.name, root=self.host_netns)
 
     def _path(self, p: str) -> Path:
-        return self.root / p.lstrip("/")
+        path = self.root / p.lstrip("/")
+        if self.pid is None and not path.exists() and Path(p).parent.name == "netns":
+            # In a container that cannot see the daemon, its sandboxes are wherever they were
+            # mounted: at Docker's default place, whatever the daemon's exec root.
+            return Path(DEFAULT_EXEC_ROOT, "netns", Path(p).name)
+        return path
 
     def read(self) -> NodeReading:
         """One full reading of this node. Raises docker.errors.DockerException if it is gone."""
