@@ -148,7 +148,7 @@ class DockerNode:
 
     def _path(self, p: str) -> Path:
         path = self.root / p.lstrip("/")
-        if self.pid is None and not path.exists() and Path(p).parent.name == "netns":
+        if not self.pid and not path.exists() and Path(p).parent.name == "netns":
             # In a container that cannot see the daemon, its sandboxes are wherever they were
             # mounted: at Docker's default place, whatever the daemon's exec root.
             return Path(DEFAULT_EXEC_ROOT, "netns", Path(p).name)
