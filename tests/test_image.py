@@ -110,16 +110,20 @@ def test_image_traces_the_swarm_with_least_privilege(lab: swarm.SwarmLab) -> Non
     assert len(vote) == 4, reqs
     tasks = _vote_tasks(lab)
     for q in vote:
-        assert (q["service"], q["status"], q["client_name"]) == ("vote", "ok", _client_task(lab))
+        assert (q["service"], q["status"]) == ("vote", "ok")
+        assert _same_task(q["client_name"], _client_task(lab))
         task, node = tasks[q["backend"]["addr"].split(":")[0]]
-        assert q["backend"]["name"] == task
+        # The backend is named "<task> on <node>", from node1's Docker API alone.
+        shown_task, _, shown_node = q["backend"]["name"].partition(" on ")
+        assert _same_task(shown_task, task) and shown_node == node, (q["backend"], task, node)
         picked = [h["detail"] for h in q["hops"] if h["kind"] == "dns"]
         assert picked and picked[0].startswith("vote -> "), q["hops"]
-        # A task on node2 is reached over VXLAN, which names both nodes.
-        if node == "node2":
-            assert any(h["kind"] == "vxlan" and "node1 -> node2" in h["detail"]
-                       for h in q["hops"]), q["hops"]
     assert {tasks[q["backend"]["addr"].split(":")[0]][1] for q in vote} == {"node1", "node2"}
+
+
+def _same_task(shown: str, task: str) -> bool:
+    """swarmtrace shows a task as service.slot.<first 4 of its id> (`vote.1.omna`)."""
+    return shown.count(".") == 2 and task.startswith(shown)
 
 
 def _vote_tasks(lab: swarm.SwarmLab) -> dict[str, tuple[str, str]]:
