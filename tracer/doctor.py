@@ -201,9 +201,10 @@ def check_ipvs(config: Config) -> Capability:
     ipvsadm = "" if _which("ipvsadm") else "; ipvsadm missing: apt-get install ipvsadm"
     if Path("/proc/net/ip_vs").exists():
         return Capability("ipvs", "IPVS", Support.YES, f"ip_vs loaded (/proc/net/ip_vs){ipvsadm}")
+    modprobe = _which("modprobe")
     loadable = subprocess.run(
-        ["modprobe", "--dry-run", "--quiet", "ip_vs"], capture_output=True, check=False
-    ) if _which("modprobe") else None  # fmt: skip
+        [modprobe, "--dry-run", "--quiet", "ip_vs"], capture_output=True, check=False
+    ) if modprobe else None  # fmt: skip
     if loadable is not None and loadable.returncode == 0:
         return Capability(
             "ipvs", "IPVS", Support.YES, f"module ip_vs available (loads on demand){ipvsadm}"
@@ -250,9 +251,11 @@ def check_bcc() -> Capability:
     return Capability("bcc", "BCC", Support.YES, "python3-bpfcc and libbcc present")
 
 
-def _which(name: str) -> bool:
+def _which(name: str) -> str:
+    """The program's path ("" if none): sbin too, which a user's PATH often lacks."""
     dirs = [*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin", "/sbin"]
-    return any(os.access(Path(d) / name, os.X_OK) for d in dirs if d)
+    return next((str(Path(d) / name) for d in dirs if d and os.access(Path(d) / name, os.X_OK)),
+                "")
 
 
 def _docker_socket() -> Path:

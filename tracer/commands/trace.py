@@ -199,10 +199,11 @@ def _record_only(pipe: Pipeline, deadline: float | None) -> None:
 
 
 def _print_program(backend: str) -> int:
-    from tracer.probes import BPF_DIR
+    from tracer.probes import bpf_source_dir
     from tracer.probes.choose import choose
 
     chosen, _ = choose(backend)
     name = "bcc_probes.c" if chosen == "bcc" else "core.bpf.c"
-    sys.stdout.write((BPF_DIR / "event.h").read_text() + (BPF_DIR / name).read_text())
+    src = bpf_source_dir()
+    sys.stdout.write((src / "event.h").read_text() + (src / name).read_text())
     return 0

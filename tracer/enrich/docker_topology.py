@@ -59,9 +59,16 @@ def local_docker_sockets() -> list[str]:
         hosts = [h for h in _flag(cmdline(pid), "-H", "--host") if h.startswith("unix://")]
         for host in hosts or [DEFAULT_SOCKET]:
             # Through the daemon's own root: its socket may sit in another mount namespace.
+            # In a container without CAP_SYS_PTRACE that root is closed: use the mounted socket.
             path = f"unix:///proc/{pid}/root{host.removeprefix('unix://')}"
+            if not os.path.exists(path.removeprefix("unix://")):
+                path = host
             if host not in found and path not in found:
                 found.append(path)
+    # A container that does not share the host's pid namespace sees no dockerd process, only
+    # the socket mounted into it.
+    if not found and os.path.exists(DEFAULT_SOCKET.removeprefix("unix://")):
+        found.append(DEFAULT_SOCKET)
     return found
 
 
@@ -140,7 +147,12 @@ class DockerNode:
         return NetnsReader(dirs, node=self.name, root=self.host_netns)
 
     def _path(self, p: str) -> Path:
-        return self.root / p.lstrip("/")
+        path = self.root / p.lstrip("/")
+        if not self.pid and not path.exists() and Path(p).parent.name == "netns":
+            # In a container that cannot see the daemon, its sandboxes are wherever they were
+            # mounted: at Docker's default place, whatever the daemon's exec root.
+            return Path(DEFAULT_EXEC_ROOT, "netns", Path(p).name)
+        return path
 
     def read(self) -> NodeReading:
         """One full reading of this node. Raises docker.errors.DockerException if it is gone."""

@@ -13,7 +13,7 @@ from typing import Any
 from tracer import privileges
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
-from tracer.probes import BPF_DIR, btf
+from tracer.probes import bpf_source_dir, btf
 from tracer.probes.base import ProbeSource
 from tracer.probes.core import CFG_ALL_PKTS, CFG_FILTER, CFG_READY, CNT_FILTERED, CNT_LOST
 from tracer.probes.ringbuf import RingReader
@@ -30,11 +30,11 @@ KPROBES = (
 
 
 def program_text() -> str:
-    return (BPF_DIR / "bcc_probes.c").read_text()
+    return (bpf_source_dir() / "bcc_probes.c").read_text()
 
 
 def cflags() -> list[str]:
-    return [f"-I{BPF_DIR}", f"-DRING_PAGES={RING_PAGES}"]
+    return [f"-I{bpf_source_dir()}", f"-DRING_PAGES={RING_PAGES}"]
 
 
 class BccSource(ProbeSource):

@@ -17,7 +17,7 @@ from tracer import privileges
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
 from tracer.pcap_filter import compile_rules
-from tracer.probes import BPF_DIR, btf, libbpf, netns
+from tracer.probes import bpf_object_path, btf, libbpf, netns
 from tracer.probes.base import ProbeSource
 from tracer.probes.ringbuf import RingReader
 from tracer.source import Filter, SourceInfo, SourceStats
@@ -39,13 +39,6 @@ NETNS_RESCAN_S = 0.5
 MAX_WAIT_S = 0.1
 PROC_RESCAN_S = 5.0
 RING_BYTES = 16 << 20
-
-
-def bpf_object_path() -> Path:
-    """Where scripts/setup builds the CO-RE object (override: SWARMTRACE_BPF_DIR)."""
-    base = os.environ.get("SWARMTRACE_BPF_DIR")
-    root = Path(base) if base else BPF_DIR / "build"
-    return root / "core.bpf.o"
 
 
 def kernel_at_least(major: int, minor: int) -> bool:
