@@ -117,7 +117,7 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
                                *SWARMTRACE, "trace"], capture_output=True, text=True,
                               cwd="/")
     assert not_root.returncode != 0
-    assert "needs root" in not_root.stderr
+    assert "run as root" in not_root.stderr and "CAP_SYS_ADMIN" in not_root.stderr
     assert not_root.stderr.strip().count("\n") == 0
     assert bpf_object_path().exists()
 
