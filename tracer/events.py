@@ -10,7 +10,9 @@ from typing import NamedTuple
 import numpy as np
 
 # Must equal ST_EVENT_VERSION in bpf/event.h (checked by tests/test_event_layout.py).
-EVENT_VERSION = 1
+EVENT_VERSION = 2
+# Older layouts this version still decodes (same record; version 2 added the VXLAN points).
+READABLE_EVENT_VERSIONS = (1, 2)
 
 
 class Point(enum.IntEnum):
@@ -29,6 +31,8 @@ class Point(enum.IntEnum):
     LB_XMIT = 11
     NAT = 12
     DNS = 13
+    VXLAN_OUT = 14
+    VXLAN_IN = 15
 
     @property
     def label(self) -> str:
@@ -49,6 +53,8 @@ _POINT_LABELS = {
     Point.LB_XMIT: "lb-xmit",
     Point.NAT: "nat",
     Point.DNS: "dns",
+    Point.VXLAN_OUT: "vxlan-out",
+    Point.VXLAN_IN: "vxlan-in",
 }
 
 # st_event.flags
@@ -158,6 +164,7 @@ class Event(NamedTuple):
 
 
 _POINTS = {int(p): p for p in Point}
+_VXLAN_POINTS = (Point.VXLAN_OUT, Point.VXLAN_IN)
 
 
 class _Names:
@@ -231,7 +238,7 @@ def decode(records: np.ndarray) -> list[Event]:
     points = _POINTS
     for ts, skb, ns, ifx, mark, aux, ct, st, pt, proto, tf, cti, fl, pkt, orig, reply in zip(
             *cols, pkts, origs, replies, strict=True):
-        has_ct = fl & F_CT
+        has_ct = fl & F_CT or pt in _VXLAN_POINTS  # VXLAN: orig is the inner tuple
         out.append(Event(ts, skb, ns, ifx, mark, aux, ct, st, points.get(pt, pt), proto, tf, cti,
                          fl, pkt, orig if has_ct else None, reply if has_ct else None))
     # DNS answer events carry the answered address and the query name where tuples usually are.

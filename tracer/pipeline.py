@@ -11,7 +11,7 @@ from tracer.correlate import Correlator
 from tracer.enrich.annotate import annotate, label_lb
 from tracer.enrich.names import Names
 from tracer.model import Request
-from tracer.source import EventSource
+from tracer.source import AgentSource, EventSource
 
 RawTap = Callable[[np.ndarray], None]
 
@@ -50,4 +50,8 @@ class Pipeline:
     def _finish(self, req: Request) -> Request:
         if self.lb_note:
             req.hops = label_lb(req.hops, self.lb_note)
-        return annotate(req, self.names) if self.names is not None else req
+        agents = self.source.agents() if isinstance(self.source, AgentSource) else None
+        if agents:
+            req.missing = [f"{node}: no agent, its hops are missing"
+                           for node, up in sorted(agents.items()) if not up]
+        return annotate(req, self.names, agents) if self.names is not None else req

@@ -22,7 +22,7 @@ from tracer.source import Filter, SourceInfo, SourceStats
 log = logging.getLogger(__name__)
 
 # event.h: st_config flags and st_counter indexes
-CFG_FILTER, CFG_ALL_PKTS, CFG_DEVICES, CFG_READY = 0x01, 0x02, 0x04, 0x08
+CFG_FILTER, CFG_ALL_PKTS, CFG_DEVICES, CFG_READY, CFG_VXLAN = 0x01, 0x02, 0x04, 0x08, 0x10
 CNT_EMITTED, CNT_LOST, CNT_FILTERED, CNT_MAX = 0, 1, 2, 4
 
 # (hook number, priority): after mangle (-150) and DNAT (-100) on the way in and out,
@@ -103,8 +103,9 @@ class CoreSource(ProbeSource):
         flags = (CFG_FILTER if (f.ports or f.addrs) else 0)
         flags |= CFG_ALL_PKTS if f.all_packets else 0
         flags |= CFG_DEVICES if f.devices or not self.netfilter else 0
+        flags |= CFG_VXLAN if f.vxlan_port else 0
         self._obj.map_update(self._obj.map_fd("st_config"), struct.pack("<I", 0),
-                             struct.pack("<II", flags, 0))
+                             struct.pack("<IHH", flags, port_to_raw(f.vxlan_port), 0))
         ports_fd, addrs_fd = self._obj.map_fd("st_ports"), self._obj.map_fd("st_addrs")
         for p in f.ports:
             self._obj.map_update(ports_fd, struct.pack("<H", port_to_raw(p)), b"\x01")

@@ -29,7 +29,8 @@ def hop_action(h: Hop) -> str:
         case HopKind.DNS:
             return f"DNS {h.detail}"
         case HopKind.VXLAN:
-            return f"VXLAN {h.detail}".rstrip()
+            # An observed crossing that went wrong says "sent over VXLAN ..." itself.
+            return h.detail if "VXLAN" in h.detail else f"VXLAN {h.detail}".rstrip()
         case _:
             return str(h.kind)
 
@@ -55,6 +56,7 @@ def summary(req: Request) -> str:
         parts.append(f"reply {req.reply_ms:.2f} ms")
     if req.status not in (Status.OK, Status.OPEN):
         parts.append(str(req.status).upper())
+    parts += req.missing
     return " | ".join(parts)
 
 

@@ -24,7 +24,7 @@ import zstandard
 
 from tracer import __version__
 from tracer.errors import TraceFileError
-from tracer.events import EVENT_DTYPE, EVENT_SIZE, EVENT_VERSION
+from tracer.events import EVENT_DTYPE, EVENT_SIZE, EVENT_VERSION, READABLE_EVENT_VERSIONS
 from tracer.source import Filter, SourceInfo
 
 # PNG-style signature: a high byte, CR LF and ^Z catch text-mode transfers and `cat`-ed junk.
@@ -190,7 +190,7 @@ def decode_events(raw: bytes) -> np.ndarray:
     if len(raw) < CHUNK.size:
         raise ValueError("event chunk too short")
     count, size, version, coding = CHUNK.unpack_from(raw)
-    if version != EVENT_VERSION or size != EVENT_SIZE:
+    if version not in READABLE_EVENT_VERSIONS or size != EVENT_SIZE:
         raise ValueError(
             f"events of layout version {version} ({size} bytes); this swarmtrace reads "
             f"version {EVENT_VERSION} ({EVENT_SIZE} bytes)"
