@@ -29,3 +29,9 @@ class TopologyError(SwarmtraceError):
     """Docker or netns metadata could not be read."""
 
     exit_code = 6
+
+
+class RemoteError(SwarmtraceError):
+    """An agent or collector cannot start: token, address, certificate."""
+
+    exit_code = 7

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
 
-from tracer.errors import TraceFileError
+from tracer.errors import RemoteError, TraceFileError
 from tracer.pipeline import Pipeline
 from tracer.signals import sigterm_as_interrupt
 from tracer.sinks.text import JsonSink, Sink, TextSink
@@ -37,7 +38,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("-w", "--write", metavar="FILE",
                    help="also record to a trace file (.swt); Ctrl-C finishes it")
+    add_swarm_args(p)
     p.set_defaults(func=run)
+
+
+def add_swarm_args(p: argparse.ArgumentParser) -> None:
+    from tracer.remote.auth import DEFAULT_TOKEN_FILE
+    from tracer.remote.wire import DEFAULT_PORT
+
+    p.add_argument("--swarm", action="store_true",
+                   help="every node's agent (`swarmtrace agent`), at the addresses of this "
+                        "manager's node list, merged into one view")
+    p.add_argument("--agents", metavar="HOST:PORT,...",
+                   help="these agents instead of the manager's node list")
+    p.add_argument("--agent-port", type=int, default=DEFAULT_PORT,
+                   help=f"the agents' port with --swarm (default {DEFAULT_PORT})")
+    p.add_argument("--token-file", type=Path, default=DEFAULT_TOKEN_FILE,
+                   help=f"the deployment's token (default {DEFAULT_TOKEN_FILE})")
 
 
 def add_filter_args(p: argparse.ArgumentParser) -> None:
@@ -70,7 +87,6 @@ def filter_from_args(args: argparse.Namespace) -> Filter:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tracer.live import open_pipeline
 
     if args.ebpf:
         return _print_program(args.backend)
@@ -80,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     flt = filter_from_args(args)
-    with open_pipeline(args.backend, flt) as pipe, ExitStack() as stack:
+    with open_live(args, flt) as pipe, ExitStack() as stack:
         if args.write:
             from tracer.tracefile.record import recording
 
@@ -95,8 +111,39 @@ def run(args: argparse.Namespace) -> int:
             _record_only(pipe, deadline)
         else:
             show(pipe, sink, args.count, deadline)
+        for line in cluster_lines(pipe, clocks=True):
+            print(f"swarmtrace: {line}", file=sys.stderr)
     sink.close()
     return 0
+
+
+def open_live(args: argparse.Namespace, flt: Filter) -> AbstractContextManager[Pipeline]:
+    """This kernel's probes, or with --swarm / --agents every node's agent."""
+    from tracer.live import open_pipeline, open_swarm_pipeline
+
+    if not (args.swarm or args.agents):
+        return open_pipeline(args.backend, flt)
+    if flt != Filter():
+        raise RemoteError("with --swarm the agents filter: give --port/--addr/--service to "
+                          "`swarmtrace agent`")
+    from tracer.remote.auth import load_token
+    from tracer.remote.collector import parse_agents
+    from tracer.remote.swarm_nodes import swarm_agents
+
+    token = load_token(args.token_file)
+    agents = parse_agents(args.agents, args.agent_port) if args.agents \
+        else swarm_agents(args.agent_port)
+    return open_swarm_pipeline(agents, token)
+
+
+def cluster_lines(pipe: Pipeline, clocks: bool = False) -> list[str]:
+    """With agents: nodes that lost or regained theirs since last asked; the clocks."""
+    from tracer.remote.collector import Collector
+
+    src = pipe.source
+    if not isinstance(src, Collector):
+        return []
+    return src.take_notices() + (src.clock_lines() if clocks else [])
 
 
 def show(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None:
@@ -106,6 +153,8 @@ def show(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None
         while not (count and shown >= count):
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            for line in cluster_lines(pipe):
+                print(f"swarmtrace: {line}", file=sys.stderr, flush=True)
             for req in pipe.poll(0.2):
                 sink.write(req)
                 shown += 1

@@ -62,10 +62,11 @@ class CoreSource(ProbeSource):
     """Live events from the running kernel via the CO-RE object."""
 
     def __init__(self, flt: Filter, ring_bytes: int = RING_BYTES,
-                 netfilter: bool | None = None) -> None:
+                 netfilter: bool | None = None, scope: netns.NetnsScope | None = None) -> None:
         check_capabilities()
         super().__init__()
         self.filter = flt
+        self.scope = scope  # hook only these netns (one node of a shared kernel)
         self._obj = libbpf.BpfObject(bpf_object_path())
         self._obj.set_max_entries("st_events", ring_bytes)
         # BPF netfilter programs exist since 6.4; before, device tracepoints carry the
@@ -118,7 +119,7 @@ class CoreSource(ProbeSource):
         self._last_scan = now
         if scan_proc:
             self._last_proc_scan = now
-        seen = netns.discover(scan_proc=scan_proc)
+        seen = netns.discover(scan_proc=scan_proc, scope=self.scope)
         prog_fd = self._obj.prog_fd("st_nf_hook")
         for ino, path in seen.items():
             if ino in self._nf_links or ino in self._nf_failed:

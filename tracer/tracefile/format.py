@@ -138,7 +138,7 @@ def default_level() -> int:
     return int(os.environ.get("SWARMTRACE_ZSTD_LEVEL", "3"))
 
 
-def frame(kind: RecordType, payload: bytes) -> bytes:
+def frame(kind: int, payload: bytes) -> bytes:
     head = FRAME.pack(kind, 0, 0, len(payload), 0)[:8]
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head + struct.pack("<I", crc) + payload

@@ -1,0 +1,34 @@
+"""Where the agents are: every node of the swarm, at its address in the manager's node list."""
+
+from __future__ import annotations
+
+from contextlib import closing
+
+import docker
+
+from tracer.enrich.docker_topology import DOCKER_GONE, local_docker_sockets
+from tracer.errors import RemoteError
+from tracer.remote.collector import AgentAddr
+
+
+def swarm_agents(port: int, socket_url: str | None = None) -> list[AgentAddr]:
+    """One agent address per node the manager knows (its Status.Addr), named by hostname."""
+    urls = [socket_url] if socket_url else local_docker_sockets()
+    if not urls:
+        raise RemoteError("--swarm reads the node list from a manager's Docker: no dockerd "
+                          "here (run it on a manager, or give --agents host:port,...)")
+    try:
+        with closing(docker.DockerClient(base_url=urls[0], timeout=10)) as client:
+            nodes = client.nodes.list()
+    except docker.errors.APIError as err:
+        raise RemoteError(f"cannot list the swarm's nodes ({err.explanation}): run it on a "
+                          "manager, or give --agents host:port,...") from err
+    except DOCKER_GONE as err:
+        raise RemoteError(f"Docker at {urls[0]} is not answering ({err})") from err
+    out = []
+    for n in sorted(nodes, key=lambda n: n.attrs["Description"]["Hostname"]):
+        addr = (n.attrs.get("Status") or {}).get("Addr") or ""
+        if addr in ("", "0.0.0.0"):  # some managers report this: their raft address is right
+            addr = ((n.attrs.get("ManagerStatus") or {}).get("Addr") or "").rsplit(":", 1)[0]
+        out.append(AgentAddr(addr, port, n.attrs["Description"]["Hostname"]))
+    return out
