@@ -147,7 +147,7 @@ def test_wrong_token_gets_nothing(token: tuple[Path, bytes], tmp_path: Path,
             Collector([AgentAddr(*agent.address)], bad, ready_wait_s=1) as coll:
         ready.set()
         arrived = [len(coll.poll(0.2)) for _ in range(10)]
-        assert coll.agents() == {"127.0.0.1:%d" % agent.address[1]: False}
+        assert coll.agents() == {f"127.0.0.1:{agent.address[1]}": False}
         assert sum(arrived) == 0 and agent.events_sent == 0 and agent.refused >= 1
     assert any("wrong token" in r.getMessage() for r in caplog.records)
 
