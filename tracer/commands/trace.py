@@ -143,7 +143,7 @@ def cluster_lines(pipe: Pipeline, clocks: bool = False) -> list[str]:
     src = pipe.source
     if not isinstance(src, Collector):
         return []
-    return src.take_notices() + (src.clock_lines() if clocks else [])
+    return src.take_notices() + (src.agent_lines() + src.clock_lines() if clocks else [])
 
 
 def show(pipe: Pipeline, sink: Sink, count: int, deadline: float | None) -> None:

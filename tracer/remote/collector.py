@@ -90,6 +90,7 @@ class _Link:
         self.dropped = 0  # events the agent could not queue for us (we were too slow)
         self._told_dropped = 0
         self.lost = 0  # events the agent's kernel could not put in its ring buffer
+        self.events = 0  # events received from it
         self.ever_connected = False
         self._thread = threading.Thread(target=self._run, name=f"collector {addr.label}",
                                         daemon=True)
@@ -274,6 +275,11 @@ class Collector:
                 out.append((lk.node, off))
         return out
 
+    def agent_lines(self) -> list[str]:
+        """Per node: events received, and what its kernel or its queue for us lost."""
+        return [f"{lk.node}: {lk.events} events from its agent, {lk.lost} lost in its kernel, "
+                f"{lk.dropped} dropped by its queue for this collector" for lk in self._links]
+
     def clock_lines(self) -> list[str]:
         """Each node's clock as estimated, with its error, for people."""
         names = {lk.index: lk.node for lk in self._links}
@@ -315,6 +321,7 @@ class Collector:
         return off.offset_ns if off is not None else 0
 
     def _place(self, link: _Link, arr: np.ndarray) -> None:
+        link.events += len(arr)
         self.clocks.vxlan(link.index, arr)
         arr = arr.copy()
         ns = arr["netns"].astype(np.uint64)

@@ -17,14 +17,19 @@ def swarm_agents(port: int, socket_url: str | None = None) -> list[AgentAddr]:
     if not urls:
         raise RemoteError("--swarm reads the node list from a manager's Docker: no dockerd "
                           "here (run it on a manager, or give --agents host:port,...)")
-    try:
-        with closing(docker.DockerClient(base_url=urls[0], timeout=10)) as client:
-            nodes = client.nodes.list()
-    except docker.errors.APIError as err:
-        raise RemoteError(f"cannot list the swarm's nodes ({err.explanation}): run it on a "
-                          "manager, or give --agents host:port,...") from err
-    except DOCKER_GONE as err:
-        raise RemoteError(f"Docker at {urls[0]} is not answering ({err})") from err
+    why = ""
+    for url in urls:  # several dockerds on one machine (the lab): the manager's answers
+        try:
+            with closing(docker.DockerClient(base_url=url, timeout=10)) as client:
+                nodes = client.nodes.list()
+            break
+        except docker.errors.APIError as err:
+            why = str(err.explanation)
+        except DOCKER_GONE as err:
+            why = f"Docker at {url} is not answering ({err})"
+    else:
+        raise RemoteError(f"cannot list the swarm's nodes ({why}): run it on a manager, or "
+                          "give --agents host:port,...")
     out = []
     for n in sorted(nodes, key=lambda n: n.attrs["Description"]["Hostname"]):
         addr = (n.attrs.get("Status") or {}).get("Addr") or ""

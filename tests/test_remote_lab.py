@@ -1,0 +1,243 @@
+"""Agents on the native 2-node swarm lab: one agent per node, each hooked only into its own
+node's netns (node2's dockerd runs in a netns of this kernel), its clock shifted by a known
+offset; every cross-node join comes from the merged streams. DNS round robin (no IPVS on
+this kernel) is checked against the answers, as tests/test_swarm_lab.py does."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from tracer.enrich.names import short_task
+from tracer.lab import swarm
+from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
+from tracer.lab.swarm.layout import lab_nodes
+from tracer.remote.auth import new_token
+from tracer.remote.swarm_nodes import swarm_agents
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: dockerd, netns, BPF"),
+    pytest.mark.skipif(not DOCKERD.exists(), reason="docker.io is not installed (scripts/setup)"),
+]
+
+PORT = 4791
+SHIFT_NS = 250_000_000  # node2's agent runs 250 ms ahead (its --clock-offset-ns test hook)
+READY_S = 60.0
+
+
+class _Proc:
+    """A swarmtrace subprocess whose stderr is a file we can wait on."""
+
+    def __init__(self, argv: list[str], tmp: Path, name: str) -> None:
+        self.err_path = tmp / f"{name}.err"
+        self.out_path = tmp / f"{name}.out"
+        self._err: IO[bytes] = self.err_path.open("wb")
+        self._out: IO[bytes] = self.out_path.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tracer", *argv],
+                                     stdout=self._out, stderr=self._err)
+
+    def wait_for(self, text: str, timeout_s: float = READY_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.stderr:
+            if self.proc.poll() is not None:
+                pytest.fail(f"exited ({self.proc.returncode}) before {text!r}: {self.stderr}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {text!r} within {timeout_s:.0f} s: {self.stderr}")
+            time.sleep(0.1)
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def lines(self) -> list[dict[str, object]]:
+        return [json.loads(x) for x in self.out_path.read_text().splitlines() if x.strip()]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._err.close()
+        self._out.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[swarm.SwarmLab]:
+    if (pid := foreign_dockerd(lab_nodes(2))) is not None:
+        pytest.skip(f"a dockerd the lab did not start is running (pid {pid})")
+    if swarm.load() is not None:
+        pytest.skip("a swarm lab is already up: `swarmtrace swarmlab down` first")
+    lab = swarm.up(nodes=2)
+    try:
+        yield lab
+    finally:
+        swarm.down()
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("token") / "token"
+    new_token(path)
+    return path
+
+
+def _agent(lab: swarm.SwarmLab, index: int, token: Path, tmp: Path) -> _Proc:
+    node = lab.nodes[index]
+    argv = ["agent", "--docker", node.socket, "--token-file", str(token), "--agent-port",
+            str(PORT), "--port", "80", "--port", "53"]
+    if index == 1:
+        argv += ["--clock-offset-ns", str(SHIFT_NS)]
+    p = _Proc(argv, tmp, f"agent-{node.name}")
+    p.wait_for(f"agent for {node.name} listening on {node.addr}:{PORT}")
+    return p
+
+
+@pytest.fixture
+def agents(lab: swarm.SwarmLab, token: Path, tmp_path: Path) -> Iterator[list[_Proc]]:
+    procs = [_agent(lab, i, token, tmp_path) for i in range(2)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            assert p.stop() == 0, p.stderr
+
+
+def _collector(lab: swarm.SwarmLab, token: Path, tmp: Path, name: str = "trace") -> _Proc:
+    where = ",".join(f"{n.addr}:{PORT}" for n in lab.nodes)
+    p = _Proc(["trace", "--agents", where, "--token-file", str(token), "--json"], tmp, name)
+    p.wait_for("swarmtrace: tracing with the agents backend")
+    return p
+
+
+def _vote_tasks(lab: swarm.SwarmLab) -> dict[str, tuple[str, str]]:
+    """vote task ip -> (task name, node) from `docker inspect` via the SDK."""
+    out = {}
+    clients = lab.clients()
+    try:
+        for node, c in clients.items():
+            for ct in c.containers.list(filters={"label": "com.docker.swarm.service.name=vote"}):
+                ip = ct.attrs["NetworkSettings"]["Networks"]["overlay1"]["IPAddress"]
+                out[ip] = (ct.labels["com.docker.swarm.task.name"], node)
+        vni = clients["node1"].networks.get("overlay1").attrs["Options"][
+            "com.docker.network.driver.overlay.vxlanid_list"]
+        out["vni"] = (vni, "")
+    finally:
+        for c in clients.values():
+            c.close()
+    return out
+
+
+def _dnsrr(reqs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [q for q in reqs if q["mode"] == "dnsrr"]
+
+
+def test_manager_node_list_gives_the_agents(lab: swarm.SwarmLab) -> None:
+    got = swarm_agents(PORT, lab.nodes[0].socket)
+    assert [(a.node, a.host, a.port) for a in got] == [(n.name, n.addr, PORT)
+                                                       for n in lab.nodes]
+
+
+def test_requests_join_across_agents_and_clocks_align(
+        lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
+    tasks = _vote_tasks(lab)
+    vni = tasks.pop("vni")[0]
+    trace = _collector(lab, token, tmp_path)
+    answers = swarm.traffic("dnsrr", 12)
+    assert all(a.ok for a in answers), [a.text for a in answers if not a.ok]
+    time.sleep(4)  # requests end when idle for 3 s
+    assert trace.stop() == 0, trace.stderr
+    reqs = _dnsrr(trace.lines())
+    assert len(reqs) == 12, trace.stderr
+    crossed = 0
+    for q in reqs:
+        backend = q["backend"]
+        assert isinstance(backend, dict) and q["status"] == "ok", q
+        task, node = tasks[str(backend["addr"]).split(":")[0]]
+        assert backend["name"] == f"{short_task(task)} on {node}", q
+        hops = q["hops"]
+        assert isinstance(hops, list)
+        times = [h["t_us"] for h in hops]
+        assert times == sorted(times), hops  # across nodes too: never backwards
+        nodes = [h.get("node") for h in hops if h.get("node")]
+        assert nodes[0] == "node1" and nodes[-1] == node, hops
+        vx = [h for h in hops if h["kind"] == "vxlan"]
+        if node == "node2":
+            crossed += 1
+            assert len(vx) == 1, hops
+            assert vx[0]["detail"].startswith(
+                f"node1 -> node2, VNI {vni} (overlay1) (outer 192.168.199.1 -> "
+                f"192.168.199.2:4789, VNI {vni}; seen leaving and arriving"), vx
+            # every node2 hop after the crossing, every node1 hop before it
+            at = hops.index(vx[0])
+            assert {h.get("node") for h in hops[at + 1:] if h["kind"] != "reply"} == {"node2"}
+        else:
+            assert not vx, hops
+    assert crossed >= 3, reqs
+    m = re.search(r"node2: clock ([+-][\d.]+) ms, \+- ([\d.]+) us \(from VXLAN packets both "
+                  r"ways vs node1", trace.stderr)
+    assert m, trace.stderr
+    est_ms, err_us = float(m.group(1)), float(m.group(2))
+    print(f"node2 clock: {est_ms:+.3f} ms (injected {SHIFT_NS / 1e6:+.3f}), error bar "
+          f"{err_us:.1f} us, off by {abs(est_ms * 1e3 - SHIFT_NS / 1e3):.1f} us")
+    assert abs(est_ms * 1e6 - SHIFT_NS) <= err_us * 1e3 + 1_000
+    assert err_us < 1000
+
+
+def test_a_client_without_the_token_gets_nothing(
+        lab: swarm.SwarmLab, agents: list[_Proc], tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    new_token(bad)
+    where = ",".join(f"{n.addr}:{PORT}" for n in lab.nodes)
+    p = _Proc(["trace", "--agents", where, "--token-file", str(bad), "--json", "--timeout",
+               "3"], tmp_path, "bad")
+    swarm.traffic("dnsrr", 2)
+    assert p.proc.wait(timeout=60) == 0
+    assert p.stop() == 0
+    assert p.lines() == []
+    assert "0 of 2 agents streaming" in p.stderr, p.stderr
+    for a in agents:
+        a.wait_for("refused collector", timeout_s=10)
+        assert "wrong token" in a.stderr
+
+
+def test_stopped_agent_is_named_missing_then_recovers(
+        lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
+    trace = _collector(lab, token, tmp_path)
+    assert agents[1].stop() == 0
+    trace.wait_for("node2: no agent, its hops are missing", timeout_s=15)
+    swarm.traffic("dnsrr", 6)
+    time.sleep(4)
+    missing = _dnsrr(trace.lines())
+    agents[1] = _agent(lab, 1, token, tmp_path)
+    trace.wait_for("node2: agent connected", timeout_s=15)
+    done = len(trace.lines())
+    swarm.traffic("dnsrr", 6)
+    time.sleep(4)
+    assert trace.stop() == 0, trace.stderr
+    back = _dnsrr(trace.lines()[done:])
+    assert len(missing) == 6 and len(back) == 6, trace.stderr
+    for q in missing:
+        assert q["missing"] == ["node2: no agent, its hops are missing"], q
+    lost = [h["detail"] for q in missing for h in q["hops"] if h["kind"] == "vxlan"]
+    assert lost and all(d.startswith("sent over VXLAN from node1 (outer 192.168.199.1 -> "
+                                     "192.168.199.2:4789") and
+                        d.endswith("node2: no agent, its hops are missing") for d in lost)
+    assert all("missing" not in q and q["status"] == "ok" for q in back), back
+    assert any("seen leaving and arriving" in h["detail"] for q in back for h in q["hops"]
+               if h["kind"] == "vxlan"), back
