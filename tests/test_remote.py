@@ -223,3 +223,17 @@ def test_remote_netns_numbers_stay_apart() -> None:
     assert node_netns(1, root) != node_netns(2, root)
     assert node_netns(1, root + 5) != node_netns(1, root + 6)
     assert node_netns(3, 0) == 0
+
+
+def test_one_way_packets_keep_the_ping_estimate_causal() -> None:
+    """Pings put node 2 300 us later than it is; one packet node1 -> node2 that took 30 us
+    then pulls the estimate back so that it does not arrive before it left."""
+    clocks = ClockAligner()
+    clocks.ping(1, 0, 0, 0)
+    clocks.ping(2, 0, 300_000, 0)  # node 2's clock really equals node 1's
+    clocks.vxlan(1, _vxlan(Point.VXLAN_OUT, 1_000_000, "192.168.199.1", "192.168.199.2", 7))
+    clocks.vxlan(2, _vxlan(Point.VXLAN_IN, 1_030_000, "192.168.199.1", "192.168.199.2", 7))
+    off = clocks.offset(2, [1, 2])
+    assert off is not None and off.source == "ping+vxlan"
+    assert off.relative_ns == 30_000  # at most the measured one-way time
+    assert 1_030_000 - off.offset_ns >= 1_000_000

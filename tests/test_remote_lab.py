@@ -189,8 +189,8 @@ def test_requests_join_across_agents_and_clocks_align(
         else:
             assert not vx, hops
     assert crossed >= 3, reqs
-    m = re.search(r"node2: clock ([+-][\d.]+) ms, \+- ([\d.]+) us \(from VXLAN packets both "
-                  r"ways vs node1", trace.stderr)
+    m = re.search(r"node2: clock ([+-][\d.]+) ms vs node1, \+- ([\d.]+) us \(VXLAN packets "
+                  r"both ways", trace.stderr)
     assert m, trace.stderr
     est_ms, err_us = float(m.group(1)), float(m.group(2))
     print(f"node2 clock: {est_ms:+.3f} ms (injected {SHIFT_NS / 1e6:+.3f}), error bar "

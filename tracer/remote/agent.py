@@ -142,6 +142,7 @@ class Agent:
         self._own_port = port_to_raw(opts.port)
         self.events_sent = 0
         self.refused = 0
+        self._read_mark = 0  # this agent's clock just before the latest ring-buffer read
 
     def clock(self) -> int:
         """This agent's clock: CLOCK_MONOTONIC, shifted by the test hook."""
@@ -178,6 +179,9 @@ class Agent:
         next_status = next_names = 0.0
         try:
             while not self._stop.is_set() and not until():
+                # Taken before reading: everything stamped earlier is in this read, so the
+                # collector may release up to here (an event in flight is microseconds old).
+                self._read_mark = self.clock()
                 arr = self.source.poll(0.1)
                 if len(arr):
                     self._send_events(arr)
@@ -245,7 +249,7 @@ class Agent:
         lost = self.source.stats().lost
         for c in self._live():
             c.offer(wire.json_frame(wire.WireType.STATUS, {
-                "now": self.clock(), "events": self.events_sent, "lost": lost,
+                "now": self._read_mark, "events": self.events_sent, "lost": lost,
                 "dropped": c.dropped_events}))
 
     def _send_names(self) -> None:

@@ -30,10 +30,11 @@ class Offset:
 
     node: int
     offset_ns: int  # agent clock - collector clock
-    error_ns: int  # the true offset is within offset_ns +- error_ns (of the reference's)
-    source: str  # "vxlan" (vs the reference node) or "ping"
+    error_ns: int  # +- this: of the offset vs the reference node (vxlan), else vs the collector
+    source: str  # "vxlan" (both ways), "ping+vxlan" (pings, kept causal by one way), "ping"
     samples: int
-    reference: int = 0  # with "vxlan": the node it was measured against
+    reference: int = 0  # the node it was measured against (0: the collector itself)
+    relative_ns: int = 0  # offset_ns minus the reference's
 
 
 class _MinWindow:
@@ -97,17 +98,33 @@ class ClockAligner:
         d_ab, d_ba = ab.min(), ba.min()
         return (d_ab - d_ba) // 2, max((d_ab + d_ba) // 2, 0), len(ab.values) + len(ba.values)
 
+    def _bounds(self, a: int, b: int) -> tuple[float, float, int]:
+        """Causality: b's clock - a's clock lies between -(min delay b->a) and min delay
+        a->b as measured (packets arrive after they leave), for whichever direction was seen."""
+        ab, ba = self._oneway.get((a, b)), self._oneway.get((b, a))
+        hi = ab.min() if ab is not None else float("inf")
+        lo = -ba.min() if ba is not None else float("-inf")
+        return lo, hi, (len(ab.values) if ab else 0) + (len(ba.values) if ba else 0)
+
     def offset(self, node: int, nodes: list[int]) -> Offset | None:
         """Best estimate for `node`: against the reference (the first of `nodes` with a ping)
-        over the overlay when both directions were seen, else its own pings."""
+        over the overlay when both directions were seen; else from its pings, moved just
+        enough that no packet seen on the overlay arrives before it left."""
         ref = next((n for n in nodes if self._ping_offset(n) is not None), None)
         own = self._ping_offset(node)
-        if ref is not None and ref != node:
-            pair = self.pair(ref, node)
-            ref_ping = self._ping_offset(ref)
-            if pair is not None and ref_ping is not None:
-                theta, err, n = pair
-                return Offset(node, ref_ping[0] + theta, err, "vxlan", n, ref)
+        ref_ping = self._ping_offset(ref) if ref is not None else None
+        if ref is None or ref == node or ref_ping is None:
+            return None if own is None else Offset(node, own[0], own[1], "ping", own[2])
+        pair = self.pair(ref, node)
+        if pair is not None:
+            theta, err, n = pair
+            return Offset(node, ref_ping[0] + theta, err, "vxlan", n, ref, theta)
         if own is None:
             return None
-        return Offset(node, own[0], own[1], "ping", own[2])
+        lo, hi, n = self._bounds(ref, node)
+        theta = own[0] - ref_ping[0]
+        if n == 0:
+            return Offset(node, own[0], own[1], "ping", own[2])
+        theta = int(min(max(theta, lo), hi))
+        return Offset(node, ref_ping[0] + theta, own[1] + ref_ping[1], "ping+vxlan", own[2] + n,
+                      ref, theta)

@@ -46,6 +46,7 @@ MAX_HOLD_S = 1.0
 NETNS_BASE = 0xF0000000
 NETNS_LOW = 0xFFFFF
 MAX_AGENTS = 255
+REMOTE_VIEW_RANK = 10
 
 
 def node_netns(index: int, inode: int) -> int:
@@ -202,7 +203,7 @@ class Collector:
         self._ready_wait_s = ready_wait_s
         self._inbox: deque[tuple[_Link, np.ndarray]] = deque()
         self._arrived = threading.Event()
-        self._pending: list[np.ndarray] = []
+        self._pending: list[tuple[_Link, np.ndarray]] = []  # raw times, netns renumbered
         self._notices: deque[str] = deque(maxlen=1000)
         self._events = 0
         self.info = self._describe()
@@ -283,12 +284,16 @@ class Collector:
     def clock_lines(self) -> list[str]:
         """Each node's clock as estimated, with its error, for people."""
         names = {lk.index: lk.node for lk in self._links}
+        how = {"vxlan": "VXLAN packets both ways", "ping": "pings",
+               "ping+vxlan": "pings, kept causal by VXLAN packets one way"}
         lines = []
         for node, off in self.offsets():
-            how = f"from VXLAN packets both ways vs {names.get(off.reference, '?')}" \
-                if off.source == "vxlan" else "from pings"
-            lines.append(f"{node}: clock {off.offset_ns / 1e6:+.3f} ms, +- "
-                         f"{off.error_ns / 1e3:.1f} us ({how}, {off.samples} samples)")
+            value, vs = off.offset_ns, "this host"
+            if off.reference:
+                value, vs = off.relative_ns, names.get(off.reference, "?")
+            lines.append(f"{node}: clock {value / 1e6:+.3f} ms vs {vs}, +- "
+                         f"{off.error_ns / 1e3:.1f} us ({how[off.source]}, {off.samples} "
+                         "samples)")
         return lines
 
     # -- from the link threads -------------------------------------------------------------
@@ -308,6 +313,12 @@ class Collector:
             c = dict(change)
             c["t"] = int(c["t"]) - off
             c["src"] = f"{link.node}/{c['src']}"
+            value = c.get("value")
+            if c["kind"] == "addrs" and isinstance(value, dict) and value.get("node") \
+                    and value["node"] != link.node:
+                # What one node's Docker says of another node's task ranks below that
+                # node's own word (it may name the node by address only).
+                c["rank"] = int(c["rank"]) + REMOTE_VIEW_RANK
             if c["kind"] == "netns":
                 c["key"] = node_netns(link.index, int(c["key"]))
             elif c["kind"] == "fwmarks":
@@ -321,6 +332,8 @@ class Collector:
         return off.offset_ns if off is not None else 0
 
     def _place(self, link: _Link, arr: np.ndarray) -> None:
+        """Renumber the netns now; the clock is applied at release, when both ends of the
+        VXLAN packets seen meanwhile have tightened it."""
         link.events += len(arr)
         self.clocks.vxlan(link.index, arr)
         arr = arr.copy()
@@ -328,22 +341,26 @@ class Collector:
         remote = (np.uint64(NETNS_BASE) | np.uint64(link.index << 20) |
                   (ns & np.uint64(NETNS_LOW)))
         arr["netns"] = np.where(ns == 0, ns, remote).astype(np.uint32)
-        ts = arr["ts_ns"].astype(np.int64) - np.int64(self._offset(link))
-        arr["ts_ns"] = ts.astype(np.uint64)
-        self._pending.append(arr)
+        self._pending.append((link, arr))
 
     def _release(self) -> np.ndarray:
         if not self._pending:
             return np.empty(0, dtype=EVENT_DTYPE)
-        arr = np.concatenate(self._pending)
-        arr = arr[np.argsort(arr["ts_ns"], kind="stable")]
+        offsets = {lk.index: self._offset(lk) for lk in self._links}
+        parts = []
+        for link, raw in self._pending:
+            arr = raw.copy()
+            ts = arr["ts_ns"].astype(np.int64) - np.int64(offsets[link.index])
+            arr["ts_ns"] = ts.astype(np.uint64)
+            parts.append((link, raw, arr))
+        merged = np.concatenate([a for _, _, a in parts])
         live = [lk for lk in self._links if lk.connected and lk.agent_now]
         now = time.monotonic_ns()
-        mark = min((lk.agent_now - self._offset(lk) for lk in live), default=now)
-        cut = max(mark, now - int(MAX_HOLD_S * 1e9))
-        n = int(np.searchsorted(arr["ts_ns"], np.uint64(max(cut, 0)), side="right"))
-        out, rest = arr[:n], arr[n:]
-        self._pending = [rest] if len(rest) else []
+        mark = min((lk.agent_now - offsets[lk.index] for lk in live), default=now)
+        cut = np.uint64(max(mark, now - int(MAX_HOLD_S * 1e9), 0))
+        out = merged[merged["ts_ns"] <= cut]
+        out = out[np.argsort(out["ts_ns"], kind="stable")]
+        self._pending = [(link, raw[arr["ts_ns"] > cut]) for link, raw, arr in parts
+                         if (arr["ts_ns"] > cut).any()]
         self._events += len(out)
         return out
-
