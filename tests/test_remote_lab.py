@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -21,7 +22,7 @@ import pytest
 from tracer.enrich.names import short_task
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
-from tracer.lab.swarm.layout import lab_nodes
+from tracer.lab.swarm.layout import VETH, lab_nodes
 from tracer.remote.auth import new_token
 from tracer.remote.swarm_nodes import swarm_agents
 
@@ -174,8 +175,8 @@ def test_requests_join_across_agents_and_clocks_align(
         assert isinstance(hops, list)
         times = [h["t_us"] for h in hops]
         assert times == sorted(times), hops  # across nodes too: never backwards
-        nodes = [h.get("node") for h in hops if h.get("node")]
-        assert nodes[0] == "node1" and nodes[-1] == node, hops
+        deliver = [h for h in hops if h["kind"] == "deliver"]
+        assert hops[0]["node"] == "node1" and deliver[0]["node"] == node, hops
         vx = [h for h in hops if h["kind"] == "vxlan"]
         if node == "node2":
             crossed += 1
@@ -197,6 +198,43 @@ def test_requests_join_across_agents_and_clocks_align(
           f"{err_us:.1f} us, off by {abs(est_ms * 1e3 - SHIFT_NS / 1e3):.1f} us")
     assert abs(est_ms * 1e6 - SHIFT_NS) <= err_us * 1e3 + 1_000
     assert err_us < 1000
+
+
+@contextmanager
+def _vxlan_blocked_at_node2(lab: swarm.SwarmLab, tmp: Path) -> Iterator[None]:
+    """UDP 4789 dropped on node2's underlay device before its kernel sees it (native XDP on
+    the lab's veth): what a firewall between two hosts does to the data path."""
+    obj = tmp / "xdp_drop_vxlan.o"
+    subprocess.run(["clang", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c",
+                    str(Path(__file__).with_name("xdp_drop_vxlan.c")), "-o", str(obj)],
+                   check=True)
+    dev = ["ip", "-n", str(lab.nodes[1].netns), "link", "set", "dev", VETH[1]]
+    subprocess.run([*dev, "xdpdrv", "obj", str(obj), "sec", "xdp"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*dev, "xdpdrv", "off"], check=True)
+
+
+def test_blocked_data_path_is_sent_and_never_arrives(
+        lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
+    tasks = _vote_tasks(lab)
+    tasks.pop("vni")
+    trace = _collector(lab, token, tmp_path)
+    with _vxlan_blocked_at_node2(lab, tmp_path):
+        answers = swarm.traffic("dnsrr", 4)
+    assert any(not a.ok for a in answers) and any(a.ok for a in answers), answers
+    time.sleep(4)
+    assert trace.stop() == 0, trace.stderr
+    lost = [q for q in _dnsrr(trace.lines())
+            if tasks[str(q["entry"]).split(":")[0]][1] == "node2"]
+    assert lost, trace.lines()
+    for q in lost:
+        assert q["status"] != "ok" and "missing" not in q, q
+        vx = [h["detail"] for h in q["hops"] if h["kind"] == "vxlan"]  # type: ignore[union-attr]
+        assert vx == ["sent over VXLAN from node1 (outer 192.168.199.1 -> 192.168.199.2:4789, "
+                      f"VNI {vx[0].split('VNI ')[1].split(')')[0]}) and never seen arriving at "
+                      "node2"], q
 
 
 def test_a_client_without_the_token_gets_nothing(
