@@ -19,19 +19,14 @@ EXAMPLES = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from tracer.commands.trace import add_filter_args
-    from tracer.remote.auth import DEFAULT_TOKEN_FILE
-    from tracer.remote.wire import DEFAULT_PORT
+    from tracer.commands.trace import add_agent_args, add_filter_args
 
     p = sub.add_parser("agent", help="stream this node's kernel events to collectors (root)",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_filter_args(p)
     p.add_argument("--listen", metavar="ADDR",
                    help="address to listen on (default: the node's swarm address)")
-    p.add_argument("--agent-port", type=int, default=DEFAULT_PORT,
-                   help=f"TCP port (default {DEFAULT_PORT})")
-    p.add_argument("--token-file", type=Path, default=DEFAULT_TOKEN_FILE,
-                   help=f"the deployment's token, mode 600 (default {DEFAULT_TOKEN_FILE})")
+    add_agent_args(p)
     p.add_argument("--new-token", type=Path, metavar="FILE",
                    help="write a new random token to FILE (mode 600) and exit")
     p.add_argument("--docker", metavar="URL",

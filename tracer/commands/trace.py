@@ -43,18 +43,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def add_swarm_args(p: argparse.ArgumentParser) -> None:
-    from tracer.remote.auth import DEFAULT_TOKEN_FILE
-    from tracer.remote.wire import DEFAULT_PORT
-
     p.add_argument("--swarm", action="store_true",
                    help="every node's agent (`swarmtrace agent`), at the addresses of this "
                         "manager's node list, merged into one view")
     p.add_argument("--agents", metavar="HOST:PORT,...",
                    help="these agents instead of the manager's node list")
+    add_agent_args(p)
+
+
+def add_agent_args(p: argparse.ArgumentParser) -> None:
+    """The agents' port and the deployment's token: agent and collector alike."""
+    from tracer.remote.auth import DEFAULT_TOKEN_FILE
+    from tracer.remote.wire import DEFAULT_PORT
+
     p.add_argument("--agent-port", type=int, default=DEFAULT_PORT,
-                   help=f"the agents' port with --swarm (default {DEFAULT_PORT})")
+                   help=f"the agents' TCP port (default {DEFAULT_PORT})")
     p.add_argument("--token-file", type=Path, default=DEFAULT_TOKEN_FILE,
-                   help=f"the deployment's token (default {DEFAULT_TOKEN_FILE})")
+                   help=f"the deployment's token, mode 600 (default {DEFAULT_TOKEN_FILE})")
 
 
 def add_filter_args(p: argparse.ArgumentParser) -> None:
