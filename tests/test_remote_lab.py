@@ -5,12 +5,14 @@ this kernel) is checked against the answers, as tests/test_swarm_lab.py does."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ pytestmark = [
     pytest.mark.skipif(not DOCKERD.exists(), reason="docker.io is not installed (scripts/setup)"),
 ]
 
+ROOT = Path(__file__).resolve().parents[1]
 PORT = 4791
 SHIFT_NS = 250_000_000  # node2's agent runs 250 ms ahead (its --clock-offset-ns test hook)
 READY_S = 60.0
@@ -119,9 +122,10 @@ def agents(lab: swarm.SwarmLab, token: Path, tmp_path: Path) -> Iterator[list[_P
             assert p.stop() == 0, p.stderr
 
 
-def _collector(lab: swarm.SwarmLab, token: Path, tmp: Path, name: str = "trace") -> _Proc:
+def _collector(lab: swarm.SwarmLab, token: Path, tmp: Path, *extra: str) -> _Proc:
     where = ",".join(f"{n.addr}:{PORT}" for n in lab.nodes)
-    p = _Proc(["trace", "--agents", where, "--token-file", str(token), "--json"], tmp, name)
+    agents = list(extra) if "--swarm" in extra else ["--agents", where, *extra]
+    p = _Proc(["trace", *agents, "--token-file", str(token), "--json"], tmp, "trace")
     p.wait_for("swarmtrace: tracing with the agents backend")
     return p
 
@@ -158,7 +162,10 @@ def test_requests_join_across_agents_and_clocks_align(
         lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
     tasks = _vote_tasks(lab)
     vni = tasks.pop("vni")[0]
-    trace = _collector(lab, token, tmp_path)
+    record = tmp_path / "cluster.swt"
+    # The agents' addresses from the manager's node list; every node's events in one file.
+    trace = _collector(lab, token, tmp_path, "--swarm", "--agent-port", str(PORT),
+                       "-w", str(record))
     answers = swarm.traffic("dnsrr", 12)
     assert all(a.ok for a in answers), [a.text for a in answers if not a.ok]
     time.sleep(4)  # requests end when idle for 3 s
@@ -190,6 +197,13 @@ def test_requests_join_across_agents_and_clocks_align(
         else:
             assert not vx, hops
     assert crossed >= 3, reqs
+    replay = subprocess.run([sys.executable, "-m", "tracer", "replay", str(record), "--json"],
+                            capture_output=True, text=True, check=True)
+    replayed = _dnsrr([json.loads(x) for x in replay.stdout.splitlines()])
+    assert [(q["client"], q["backend"], [(h["kind"], h.get("node"), h.get("detail"))
+                                         for h in q["hops"]]) for q in replayed] == \
+        [(q["client"], q["backend"], [(h["kind"], h.get("node"), h.get("detail"))
+                                      for h in q["hops"]]) for q in reqs]  # type: ignore[union-attr]
     m = re.search(r"node2: clock ([+-][\d.]+) ms vs node1, \+- ([\d.]+) us \(VXLAN packets "
                   r"both ways", trace.stderr)
     assert m, trace.stderr
@@ -279,3 +293,94 @@ def test_stopped_agent_is_named_missing_then_recovers(
     assert all("missing" not in q and q["status"] == "ok" for q in back), back
     assert any("seen leaving and arriving" in h["detail"] for q in back for h in q["hops"]
                if h["kind"] == "vxlan"), back
+
+
+def _dev_image(lab: swarm.SwarmLab) -> str:
+    """A development image of this worktree (the shipped one comes from scripts/image): an
+    empty root whose `swarmtrace` runs this worktree's venv, mounted from the node with /usr."""
+    name = f"swarmtrace-dev:{os.getpid()}"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("usr", "opt", "opt/st", "opt/st/bin", "tmp", "run", "proc", "sys", "dev",
+                  "etc", "var", "work"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"),
+                             ("sbin", "usr/sbin"), ("var/run", "../run")):
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+        script = f'#!/bin/sh\nexec {sys.executable} -m tracer "$@"\n'.encode()
+        info = tarfile.TarInfo("opt/st/bin/swarmtrace")
+        info.size, info.mode = len(script), 0o755
+        tar.addfile(info, io.BytesIO(script))
+    repo, tag = name.split(":")
+    clients = lab.clients()
+    try:
+        for c in clients.values():
+            c.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
+                                         changes=["ENV PATH=/opt/st/bin:/usr/bin:/bin",
+                                                  f"ENV PYTHONPATH={ROOT}"])
+    finally:
+        for c in clients.values():
+            c.close()
+    return name
+
+
+def _ours_in_kernel() -> list[str]:
+    """Our BPF programs still loaded (their names start st_)."""
+    progs = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True,
+                           check=False).stdout
+    names = [w for line in progs.splitlines() for w in line.split() if w.startswith("st_")]
+    return names
+
+
+def test_deploy_puts_an_agent_on_every_node_and_undeploy_leaves_nothing(
+        lab: swarm.SwarmLab, token: Path, tmp_path: Path) -> None:
+    image = _dev_image(lab)
+    node1_sock = lab.nodes[1].exec_root.parent / "node1.sock"
+    node1_sock.symlink_to("/var/run/docker.sock")  # so one template names both sockets
+    state = str(lab.nodes[1].exec_root.parent)
+    deploy = [sys.executable, "-m", "tracer", "deploy", "--image", image, "--token-file",
+              str(token), "--agent-port", str(PORT), "--port", "80", "--port", "53",
+              # The lab's daemons keep their sockets and netns apart; a real node has them at
+              # Docker's defaults, which deploy uses unless told.
+              "--docker-socket", f"{state}/{{{{.Node.Hostname}}}}.sock",
+              "--netns-dir", f"{state}/{{{{.Node.Hostname}}}}/netns",
+              "--mount", "/usr:/usr", "--mount", f"{ROOT}:{ROOT}"]
+    try:
+        subprocess.run(deploy, check=True, capture_output=True, text=True, timeout=60)
+        trace = _collector(lab, token, tmp_path)
+        deadline = time.monotonic() + READY_S
+        while "node2: agent connected" not in trace.stderr or \
+                "node1: agent connected" not in trace.stderr:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the deployed agents did not come up: {trace.stderr}")
+            time.sleep(0.5)
+        answers = swarm.traffic("dnsrr", 8)
+        assert all(a.ok for a in answers)
+        time.sleep(4)
+        assert trace.stop() == 0, trace.stderr
+        reqs = _dnsrr(trace.lines())
+        assert len(reqs) == 8, trace.stderr
+        both = [h for q in reqs for h in q["hops"]  # type: ignore[union-attr]
+                if h["kind"] == "vxlan" and "seen leaving and arriving" in h["detail"]]
+        assert both, reqs
+    finally:
+        undo = subprocess.run([sys.executable, "-m", "tracer", "undeploy"], capture_output=True,
+                              text=True, timeout=120)
+        node1_sock.unlink()
+    assert undo.returncode == 0, undo.stderr
+    assert "removed service swarmtrace-agent, secret swarmtrace-token" in undo.stderr
+    clients = lab.clients()
+    try:
+        mgr = clients["node1"]
+        assert not mgr.services.list(filters={"name": "swarmtrace-agent"})
+        assert not mgr.secrets.list(filters={"name": "swarmtrace-token"})
+        for c in clients.values():
+            assert not c.containers.list(all=True, filters={"label": "io.swarmtrace.deploy"})
+    finally:
+        for c in clients.values():
+            c.close()
+    assert _ours_in_kernel() == []

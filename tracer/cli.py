@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "doctor",
     "swarm_lab",
     "agent",
+    "deploy",
 )
 
 EPILOG = """examples:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from tracer.enrich import open_names
     from tracer.enrich.docker_topology import DOCKER_GONE, DockerNode, local_docker_sockets
     from tracer.probes.choose import choose, open_source
-    from tracer.probes.netns import NetnsScope
+    from tracer.probes.netns import NETNS_DIRS, NetnsScope
     from tracer.remote.agent import Agent, AgentOptions
     from tracer.remote.auth import load_token, new_token
     from tracer.signals import sigterm_as_interrupt
@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         scope = NetnsScope(node.host_netns, (node.netns_dir,) if node.netns_dir else ())
         if os.stat(node.host_netns).st_ino != os.stat("/proc/self/ns/net").st_ino:
             listen_ns = node.host_netns
+    elif node is not None:
+        # In a Swarm task (no host pid namespace: dockerd's pid is not ours to see), the node
+        # is what the task was given: the host network and Docker's netns directory.
+        scope = NetnsScope(Path("/proc/self/ns/net"), NETNS_DIRS)
     name = args.node or (node.name if node else socket.gethostname())
     flt = filter_from_args(args)
     chosen, why = choose(args.backend)
