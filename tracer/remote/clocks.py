@@ -13,6 +13,7 @@ timeline is its ts_ns minus its node's offset.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -52,6 +53,8 @@ class ClockAligner:
     """Collects ping and VXLAN samples; answers each node's offset and its error."""
 
     def __init__(self) -> None:
+        # Pings arrive on the agents' threads; the merge asks for offsets on its own.
+        self._lock = threading.Lock()
         self._ping: dict[int, deque[tuple[int, int]]] = {}  # node -> (rtt, offset)
         self._oneway: dict[tuple[int, int], _MinWindow] = {}  # (from, to) -> recv - sent
         self._pending: OrderedDict[tuple[int, ...], tuple[int, int, int]] = OrderedDict()
@@ -59,11 +62,17 @@ class ClockAligner:
     def ping(self, node: int, t1: int, t2: int, t3: int) -> None:
         """A ping sent at t1 and answered at t3 (collector clock), stamped t2 by the agent."""
         rtt = max(t3 - t1, 0)
-        self._ping.setdefault(node, deque(maxlen=SAMPLES)).append((rtt, t2 - (t1 + t3) // 2))
+        with self._lock:
+            self._ping.setdefault(node, deque(maxlen=SAMPLES)).append((rtt, t2 - (t1 + t3) // 2))
 
     def vxlan(self, node: int, events: np.ndarray) -> None:
         """VXLAN events of one node, raw (its own clock, its own netns inodes)."""
         sel = events[(events["point"] == Point.VXLAN_OUT) | (events["point"] == Point.VXLAN_IN)]
+        if len(sel):
+            with self._lock:
+                self._match(node, sel)
+
+    def _match(self, node: int, sel: np.ndarray) -> None:
         for e in sel.tolist():
             ts, point = int(e[0]), int(e[8])
             pkt, orig = e[14], e[15]
@@ -110,6 +119,10 @@ class ClockAligner:
         """Best estimate for `node`: against the reference (the first of `nodes` with a ping)
         over the overlay when both directions were seen; else from its pings, moved just
         enough that no packet seen on the overlay arrives before it left."""
+        with self._lock:
+            return self._offset(node, nodes)
+
+    def _offset(self, node: int, nodes: list[int]) -> Offset | None:
         ref = next((n for n in nodes if self._ping_offset(n) is not None), None)
         own = self._ping_offset(node)
         ref_ping = self._ping_offset(ref) if ref is not None else None
