@@ -237,3 +237,30 @@ def test_one_way_packets_keep_the_ping_estimate_causal() -> None:
     assert off is not None and off.source == "ping+vxlan"
     assert off.relative_ns == 30_000  # at most the measured one-way time
     assert 1_030_000 - off.offset_ns >= 1_000_000
+
+
+def test_tui_status_bar_names_the_missing_node(token: tuple[Path, bytes]) -> None:
+    """`tui --swarm`: the status bar says which node lost its agent, while it is lost."""
+    import asyncio
+
+    from tracer.tui.app import SwarmtraceApp
+    from tracer.tui.pipeline_feed import PipelineFeed
+    from tracer.tui.widgets.status_bar import StatusBar
+
+    async def run(coll: Collector, agent: Agent) -> None:
+        app = SwarmtraceApp(PipelineFeed(Pipeline(coll, coll.names)))
+        async with app.run_test(size=(120, 30)) as pilot:
+            bar = app.screen.query_one(StatusBar)
+            await pilot.pause(0.5)
+            assert "no agent" not in str(bar.render())
+            agent.stop()
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if "node9: no agent, its hops are missing" in str(bar.render()):
+                    break
+            assert "node9: no agent, its hops are missing" in str(bar.render())
+
+    ready = threading.Event()
+    with _agent(token[1], ready) as agent, \
+            Collector([AgentAddr(*agent.address, node="node9")], token[1]) as coll:
+        asyncio.run(run(coll, agent))
