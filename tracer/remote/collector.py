@@ -152,9 +152,14 @@ class _Link:
             for kind, payload in stash:
                 self._handle(kind, payload)
             next_ping = time.monotonic() + PING_INTERVAL_S
+            heard = time.monotonic()
             while not self._owner.stopping.is_set():
                 if tls.pending() or select.select([tls], [], [], 0.2)[0]:
                     self._handle(*wire.read_frame(tls))
+                    heard = time.monotonic()
+                elif time.monotonic() - heard > SILENT_S:
+                    # A host that died or a partition sends no FIN: its silence is the sign.
+                    raise RemoteError(f"the agent sent nothing for {SILENT_S:.0f} s")
                 if time.monotonic() >= next_ping:
                     next_ping = time.monotonic() + PING_INTERVAL_S
                     tls.sendall(wire.json_frame(wire.WireType.PING,
