@@ -107,7 +107,7 @@ def undeploy(client: docker.DockerClient, timeout_s: float = UNDEPLOY_TIMEOUT_S)
         ids.append(svc.id)
         svc.remove()
         removed.append(f"service {SERVICE}")
-    # Swarm keeps a removed service's tasks until their nodes report them shut down: then
+    # Swarm keeps a removed service's tasks until their nodes removed the containers: then
     # every agent process, and with it every BPF link it held, is gone.
     deadline = time.monotonic() + timeout_s
     while ids and _tasks_left(client, ids):
@@ -122,8 +122,5 @@ def undeploy(client: docker.DockerClient, timeout_s: float = UNDEPLOY_TIMEOUT_S)
 
 
 def _tasks_left(client: docker.DockerClient, service_ids: list[str]) -> bool:
-    tasks = client.api.tasks()
-    return any(t.get("ServiceID") in service_ids and
-               (t.get("Status") or {}).get("State") not in ("shutdown", "complete", "failed",
-                                                             "rejected", "orphaned", "remove")
-               for t in tasks)
+    """Swarm deletes a removed service's task once its node removed the container."""
+    return any(t.get("ServiceID") in service_ids for t in client.api.tasks())
