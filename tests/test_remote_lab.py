@@ -328,6 +328,21 @@ def _dev_image(lab: swarm.SwarmLab) -> str:
     return name
 
 
+def _service_state(lab: swarm.SwarmLab) -> str:
+    """The agent service's tasks and logs, to say why it did not come up."""
+    clients = lab.clients()
+    try:
+        svc = clients["node1"].services.get("swarmtrace-agent")
+        tasks = [(t["Status"]["State"], t["Status"].get("Err", "")) for t in svc.tasks()]
+        logs = b"".join(svc.logs(stdout=True, stderr=True, tail=20)).decode(errors="replace")
+        return f"tasks {tasks}\n{logs}"
+    except Exception as err:  # diagnostics only: the failure is reported either way
+        return f"(no service state: {err})"
+    finally:
+        for c in clients.values():
+            c.close()
+
+
 def _ours_in_kernel() -> list[str]:
     """Our BPF programs still loaded (their names start st_)."""
     progs = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True,
@@ -356,7 +371,8 @@ def test_deploy_puts_an_agent_on_every_node_and_undeploy_leaves_nothing(
         while "node2: agent connected" not in trace.stderr or \
                 "node1: agent connected" not in trace.stderr:
             if time.monotonic() > deadline:
-                pytest.fail(f"the deployed agents did not come up: {trace.stderr}")
+                pytest.fail(f"the deployed agents did not come up: {trace.stderr}\n"
+                            f"{_service_state(lab)}")
             time.sleep(0.5)
         answers = swarm.traffic("dnsrr", 8)
         assert all(a.ok for a in answers)
