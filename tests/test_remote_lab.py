@@ -290,7 +290,9 @@ def test_stopped_agent_is_named_missing_then_recovers(
     assert lost and all(d.startswith("sent over VXLAN from node1 (outer 192.168.199.1 -> "
                                      "192.168.199.2:4789") and
                         d.endswith("node2: no agent, its hops are missing") for d in lost)
-    assert all("missing" not in q and q["status"] == "ok" for q in back), back
+    assert all("missing" not in q and q["status"] == "ok" for q in back), \
+        [(q["status"], q.get("missing"), [(h["kind"], h.get("node"), h.get("detail"))
+                                          for h in q["hops"]]) for q in back]  # type: ignore[union-attr]
     assert any("seen leaving and arriving" in h["detail"] for q in back for h in q["hops"]
                if h["kind"] == "vxlan"), back
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import closing
 
 EXAMPLES = """examples:
   swarmtrace deploy                      on a manager: token (made if missing) + global service
@@ -54,7 +55,7 @@ def run_deploy(args: argparse.Namespace) -> int:
                          docker_socket=args.docker_socket, netns_dir=args.netns_dir,
                          extra_mounts=mounts)
     try:
-        with docker.DockerClient(base_url=_socket(), timeout=30) as client:
+        with closing(docker.DockerClient(base_url=_socket(), timeout=30)) as client:
             sid = deploy(client, token, opts)
     except DOCKER_GONE as err:
         raise RemoteError(f"Docker is not answering ({err})") from err
@@ -71,7 +72,7 @@ def run_undeploy(args: argparse.Namespace) -> int:
     from tracer.remote.deploy import undeploy
 
     try:
-        with docker.DockerClient(base_url=_socket(), timeout=30) as client:
+        with closing(docker.DockerClient(base_url=_socket(), timeout=30)) as client:
             removed = undeploy(client)
     except DOCKER_GONE as err:
         raise RemoteError(f"Docker is not answering ({err})") from err
@@ -88,7 +89,7 @@ def _socket() -> str | None:
 
     for url in local_docker_sockets():
         try:
-            with docker.DockerClient(base_url=url, timeout=10) as c:
+            with closing(docker.DockerClient(base_url=url, timeout=10)) as c:
                 if (c.info().get("Swarm") or {}).get("ControlAvailable"):
                     return url
         except DOCKER_GONE:
