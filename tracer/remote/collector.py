@@ -114,6 +114,8 @@ class _Link:
                 if text != last_error:  # one line per kind of failure, not one per retry
                     log.info("agent %s: %s", self.addr.label, text)
                 last_error = text
+            # The next session is a new agent process: its clock reading and counters restart.
+            self.agent_now = self._told_dropped = 0
             if self.connected:
                 self.connected = False
                 self._owner.notice(f"{self.node}: no agent, its hops are missing "
