@@ -107,7 +107,7 @@ def _agent(lab: swarm.SwarmLab, index: int, token: Path, tmp: Path) -> _Proc:
             str(PORT), "--port", "80", "--port", "53"]
     if index == 1:
         argv += ["--clock-offset-ns", str(SHIFT_NS)]
-    p = _Proc(argv, tmp, f"agent-{node.name}")
+    p = _Proc(argv, tmp, f"agent-{node.name}-{time.monotonic_ns()}")
     p.wait_for(f"agent for {node.name} listening on {node.addr}:{PORT}")
     return p
 
@@ -364,7 +364,7 @@ def test_deploy_puts_an_agent_on_every_node_and_undeploy_leaves_nothing(
               # The lab's daemons keep their sockets and netns apart; a real node has them at
               # Docker's defaults, which deploy uses unless told.
               "--docker-socket", f"{state}/{{{{.Node.Hostname}}}}.sock",
-              "--netns-dir", f"{state}/{{{{.Node.Hostname}}}}/netns",
+              "--netns-dir", f"{state}/{{{{.Node.Hostname}}}}/netns", "--netns-propagation", "",
               "--mount", "/usr:/usr", "--mount", f"{ROOT}:{ROOT}"]
     try:
         subprocess.run(deploy, check=True, capture_output=True, text=True, timeout=60)

@@ -102,4 +102,9 @@ def run(args: argparse.Namespace) -> int:
               f"the {source.info.backend} backend, {why})", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             agent.serve(until=lambda: deadline is not None and time.monotonic() >= deadline)
+        st = source.stats()
+        print(f"swarmtrace: agent for {name}: {st.events} events read ({st.lost} lost, "
+              f"{st.filtered} filtered in the kernel, netns hooked "
+              f"{st.extra.get('netns_hooked', '-')}), {agent.events_sent} sent, "
+              f"{agent.refused} collectors refused", file=sys.stderr)
     return 0

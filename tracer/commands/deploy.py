@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--addr", action="append", default=[], help="address of interest")
     p.add_argument("--docker-socket", default=d.docker_socket, help=argparse.SUPPRESS)
     p.add_argument("--netns-dir", default=d.netns_dir, help=argparse.SUPPRESS)
+    # The native lab's netns directories are not on a shared mount (no systemd here).
+    p.add_argument("--netns-propagation", default=d.netns_propagation, help=argparse.SUPPRESS)
     # TEST HOOK, hidden: read-only bind mounts NODE_PATH:TASK_PATH for a development image.
     p.add_argument("--mount", action="append", default=[], help=argparse.SUPPRESS)
     add_agent_args(p)
@@ -53,6 +55,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     mounts = tuple((src, dst) for src, dst in pairs)
     opts = DeployOptions(image=args.image, port=args.agent_port, agent_args=tuple(agent_args),
                          docker_socket=args.docker_socket, netns_dir=args.netns_dir,
+                         netns_propagation=args.netns_propagation,
                          extra_mounts=mounts)
     try:
         with closing(docker.DockerClient(base_url=_socket(), timeout=30)) as client:

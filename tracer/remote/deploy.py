@@ -53,6 +53,9 @@ class DeployOptions:
     # Paths on the nodes; Swarm's templates work here ({{.Node.Hostname}}).
     docker_socket: str = "/var/run/docker.sock"
     netns_dir: str = "/var/run/docker/netns"
+    # Sandboxes made after the task started reach it only through mount propagation, which
+    # needs the node's netns directory on a shared mount (systemd hosts: / is shared).
+    netns_propagation: str = "rslave"
     extra_mounts: tuple[tuple[str, str], ...] = ()  # (node path, task path), read-only
 
 
@@ -76,7 +79,8 @@ def deploy(client: docker.DockerClient, token: bytes, opts: DeployOptions) -> st
     secret = client.secrets.create(name=SECRET, data=token, labels={LABEL: __version__})
     mounts = [
         Mount(SOCKET_IN_TASK, opts.docker_socket, type="bind"),
-        Mount(NETNS_IN_TASK, opts.netns_dir, type="bind", propagation="rslave"),
+        Mount(NETNS_IN_TASK, opts.netns_dir, type="bind",
+              propagation=opts.netns_propagation or None),
         Mount("/sys/kernel/btf", "/sys/kernel/btf", type="bind", read_only=True),
         *(Mount(dst, src, type="bind", read_only=True) for src, dst in opts.extra_mounts),
     ]
