@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         st = source.stats()
         print(f"swarmtrace: agent for {name}: {st.events} events read ({st.lost} lost, "
               f"{st.filtered} filtered in the kernel, netns hooked "
-              f"{st.extra.get('netns_hooked', '-')}), {agent.events_sent} sent, "
+              f"{st.extra.get('netns_hooked', '-')}), {agent.not_ours} not this node's, "
+              f"{agent.unsent} with no collector, {agent.events_sent} sent, "
               f"{agent.refused} collectors refused", file=sys.stderr)
     return 0

@@ -142,6 +142,8 @@ class Agent:
         self._own_port = port_to_raw(opts.port)
         self.events_sent = 0
         self.refused = 0
+        self.not_ours = 0  # read, but of another node's netns or the agent's own stream
+        self.unsent = 0  # read while no collector was connected
         self._read_mark = 0  # this agent's clock just before the latest ring-buffer read
 
     def clock(self) -> int:
@@ -214,13 +216,16 @@ class Agent:
             return list(self._clients)
 
     def _send_events(self, arr: np.ndarray) -> None:
-        arr = arr[self._keep(arr)]
+        keep = self._keep(arr)
+        self.not_ours += int(len(arr) - keep.sum())
+        arr = arr[keep]
         if not len(arr):
             return
         if self.opts.clock_offset_ns:
             arr["ts_ns"] += np.uint64(self.opts.clock_offset_ns % (1 << 64))
         clients = self._live()
         if not clients:
+            self.unsent += len(arr)
             return
         data = wire.events_frame(arr)  # encoded once for every collector
         for c in clients:
@@ -242,6 +247,9 @@ class Agent:
             self._allowed = set(netns.discover(scope=scope))
             self._last_scope = time.monotonic()
         ours: np.ndarray = np.isin(arr["netns"], np.fromiter(self._allowed, dtype=np.uint32))
+        if not ours.all():
+            log.debug("not this node's netns: %s (this node's: %s)",
+                      sorted(set(arr["netns"][~ours].tolist())), sorted(self._allowed))
         out: np.ndarray = keep & ours
         return out
 
