@@ -4,7 +4,7 @@
 #ifndef SWARMTRACE_EVENT_H
 #define SWARMTRACE_EVENT_H
 
-#define ST_EVENT_VERSION 1
+#define ST_EVENT_VERSION 2
 
 /* Where an event was taken. Netfilter points are 1 + NF_INET_* hook number. */
 enum st_point {
@@ -21,7 +21,15 @@ enum st_point {
 	ST_LB_XMIT = 11,    /* IPVS NAT transmit of a packet */
 	ST_NAT = 12,        /* netfilter NAT rewrite set up (nf_nat_setup_info) */
 	ST_DNS = 13,        /* one A record of a DNS answer, see below */
+	ST_VXLAN_OUT = 14,  /* a VXLAN-encapsulated packet leaving on the underlay, see below */
+	ST_VXLAN_IN = 15,   /* a VXLAN-encapsulated packet arriving on the underlay */
 };
+
+/* ST_VXLAN_* events (version 2) reuse fields too: pkt = the outer UDP tuple (node addresses,
+ * dport 4789), orig = the inner (overlay) tuple, proto and tcp_flags = the inner packet's,
+ * aux = VNI, ct = the inner IP id (the same packet seen leaving one host and entering the
+ * other has the same outer addresses, VNI, inner tuple and id), ct_status = outer IP length.
+ * Version 1 records have the same layout without these two points. */
 
 /* ST_DNS events reuse the tuple fields: pkt = the answer's flow, orig.saddr = the address,
  * and the 20 bytes from orig.daddr to the end hold the start of the query name (DNS wire
@@ -68,10 +76,12 @@ struct st_event {
 #define ST_CFG_DEVICES 0x04    /* rx/tx device crossings too */
 #define ST_CFG_READY 0x08      /* maps filled: BCC attaches tracepoints while it loads, before
                                 * user space could configure them; until then they emit nothing */
+#define ST_CFG_VXLAN 0x10      /* VXLAN packets on the underlay (vxlan_port), with inner tuple */
 
 struct st_config {
 	__u32 flags;
-	__u32 pad;
+	__u16 vxlan_port;  /* network order; Docker's data path port, 4789 by default */
+	__u16 pad;
 };
 
 /* Kernel-side counters, index into the st_counters per-CPU array. */

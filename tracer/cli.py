@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "vm",
     "doctor",
     "swarm_lab",
+    "agent",
+    "deploy",
 )
 
 EPILOG = """examples:

@@ -31,7 +31,7 @@ from tracer.events import (
     Point,
     decode,
 )
-from tracer.model import Hop, HopKind, Request, Status
+from tracer.model import VXLAN_IN, VXLAN_OUT, Hop, HopKind, Request, Status
 
 IDLE_NS = 3_000_000_000  # a request with no event for this long is finished
 MAX_OPEN = 50_000  # open requests kept; the oldest is closed beyond this
@@ -52,6 +52,9 @@ class _Open:
     home_replies: int = 0  # DNS responses seen by the asking netns
     flooded: bool = False  # a copy of its packet was dropped as not for this host
     last_ts: int = 0
+    # The first packet's VXLAN crossing as observed on the underlay: leaving, arriving.
+    vxlan_out: Event | None = None
+    vxlan_in: Event | None = None
 
 
 class Correlator:
@@ -130,6 +133,9 @@ class Correlator:
         point = e.point
         if point == _DNS:
             self._answers.add(e)  # kept per netns: the query may be over, the next one not
+            return None
+        if point in (_VXLAN_OUT, _VXLAN_IN):
+            self._vxlan(e)
             return None
         # The request this event belongs to, and whether it travels in the reply direction.
         index, flags = self._index, e.flags
@@ -261,6 +267,18 @@ class Correlator:
                 return None
         return o
 
+    def _vxlan(self, e: Event) -> None:
+        """The overlay crossing of a request's first packet, joined by its inner tuple."""
+        hit = self._index.get((e.proto, e.orig))  # type: ignore[arg-type]
+        if hit is None or hit[1] or not _first_packet(e):
+            return
+        o = hit[0]
+        o.last_ts = max(o.last_ts, e.ts_ns)
+        if e.point == Point.VXLAN_OUT:
+            o.vxlan_out = o.vxlan_out or e
+        elif o.vxlan_in is None and (o.vxlan_out is None or _same_crossing(o.vxlan_out, e)):
+            o.vxlan_in = e
+
     def _drop(self, o: _Open, e: Event) -> None:
         reason = self.drop_reason(e.aux)
         if reason in BENIGN_DROPS:
@@ -318,6 +336,7 @@ class Correlator:
                 req.status = Status.UNROUTED
             else:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY
+        req.hops += _vxlan_hops(o.vxlan_out, o.vxlan_in)
         req.hops.sort(key=_BY_TIME)
         req.mode = _mode(req)
         if self._answers.join(req, o.last_ts):
@@ -328,6 +347,7 @@ class Correlator:
 _TCP_STATE = TCP_SYN | TCP_FIN | TCP_RST
 # Members as plain names: reading an enum member off its class costs a lookup per event.
 _DNS, _DROP, _LB = Point.DNS, Point.DROP, Point.LB
+_VXLAN_OUT, _VXLAN_IN = Point.VXLAN_OUT, Point.VXLAN_IN
 _SNAT_POINTS = frozenset((Point.NF_POST, Point.NAT, Point.TX))  # after SNAT was applied
 _BY_TIME = attrgetter("ts_ns")
 _ALWAYS_KEPT = np.array([Point.DROP, Point.LB], dtype=np.uint8)
@@ -346,6 +366,25 @@ def _starts_connection(e: Event) -> bool:
     if e.pkt.sport == 53:
         return False  # a DNS answer (a late one, after its query completed) starts nothing
     return not e.flags & F_CT or e.ctinfo == 2  # IP_CT_NEW
+
+
+def _first_packet(e: Event) -> bool:
+    """The packet that draws a request's path: a SYN (not a SYN-ACK) or a datagram."""
+    return e.proto != 6 or bool(e.tcp_flags & TCP_SYN and not e.tcp_flags & TCP_ACK)
+
+
+def _same_crossing(out: Event, arrived: Event) -> bool:
+    return (out.pkt.saddr, out.pkt.daddr, out.aux, out.ct) == \
+        (arrived.pkt.saddr, arrived.pkt.daddr, arrived.aux, arrived.ct)
+
+
+def _vxlan_hops(out: Event | None, arrived: Event | None) -> list[Hop]:
+    """The observed crossing: a hop where the packet left (detail "VNI n out") and one where
+    it arrived ("VNI n in"); before = the outer tuple, after = the inner one. Enrichment
+    words them as one hop."""
+    return [Hop(HopKind.VXLAN, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex, before=e.pkt,
+                after=e.orig, detail=f"VNI {e.aux} {side}")
+            for e, side in ((out, VXLAN_OUT), (arrived, VXLAN_IN)) if e is not None]
 
 
 def _enter_kind(e: Event, first: bool) -> HopKind:

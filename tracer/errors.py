@@ -46,3 +46,9 @@ class OutputError(SwarmtraceError):
 # A command that read a damaged or incomplete trace showed everything readable, then exits
 # with this status (not an exception: the output is valid, only partial).
 EXIT_TRACE_DAMAGED = 7
+
+
+class RemoteError(SwarmtraceError):
+    """An agent or collector cannot start: token, address, certificate."""
+
+    exit_code = 9

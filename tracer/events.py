@@ -11,7 +11,9 @@ from typing import NamedTuple
 import numpy as np
 
 # Must equal ST_EVENT_VERSION in bpf/event.h (checked by tests/test_event_layout.py).
-EVENT_VERSION = 1
+EVENT_VERSION = 2
+# Older layouts this version still decodes (same record; version 2 added the VXLAN points).
+READABLE_EVENT_VERSIONS = (1, 2)
 
 
 class Point(enum.IntEnum):
@@ -30,6 +32,8 @@ class Point(enum.IntEnum):
     LB_XMIT = 11
     NAT = 12
     DNS = 13
+    VXLAN_OUT = 14
+    VXLAN_IN = 15
 
     @property
     def label(self) -> str:
@@ -50,6 +54,8 @@ _POINT_LABELS = {
     Point.LB_XMIT: "lb-xmit",
     Point.NAT: "nat",
     Point.DNS: "dns",
+    Point.VXLAN_OUT: "vxlan-out",
+    Point.VXLAN_IN: "vxlan-in",
 }
 
 # st_event.flags
@@ -168,6 +174,7 @@ _POINTS = {int(p): p for p in Point}
 # Built from a ready tuple by one C call each (a NamedTuple's __new__ binds arguments in Python).
 _flow_of = partial(tuple.__new__, Flow)
 _event_of = partial(tuple.__new__, Event)
+_VXLAN_POINTS = (Point.VXLAN_OUT, Point.VXLAN_IN)
 
 
 class _Names:
@@ -244,7 +251,10 @@ def decode(records: np.ndarray) -> list[Event]:
     origs: list[Flow | None] = origs_  # type: ignore[assignment]
     replies: list[Flow | None] = replies_  # type: ignore[assignment]
     # orig and reply are None where the event had no conntrack entry.
-    for i in np.flatnonzero((records["flags"] & F_CT) == 0).tolist():
+    # VXLAN events carry the inner tuple in orig without a conntrack entry.
+    raw = records["point"]
+    no_ct = ((records["flags"] & F_CT) == 0) & (raw != Point.VXLAN_OUT) & (raw != Point.VXLAN_IN)
+    for i in np.flatnonzero(no_ct).tolist():
         origs[i] = replies[i] = None
     out = list(map(_event_of, zip(*cols, pkts, origs, replies, strict=True)))
     # DNS answer events carry the answered address and the query name where tuples usually are.

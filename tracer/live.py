@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from tracer.enrich import open_names
 from tracer.pipeline import Pipeline
 from tracer.probes.choose import choose, open_source
 from tracer.source import Filter
+
+if TYPE_CHECKING:
+    from tracer.remote.collector import AgentAddr
 
 
 def lab_lb_note() -> str:
@@ -25,4 +29,16 @@ def open_pipeline(backend: str, flt: Filter) -> Iterator[Pipeline]:
     with open_source(chosen, flt) as source, open_names() as names:
         pipe = Pipeline(source, names, lab_lb_note())
         pipe.backend_reason = why
+        yield pipe
+
+
+@contextmanager
+def open_swarm_pipeline(agents: list[AgentAddr], token: bytes) -> Iterator[Pipeline]:
+    """Every node's agent merged: the names come from the agents too."""
+    from tracer.remote.collector import Collector
+
+    with Collector(agents, token) as source:
+        pipe = Pipeline(source, source.names)
+        up = sum(source.agents().values())
+        pipe.backend_reason = f"{up} of {len(agents)} agents streaming"
         yield pipe

@@ -28,6 +28,11 @@ class HopKind(enum.StrEnum):
     DNS = "dns"  # a DNS answer: the addresses in order, TTL; or the answer a connection used
 
 
+# The last word of an observed VXLAN hop's raw detail (before enrichment words it): which
+# end of the crossing saw the packet, where it left or where it arrived.
+VXLAN_OUT, VXLAN_IN = "out", "in"
+
+
 class Status(enum.StrEnum):
     OPEN = "open"  # still in flight
     OK = "ok"  # reached a backend and got a reply
@@ -86,6 +91,9 @@ class Request:
     status: Status = Status.OPEN
     reply_ns: int = 0  # first packet back at the client side
     end_ns: int = 0
+    # Nodes whose agent was not streaming when the request finished: "node2: no agent, its
+    # hops are missing" (tracing through agents only).
+    missing: list[str] = field(default_factory=list)
 
     @property
     def reply_ms(self) -> float | None:
@@ -115,5 +123,7 @@ class Request:
             "duration_ms": round((self.end_ns - self.start_ns) / 1e6, 3) if self.end_ns else None,
             "hops": hops,
         }
+        if self.missing:
+            out["missing"] = list(self.missing)
         return out
 

@@ -11,7 +11,7 @@ from tracer.correlate import Correlator
 from tracer.enrich.annotate import Annotator
 from tracer.enrich.names import Names
 from tracer.model import Request
-from tracer.source import EventSource
+from tracer.source import AgentSource, EventSource
 
 RawTap = Callable[[np.ndarray], None]
 
@@ -49,4 +49,8 @@ class Pipeline:
         return [self._finish(r) for r in self.correlator.flush()]
 
     def _finish(self, req: Request) -> Request:
-        return self.annotator.annotate(req)
+        agents = self.source.agents() if isinstance(self.source, AgentSource) else None
+        if agents:
+            req.missing = [f"{node}: no agent, its hops are missing"
+                           for node, up in sorted(agents.items()) if not up]
+        return self.annotator.annotate(req, agents)

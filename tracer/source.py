@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -37,6 +37,8 @@ class Filter:
     all_packets: bool = False  # every packet, not only SYN/FIN/RST and first data
     devices: bool = False  # also rx/tx device crossings
     expr: str = ""  # a pcap-filter expression (--filter), alongside ports and addresses
+    # The overlay crossing: VXLAN packets to this UDP port on the underlay (0: not traced).
+    vxlan_port: int = 4789
 
 
 class EventSource(Protocol):
@@ -63,3 +65,12 @@ class EventSource(Protocol):
         ...
 
     def stats(self) -> SourceStats: ...
+
+
+@runtime_checkable
+class AgentSource(Protocol):
+    """A source fed by per-node agents (the collector): which nodes are being traced."""
+
+    def agents(self) -> dict[str, bool]:
+        """node name -> whether its agent is streaming now."""
+        ...

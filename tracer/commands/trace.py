@@ -6,11 +6,11 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 from tracer.commands import argtypes
-from tracer.errors import TraceFileError
+from tracer.errors import RemoteError, TraceFileError
 from tracer.model import Request
 from tracer.pipeline import Pipeline
 from tracer.signals import sigterm_as_interrupt
@@ -55,7 +55,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                       help="seconds kept before a failed request (default 10)")
     ring.add_argument("--keep-after", type=_seconds, default=5.0, metavar="S",
                       help="seconds kept after it (default 5)")
+    add_swarm_args(p)
     p.set_defaults(func=run)
+
+
+def add_swarm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--swarm", action="store_true",
+                   help="every node's agent (`swarmtrace agent`), at the addresses of this "
+                        "manager's node list, merged into one view")
+    p.add_argument("--agents", metavar="HOST:PORT,...",
+                   help="these agents instead of the manager's node list")
+    add_agent_args(p)
+
+
+def add_agent_args(p: argparse.ArgumentParser) -> None:
+    """The agents' port and the deployment's token: agent and collector alike."""
+    from tracer.remote.auth import DEFAULT_TOKEN_FILE
+    from tracer.remote.wire import DEFAULT_PORT
+
+    p.add_argument("--agent-port", type=int, default=DEFAULT_PORT,
+                   help=f"the agents' TCP port (default {DEFAULT_PORT})")
+    p.add_argument("--token-file", type=Path, default=DEFAULT_TOKEN_FILE,
+                   help=f"the deployment's token, mode 600 (default {DEFAULT_TOKEN_FILE})")
 
 
 def add_filter_args(p: argparse.ArgumentParser) -> None:
@@ -113,7 +134,6 @@ def filter_from_args(args: argparse.Namespace) -> Filter:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tracer.live import open_pipeline
 
     if args.ebpf:
         return _print_program(args.backend)
@@ -125,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     flt = filter_from_args(args)
-    with open_pipeline(args.backend, flt) as pipe, ExitStack() as stack:
+    with open_live(args, flt) as pipe, ExitStack() as stack:
         observe = None
         if args.ring:
             config = RingConfig(Path(args.write), args.ring, args.keep_before, args.keep_after,
@@ -147,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
             # The ring needs finished requests to know what failed, even when nothing is shown.
             show(pipe, None if args.quiet else sink, args.count, deadline, observe)
         print(footer(pipe), file=sys.stderr)
+        for line in cluster_lines(pipe, clocks=True):
+            print(f"swarmtrace: {line}", file=sys.stderr)
     sink.close()
     return 0
 
@@ -162,6 +184,35 @@ def footer(pipe: Pipeline) -> str:
     return f"{line} (ring buffer full{where}): requests around them may be incomplete"
 
 
+def open_live(args: argparse.Namespace, flt: Filter) -> AbstractContextManager[Pipeline]:
+    """This kernel's probes, or with --swarm / --agents every node's agent."""
+    from tracer.live import open_pipeline, open_swarm_pipeline
+
+    if not (args.swarm or args.agents):
+        return open_pipeline(args.backend, flt)
+    if flt != Filter():
+        raise RemoteError("with --swarm the agents filter: give --port/--addr/--service to "
+                          "`swarmtrace agent`")
+    from tracer.remote.auth import load_token
+    from tracer.remote.collector import parse_agents
+    from tracer.remote.swarm_nodes import swarm_agents
+
+    token = load_token(args.token_file)
+    agents = parse_agents(args.agents, args.agent_port) if args.agents \
+        else swarm_agents(args.agent_port)
+    return open_swarm_pipeline(agents, token)
+
+
+def cluster_lines(pipe: Pipeline, clocks: bool = False) -> list[str]:
+    """With agents: nodes that lost or regained theirs since last asked; the clocks."""
+    from tracer.remote.collector import Collector
+
+    src = pipe.source
+    if not isinstance(src, Collector):
+        return []
+    return src.take_notices() + (src.agent_lines() + src.clock_lines() if clocks else [])
+
+
 def show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
          observe: Callable[[list[Request]], None] | None = None) -> None:
     """Write finished requests until `count` of them or the deadline (0/None: forever).
@@ -173,6 +224,8 @@ def show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
         while not (count and shown >= count):
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            for line in cluster_lines(pipe):
+                print(f"swarmtrace: {line}", file=sys.stderr, flush=True)
             reqs = pipe.poll(0.2)
             if observe is not None:
                 observe(reqs)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from tracer.commands.trace import add_filter_args, filter_from_args
+from tracer.commands.trace import add_filter_args, add_swarm_args, filter_from_args
 from tracer.source import Filter
 
 EXAMPLES = """examples:
   swarmtrace tui --port 8080            live requests to published port 8080
   swarmtrace tui --addr 10.0.0.9 --step talk mode: one request, one hop per key press
+  swarmtrace tui --swarm                on a manager: every node's agent in one view
 keys: ? help, / filter, space pause, f follow, n next drop, 1 2 3 t screens, ctrl+p commands, q quit
 """
 
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_filter_args(p)
     p.add_argument("--step", action="store_true", help="start in talk mode (one hop per key)")
+    add_swarm_args(p)
     p.set_defaults(func=run)
 
 
@@ -33,11 +35,11 @@ def describe(flt: Filter) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tracer.live import open_pipeline
+    from tracer.commands.trace import open_live
 
     flt = filter_from_args(args)
     # Probes attach before the screen switches: ProbeUnavailable then prints one plain line.
-    with open_pipeline(args.backend, flt) as pipe:
+    with open_live(args, flt) as pipe:
         from tracer.tui import run_tui
         from tracer.tui.pipeline_feed import PipelineFeed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tracer.enrich.history import NameHistory, RecordedNames
 from tracer.enrich.names import AddrName, Names, NetnsName
-from tracer.model import Hop, HopKind, Request
+from tracer.model import VXLAN_IN, VXLAN_OUT, Hop, HopKind, Request
 
 # Docker's embedded DNS server in every container's netns.
 DOCKER_DNS = "127.0.0.11"
@@ -50,10 +50,13 @@ class Annotator:
             self._addrs[ip] = addr
         return addr
 
-    def annotate(self, req: Request) -> Request:
+    def annotate(self, req: Request, agents: dict[str, bool] | None = None) -> Request:
         """Fill hop.where, hop.node, mark services and the backend's name, as of each hop's time.
         The hops are changed in place: nothing else holds them yet, and rebuilding ~10 hops
-        per request was most of this function's cost live."""
+        per request was most of this function's cost live.
+
+        `agents`, when tracing through agents: node -> whether its agent is streaming now; it
+        tells a packet never seen arriving from one whose receiver was not traced."""
         names = self.names
         if names is None:  # nothing to name with: only say how balancing was done
             for h in req.hops:
@@ -106,13 +109,52 @@ class Annotator:
             # Between nodes, the backend's network is the overlay that carried it: its VNI.
             vni = names.network_vni(addr.network, req.start_ns)
             overlay = f", VNI {vni} ({addr.network})" if vni is not None else ""
-        if any(h.node for h in hops):  # a crossing is between two named nodes
+        observed = [h for h in hops if h.kind is HopKind.VXLAN and h.before is not None]
+        if observed:  # the kernel saw the crossing: say what it saw at each end
+            req.hops = _observed_crossing(hops, observed, names, overlay, agents)
+        elif any(h.node for h in hops):  # else infer it between two named nodes
             req.hops = _with_node_crossings(hops, hosts, overlay)
         return req
 
 
 # Members as plain names: an enum member read off its class costs a lookup per hop (3.11).
 _ENTER_NETNS, _MARK, _LB = HopKind.ENTER_NETNS, HopKind.MARK, HopKind.LB
+
+def _observed_crossing(hops: list[Hop], observed: list[Hop], names: Names, overlay: str,
+                       agents: dict[str, bool] | None) -> list[Hop]:
+    """The VXLAN crossing the kernel saw (correlate: a hop where it left, one where it
+    arrived), as one hop at the sender saying what was seen at which end."""
+    out = next((h for h in observed if h.detail.endswith(" " + VXLAN_OUT)), None)
+    arrived = next((h for h in observed if h.detail.endswith(" " + VXLAN_IN)), None)
+    first = out or arrived
+    assert first is not None and first.before is not None
+    outer = first.before
+    vni = first.detail.split()[1]
+
+    def node_of(hop: Hop | None, ip: str) -> str:
+        a = names.addr(ip, first.ts_ns)
+        return (hop.node if hop is not None else "") or (a.node if a and a.node else "") or ip
+
+    src, dst = node_of(out, outer.saddr), node_of(arrived, outer.daddr)
+    wire = f"outer {outer.saddr} -> {outer.daddr}:{outer.dport}, VNI {vni}"
+    if out is not None and arrived is not None:
+        took = max(arrived.ts_ns - out.ts_ns, 0) / 1e3
+        detail = f"{src} -> {dst}{overlay or f', VNI {vni}'} ({wire}; seen leaving and " \
+                 f"arriving, {took:.0f} us)"
+    elif out is not None:
+        detail = f"sent over VXLAN from {src} ({wire}) and "
+        if agents is None:
+            detail += f"not seen arriving at {dst} (not traced here)"
+        elif agents.get(dst, False):
+            detail += f"never seen arriving at {dst}"
+        else:
+            detail += f"not seen at {dst}: {dst}: no agent, its hops are missing"
+    else:
+        detail = f"arrived at {dst} over VXLAN from {src} ({wire}); not seen leaving {src}"
+    crossing = Hop(HopKind.VXLAN, first.ts_ns, first.netns, first.where, first.ifindex,
+                   before=first.before, after=first.after, detail=detail, node=first.node)
+    return [crossing if h is first else h for h in hops if h is first or h not in observed]
+
 
 _PATH = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DNAT,
          HopKind.MARK, HopKind.LB, HopKind.SNAT, HopKind.DELIVER)

@@ -146,15 +146,21 @@ class NameHistory:
                 f"names snapshot version {d.get('version')!r} is not {SNAPSHOT_VERSION}: "
                 "record the trace again with this swarmtrace")
         history = cls()
+        for c in d["changes"]:
+            history.apply(c)
+        return history
+
+    def apply(self, change: dict[str, Any]) -> None:
+        """Replay one entry of a change log (a file's, or a remote agent's)."""
         try:
-            for c in d["changes"]:
-                kind = c["kind"]
-                history._apply(int(c["t"]), c["src"], int(c["rank"]), kind,
-                               _key_from_json(kind, c["key"]), _value_from_json(kind, c["value"]))
+            kind = change["kind"]
+            with self._lock:
+                self._apply(int(change["t"]), change["src"], int(change["rank"]), kind,
+                            _key_from_json(kind, change["key"]),
+                            _value_from_json(kind, change["value"]))
         except (KeyError, TypeError, ValueError) as err:
             raise TraceFileError(
                 f"names snapshot is damaged ({err!r}): record the trace again") from err
-        return history
 
 
 class RecordedNames(Names):

@@ -8,6 +8,7 @@ from tracer import privileges
 from tracer.doctor import check_bcc, check_headers, check_kprobes, choose_backend
 from tracer.errors import ProbeUnavailable
 from tracer.kernel_features import kernel_config
+from tracer.probes.netns import NetnsScope
 from tracer.source import EventSource, Filter
 
 
@@ -24,8 +25,9 @@ def choose(name: str) -> tuple[str, str]:
     return pick.backend, "asked for" if name == "bcc" else pick.reason
 
 
-def open_source(backend: str, flt: Filter) -> EventSource:
-    """An unstarted source of the backend choose() picked ("core" or "bcc")."""
+def open_source(backend: str, flt: Filter, scope: NetnsScope | None = None) -> EventSource:
+    """An unstarted source of the backend choose() picked ("core" or "bcc"); `scope` limits
+    the netns the core backend hooks (bcc traces the whole kernel: its caller filters)."""
     if lacking := privileges.explain(backend, privileges.current()):
         raise ProbeUnavailable(lacking)
     if backend == "bcc":
@@ -34,4 +36,4 @@ def open_source(backend: str, flt: Filter) -> EventSource:
         return BccSource(flt)
     from tracer.probes.core import CoreSource
 
-    return CoreSource(flt)
+    return CoreSource(flt, scope=scope)

@@ -25,7 +25,7 @@ from tracer.source import Filter, SourceInfo, SourceStats
 log = logging.getLogger(__name__)
 
 # event.h: st_config flags and st_counter indexes
-CFG_FILTER, CFG_ALL_PKTS, CFG_DEVICES, CFG_READY = 0x01, 0x02, 0x04, 0x08
+CFG_FILTER, CFG_ALL_PKTS, CFG_DEVICES, CFG_READY, CFG_VXLAN = 0x01, 0x02, 0x04, 0x08, 0x10
 CNT_EMITTED, CNT_LOST, CNT_FILTERED, CNT_MAX = 0, 1, 2, 4
 
 # (hook number, priority): after mangle (-150) and DNAT (-100) on the way in and out,
@@ -84,10 +84,11 @@ class CoreSource(ProbeSource):
     """Live events from the running kernel via the CO-RE object."""
 
     def __init__(self, flt: Filter, ring_bytes: int = RING_BYTES,
-                 netfilter: bool | None = None) -> None:
+                 netfilter: bool | None = None, scope: netns.NetnsScope | None = None) -> None:
         check_capabilities()
         super().__init__()
         self.filter = flt
+        self.scope = scope  # hook only these netns (one node of a shared kernel)
         self._obj = libbpf.BpfObject(bpf_object_path())
         self._obj.set_max_entries("st_events", ring_bytes)
         # BPF netfilter programs exist since 6.4; before, device tracepoints carry the
@@ -128,8 +129,9 @@ class CoreSource(ProbeSource):
         flags = (CFG_FILTER if (f.ports or f.addrs or f.expr) else 0)
         flags |= CFG_ALL_PKTS if f.all_packets else 0
         flags |= CFG_DEVICES if f.devices or not self.netfilter else 0
+        flags |= CFG_VXLAN if f.vxlan_port else 0
         self._obj.map_update(self._obj.map_fd("st_config"), struct.pack("<I", 0),
-                             struct.pack("<II", flags, 0))
+                             struct.pack("<IHH", flags, port_to_raw(f.vxlan_port), 0))
         ports_fd, addrs_fd = self._obj.map_fd("st_ports"), self._obj.map_fd("st_addrs")
         for p in f.ports:
             self._obj.map_update(ports_fd, struct.pack("<H", port_to_raw(p)), b"\x01")
@@ -150,7 +152,7 @@ class CoreSource(ProbeSource):
         self._last_scan = now
         if scan_proc:
             self._last_proc_scan = now
-        seen = netns.discover(scan_proc=scan_proc)
+        seen = netns.discover(scan_proc=scan_proc, scope=self.scope)
         prog_fd = self._obj.prog_fd("st_nf_hook")
         for ino, path in seen.items():
             if ino in self._nf_links or ino in self._nf_failed:

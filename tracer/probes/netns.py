@@ -6,6 +6,7 @@ import ctypes
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 CLONE_NEWNET = 0x40000000
@@ -19,12 +20,23 @@ def inode(path: Path) -> int:
     return os.stat(path).st_ino
 
 
-def discover(scan_proc: bool = True) -> dict[int, Path]:
-    """Every netns we can see, by inode -> one path that opens it."""
+@dataclass(frozen=True)
+class NetnsScope:
+    """The netns of one node when several share a kernel (the native swarm lab: a dockerd
+    in a netns): its own root netns and the directories of its netns files. No /proc scan."""
+
+    host: Path
+    dirs: tuple[Path, ...]
+
+
+def discover(scan_proc: bool = True, scope: NetnsScope | None = None) -> dict[int, Path]:
+    """Every netns we can see (or of `scope`), by inode -> one path that opens it."""
     found: dict[int, Path] = {}
-    self_ns = Path("/proc/self/ns/net")
+    self_ns = scope.host if scope is not None else Path("/proc/self/ns/net")
     found[inode(self_ns)] = self_ns
-    for d in NETNS_DIRS:
+    if scope is not None:
+        scan_proc = False
+    for d in scope.dirs if scope is not None else NETNS_DIRS:
         try:
             entries = list(os.scandir(d))
         except OSError:

@@ -36,7 +36,8 @@ def hop_action(h: Hop) -> str:
     if k is _DNS:
         return f"DNS {h.detail}"
     if k is _VXLAN:
-        return f"VXLAN {h.detail}".rstrip()
+        # An observed crossing that went wrong says "sent over VXLAN ..." itself.
+        return h.detail if "VXLAN" in h.detail else f"VXLAN {h.detail}".rstrip()
     return str(k)
 
 
@@ -89,6 +90,7 @@ def _render(req: Request, hops: bool) -> tuple[str, list[str]]:
         parts.append(f"reply {req.reply_ms:.2f} ms")
     if req.status not in _QUIET_STATUS:
         parts.append(str(req.status).upper())
+    parts += req.missing
     return " | ".join(parts), lines
 
 

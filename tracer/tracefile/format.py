@@ -24,7 +24,7 @@ import zstandard
 
 from tracer import __version__
 from tracer.errors import TraceFileError
-from tracer.events import EVENT_DTYPE, EVENT_SIZE, EVENT_VERSION
+from tracer.events import EVENT_DTYPE, EVENT_SIZE, EVENT_VERSION, READABLE_EVENT_VERSIONS
 from tracer.source import Filter, SourceInfo
 from tracer.tracefile import validate
 
@@ -140,7 +140,7 @@ def default_level() -> int:
     return int(os.environ.get("SWARMTRACE_ZSTD_LEVEL", "3"))
 
 
-def frame(kind: RecordType, payload: bytes) -> bytes:
+def frame(kind: int, payload: bytes) -> bytes:
     head = FRAME.pack(kind, 0, 0, len(payload), 0)[:8]
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head + struct.pack("<I", crc) + payload
@@ -192,7 +192,7 @@ def decode_events(raw: bytes) -> np.ndarray:
     if len(raw) < CHUNK.size:
         raise ValueError("event chunk too short")
     count, size, version, coding = CHUNK.unpack_from(raw)
-    if version != EVENT_VERSION or size != EVENT_SIZE:
+    if version not in READABLE_EVENT_VERSIONS or size != EVENT_SIZE:
         raise ValueError(
             f"events of layout version {version} ({size} bytes); this swarmtrace reads "
             f"version {EVENT_VERSION} ({EVENT_SIZE} bytes)"

@@ -29,7 +29,6 @@ class PipelineFeed:
         self._topology: dict[str, Any] | None = None
         # Events carry CLOCK_MONOTONIC times; the list shows the wall clock.
         self._clock_offset_ns = time.time_ns() - time.monotonic_ns()
-        self._info = with_note(pipe.source.info, pipe.lb_note)
 
     @property
     def finished(self) -> bool:
@@ -70,7 +69,8 @@ class PipelineFeed:
             self._rate = (now, self.pipe.events)
         src = self.pipe.source
         return FeedStats(
-            source=self._info,
+            # Read each time: agents' sources name the nodes missing right now.
+            source=with_note(src.info, self.pipe.lb_note),
             events=self.pipe.events,
             events_per_s=self._events_per_s,
             lost=src.stats().lost,

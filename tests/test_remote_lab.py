@@ -1,0 +1,421 @@
+"""Agents on the native 2-node swarm lab: one agent per node, each hooked only into its own
+node's netns (node2's dockerd runs in a netns of this kernel), its clock shifted by a known
+offset; every cross-node join comes from the merged streams. DNS round robin (no IPVS on
+this kernel) is checked against the answers, as tests/test_swarm_lab.py does."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from tracer.enrich.names import short_task
+from tracer.lab import swarm
+from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
+from tracer.lab.swarm.layout import VETH, lab_nodes
+from tracer.remote.auth import new_token
+from tracer.remote.swarm_nodes import swarm_agents
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: dockerd, netns, BPF"),
+    pytest.mark.skipif(not DOCKERD.exists(), reason="docker.io is not installed (scripts/setup)"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+PORT = 4791
+SHIFT_NS = 250_000_000  # node2's agent runs 250 ms ahead (its --clock-offset-ns test hook)
+READY_S = 60.0
+
+
+class _Proc:
+    """A swarmtrace subprocess whose stderr is a file we can wait on."""
+
+    def __init__(self, argv: list[str], tmp: Path, name: str) -> None:
+        self.err_path = tmp / f"{name}.err"
+        self.out_path = tmp / f"{name}.out"
+        self._err: IO[bytes] = self.err_path.open("wb")
+        self._out: IO[bytes] = self.out_path.open("wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tracer", *argv],
+                                     stdout=self._out, stderr=self._err)
+
+    def wait_for(self, text: str, timeout_s: float = READY_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.stderr:
+            if self.proc.poll() is not None:
+                pytest.fail(f"exited ({self.proc.returncode}) before {text!r}: {self.stderr}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {text!r} within {timeout_s:.0f} s: {self.stderr}")
+            time.sleep(0.1)
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def lines(self) -> list[dict[str, object]]:
+        return [json.loads(x) for x in self.out_path.read_text().splitlines() if x.strip()]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._err.close()
+        self._out.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[swarm.SwarmLab]:
+    if (pid := foreign_dockerd(lab_nodes(2))) is not None:
+        pytest.skip(f"a dockerd the lab did not start is running (pid {pid})")
+    if swarm.load() is not None:
+        pytest.skip("a swarm lab is already up: `swarmtrace swarmlab down` first")
+    lab = swarm.up(nodes=2)
+    try:
+        yield lab
+    finally:
+        swarm.down()
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("token") / "token"
+    new_token(path)
+    return path
+
+
+def _agent(lab: swarm.SwarmLab, index: int, token: Path, tmp: Path) -> _Proc:
+    node = lab.nodes[index]
+    argv = ["-v", "agent", "--docker", node.socket, "--token-file", str(token), "--agent-port",
+            str(PORT), "--port", "80", "--port", "53"]
+    if index == 1:
+        argv += ["--clock-offset-ns", str(SHIFT_NS)]
+    p = _Proc(argv, tmp, f"agent-{node.name}-{time.monotonic_ns()}")
+    p.wait_for(f"agent for {node.name} listening on {node.addr}:{PORT}")
+    return p
+
+
+@pytest.fixture
+def agents(lab: swarm.SwarmLab, token: Path, tmp_path: Path) -> Iterator[list[_Proc]]:
+    procs = [_agent(lab, i, token, tmp_path) for i in range(2)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            assert p.stop() == 0, p.stderr
+
+
+def _collector(lab: swarm.SwarmLab, token: Path, tmp: Path, *extra: str) -> _Proc:
+    where = ",".join(f"{n.addr}:{PORT}" for n in lab.nodes)
+    agents = list(extra) if "--swarm" in extra else ["--agents", where, *extra]
+    p = _Proc(["trace", *agents, "--token-file", str(token), "--json"], tmp, "trace")
+    p.wait_for("swarmtrace: tracing with the agents backend")
+    return p
+
+
+def _vote_tasks(lab: swarm.SwarmLab) -> dict[str, tuple[str, str]]:
+    """vote task ip -> (task name, node) from `docker inspect` via the SDK."""
+    out = {}
+    clients = lab.clients()
+    try:
+        for node, c in clients.items():
+            for ct in c.containers.list(filters={"label": "com.docker.swarm.service.name=vote"}):
+                ip = ct.attrs["NetworkSettings"]["Networks"]["overlay1"]["IPAddress"]
+                out[ip] = (ct.labels["com.docker.swarm.task.name"], node)
+        vni = clients["node1"].networks.get("overlay1").attrs["Options"][
+            "com.docker.network.driver.overlay.vxlanid_list"]
+        out["vni"] = (vni, "")
+    finally:
+        for c in clients.values():
+            c.close()
+    return out
+
+
+def _dnsrr(reqs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [q for q in reqs if q["mode"] == "dnsrr"]
+
+
+def test_manager_node_list_gives_the_agents(lab: swarm.SwarmLab) -> None:
+    got = swarm_agents(PORT, lab.nodes[0].socket)
+    assert [(a.node, a.host, a.port) for a in got] == [(n.name, n.addr, PORT)
+                                                       for n in lab.nodes]
+
+
+def test_requests_join_across_agents_and_clocks_align(
+        lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
+    tasks = _vote_tasks(lab)
+    vni = tasks.pop("vni")[0]
+    record = tmp_path / "cluster.swt"
+    # The agents' addresses from the manager's node list; every node's events in one file.
+    trace = _collector(lab, token, tmp_path, "--swarm", "--agent-port", str(PORT),
+                       "-w", str(record))
+    answers = swarm.traffic("dnsrr", 12)
+    assert all(a.ok for a in answers), [a.text for a in answers if not a.ok]
+    time.sleep(4)  # requests end when idle for 3 s
+    assert trace.stop() == 0, trace.stderr
+    reqs = _dnsrr(trace.lines())
+    assert len(reqs) == 12, trace.stderr
+    crossed = 0
+    for q in reqs:
+        backend = q["backend"]
+        assert isinstance(backend, dict) and q["status"] == "ok", q
+        task, node = tasks[str(backend["addr"]).split(":")[0]]
+        assert backend["name"] == f"{short_task(task)} on {node}", q
+        hops = q["hops"]
+        assert isinstance(hops, list)
+        times = [h["t_us"] for h in hops]
+        assert times == sorted(times), hops  # across nodes too: never backwards
+        deliver = [h for h in hops if h["kind"] == "deliver"]
+        assert hops[0]["node"] == "node1" and deliver[0]["node"] == node, hops
+        vx = [h for h in hops if h["kind"] == "vxlan"]
+        if node == "node2":
+            crossed += 1
+            assert len(vx) == 1, hops
+            assert vx[0]["detail"].startswith(
+                f"node1 -> node2, VNI {vni} (overlay1) (outer 192.168.199.1 -> "
+                f"192.168.199.2:4789, VNI {vni}; seen leaving and arriving"), vx
+            # every node2 hop after the crossing, every node1 hop before it
+            at = hops.index(vx[0])
+            assert {h.get("node") for h in hops[at + 1:] if h["kind"] != "reply"} == {"node2"}
+        else:
+            assert not vx, hops
+    assert crossed >= 3, reqs
+    replay = subprocess.run([sys.executable, "-m", "tracer", "replay", str(record), "--json"],
+                            capture_output=True, text=True, check=True)
+    replayed = _dnsrr([json.loads(x) for x in replay.stdout.splitlines()])
+    assert [(q["client"], q["backend"], [(h["kind"], h.get("node"), h.get("detail"))
+                                         for h in q["hops"]]) for q in replayed] == \
+        [(q["client"], q["backend"], [(h["kind"], h.get("node"), h.get("detail"))
+                                      for h in q["hops"]]) for q in reqs]  # type: ignore[union-attr]
+    m = re.search(r"node2: clock ([+-][\d.]+) ms vs node1, \+- ([\d.]+) us \(VXLAN packets "
+                  r"both ways", trace.stderr)
+    assert m, trace.stderr
+    est_ms, err_us = float(m.group(1)), float(m.group(2))
+    print(f"node2 clock: {est_ms:+.3f} ms (injected {SHIFT_NS / 1e6:+.3f}), error bar "
+          f"{err_us:.1f} us, off by {abs(est_ms * 1e3 - SHIFT_NS / 1e3):.1f} us")
+    assert abs(est_ms * 1e6 - SHIFT_NS) <= err_us * 1e3 + 1_000
+    assert err_us < 1000
+
+
+@contextmanager
+def _vxlan_blocked_at_node2(lab: swarm.SwarmLab, tmp: Path) -> Iterator[None]:
+    """UDP 4789 dropped on node2's underlay device before its kernel sees it (native XDP on
+    the lab's veth): what a firewall between two hosts does to the data path."""
+    obj = tmp / "xdp_drop_vxlan.o"
+    subprocess.run(["clang", "-O2", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c",
+                    str(Path(__file__).with_name("xdp_drop_vxlan.c")), "-o", str(obj)],
+                   check=True)
+    dev = ["ip", "-n", str(lab.nodes[1].netns), "link", "set", "dev", VETH[1]]
+    subprocess.run([*dev, "xdpdrv", "obj", str(obj), "sec", "xdp"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*dev, "xdpdrv", "off"], check=True)
+
+
+def test_blocked_data_path_is_sent_and_never_arrives(
+        lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
+    tasks = _vote_tasks(lab)
+    tasks.pop("vni")
+    trace = _collector(lab, token, tmp_path)
+    with _vxlan_blocked_at_node2(lab, tmp_path):
+        answers = swarm.traffic("dnsrr", 4)
+    assert any(not a.ok for a in answers) and any(a.ok for a in answers), answers
+    time.sleep(4)
+    assert trace.stop() == 0, trace.stderr
+    lost = [q for q in _dnsrr(trace.lines())
+            if tasks[str(q["entry"]).split(":")[0]][1] == "node2"]
+    assert lost, trace.lines()
+    for q in lost:
+        assert q["status"] != "ok" and "missing" not in q, q
+        vx = [h["detail"] for h in q["hops"] if h["kind"] == "vxlan"]  # type: ignore[union-attr]
+        assert vx == ["sent over VXLAN from node1 (outer 192.168.199.1 -> 192.168.199.2:4789, "
+                      f"VNI {vx[0].split('VNI ')[1].split(')')[0]}) and never seen arriving at "
+                      "node2"], q
+
+
+def test_a_client_without_the_token_gets_nothing(
+        lab: swarm.SwarmLab, agents: list[_Proc], tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    new_token(bad)
+    where = ",".join(f"{n.addr}:{PORT}" for n in lab.nodes)
+    p = _Proc(["trace", "--agents", where, "--token-file", str(bad), "--json", "--timeout",
+               "3"], tmp_path, "bad")
+    swarm.traffic("dnsrr", 2)
+    assert p.proc.wait(timeout=60) == 0
+    assert p.stop() == 0
+    assert p.lines() == []
+    assert "0 of 2 agents streaming" in p.stderr, p.stderr
+    for a in agents:
+        a.wait_for("refused collector", timeout_s=10)
+        assert "wrong token" in a.stderr
+
+
+def test_stopped_agent_is_named_missing_then_recovers(
+        lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
+    trace = _collector(lab, token, tmp_path)
+    assert agents[1].stop() == 0
+    trace.wait_for("node2: no agent, its hops are missing", timeout_s=15)
+    swarm.traffic("dnsrr", 6)
+    time.sleep(4)
+    missing = _dnsrr(trace.lines())
+    agents[1] = _agent(lab, 1, token, tmp_path)
+    trace.wait_for("node2: agent connected", timeout_s=15)
+    done = len(trace.lines())
+    swarm.traffic("dnsrr", 6)
+    time.sleep(4)
+    assert trace.stop() == 0, trace.stderr
+    back = _dnsrr(trace.lines()[done:])
+    assert len(missing) == 6 and len(back) == 6, trace.stderr
+    for q in missing:
+        assert q["missing"] == ["node2: no agent, its hops are missing"], q
+    lost = [h["detail"] for q in missing for h in q["hops"] if h["kind"] == "vxlan"]
+    assert lost and all(d.startswith("sent over VXLAN from node1 (outer 192.168.199.1 -> "
+                                     "192.168.199.2:4789") and
+                        d.endswith("node2: no agent, its hops are missing") for d in lost)
+    if not any("seen leaving and arriving" in h["detail"] for q in back  # type: ignore[union-attr]
+               for h in q["hops"] if h["kind"] == "vxlan"):
+        # Known bug (issue 12): on this shared kernel the restarted node2 agent sometimes
+        # reads its node's events with netns 0, so its scope filter drops them (its -v log
+        # lists them as "not this node's netns: [0]"); naming the node and reconnecting work.
+        pytest.xfail("restarted agent's events carry netns 0 (see the agent's -v log)")
+    assert all("missing" not in q and q["status"] == "ok" for q in back), \
+        [(q["status"], q.get("missing"), [(h["kind"], h.get("node"), h.get("detail"))
+                                          for h in q["hops"]]) for q in back]  # type: ignore[union-attr]
+    assert any("seen leaving and arriving" in h["detail"] for q in back for h in q["hops"]
+               if h["kind"] == "vxlan"), back
+
+
+def _dev_image(lab: swarm.SwarmLab) -> str:
+    """A development image of this worktree (the shipped one comes from scripts/image): an
+    empty root whose `swarmtrace` runs this worktree's venv, mounted from the node with /usr."""
+    name = f"swarmtrace-dev:{os.getpid()}"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("usr", "opt", "opt/st", "opt/st/bin", "tmp", "run", "proc", "sys", "dev",
+                  "etc", "var", "work"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"),
+                             ("sbin", "usr/sbin"), ("var/run", "../run")):
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+        script = f'#!/bin/sh\nexec {sys.executable} -m tracer "$@"\n'.encode()
+        info = tarfile.TarInfo("opt/st/bin/swarmtrace")
+        info.size, info.mode = len(script), 0o755
+        tar.addfile(info, io.BytesIO(script))
+    repo, tag = name.split(":")
+    clients = lab.clients()
+    try:
+        for c in clients.values():
+            c.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
+                                         changes=["ENV PATH=/opt/st/bin:/usr/bin:/bin",
+                                                  f"ENV PYTHONPATH={ROOT}"])
+    finally:
+        for c in clients.values():
+            c.close()
+    return name
+
+
+def _service_state(lab: swarm.SwarmLab) -> str:
+    """The agent service's tasks and logs, to say why it did not come up."""
+    clients = lab.clients()
+    try:
+        svc = clients["node1"].services.get("swarmtrace-agent")
+        tasks = [(t["Status"]["State"], t["Status"].get("Err", "")) for t in svc.tasks()]
+        logs = b"".join(svc.logs(stdout=True, stderr=True, tail=20)).decode(errors="replace")
+        return f"tasks {tasks}\n{logs}"
+    except Exception as err:  # diagnostics only: the failure is reported either way
+        return f"(no service state: {err})"
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+def _ours_in_kernel() -> list[str]:
+    """Our BPF programs still loaded (their names start st_)."""
+    progs = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True,
+                           check=False).stdout
+    names = [w for line in progs.splitlines() for w in line.split() if w.startswith("st_")]
+    return names
+
+
+def test_deploy_puts_an_agent_on_every_node_and_undeploy_leaves_nothing(
+        lab: swarm.SwarmLab, token: Path, tmp_path: Path) -> None:
+    image = _dev_image(lab)
+    node1_sock = lab.nodes[1].exec_root.parent / "node1.sock"
+    node1_sock.symlink_to("/var/run/docker.sock")  # so one template names both sockets
+    state = str(lab.nodes[1].exec_root.parent)
+    deploy = [sys.executable, "-m", "tracer", "deploy", "--image", image, "--token-file",
+              str(token), "--agent-port", str(PORT), "--port", "80", "--port", "53",
+              # The lab's daemons keep their sockets and netns apart; a real node has them at
+              # Docker's defaults, which deploy uses unless told.
+              "--docker-socket", f"{state}/{{{{.Node.Hostname}}}}.sock",
+              "--netns-dir", f"{state}/{{{{.Node.Hostname}}}}/netns", "--netns-propagation", "",
+              "--mount", "/usr:/usr", "--mount", f"{ROOT}:{ROOT}"]
+    try:
+        subprocess.run(deploy, check=True, capture_output=True, text=True, timeout=60)
+        trace = _collector(lab, token, tmp_path)
+        try:
+            deadline = time.monotonic() + READY_S
+            while "node2: agent connected" not in trace.stderr or \
+                    "node1: agent connected" not in trace.stderr:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the deployed agents did not come up: {trace.stderr}\n"
+                                f"{_service_state(lab)}")
+                time.sleep(0.5)
+            answers = swarm.traffic("dnsrr", 8)
+            assert all(a.ok for a in answers)
+            time.sleep(4)
+        finally:
+            assert trace.stop() == 0, trace.stderr
+        reqs = _dnsrr(trace.lines())
+        assert len(reqs) == 8, trace.stderr
+        both = [h for q in reqs for h in q["hops"]  # type: ignore[union-attr]
+                if h["kind"] == "vxlan" and "seen leaving and arriving" in h["detail"]]
+        assert both, reqs
+    finally:
+        undo = subprocess.run([sys.executable, "-m", "tracer", "undeploy"], capture_output=True,
+                              text=True, timeout=120)
+        node1_sock.unlink()
+    assert undo.returncode == 0, undo.stderr
+    assert "removed service swarmtrace-agent, secret swarmtrace-token" in undo.stderr
+    clients = lab.clients()
+    try:
+        mgr = clients["node1"]
+        assert not mgr.services.list(filters={"name": "swarmtrace-agent"})
+        assert not mgr.secrets.list(filters={"name": "swarmtrace-token"})
+        # Swarm deletes a task before its node has removed the container: give them time.
+        deadline = time.monotonic() + 30
+        left = ["?"]
+        while left and time.monotonic() < deadline:
+            left = [ct.name for c in clients.values() for ct in
+                    c.containers.list(all=True, filters={"label": "io.swarmtrace.deploy"})]
+            time.sleep(0.2)
+        assert not left
+    finally:
+        for c in clients.values():
+            c.close()
+    deadline = time.monotonic() + 10  # the kernel frees a program shortly after its last fd
+    while _ours_in_kernel() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _ours_in_kernel() == []
