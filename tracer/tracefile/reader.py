@@ -17,7 +17,7 @@ import numpy as np
 import zstandard
 
 from tracer.errors import TraceFileError
-from tracer.events import EVENT_SIZE, EVENT_VERSION, Point
+from tracer.events import EVENT_SIZE, READABLE_EVENT_VERSIONS, Point
 from tracer.tracefile import validate
 from tracer.tracefile.format import (
     FRAME,
@@ -188,11 +188,12 @@ class TraceReader:
                 f"{self.path}: header damaged (it says trace schema {header.schema}, the "
                 f"signature {schema}): the file is corrupt"
             )
-        if (header.event_version, header.event_size) != (EVENT_VERSION, EVENT_SIZE):
+        if header.event_version not in READABLE_EVENT_VERSIONS or header.event_size != EVENT_SIZE:
             raise TraceFileError(
                 f"{self.path} holds events of layout version {header.event_version} "
-                f"({header.event_size} bytes); this swarmtrace reads version {EVENT_VERSION} "
-                f"({EVENT_SIZE} bytes): read it with the swarmtrace that wrote it"
+                f"({header.event_size} bytes); this swarmtrace reads versions "
+                f"{', '.join(map(str, READABLE_EVENT_VERSIONS))} ({EVENT_SIZE} bytes): read it "
+                "with the swarmtrace that wrote it"
             )
         return header
 
