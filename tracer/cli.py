@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "vm",
     "doctor",
     "swarm_lab",
+    "check",
 )
 
 EPILOG = """examples:

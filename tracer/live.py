@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from tracer.diagnose.conntrack import conntrack_use
 from tracer.enrich import open_names
 from tracer.pipeline import Pipeline
 from tracer.probes.choose import choose, open_source
@@ -25,4 +26,5 @@ def open_pipeline(backend: str, flt: Filter) -> Iterator[Pipeline]:
     with open_source(chosen, flt) as source, open_names() as names:
         pipe = Pipeline(source, names, lab_lb_note())
         pipe.backend_reason = why
+        pipe.conntrack = conntrack_use
         yield pipe

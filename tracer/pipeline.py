@@ -8,12 +8,15 @@ from collections.abc import Callable
 import numpy as np
 
 from tracer.correlate import Correlator
+from tracer.diagnose.conntrack import ConntrackUse
+from tracer.diagnose.verdict import explain
 from tracer.enrich.annotate import annotate, label_lb
 from tracer.enrich.names import Names
-from tracer.model import Request
+from tracer.model import Request, Status
 from tracer.source import EventSource
 
 RawTap = Callable[[np.ndarray], None]
+ConntrackProbe = Callable[[], ConntrackUse | None]
 
 
 class Pipeline:
@@ -27,6 +30,8 @@ class Pipeline:
         self.taps: list[RawTap] = []  # see raw events first (trace file recorder)
         self.events = 0
         self.backend_reason = ""  # why this probe backend was picked (live only)
+        # The kernel's conntrack use, read when a request fails (live only: a replay cannot).
+        self.conntrack: ConntrackProbe | None = None
 
     def pump(self, timeout_s: float) -> np.ndarray:
         """Read events and hand them to the taps only (record now, correlate at replay)."""
@@ -50,4 +55,8 @@ class Pipeline:
     def _finish(self, req: Request) -> Request:
         if self.lb_note:
             req.hops = label_lb(req.hops, self.lb_note)
-        return annotate(req, self.names) if self.names is not None else req
+        if self.names is not None:
+            req = annotate(req, self.names)
+        if req.status not in (Status.OK, Status.OPEN):
+            req.verdict = explain(req, self.names, self.conntrack() if self.conntrack else None)
+        return req

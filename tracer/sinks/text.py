@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Protocol, TextIO
 
-from tracer.model import Hop, HopKind, Request, Status
+from tracer.model import Hop, HopKind, Request, Status, Verdict
 
 _SUMMARY_SKIP = (HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopKind.BRIDGE,
                  HopKind.REPLY, HopKind.DELIVER)
@@ -71,6 +71,12 @@ def hop_line(req: Request, h: Hop) -> str:
     return f"    {t:+9.3f} ms  {h.where:<16} {action:<28} {what}".rstrip()
 
 
+def verdict_line(v: Verdict) -> str:
+    """The one line under a failed request: why, where, the evidence and what to do."""
+    where = f"{v.node} {v.netns}" if v.node and not v.netns.startswith(v.node) else v.netns
+    return f"    verdict: {v.cause} in {where} ({v.hop}): {v.evidence}; {v.hint}"
+
+
 class Sink(Protocol):
     def write(self, req: Request) -> None: ...
 
@@ -84,6 +90,8 @@ class TextSink:
 
     def write(self, req: Request) -> None:
         lines = [f"#{req.id} {summary(req)}"]
+        if req.verdict is not None:
+            lines.append(verdict_line(req.verdict))
         if self._hops:
             lines += [hop_line(req, h) for h in req.hops]
         self._out.write("\n".join(lines) + "\n")
