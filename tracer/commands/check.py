@@ -17,6 +17,7 @@ EXAMPLES = """examples:
 Each mismatch is one line: node, sandbox, what Docker expects, what the kernel has, the
 command that repairs it and the moby issue it matches. check changes nothing.
 Exit status: 0 nothing wrong, 1 mismatches found.
+
 """
 
 
@@ -54,14 +55,14 @@ def _intents() -> list:  # type: ignore[type-arg]
     """Whatever runs here: Docker's swarm, the netns lab, or both."""
     from tracer.diagnose.intent import Intent
     from tracer.enrich.docker_topology import local_docker_sockets
-    from tracer.lab import status
+    from tracer.lab.netns_lab import built
 
     found: list[Intent] = []
     if sockets := local_docker_sockets():
         from tracer.diagnose.docker_intent import docker_intent
 
         found.append(docker_intent(sockets))
-    if (info := status()) is not None:
+    if (info := built()) is not None:
         from tracer.diagnose.lab_intent import lab_intent
 
         found.append(lab_intent(info))

@@ -21,6 +21,7 @@ from tracer.diagnose.intent import (
     Overlay,
     Published,
     Sandbox,
+    Served,
 )
 from tracer.enrich.docker_topology import DOCKER_GONE, DockerNode
 from tracer.enrich.ipvs import NO_IPVS_MESSAGE, ipvs_available
@@ -47,6 +48,7 @@ class _Service:
     mode: str  # "vip" or "dnsrr"
     vips: dict[str, str]  # network id -> VIP
     ports: list[tuple[str, int]]  # routing-mesh (ingress) published ports
+    targets: list[tuple[str, int]]  # the tasks' ports those lead to
     tasks: dict[str, set[str]] = field(default_factory=dict)  # network id -> task addresses
 
 
@@ -58,10 +60,12 @@ def _services(mgr: DockerNode) -> list[_Service]:
         endpoint = attrs.get("Endpoint") or {}
         vips = {v["NetworkID"]: ip for v in endpoint.get("VirtualIPs") or []
                 if (ip := _ip(v.get("Addr")))}
-        ports = [(p.get("Protocol", "tcp"), int(p["PublishedPort"]))
-                 for p in endpoint.get("Ports") or []
-                 if p.get("PublishedPort") and p.get("PublishMode", "ingress") == "ingress"]
-        s = _Service(svc.name, spec_mode, vips, ports)
+        mesh = [p for p in endpoint.get("Ports") or []
+                if p.get("PublishedPort") and p.get("PublishMode", "ingress") == "ingress"]
+        s = _Service(svc.name, spec_mode, vips,
+                     [(p.get("Protocol", "tcp"), int(p["PublishedPort"])) for p in mesh],
+                     [(p.get("Protocol", "tcp"), int(p["TargetPort"])) for p in mesh
+                      if p.get("TargetPort")])
         for task in svc.tasks(filters={"desired-state": "running"}):
             if (task.get("Status") or {}).get("State") != "running":
                 continue
@@ -134,8 +138,30 @@ def _node(n: DockerNode, services: list[_Service], ipvs: bool) -> NodeIntent:
                    and net_id.startswith(f.split("-", 1)[1])), None)
         if ov is not None:
             overlays.append(Overlay(name, ov, dict(_remote(d, n.node_addr))))
+    sandboxes += _tasks(n, services, ingress_id)
     return NodeIntent(n.name, n.node_addr, n.host_netns, tuple(sandboxes), tuple(published),
                       tuple(overlays), tuple(_dns_probes(n, services, nets)), addrs)
+
+
+def _tasks(n: DockerNode, services: list[_Service], ingress_id: str | None) -> list[Sandbox]:
+    """Task containers of services with published ports: they must serve the target port."""
+    by_name = {s.name: s for s in services}
+    out = []
+    for c in n.client.containers.list():
+        settings = c.attrs.get("NetworkSettings") or {}
+        labels = c.labels or {}
+        s = by_name.get(labels.get("com.docker.swarm.service.name", ""))
+        task = labels.get("com.docker.swarm.task.name")
+        if s is None or not task or not s.targets or not settings.get("SandboxKey"):
+            continue
+        addr = next((ep.get("IPAddress") for ep in (settings.get("Networks") or {}).values()
+                     if ep.get("NetworkID") == ingress_id), None)
+        if addr:
+            out.append(Sandbox(n.name, short_task(task), "task",
+                               n.root / settings["SandboxKey"].lstrip("/"),
+                               serves=tuple(Served(s.name, proto, port, addr)
+                                            for proto, port in s.targets)))
+    return out
 
 
 def _listdir(d: Path) -> list[Path]:

@@ -28,6 +28,17 @@ class Sandbox:
     path: Path  # its netns file
     sysctls: tuple[tuple[str, str], ...] = ()  # (key, value) the orchestrator set here
     balancers: tuple[Balancer, ...] = ()
+    serves: tuple[Served, ...] = ()  # a task's ports that the service's traffic targets
+
+
+@dataclass(frozen=True)
+class Served:
+    """A port a task must listen on and let in: the target of the service's traffic."""
+
+    service: str
+    proto: str
+    port: int
+    addr: str  # the task's address the traffic arrives at
 
 
 @dataclass(frozen=True)

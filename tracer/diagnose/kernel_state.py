@@ -23,6 +23,7 @@ DNS_TIMEOUT_S = 2.0
 DOCKER_DNS = ("127.0.0.11", 53)
 _AF_BRIDGE = 7
 _NUD_PERMANENT = 0x80
+_TCP_LISTEN = "0A"  # st column of /proc/net/tcp
 
 
 def sysctl(netns: Path, key: str) -> str | None:
@@ -44,6 +45,22 @@ def iptables_save(netns: Path, table: str) -> str:
         log.debug("iptables-save -t %s in %s: %s", table, netns, err)
         return ""
     return res.stdout if res.returncode == 0 else ""
+
+
+def listening(netns: Path) -> set[tuple[str, int]]:
+    """(proto, port) of the TCP sockets listening in netns."""
+    found: set[tuple[str, int]] = set()
+    for proto in ("tcp", "tcp6"):
+        try:
+            with entered(netns):
+                text = Path(f"/proc/thread-self/net/{proto}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == _TCP_LISTEN:
+                found.add(("tcp", int(fields[1].rsplit(":", 1)[1], 16)))
+    return found
 
 
 @dataclass(frozen=True)

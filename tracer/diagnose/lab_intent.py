@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracer.diagnose.intent import Balancer, Intent, NodeIntent, Published, Sandbox
+from tracer.diagnose.intent import Balancer, Intent, NodeIntent, Published, Sandbox, Served
 from tracer.lab.balancer import MESH_LB, VIP_LB
 from tracer.lab.netns_lab import LabInfo
 from tracer.lab.topology import (
@@ -13,12 +13,15 @@ from tracer.lab.topology import (
     PUBLISHED_PORT,
     SBOX,
     SBOX_GW_ADDR,
+    TASK_PORT,
     VIP,
     VIP_CLIENT,
     short_name,
 )
 
 NODE = "lab"
+# Each backend's address on the ingress network (mesh) and on overlay1 (VIP).
+TASK_ADDRS = {b: (MESH_LB.backends[i], VIP_LB.backends[i]) for i, b in enumerate(BACKENDS)}
 SERVICE = "backend"  # the one service both lab backends are tasks of
 
 
@@ -29,8 +32,9 @@ def lab_intent(info: LabInfo) -> Intent:
         sysctls = [("net.ipv4.ip_forward", "1")] if ns in FORWARDING else []
         if ipvs and balancers:
             sysctls.append(("net.ipv4.vs.conntrack", "1"))
+        serves = tuple(Served(SERVICE, "tcp", TASK_PORT, a) for a in TASK_ADDRS.get(ns, ()))
         return Sandbox(NODE, short_name(ns), kind, NETNS_DIR / ns,  # type: ignore[arg-type]
-                       tuple(sysctls), balancers)
+                       tuple(sysctls), balancers, serves)
 
     mesh = Balancer(MESH_LB.fwmark, SERVICE, frozenset(MESH_LB.backends))
     vip = Balancer(VIP_LB.fwmark, SERVICE, frozenset(VIP_LB.backends))

@@ -16,6 +16,7 @@ from tracer.diagnose.intent import Balancer, Intent, NodeIntent, Overlay, Publis
 from tracer.enrich.ipvs import IpvsService, read_ipvs
 from tracer.enrich.mangle import parse_mark_rules
 
+VXLAN_PORT = 4789  # Swarm's data path
 VXLAN_OVERHEAD = 50  # outer Ethernet + IP + UDP + VXLAN headers
 
 # The moby issues each kind of mismatch matches (field notes: how Swarm's networking breaks).
@@ -27,6 +28,7 @@ ISSUES = {
     "dns": "moby#40300",
     "mtu": "libnetwork#2661, moby#41775",
     "overlay-peer": "moby#29417, moby#33416",
+    "data-path": "moby#33416, moby#25836",
 }
 
 
@@ -90,12 +92,16 @@ def _node(intent: Intent, node: NodeIntent) -> Checked:
         if sbx.kind in ("ingress", "lb"):
             yield from _rp_filter(sbx)
         yield from _conntrack_use(node, sbx)
+        if sbx.serves:
+            yield from _serves(sbx)
         if sbx.balancers:
             yield from _marks(intent, sbx)
             if intent.ipvs:
                 yield from _ipvs(intent, sbx)
     for pub in node.published:
         yield from _published(intent, node, pub)
+    if node.overlays and node.addr:
+        yield from _data_path(node)
     underlay = _underlay_mtu(node)
     for ov in node.overlays:
         yield from _overlay(node, ov, underlay)
@@ -153,6 +159,40 @@ def _rp_filter(sbx: Sandbox) -> Checked:
                       "dropped, IP_RPFILTER)",
                       _in(sbx.path, "sysctl -w " + " ".join(
                           f"net.ipv4.conf.{k}.rp_filter=2" for k in keys)))
+
+
+def _filter_drop(table: filter_path.Table, chain: str, pkt: filter_path.Packet,
+                 accept: str) -> tuple[str, str] | None:
+    """Where `chain` drops pkt: (what the kernel has, the iptables command that repairs it),
+    None if it accepts pkt from every client. `accept` matches pkt in an ACCEPT rule."""
+    out = filter_path.walk(table, chain, pkt)
+    if out.accepted and not out.may_drop:
+        return None
+    rule = out.by if not out.accepted else out.may_drop[0]
+    if rule.startswith("policy"):
+        return f"dropped by {chain} {rule}", f"iptables -I {chain} {accept} -j ACCEPT"
+    some = "" if not out.accepted else " for some clients"
+    return f"dropped{some} by {rule}", "iptables " + rule.replace("-A ", "-D ", 1)
+
+
+def _serves(sbx: Sandbox) -> Checked:
+    """The task listens on the port its service sends to, and its INPUT chain lets it in."""
+    listening = kernel_state.listening(sbx.path)
+    table = filter_path.parse(kernel_state.iptables_save(sbx.path, "filter"))
+    for s in sbx.serves:
+        where = f"{s.proto}/{s.port} of {s.service}"
+        yield None if (s.proto, s.port) in listening else Finding(
+            sbx.node, sbx.name, f"a listener on {where}", "a socket listening there",
+            "none (connections are refused with RST)",
+            f"docker service ps {s.service}; the task's process is down or listens elsewhere",
+            service=s.service)
+        drop = _filter_drop(table, "INPUT", filter_path.Packet(s.proto, dport=s.port,
+                                                               dst=s.addr),
+                            f"-p {s.proto} --dport {s.port}")
+        yield None if drop is None else Finding(
+            sbx.node, sbx.name, f"INPUT of {where}", "accepted",
+            f"{drop[0]} (the client waits for an answer that never comes)",
+            _in(sbx.path, drop[1]), service=s.service)
 
 
 def _conntrack_max(node: NodeIntent) -> Checked:
@@ -239,19 +279,21 @@ def _published(intent: Intent, node: NodeIntent, pub: Published) -> Checked:
          f"-p {pub.proto} --sport {pub.port} -m conntrack --ctstate ESTABLISHED"),
     )
     for leg, pkt, accept in legs:
-        out = filter_path.walk(table, "FORWARD", pkt)
-        if out.accepted and not out.may_drop:
-            yield None
-            continue
-        if not out.accepted:
-            fix = f"iptables -I FORWARD {accept} -j ACCEPT" if out.by.startswith("policy") \
-                else "iptables " + out.by.replace("-A ", "-D ", 1)
-            actual = f"dropped by {'FORWARD ' if out.by.startswith('policy') else ''}{out.by}"
-        else:
-            fix = "iptables " + out.may_drop[0].replace("-A ", "-D ", 1)
-            actual = f"dropped for some clients by {out.may_drop[0]}"
-        yield Finding(node.name, "host", f"FORWARD of {where}, {leg}", "accepted", actual,
-                      _in(node.host, fix), ISSUES["forward"], pub.service)
+        drop = _filter_drop(table, "FORWARD", pkt, accept)
+        yield None if drop is None else Finding(
+            node.name, "host", f"FORWARD of {where}, {leg}", "accepted", drop[0],
+            _in(node.host, drop[1]), ISSUES["forward"], pub.service)
+
+
+def _data_path(node: NodeIntent) -> Checked:
+    """The overlay's VXLAN packets (udp/4789) must get into the node."""
+    table = filter_path.parse(kernel_state.iptables_save(node.host, "filter"))
+    drop = _filter_drop(table, "INPUT", filter_path.Packet("udp", dport=VXLAN_PORT,
+                                                           dst=node.addr),
+                        f"-p udp --dport {VXLAN_PORT}")
+    yield None if drop is None else Finding(
+        node.name, "host", f"INPUT of the data path (udp/{VXLAN_PORT})", "accepted", drop[0],
+        _in(node.host, drop[1]), ISSUES["data-path"])
 
 
 def _underlay_mtu(node: NodeIntent) -> int | None:
