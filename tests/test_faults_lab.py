@@ -6,19 +6,12 @@ the lab if a test left it broken."""
 
 from __future__ import annotations
 
-import json
 import os
-import select
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from faults import check, injected, run, traced
 
 from tracer import lab as lab_mod
 from tracer.lab import servers
@@ -30,23 +23,13 @@ pytestmark = [
     pytest.mark.skipif(not Path("/sys/kernel/btf/vmlinux").exists(), reason="kernel has no BTF"),
 ]
 
-SWARMTRACE = [sys.executable, "-m", "tracer"]
-READY = "swarmtrace: tracing with"
 HOST, SBOX = "stlab-host", "stlab-ingress_sbox"
 CT_MAX = Path("/proc/sys/net/netfilter/nf_conntrack_max")
-# Set to a directory to keep each fault's traced requests (tests/fixtures/faults_lab.json is
-# made from them: tests/test_verdict.py replays the verdicts without root).
-RECORD = os.environ.get("SWARMTRACE_RECORD_FAULTS")
+LAB = "netns lab"
 
 
 def _in(netns: str, *argv: str) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv]
-
-
-def _run(argv: list[str], check: bool = True) -> None:
-    res = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)}: {res.stderr.strip()}")
 
 
 @dataclass(frozen=True)
@@ -95,60 +78,8 @@ FAULTS = {
 }
 
 
-def check(*args: str) -> tuple[int, list[dict[str, Any]], str]:
-    """`swarmtrace check --json`: exit code, the netns lab's findings, the text output."""
-    res = subprocess.run([*SWARMTRACE, "check", "--json", *args], capture_output=True,
-                         text=True, check=False, timeout=120)
-    assert res.returncode in (0, 1), res.stderr
-    reports = json.loads(res.stdout)["reports"]
-    lab = next(r for r in reports if r["source"] == "netns lab")
-    text = subprocess.run([*SWARMTRACE, "check", *args], capture_output=True, text=True,
-                          check=False, timeout=120)
-    return res.returncode, lab["findings"], text.stdout + text.stderr
-
-
-@contextmanager
-def traced(count: int) -> Iterator[list[dict[str, Any]]]:
-    """`trace --json` attached while the body sends traffic; its requests once it ends."""
-    proc = subprocess.Popen([*SWARMTRACE, "trace", "--json", "--port", "8080", "--count",
-                             str(count), "--timeout", "60"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 30
-    err = ""
-    try:
-        while READY not in err:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError(f"trace did not attach within 30 s: {err}")
-            if select.select([proc.stderr], [], [], 0.5)[0]:
-                err += proc.stderr.readline()
-        found: list[dict[str, Any]] = []
-        yield found
-        out, rest = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err + rest
-        found += [json.loads(line) for line in out.splitlines()]
-        if RECORD:
-            name = os.environ.get("PYTEST_CURRENT_TEST", "x").split("::")[-1].split(" ")[0]
-            (Path(RECORD) / f"{name}.json").write_text(json.dumps(found, indent=1))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def injected(fault: Fault) -> Iterator[None]:
-    try:
-        for argv in fault.inject:
-            _run(argv)
-        yield
-    finally:
-        for argv in fault.undo:
-            _run(argv, check=False)
-
-
 def test_healthy_lab_check_prints_nothing_wrong(lab: lab_mod.LabInfo) -> None:
-    rc, findings, text = check()
+    rc, findings, text = check(LAB)
     assert (rc, findings) == (0, []), text
     assert "netns lab" in text and "nothing wrong" in text
 
@@ -156,12 +87,12 @@ def test_healthy_lab_check_prints_nothing_wrong(lab: lab_mod.LabInfo) -> None:
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_fault_is_checked_then_explained(lab: lab_mod.LabInfo, name: str) -> None:
     fault = FAULTS[name]
-    with injected(fault):
-        rc, findings, text = check()
+    with injected(fault.inject, fault.undo):
+        rc, findings, text = check(LAB)
         sandbox, what = fault.finding
         assert rc == 1, text
         assert any(f["sandbox"] == sandbox and what in f["what"] for f in findings), text
-        with traced(2) as requests:
+        with traced("--port", "8080", "--count", "2", "--timeout", "60") as requests:
             lab_mod.traffic("mesh", 2)
     assert len(requests) == 2
     for r in requests:
@@ -169,7 +100,7 @@ def test_fault_is_checked_then_explained(lab: lab_mod.LabInfo, name: str) -> Non
         v = r["verdict"]
         netns, hop, cause = fault.verdict
         assert (v["netns"].startswith(netns), v["hop"], v["cause"]) == (True, hop, cause), r
-    assert check()[:2] == (0, [])
+    assert check(LAB)[:2] == (0, [])
 
 
 def test_full_conntrack_table(lab: lab_mod.LabInfo) -> None:
@@ -177,10 +108,10 @@ def test_full_conntrack_table(lab: lab_mod.LabInfo) -> None:
     before = CT_MAX.read_text()
     try:
         CT_MAX.write_text("1")
-        _, findings, text = check()
+        _, findings, text = check(LAB)
         assert any(f["sandbox"] == "host" and f["what"] == "net.netfilter.nf_conntrack_max"
                    for f in findings), text
-        with traced(2) as requests:
+        with traced("--port", "8080", "--count", "2", "--timeout", "60") as requests:
             lab_mod.traffic("mesh", 2)
     finally:
         CT_MAX.write_text(before)
@@ -197,16 +128,16 @@ def test_task_that_refuses_against_one_that_never_answers(lab: lab_mod.LabInfo) 
                  "DROP")
     try:
         servers.stop({pid})
-        _run([a.format("A") for a in silent])
-        _, findings, text = check()
+        run([a.format("A") for a in silent])
+        _, findings, text = check(LAB)
         assert any(f["sandbox"] == "backend-1" and "a listener on tcp/80" in f["what"]
                    for f in findings), text
         assert any(f["sandbox"] == "backend-2" and "INPUT of tcp/80" in f["what"]
                    for f in findings), text
-        with traced(2) as requests:
+        with traced("--port", "8080", "--count", "2", "--timeout", "60") as requests:
             lab_mod.traffic("mesh", 2)
     finally:
-        _run([a.format("D") for a in silent], check=False)
+        run([a.format("D") for a in silent], check=False)
         if servers.running_pid(BACKENDS[0]) is None:
             servers.spawn(BACKENDS[0])
             servers.wait_ready((BACKENDS[0],))

@@ -40,6 +40,9 @@ def explain(req: Request, names: Names | None = None,
                        "the task never answered: its process is hung or its replies are lost "
                        "on the way back (trace with --all-packets; " + CHECK + ")")
     last = req.hops[-1] if req.hops else None
+    lost = _lost_between_nodes(req, last, names)
+    if lost is not None:
+        return lost
     return Verdict(last.node if last else "", last.where if last else "",
                    str(last.kind) if last else "", "unrouted",
                    f"last seen in {last.where if last else 'no netns'}; it reached no task",
@@ -69,6 +72,24 @@ def _stale_pick(req: Request, names: Names | None) -> Verdict | None:
                            f"Docker DNS answered {dns.detail.split(':')[0]}; {ip} is {what}",
                            "DNS out of step with the running tasks (moby#40300): " + CHECK)
     return None
+
+
+def _lost_between_nodes(req: Request, last: Hop | None, names: Names | None) -> Verdict | None:
+    """Sent toward a task on another node, seen on its own node only: the overlay's VXLAN
+    packets (udp/4789) never arrived there."""
+    if names is None or last is None or not last.node:
+        return None
+    lb = next((h for h in req.hops if h.kind == HopKind.LB and h.after is not None), None)
+    ip = lb.after.daddr if lb is not None and lb.after is not None else req.client.daddr
+    target = names.addr(ip, req.start_ns)
+    if target is None or not target.node or target.node == last.node \
+            or any(h.node == target.node for h in req.hops):
+        return None
+    return Verdict(last.node, last.where, "vxlan", "vxlan-lost",
+                   f"sent to {target.label} on {target.node} ({ip}); seen on {last.node} only, "
+                   f"nothing arrived on {target.node}",
+                   f"VXLAN (udp/4789) from {last.node} to {target.node} is blocked or lost: "
+                   "check the firewalls between the nodes (moby#33416, moby#25836); " + CHECK)
 
 
 def _refused(req: Request) -> Verdict:
