@@ -38,6 +38,7 @@ class Fault:
     undo: tuple[list[str], ...]
     finding: tuple[str, str]  # (sandbox, words in the finding's `what`)
     verdict: tuple[str, str, str]  # (netns, hop, cause) of every request sent through it
+    rule: str = ""  # the netfilter rule (or policy) the verdict names
 
 
 def _both_backends(*argv: str) -> tuple[list[str], ...]:
@@ -48,7 +49,8 @@ FAULTS = {
     "forward-policy-drop": Fault(
         (_in(HOST, "iptables", "-P", "FORWARD", "DROP"),),
         (_in(HOST, "iptables", "-P", "FORWARD", "ACCEPT"),),
-        ("host", "FORWARD of tcp/8080"), ("host", "drop", "forward-drop")),
+        ("host", "FORWARD of tcp/8080"), ("host", "drop", "forward-drop"),
+        "filter: FORWARD policy DROP"),
     "docker-user-drop": Fault(
         (_in(HOST, "iptables", "-N", "DOCKER-USER"),
          _in(HOST, "iptables", "-I", "FORWARD", "-j", "DOCKER-USER"),
@@ -57,7 +59,8 @@ FAULTS = {
         (_in(HOST, "iptables", "-D", "FORWARD", "-j", "DOCKER-USER"),
          _in(HOST, "iptables", "-F", "DOCKER-USER"),
          _in(HOST, "iptables", "-X", "DOCKER-USER")),
-        ("host", "FORWARD of tcp/8080"), ("host", "drop", "forward-drop")),
+        ("host", "FORWARD of tcp/8080"), ("host", "drop", "forward-drop"),
+        "filter: -A DOCKER-USER -p tcp -m tcp --dport 8080 -j DROP"),
     "strict-rp-filter": Fault(
         # Asymmetric: the sandbox's route back to the clients now leaves by eth0.
         (_in(SBOX, "ip", "route", "add", "192.168.100.0/24", "dev", "eth0"),
@@ -74,7 +77,8 @@ FAULTS = {
     "task-never-answers": Fault(
         _both_backends("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "80", "-j", "DROP"),
         _both_backends("iptables", "-D", "INPUT", "-p", "tcp", "--dport", "80", "-j", "DROP"),
-        ("backend-1", "INPUT of tcp/80"), ("backend-", "drop", "task-firewall")),
+        ("backend-1", "INPUT of tcp/80"), ("backend-", "drop", "task-firewall"),
+        "filter: -A INPUT -p tcp -m tcp --dport 80 -j DROP"),
 }
 
 
@@ -100,6 +104,7 @@ def test_fault_is_checked_then_explained(lab: lab_mod.LabInfo, name: str) -> Non
         v = r["verdict"]
         netns, hop, cause = fault.verdict
         assert (v["netns"].startswith(netns), v["hop"], v["cause"]) == (True, hop, cause), r
+        assert fault.rule in v["evidence"], r
     assert check(LAB)[:2] == (0, [])
 
 

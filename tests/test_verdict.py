@@ -3,41 +3,38 @@
 
 Each .swt replays through the pipeline with the names it recorded and must give every
 request the verdict the live run printed (.json). A replay cannot read the conntrack table
-the live run read: there, a drop before NAT says what it could be instead of "full"."""
+the live run read, nor the rule counters: there, a drop before NAT says what it could be
+instead of "full", and a netfilter drop does not name its rule."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tracer.diagnose.verdict import explain
-from tracer.model import Request
-from tracer.pipeline import Pipeline
-from tracer.tracefile import ReplaySource
-from tracer.tracefile.topology import trace_names
 from tracer.tui.request_json import request_from_json
 
 FAULTS = Path(__file__).parent / "fixtures" / "faults"
 TRACES = sorted(FAULTS.glob("*.swt"))
 
 
-def _replay(path: Path) -> list[Request]:
-    with ReplaySource(path) as src:
-        pipe = Pipeline(src, trace_names(path))
-        out: list[Request] = []
-        while not src.finished:
-            out += pipe.poll(0)
-        return out + pipe.flush()
+def _replay(path: Path) -> list[dict[str, Any]]:
+    """`swarmtrace replay FILE --json`, as a user reads the verdicts of a recording."""
+    res = subprocess.run([sys.executable, "-m", "tracer", "replay", str(path), "--json"],
+                         capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in res.stdout.splitlines()]
 
 
 @pytest.mark.parametrize("trace", TRACES, ids=[p.stem for p in TRACES])
 def test_replay_gives_the_live_verdicts(trace: Path) -> None:
     live = {r["client"]: r.get("verdict") for r in json.loads(trace.with_suffix(".json")
                                                                .read_text())}
-    replayed = {str(r.client.src): r.verdict.to_json() if r.verdict else None
-                for r in _replay(trace)}
+    replayed = {r["client"]: r.get("verdict") for r in _replay(trace)}
     assert live, "the live run traced nothing"
     for client, verdict in live.items():
         got = replayed[client]
@@ -45,7 +42,12 @@ def test_replay_gives_the_live_verdicts(trace: Path) -> None:
             assert got is not None and got["cause"] == "netfilter-early"
             assert "conntrack" in got["hint"]
             continue
-        assert got == verdict, client
+        if verdict is None:
+            assert got is None, client
+            continue
+        # Live, the rule counters named the rule that dropped it: a replay cannot read them.
+        assert got is not None and verdict["evidence"].startswith(got["evidence"]), client
+        assert {**got, "evidence": ""} == {**verdict, "evidence": ""}, client
 
 
 def test_json_alone_explains_every_drop() -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tracer.diagnose.conntrack import conntrack_use
+from tracer.diagnose.rule_counters import RuleCounters
 from tracer.enrich import open_names
 from tracer.pipeline import Pipeline
 from tracer.probes.choose import choose, open_source
@@ -27,4 +28,5 @@ def open_pipeline(backend: str, flt: Filter) -> Iterator[Pipeline]:
         pipe = Pipeline(source, names, lab_lb_note())
         pipe.backend_reason = why
         pipe.conntrack = conntrack_use
+        pipe.dropped_by = RuleCounters().dropped_since
         yield pipe

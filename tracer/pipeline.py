@@ -9,7 +9,7 @@ import numpy as np
 
 from tracer.correlate import Correlator
 from tracer.diagnose.conntrack import ConntrackUse
-from tracer.diagnose.verdict import explain
+from tracer.diagnose.verdict import DroppedBy, explain
 from tracer.enrich.annotate import annotate, label_lb
 from tracer.enrich.names import Names
 from tracer.model import Request, Status
@@ -32,6 +32,8 @@ class Pipeline:
         self.backend_reason = ""  # why this probe backend was picked (live only)
         # The kernel's conntrack use, read when a request fails (live only: a replay cannot).
         self.conntrack: ConntrackProbe | None = None
+        # Which netfilter rule dropped a request's packets (live only).
+        self.dropped_by: DroppedBy | None = None
 
     def pump(self, timeout_s: float) -> np.ndarray:
         """Read events and hand them to the taps only (record now, correlate at replay)."""
@@ -58,5 +60,6 @@ class Pipeline:
         if self.names is not None:
             req = annotate(req, self.names)
         if req.status not in (Status.OK, Status.OPEN):
-            req.verdict = explain(req, self.names, self.conntrack() if self.conntrack else None)
+            req.verdict = explain(req, self.names, self.conntrack() if self.conntrack else None,
+                                  self.dropped_by)
         return req

@@ -72,11 +72,17 @@ class Link:
     addrs: tuple[str, ...]
 
 
-def links(netns: Path) -> list[Link]:
+def _netlink(netns: Path) -> IPRoute | None:
+    """A netlink socket of netns (None if it is gone); close it when done."""
     try:
         with entered(netns):
-            ipr = IPRoute()
+            return IPRoute()
     except OSError:
+        return None
+
+
+def links(netns: Path) -> list[Link]:
+    if (ipr := _netlink(netns)) is None:
         return []
     with ipr:
         addrs: dict[int, list[str]] = {}
@@ -100,10 +106,7 @@ class VxlanTables:
 
 def vxlan_tables(netns: Path) -> list[VxlanTables]:
     """FDB destinations and permanent neighbours of every VXLAN device in netns."""
-    try:
-        with entered(netns):
-            ipr = IPRoute()
-    except OSError:
+    if (ipr := _netlink(netns)) is None:
         return []
     with ipr:
         devices = {}

@@ -6,15 +6,19 @@ skb_drop_reason names as the probes reported them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tracer.diagnose.conntrack import ConntrackUse
 from tracer.enrich.names import Names
 from tracer.model import Hop, HopKind, Request, Status, Verdict
 
 CHECK = "run `swarmtrace check`"
+# (netns inode, request start) -> the netfilter rules that dropped packets there since then
+DroppedBy = Callable[[int, int], list[str]]
 
 
-def explain(req: Request, names: Names | None = None,
-            conntrack: ConntrackUse | None = None) -> Verdict | None:
+def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | None = None,
+            dropped_by: DroppedBy | None = None) -> Verdict | None:
     """The verdict on req, None if it is ok (or still open)."""
     if req.status in (Status.OK, Status.OPEN):
         return None
@@ -23,7 +27,9 @@ def explain(req: Request, names: Names | None = None,
         return stale
     drop = next((h for h in req.hops if h.kind == HopKind.DROP), None)
     if drop is not None and req.status != Status.REFUSED:
-        return _drop(req, drop, names, conntrack)
+        rules = dropped_by(drop.netns, req.start_ns) \
+            if dropped_by is not None and drop.netns and drop.detail == "NETFILTER_DROP" else []
+        return _drop(req, drop, names, conntrack, rules)
     if req.status == Status.REFUSED:
         return _refused(req)
     if req.client.dport == 53:
@@ -103,8 +109,8 @@ def _refused(req: Request) -> Verdict:
                    "(`docker service ps`), and on the port the service targets?")
 
 
-def _drop(req: Request, d: Hop, names: Names | None,
-          conntrack: ConntrackUse | None) -> Verdict:
+def _drop(req: Request, d: Hop, names: Names | None, conntrack: ConntrackUse | None,
+          rules: list[str]) -> Verdict:
     reason = d.detail
     ns = names.netns(d.netns, d.ts_ns) if names is not None and d.netns else None
     kind = ns.kind if ns is not None else _kind_from_name(d.where)
@@ -114,6 +120,8 @@ def _drop(req: Request, d: Hop, names: Names | None,
     after = f" after {'LB' if nat and nat.kind == HopKind.LB else 'DNAT'} to " \
         f"{nat.after.dst}" if nat is not None and nat.after is not None else ""
     evidence = f"dropped in {d.where}{after}: {reason}"
+    if rules:
+        evidence += f" by {'; '.join(rules)}"
 
     def v(cause: str, hint: str) -> Verdict:
         return Verdict(d.node, d.where, "drop", cause, evidence, hint)
@@ -130,7 +138,7 @@ def _drop(req: Request, d: Hop, names: Names | None,
                  "net.ipv4.conf.all.rp_filter=2 (loose) there")
     if reason == "NETFILTER_DROP":
         if not before:
-            if conntrack is not None and conntrack.full:
+            if conntrack is not None and conntrack.full and not rules:
                 return v("conntrack-full", f"the conntrack table is full ({conntrack.count} of "
                          f"nf_conntrack_max {conntrack.max}): raise "
                          "net.netfilter.nf_conntrack_max")
