@@ -13,8 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tracer.vm import in_guest
+
 SWARMTRACE = [sys.executable, "-m", "tracer"]
 READY = "swarmtrace: tracing with"
+# bcc compiles its program first: 15-50 s in the emulated stock-kernel guest.
+ATTACH_S = 300.0 if in_guest() else 30.0
 # Set to a directory to keep each test's trace (.swt) and its requests (.json): the fixtures
 # of tests/test_verdict.py, which replays the verdicts without root.
 RECORD = os.environ.get("SWARMTRACE_RECORD_FAULTS")
@@ -68,12 +72,12 @@ def traced(*args: str) -> Iterator[list[dict[str, Any]]]:
     proc = subprocess.Popen([*SWARMTRACE, "trace", "--json", *record, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + ATTACH_S
     err = ""
     try:
         while READY not in err:
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError(f"trace did not attach within 30 s: {err}")
+                raise AssertionError(f"trace did not attach within {ATTACH_S:.0f} s: {err}")
             if select.select([proc.stderr], [], [], 0.5)[0]:
                 err += proc.stderr.readline()
         found: list[dict[str, Any]] = []

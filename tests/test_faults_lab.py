@@ -15,6 +15,7 @@ from faults import check, injected, run, traced
 
 from tracer import lab as lab_mod
 from tracer.lab import servers
+from tracer.lab.balancer import MESH_LB, has_ipvs
 from tracer.lab.topology import BACKENDS
 
 pytestmark = [
@@ -26,6 +27,7 @@ pytestmark = [
 HOST, SBOX = "stlab-host", "stlab-ingress_sbox"
 CT_MAX = Path("/proc/sys/net/netfilter/nf_conntrack_max")
 LAB = "netns lab"
+STALE = "10.255.0.99"  # on the ingress network, and no task's
 
 
 def _in(netns: str, *argv: str) -> list[str]:
@@ -61,6 +63,14 @@ FAULTS = {
          _in(HOST, "iptables", "-X", "DOCKER-USER")),
         ("host", "FORWARD of tcp/8080"), ("host", "drop", "forward-drop"),
         "filter: -A DOCKER-USER -p tcp -m tcp --dport 8080 -j DROP"),
+    "legacy-forward-drop": Fault(
+        # The same kind of rule in the other iptables back end (iptables-legacy hosts).
+        (_in(HOST, "iptables-legacy", "-A", "FORWARD", "-p", "tcp", "--dport", "8080", "-j",
+             "DROP"),),
+        (_in(HOST, "iptables-legacy", "-D", "FORWARD", "-p", "tcp", "--dport", "8080", "-j",
+             "DROP"),),
+        ("host", "FORWARD of tcp/8080"), ("host", "drop", "forward-drop"),
+        "legacy filter: -A FORWARD -p tcp -m tcp --dport 8080 -j DROP"),
     "strict-rp-filter": Fault(
         # Asymmetric: the sandbox's route back to the clients now leaves by eth0.
         (_in(SBOX, "ip", "route", "add", "192.168.100.0/24", "dev", "eth0"),
@@ -153,3 +163,24 @@ def test_task_that_refuses_against_one_that_never_answers(lab: lab_mod.LabInfo) 
     assert silent_req["status"] != "ok"
     assert (silent_req["verdict"]["netns"], silent_req["verdict"]["cause"]) == \
         ("backend-2", "task-firewall")
+
+
+@pytest.mark.skipif(not has_ipvs(), reason="needs IPVS: tests/test_faults_vm.py runs it in the "
+                    "stock-kernel VM lab")
+def test_stale_ipvs_real_server(lab: lab_mod.LabInfo) -> None:
+    """(a) The mesh's IPVS service gets a real server no task has, as after a task died."""
+    ipvsadm = _in(SBOX, "ipvsadm")
+    dest = ["-f", str(MESH_LB.fwmark), "-r", f"{STALE}:0"]
+    with injected(([*ipvsadm, "-a", *dest, "-m"],), ([*ipvsadm, "-d", *dest],)):
+        rc, findings, text = check(LAB)
+        assert rc == 1
+        assert any(f["sandbox"] == "ingress_sbox" and f["what"].startswith(
+            f"IPVS real server {STALE}") and "stale backend" in f["actual"]
+            for f in findings), text
+        # Round robin over three real servers: one request in three meets the stale one.
+        with traced("--port", "8080", "--count", "3", "--timeout", "90") as requests:
+            lab_mod.traffic("mesh", 3)
+    stale = [r for r in requests if r["verdict"] and r["verdict"]["cause"] == "stale-backend"]
+    assert len(stale) == 1, requests
+    v = stale[0]["verdict"]
+    assert (v["netns"], v["hop"]) == ("ingress_sbox", "lb") and STALE in v["evidence"]

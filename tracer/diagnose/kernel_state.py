@@ -36,15 +36,23 @@ def sysctl(netns: Path, key: str) -> str | None:
         return None
 
 
-def iptables_save(netns: Path, table: str) -> str:
-    """`iptables-save -t table` inside netns ("" if it cannot be read)."""
-    try:
-        res = subprocess.run(["nsenter", f"--net={netns}", "iptables-save", "-t", table],
-                             capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        log.debug("iptables-save -t %s in %s: %s", table, netns, err)
-        return ""
-    return res.stdout if res.returncode == 0 else ""
+# Both iptables back ends can hold rules in one netns; a packet must pass both.
+IPTABLES = {"nft": "iptables", "legacy": "iptables-legacy"}
+
+
+def iptables_save(netns: Path, table: str) -> dict[str, str]:
+    """`iptables-save -t table` inside netns, per back end that has the table ({} if none)."""
+    out = {}
+    for flavour, tool in IPTABLES.items():
+        try:
+            res = subprocess.run(["nsenter", f"--net={netns}", f"{tool}-save", "-t", table],
+                                 capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            log.debug("%s-save -t %s in %s: %s", tool, table, netns, err)
+            continue
+        if res.returncode == 0 and "\nCOMMIT" in res.stdout:
+            out[flavour] = res.stdout
+    return out
 
 
 def listening(netns: Path) -> set[tuple[str, int]]:

@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tracer.diagnose.kernel_state import IPTABLES
 from tracer.enrich.docker_topology import docker_netns_dirs
 from tracer.enrich.netns_names import NETNS_DIRS, ROOT_NETNS
 
-TOOLS = (("iptables-save", "nft"), ("iptables-legacy-save", "legacy"))
 TABLES = ("raw", "mangle", "nat", "filter")
 KEEP = 8  # snapshots kept per netns: a failing request starts after one of them
 
@@ -26,11 +26,12 @@ _POLICY = re.compile(r"^:(\S+) (DROP) \[(\d+):\d+\]$")
 def counters(netns: Path) -> dict[str, int]:
     """'<table> <rule or chain policy>' -> packets, for every dropping rule and policy."""
     out: dict[str, int] = {}
-    for tool, flavour in TOOLS:
-        if shutil.which(tool) is None:
+    for flavour, tool in IPTABLES.items():
+        if shutil.which(f"{tool}-save") is None:
             continue
         try:
-            res = subprocess.run(["nsenter", f"--net={netns}", tool, "-c"], capture_output=True,
+            res = subprocess.run(["nsenter", f"--net={netns}", f"{tool}-save", "-c"],
+                                 capture_output=True,
                                  text=True, timeout=10, check=False)
         except (OSError, subprocess.TimeoutExpired):
             continue

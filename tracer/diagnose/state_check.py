@@ -161,24 +161,30 @@ def _rp_filter(sbx: Sandbox) -> Checked:
                           f"net.ipv4.conf.{k}.rp_filter=2" for k in keys)))
 
 
-def _filter_drop(table: filter_path.Table, chain: str, pkt: filter_path.Packet,
+def _filter_drop(netns: Path, chain: str, pkt: filter_path.Packet,
                  accept: str) -> tuple[str, str] | None:
-    """Where `chain` drops pkt: (what the kernel has, the iptables command that repairs it),
-    None if it accepts pkt from every client. `accept` matches pkt in an ACCEPT rule."""
-    out = filter_path.walk(table, chain, pkt)
-    if out.accepted and not out.may_drop:
-        return None
-    rule = out.by if not out.accepted else out.may_drop[0]
-    if rule.startswith("policy"):
-        return f"dropped by {chain} {rule}", f"iptables -I {chain} {accept} -j ACCEPT"
-    some = "" if not out.accepted else " for some clients"
-    return f"dropped{some} by {rule}", "iptables " + rule.replace("-A ", "-D ", 1)
+    """Where `chain` in netns (either iptables back end) drops pkt: (what the kernel has, the
+    command that repairs it), None if every client's pkt passes. `accept` matches pkt in an
+    ACCEPT rule."""
+    for flavour, text in kernel_state.iptables_save(netns, "filter").items():
+        out = filter_path.walk(filter_path.parse(text), chain, pkt)
+        if out.accepted and not out.may_drop:
+            continue
+        tool = kernel_state.IPTABLES[flavour]
+        rule = out.by if not out.accepted else out.may_drop[0]
+        where = "" if flavour == "nft" else f" ({tool})"
+        if rule.startswith("policy"):
+            return (f"dropped by {chain} {rule}{where}",
+                    _in(netns, f"{tool} -I {chain} {accept} -j ACCEPT"))
+        some = "" if not out.accepted else " for some clients"
+        return (f"dropped{some} by {rule}{where}",
+                _in(netns, f"{tool} " + rule.replace("-A ", "-D ", 1)))
+    return None
 
 
 def _serves(sbx: Sandbox) -> Checked:
     """The task listens on the port its service sends to, and its INPUT chain lets it in."""
     listening = kernel_state.listening(sbx.path)
-    table = filter_path.parse(kernel_state.iptables_save(sbx.path, "filter"))
     for s in sbx.serves:
         where = f"{s.proto}/{s.port} of {s.service}"
         yield None if (s.proto, s.port) in listening else Finding(
@@ -186,13 +192,13 @@ def _serves(sbx: Sandbox) -> Checked:
             "none (connections are refused with RST)",
             f"docker service ps {s.service}; the task's process is down or listens elsewhere",
             service=s.service)
-        drop = _filter_drop(table, "INPUT", filter_path.Packet(s.proto, dport=s.port,
-                                                               dst=s.addr),
+        drop = _filter_drop(sbx.path, "INPUT", filter_path.Packet(s.proto, dport=s.port,
+                                                                  dst=s.addr),
                             f"-p {s.proto} --dport {s.port}")
         yield None if drop is None else Finding(
             sbx.node, sbx.name, f"INPUT of {where}", "accepted",
-            f"{drop[0]} (the client waits for an answer that never comes)",
-            _in(sbx.path, drop[1]), service=s.service)
+            f"{drop[0]} (the client waits for an answer that never comes)", drop[1],
+            service=s.service)
 
 
 def _conntrack_max(node: NodeIntent) -> Checked:
@@ -219,7 +225,8 @@ def _conntrack_use(node: NodeIntent, sbx: Sandbox) -> Checked:
 
 
 def _marks(intent: Intent, sbx: Sandbox) -> Checked:
-    marks = {r.mark for r in parse_mark_rules(kernel_state.iptables_save(sbx.path, "mangle"))}
+    mangle = "".join(kernel_state.iptables_save(sbx.path, "mangle").values())
+    marks = {r.mark for r in parse_mark_rules(mangle)}
     for b in sbx.balancers:
         if b.fwmark in marks:
             yield None
@@ -261,7 +268,7 @@ def _balancer(intent: Intent, sbx: Sandbox, b: Balancer,
 
 
 def _published(intent: Intent, node: NodeIntent, pub: Published) -> Checked:
-    nat = kernel_state.iptables_save(node.host, "nat")
+    nat = "".join(kernel_state.iptables_save(node.host, "nat").values())
     target = f"--to-destination {pub.dnat_to}:{pub.port}"
     dnat = [line for line in nat.splitlines() if line.startswith("-A ") and "-j DNAT" in line
             and f"--dport {pub.port}" in line and target in line]
@@ -270,7 +277,6 @@ def _published(intent: Intent, node: NodeIntent, pub: Published) -> Checked:
         node.name, "host", f"DOCKER-INGRESS DNAT of {where}",
         f"DNAT {target}", "no such rule (the published port leads nowhere)",
         intent.rebuild.format(service=pub.service), service=pub.service)
-    table = filter_path.parse(kernel_state.iptables_save(node.host, "filter"))
     legs = (
         ("to the ingress sandbox", filter_path.Packet(pub.proto, dport=pub.port, dst=pub.dnat_to,
                                                       out_iface="docker_gwbridge"),
@@ -279,21 +285,20 @@ def _published(intent: Intent, node: NodeIntent, pub: Published) -> Checked:
          f"-p {pub.proto} --sport {pub.port} -m conntrack --ctstate ESTABLISHED"),
     )
     for leg, pkt, accept in legs:
-        drop = _filter_drop(table, "FORWARD", pkt, accept)
+        drop = _filter_drop(node.host, "FORWARD", pkt, accept)
         yield None if drop is None else Finding(
-            node.name, "host", f"FORWARD of {where}, {leg}", "accepted", drop[0],
-            _in(node.host, drop[1]), ISSUES["forward"], pub.service)
+            node.name, "host", f"FORWARD of {where}, {leg}", "accepted", drop[0], drop[1],
+            ISSUES["forward"], pub.service)
 
 
 def _data_path(node: NodeIntent) -> Checked:
     """The overlay's VXLAN packets (udp/4789) must get into the node."""
-    table = filter_path.parse(kernel_state.iptables_save(node.host, "filter"))
-    drop = _filter_drop(table, "INPUT", filter_path.Packet("udp", dport=VXLAN_PORT,
-                                                           dst=node.addr),
+    drop = _filter_drop(node.host, "INPUT", filter_path.Packet("udp", dport=VXLAN_PORT,
+                                                               dst=node.addr),
                         f"-p udp --dport {VXLAN_PORT}")
     yield None if drop is None else Finding(
         node.name, "host", f"INPUT of the data path (udp/{VXLAN_PORT})", "accepted", drop[0],
-        _in(node.host, drop[1]), ISSUES["data-path"])
+        drop[1], ISSUES["data-path"])
 
 
 def _underlay_mtu(node: NodeIntent) -> int | None:
