@@ -185,13 +185,14 @@ def _filter_drop(netns: Path, chain: str, pkt: filter_path.Packet,
 def _serves(sbx: Sandbox) -> Checked:
     """The task listens on the port its service sends to, and its INPUT chain lets it in."""
     listening = kernel_state.listening(sbx.path)
-    for s in sbx.serves:
-        where = f"{s.proto}/{s.port} of {s.service}"
+    for s in {(s.service, s.proto, s.port): s for s in sbx.serves}.values():
         yield None if (s.proto, s.port) in listening else Finding(
-            sbx.node, sbx.name, f"a listener on {where}", "a socket listening there",
-            "none (connections are refused with RST)",
+            sbx.node, sbx.name, f"a listener on {s.proto}/{s.port} of {s.service}",
+            "a socket listening there", "none (connections are refused with RST)",
             f"docker service ps {s.service}; the task's process is down or listens elsewhere",
             service=s.service)
+    for s in sbx.serves:
+        where = f"{s.proto}/{s.port} ({s.addr}) of {s.service}"
         drop = _filter_drop(sbx.path, "INPUT", filter_path.Packet(s.proto, dport=s.port,
                                                                   dst=s.addr),
                             f"-p {s.proto} --dport {s.port}")
@@ -208,7 +209,8 @@ def _conntrack_max(node: NodeIntent) -> Checked:
         return
     yield Finding(node.name, "host", "net.netfilter.nf_conntrack_max", f">= {TOO_SMALL}",
                   f"{have} (new connections are dropped once every netns holds {have})",
-                  _in(node.host, "sysctl -w net.netfilter.nf_conntrack_max=262144"))
+                  # One max for the whole kernel: only the initial netns may set it.
+                  "sysctl -w net.netfilter.nf_conntrack_max=262144")
 
 
 def _conntrack_use(node: NodeIntent, sbx: Sandbox) -> Checked:
@@ -221,7 +223,7 @@ def _conntrack_use(node: NodeIntent, sbx: Sandbox) -> Checked:
     yield Finding(sbx.node, sbx.name, "conntrack table", f"below {FULL:.0%} of "
                   f"nf_conntrack_max", f"{count} of {top} entries (full: new connections drop, "
                   "NETFILTER_DROP)",
-                  _in(node.host, f"sysctl -w net.netfilter.nf_conntrack_max={bigger}"))
+                  f"sysctl -w net.netfilter.nf_conntrack_max={bigger}")
 
 
 def _marks(intent: Intent, sbx: Sandbox) -> Checked:
