@@ -180,7 +180,9 @@ def test_stale_ipvs_real_server(lab: lab_mod.LabInfo) -> None:
         # Round robin over three real servers: one request in three meets the stale one.
         with traced("--port", "8080", "--count", "3", "--timeout", "90") as requests:
             lab_mod.traffic("mesh", 3)
-    stale = [r for r in requests if r["verdict"] and r["verdict"]["cause"] == "stale-backend"]
-    assert len(stale) == 1, requests
+    stale = [r for r in requests if r.get("verdict", {}).get("cause") == "stale-backend"]
+    assert len(stale) == 1, [(r["status"], r["backend"], r.get("verdict"),
+                              [(h["netns"], h["kind"], h.get("after")) for h in r["hops"]])
+                             for r in requests]
     v = stale[0]["verdict"]
     assert (v["netns"], v["hop"]) == ("ingress_sbox", "lb") and STALE in v["evidence"]

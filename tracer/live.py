@@ -15,9 +15,9 @@ from tracer.source import Filter
 
 def lab_lb_note() -> str:
     """The netns lab on a kernel without IPVS balances with iptables: say so on LB hops."""
-    from tracer.lab import status
+    from tracer.lab.netns_lab import built
 
-    info = status()
+    info = built()
     return "IPVS stand-in: iptables round-robin DNAT" if info and info.lb == "stand-in" else ""
 
 
