@@ -64,3 +64,9 @@ def test_json_alone_explains_every_drop() -> None:
                 v["netns"], v["hop"], v["cause"]), d
             seen.add(got.cause)
     assert {"forward-drop", "forwarding-off", "rp-filter", "task-firewall"} <= seen
+
+
+def test_verdicts_survive_the_json_round_trip() -> None:
+    for path in TRACES:
+        for d in json.loads(path.with_suffix(".json").read_text()):
+            assert request_from_json(d).to_json() == d
