@@ -12,7 +12,15 @@ from typing import Any
 
 from tracer.diagnose import filter_path, kernel_state
 from tracer.diagnose.conntrack import FULL, TOO_SMALL
-from tracer.diagnose.intent import Balancer, Intent, NodeIntent, Overlay, Published, Sandbox
+from tracer.diagnose.intent import (
+    Balancer,
+    DnsProbe,
+    Intent,
+    NodeIntent,
+    Overlay,
+    Published,
+    Sandbox,
+)
 from tracer.enrich.ipvs import IpvsService, read_ipvs
 from tracer.enrich.mangle import parse_mark_rules
 
@@ -106,18 +114,23 @@ def _node(intent: Intent, node: NodeIntent) -> Checked:
     for ov in node.overlays:
         yield from _overlay(node, ov, underlay)
     for probe in node.dns:
-        answers = kernel_state.dns_answers(probe.path, probe.name)
-        got = set(answers or ())
-        if answers is None or got != probe.expected:
-            actual = "no answer" if answers is None else ", ".join(answers) or "an empty answer"
-            stale = sorted(got - probe.expected)
-            note = f" ({', '.join(stale)} is no running task's)" if stale else ""
-            yield Finding(node.name, probe.sandbox, f"Docker DNS answer for {probe.name}",
-                          ", ".join(sorted(probe.expected)) or "no address", actual + note,
-                          f"docker service update --force {probe.service}", ISSUES["dns"],
-                          probe.service)
-        else:
-            yield None
+        yield from _dns(probe)
+
+
+def _dns(probe: DnsProbe) -> Checked:
+    """Docker DNS, asked from inside a task, answers the running tasks (or the VIP)."""
+    answers = kernel_state.dns_answers(probe.path, probe.name)
+    got = set(answers or ())
+    if answers is not None and got == probe.expected:
+        yield None
+        return
+    actual = "no answer" if answers is None else ", ".join(answers) or "an empty answer"
+    stale = sorted(got - probe.expected)
+    note = f" ({', '.join(stale)} is no running task's)" if stale else ""
+    yield Finding(probe.node, probe.sandbox, f"Docker DNS answer for {probe.name}",
+                  ", ".join(sorted(probe.expected)) or "no address", actual + note,
+                  f"docker service update --force {probe.service}", ISSUES["dns"],
+                  probe.service)
 
 
 def _in(path: Path, cmd: str) -> str:
