@@ -5,6 +5,7 @@ meet it get the verdict. Every fault is undone also when a test fails."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import suppress
 
@@ -13,6 +14,7 @@ import pytest
 from faults import check, injected, traced
 
 from tracer.enrich.docker_topology import DOCKER_GONE
+from tracer.enrich.ipvs import ipvs_available
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
 from tracer.lab.swarm.layout import VETH, lab_nodes
@@ -28,6 +30,7 @@ DOCKER = "docker"
 NODE2_NETNS = "stlab-node2"
 OVERLAY_PREFIX = "10.0.1."  # overlay1's addresses: the lab's own requests, not the machine's
 MAX_TRIES = 20
+STALE = "10.0.0.99"  # on the ingress network, and no task's
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +81,23 @@ def test_data_path_port_blocked(lab: swarm.SwarmLab) -> None:
         v = r["verdict"]
         assert (v["node"], v["hop"], v["cause"]) == ("node1", "vxlan", "vxlan-lost"), r
         assert "on node2" in v["evidence"]
+
+
+@pytest.mark.skipif(not ipvs_available(), reason="needs IPVS: tests/test_faults_vm.py runs it "
+                    "in the stock-kernel VM lab")
+def test_stale_real_server_in_dockers_ipvs(lab: swarm.SwarmLab) -> None:
+    """(a) on Docker's own balancer: node1's ingress_sbox gets a real server no task has."""
+    ipvsadm = ["nsenter", f"--net={lab.nodes[0].exec_root / 'netns' / 'ingress_sbox'}",
+               "ipvsadm"]
+    table = subprocess.run([*ipvsadm, "-Ln"], capture_output=True, text=True, check=True).stdout
+    fwmark = next(line.split()[1] for line in table.splitlines() if line.startswith("FWM"))
+    dest = ["-f", fwmark, "-r", f"{STALE}:0"]
+    with injected(([*ipvsadm, "-a", *dest, "-m"],), ([*ipvsadm, "-d", *dest],)):
+        rc, findings, text = check(DOCKER)
+    assert rc == 1
+    assert any(f["node"] == "node1" and f["sandbox"] == "ingress_sbox"
+               and f["what"].startswith(f"IPVS real server {STALE} (fwmark {fwmark}")
+               and "stale backend" in f["actual"] for f in findings), text
 
 
 @pytest.fixture
