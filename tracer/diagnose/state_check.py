@@ -11,16 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from tracer.diagnose import filter_path, kernel_state
+from tracer.diagnose import intent as plan
 from tracer.diagnose.conntrack import FULL, TOO_SMALL
-from tracer.diagnose.intent import (
-    Balancer,
-    DnsProbe,
-    Intent,
-    NodeIntent,
-    Overlay,
-    Published,
-    Sandbox,
-)
 from tracer.enrich.ipvs import IpvsService, read_ipvs
 from tracer.enrich.mangle import parse_mark_rules
 
@@ -75,7 +67,7 @@ class Report:
                 "findings": [f.to_json() for f in self.findings]}
 
 
-def check(intent: Intent, service: str | None = None) -> Report:
+def check(intent: plan.Intent, service: str | None = None) -> Report:
     """Every check of every node in intent; with `service`, only what touches it (and the
     node-wide state every service depends on)."""
     findings: list[Finding] = []
@@ -93,7 +85,7 @@ def check(intent: Intent, service: str | None = None) -> Report:
 Checked = Iterator[Finding | None]
 
 
-def _node(intent: Intent, node: NodeIntent) -> Checked:
+def _node(intent: plan.Intent, node: plan.NodeIntent) -> Checked:
     yield from _conntrack_max(node)
     for sbx in node.sandboxes:
         yield from _sysctls(sbx)
@@ -117,7 +109,7 @@ def _node(intent: Intent, node: NodeIntent) -> Checked:
         yield from _dns(probe)
 
 
-def _dns(probe: DnsProbe) -> Checked:
+def _dns(probe: plan.DnsProbe) -> Checked:
     """Docker DNS, asked from inside a task, answers the running tasks (or the VIP)."""
     answers = kernel_state.dns_answers(probe.path, probe.name)
     got = set(answers or ())
@@ -145,7 +137,7 @@ def _in(path: Path, cmd: str) -> str:
     return f"nsenter --net={path} {cmd}"
 
 
-def _sysctls(sbx: Sandbox) -> Checked:
+def _sysctls(sbx: plan.Sandbox) -> Checked:
     for key, want in sbx.sysctls:
         have = kernel_state.sysctl(sbx.path, key)
         if have == want or (have is None and key.startswith("net.ipv4.vs.")):
@@ -155,7 +147,7 @@ def _sysctls(sbx: Sandbox) -> Checked:
                       _in(sbx.path, f"sysctl -w {key}={want}"), ISSUES.get(key, ""))
 
 
-def _rp_filter(sbx: Sandbox) -> Checked:
+def _rp_filter(sbx: plan.Sandbox) -> Checked:
     every = kernel_state.sysctl(sbx.path, "net.ipv4.conf.all.rp_filter") or "0"
     for link in kernel_state.links(sbx.path):
         if link.name == "lo" or not link.up:
@@ -195,7 +187,7 @@ def _filter_drop(netns: Path, chain: str, pkt: filter_path.Packet,
     return None
 
 
-def _serves(sbx: Sandbox) -> Checked:
+def _serves(sbx: plan.Sandbox) -> Checked:
     """The task listens on the port its service sends to, and its INPUT chain lets it in."""
     listening = kernel_state.listening(sbx.path)
     for s in {(s.service, s.proto, s.port): s for s in sbx.serves}.values():
@@ -215,7 +207,7 @@ def _serves(sbx: Sandbox) -> Checked:
             service=s.service)
 
 
-def _conntrack_max(node: NodeIntent) -> Checked:
+def _conntrack_max(node: plan.NodeIntent) -> Checked:
     have = kernel_state.sysctl(node.host, "net.netfilter.nf_conntrack_max")
     if have is None or int(have) >= TOO_SMALL:
         yield None
@@ -226,7 +218,7 @@ def _conntrack_max(node: NodeIntent) -> Checked:
                   "sysctl -w net.netfilter.nf_conntrack_max=262144")
 
 
-def _conntrack_use(node: NodeIntent, sbx: Sandbox) -> Checked:
+def _conntrack_use(node: plan.NodeIntent, sbx: plan.Sandbox) -> Checked:
     count = kernel_state.sysctl(sbx.path, "net.netfilter.nf_conntrack_count")
     top = kernel_state.sysctl(node.host, "net.netfilter.nf_conntrack_max")
     if count is None or top is None or int(top) == 0 or int(count) < FULL * int(top):
@@ -239,7 +231,7 @@ def _conntrack_use(node: NodeIntent, sbx: Sandbox) -> Checked:
                   f"sysctl -w net.netfilter.nf_conntrack_max={bigger}")
 
 
-def _marks(intent: Intent, sbx: Sandbox) -> Checked:
+def _marks(intent: plan.Intent, sbx: plan.Sandbox) -> Checked:
     mangle = "".join(kernel_state.iptables_save(sbx.path, "mangle").values())
     marks = {r.mark for r in parse_mark_rules(mangle)}
     for b in sbx.balancers:
@@ -252,13 +244,13 @@ def _marks(intent: Intent, sbx: Sandbox) -> Checked:
                       intent.rebuild.format(service=b.service), service=b.service)
 
 
-def _ipvs(intent: Intent, sbx: Sandbox) -> Checked:
+def _ipvs(intent: plan.Intent, sbx: plan.Sandbox) -> Checked:
     tables = {t.fwmark: t for t in read_ipvs(sbx.path) if t.fwmark}
     for b in sbx.balancers:
         yield from _balancer(intent, sbx, b, tables.get(b.fwmark))
 
 
-def _balancer(intent: Intent, sbx: Sandbox, b: Balancer,
+def _balancer(intent: plan.Intent, sbx: plan.Sandbox, b: plan.Balancer,
               table: IpvsService | None) -> Checked:
     if table is None:
         yield Finding(sbx.node, sbx.name, f"IPVS service fwmark {b.fwmark} ({b.service})",
@@ -282,7 +274,7 @@ def _balancer(intent: Intent, sbx: Sandbox, b: Balancer,
         yield None
 
 
-def _published(intent: Intent, node: NodeIntent, pub: Published) -> Checked:
+def _published(intent: plan.Intent, node: plan.NodeIntent, pub: plan.Published) -> Checked:
     nat = "".join(kernel_state.iptables_save(node.host, "nat").values())
     target = f"--to-destination {pub.dnat_to}:{pub.port}"
     dnat = [line for line in nat.splitlines() if line.startswith("-A ") and "-j DNAT" in line
@@ -306,7 +298,7 @@ def _published(intent: Intent, node: NodeIntent, pub: Published) -> Checked:
             ISSUES["forward"], pub.service)
 
 
-def _data_path(node: NodeIntent) -> Checked:
+def _data_path(node: plan.NodeIntent) -> Checked:
     """The overlay's VXLAN packets (udp/4789) must get into the node."""
     drop = _filter_drop(node.host, "INPUT", filter_path.Packet("udp", dport=VXLAN_PORT,
                                                                dst=node.addr),
@@ -316,7 +308,7 @@ def _data_path(node: NodeIntent) -> Checked:
         drop[1], ISSUES["data-path"])
 
 
-def _underlay_mtu(node: NodeIntent) -> int | None:
+def _underlay_mtu(node: plan.NodeIntent) -> int | None:
     if node.addr is None:
         return None
     for link in kernel_state.links(node.host):
@@ -325,7 +317,7 @@ def _underlay_mtu(node: NodeIntent) -> int | None:
     return None
 
 
-def _overlay(node: NodeIntent, ov: Overlay, underlay: int | None) -> Checked:
+def _overlay(node: plan.NodeIntent, ov: plan.Overlay, underlay: int | None) -> Checked:
     tables = kernel_state.vxlan_tables(ov.path)
     name = ov.path.name
     if not tables:
