@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "swarm_lab",
     "agent",
     "deploy",
+    "check",
 )
 
 EPILOG = """examples:

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from tracer.diagnose.conntrack import conntrack_use
+from tracer.diagnose.rule_counters import RuleCounters
 from tracer.enrich import open_names
 from tracer.pipeline import Pipeline
 from tracer.probes.choose import choose, open_source
@@ -17,9 +19,9 @@ if TYPE_CHECKING:
 
 def lab_lb_note() -> str:
     """The netns lab on a kernel without IPVS balances with iptables: say so on LB hops."""
-    from tracer.lab import status
+    from tracer.lab.netns_lab import built
 
-    info = status()
+    info = built()
     return "IPVS stand-in: iptables round-robin DNAT" if info and info.lb == "stand-in" else ""
 
 
@@ -29,6 +31,8 @@ def open_pipeline(backend: str, flt: Filter) -> Iterator[Pipeline]:
     with open_source(chosen, flt) as source, open_names() as names:
         pipe = Pipeline(source, names, lab_lb_note())
         pipe.backend_reason = why
+        pipe.conntrack = conntrack_use
+        pipe.dropped_by = RuleCounters().dropped_since
         yield pipe
 
 

@@ -74,6 +74,22 @@ class Hop:
         return d
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Why a request is not ok (tracer/diagnose/verdict.py): where it failed and what to do."""
+
+    node: str  # "" when the netns belongs to no known node (the netns lab)
+    netns: str  # the netns name as its hops show it
+    hop: str  # the kind of the hop where it failed ("drop", "lb", "deliver", "dns", ...)
+    cause: str  # a short, stable name: "forwarding-off", "stale-backend", "refused", ...
+    evidence: str  # the facts from the trace that show it
+    hint: str  # what to check or run, with the moby issue it matches
+
+    def to_json(self) -> dict[str, str]:
+        return {"node": self.node, "netns": self.netns, "hop": self.hop, "cause": self.cause,
+                "evidence": self.evidence, "hint": self.hint}
+
+
 @dataclass(slots=True)
 class Request:
     """One client connection through the mesh: its path, the backend chosen, its fate."""
@@ -94,6 +110,7 @@ class Request:
     # Nodes whose agent was not streaming when the request finished: "node2: no agent, its
     # hops are missing" (tracing through agents only).
     missing: list[str] = field(default_factory=list)
+    verdict: Verdict | None = None  # set for every finished request that is not ok
 
     @property
     def reply_ms(self) -> float | None:
@@ -125,5 +142,7 @@ class Request:
         }
         if self.missing:
             out["missing"] = list(self.missing)
+        if self.verdict is not None:
+            out["verdict"] = self.verdict.to_json()
         return out
 

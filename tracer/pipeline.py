@@ -8,12 +8,15 @@ from collections.abc import Callable
 import numpy as np
 
 from tracer.correlate import Correlator
+from tracer.diagnose.conntrack import ConntrackUse
+from tracer.diagnose.verdict import DroppedBy, explain
 from tracer.enrich.annotate import Annotator
 from tracer.enrich.names import Names
-from tracer.model import Request
+from tracer.model import Request, Status
 from tracer.source import AgentSource, EventSource
 
 RawTap = Callable[[np.ndarray], None]
+ConntrackProbe = Callable[[], ConntrackUse | None]
 
 
 class Pipeline:
@@ -28,6 +31,10 @@ class Pipeline:
         self.taps: list[RawTap] = []  # see raw events first (trace file recorder)
         self.events = 0
         self.backend_reason = ""  # why this probe backend was picked (live only)
+        # The kernel's conntrack use, read when a request fails (live only: a replay cannot).
+        self.conntrack: ConntrackProbe | None = None
+        # Which netfilter rule dropped a request's packets (live only).
+        self.dropped_by: DroppedBy | None = None
 
     def pump(self, timeout_s: float) -> np.ndarray:
         """Read events and hand them to the taps only (record now, correlate at replay)."""
@@ -53,4 +60,8 @@ class Pipeline:
         if agents:
             req.missing = [f"{node}: no agent, its hops are missing"
                            for node, up in sorted(agents.items()) if not up]
-        return self.annotator.annotate(req, agents)
+        req = self.annotator.annotate(req, agents)
+        if req.status not in (Status.OK, Status.OPEN):
+            req.verdict = explain(req, self.names, self.conntrack() if self.conntrack else None,
+                                  self.dropped_by)
+        return req

@@ -100,6 +100,12 @@ def _exec_root(pid: int) -> str:
         return DEFAULT_EXEC_ROOT
 
 
+def docker_netns_dirs() -> list[Path]:
+    """Where every running dockerd keeps its sandboxes' netns files (seen from here)."""
+    return [Path(f"/proc/{pid}/root") / _exec_root(pid).lstrip("/") / "netns"
+            for pid in pids_named("dockerd")]
+
+
 def _ip(cidr: str | None) -> str | None:
     if not cidr:
         return None

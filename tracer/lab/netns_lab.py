@@ -64,7 +64,8 @@ def require_root() -> None:
 
 
 def require_up() -> LabInfo:
-    if (info := status()) is None:
+    # Built is enough: traffic into a lab whose server died shows the refusals.
+    if (info := built()) is None:
         raise LabError("the lab is not up: run `swarmtrace lab up`")
     return info
 
@@ -99,6 +100,15 @@ def _write_state(lb: LoadBalancer, modules: list[str], complete: bool) -> None:
 
 def status() -> LabInfo | None:
     """The lab if it is up and whole (every netns and server as `up` left them), else None."""
+    info = built()
+    if info is None or any(servers.running_pid(b) is None for b in BACKENDS):
+        return None
+    return info
+
+
+def built() -> LabInfo | None:
+    """The lab if `up` built it and its netns are all there, its servers running or not
+    (`check` looks into a lab whose server died)."""
     state = _read_state()
     recorded = state.get("netns")
     lb = state.get("lb")
@@ -114,8 +124,6 @@ def status() -> LabInfo | None:
         if ino == 0 or recorded.get(ns.name) != ino:
             return None
         found.append(LabNetns(ns.name, ino, ns.role))
-    if any(servers.running_pid(b) is None for b in BACKENDS):
-        return None
     return LabInfo(tuple(found), lb, _notes(lb))
 
 

@@ -6,7 +6,7 @@ import json
 from typing import Protocol, TextIO
 
 from tracer.events import Flow
-from tracer.model import Hop, HopKind, Request, Status
+from tracer.model import Hop, HopKind, Request, Status, Verdict
 from tracer.sinks.hop_order import causal_hops
 
 _SUMMARY_SKIP = frozenset((HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS,
@@ -107,7 +107,14 @@ def hop_line(req: Request, h: Hop) -> str:
 def block(req: Request, hops: bool = True) -> str:
     """`#id summary`, then (hops) a line per hop."""
     head, lines = _render(req, hops)
-    return "\n".join([f"#{req.id} {head}", *lines])
+    why = [verdict_line(req.verdict)] if req.verdict is not None else []
+    return "\n".join([f"#{req.id} {head}", *why, *lines])
+
+
+def verdict_line(v: Verdict) -> str:
+    """The one line under a failed request: why, where, the evidence and what to do."""
+    where = f"{v.node} {v.netns}" if v.node and not v.netns.startswith(v.node) else v.netns
+    return f"    verdict: {v.cause} in {where} ({v.hop}): {v.evidence}; {v.hint}"
 
 
 class Sink(Protocol):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.events import Flow
-from tracer.model import JSON_SCHEMA_VERSION, Hop, HopKind, Request, Status
+from tracer.model import JSON_SCHEMA_VERSION, Hop, HopKind, Request, Status, Verdict
 
 
 def parse_flow(text: str) -> Flow:
@@ -58,6 +58,7 @@ def request_from_json(d: dict[str, Any]) -> Request:
         status=Status(d["status"]),
         reply_ns=start + round(reply_ms * 1e6) if reply_ms is not None else 0,
         end_ns=start + round(duration_ms * 1e6) if duration_ms is not None else 0,
+        verdict=Verdict(**d["verdict"]) if d.get("verdict") else None,
     )
 
 

@@ -24,7 +24,8 @@ INLINE_FILTER = 20_000  # up to this many requests, filter at once in the UI thr
 
 
 def is_drop(r: Request) -> bool:
-    return r.status is Status.DROPPED
+    """`n` jumps to it: every request with a verdict (not ok), or dropped."""
+    return r.verdict is not None or r.status is Status.DROPPED
 
 
 class RequestsScreen(TracerScreen):

@@ -1,0 +1,144 @@
+"""Faults in a real 2-node swarm (two dockerds, real VXLAN; this kernel has no IPVS, so DNS
+round robin carries the traffic): `check` names each before traffic, and the requests that
+meet it get the verdict. Every fault is undone also when a test fails."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import suppress
+
+import docker
+import pytest
+from faults import check, injected, traced
+
+from tracer.enrich.docker_topology import DOCKER_GONE
+from tracer.enrich.ipvs import ipvs_available
+from tracer.lab import swarm
+from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
+from tracer.lab.swarm.layout import VETH, lab_nodes
+from tracer.lab.swarm.services import NETWORK
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: dockerd, netns, iptables"),
+    pytest.mark.skipif(not DOCKERD.exists(), reason="docker.io is not installed (scripts/setup)"),
+]
+DOCKER = "docker"
+NODE2_NETNS = "stlab-node2"
+OVERLAY_PREFIX = "10.0.1."  # overlay1's addresses: the lab's own requests, not the machine's
+MAX_TRIES = 20
+STALE = "10.0.0.99"  # on the ingress network, and no task's
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[swarm.SwarmLab]:
+    if (pid := foreign_dockerd(lab_nodes(2))) is not None:
+        pytest.skip(f"a dockerd the lab did not start is running (pid {pid})")
+    if swarm.load() is not None:
+        pytest.skip("a swarm lab is already up: `swarmtrace swarmlab down` first")
+    up = swarm.up(nodes=2)
+    try:
+        yield up
+    finally:
+        swarm.down()
+
+
+def test_healthy_swarm_check_prints_nothing_wrong(lab: swarm.SwarmLab) -> None:
+    rc, findings, text = check(DOCKER)
+    assert (rc, findings) == (0, []), text
+    assert "2 node(s)" in text and "nothing wrong" in text
+
+
+def test_underlay_mtu_below_the_overlay(lab: swarm.SwarmLab) -> None:
+    with injected((["ip", "link", "set", VETH[0], "mtu", "1400"],),
+                  (["ip", "link", "set", VETH[0], "mtu", "1500"],)):
+        rc, findings, text = check(DOCKER)
+    assert rc == 1
+    mtu = [f for f in findings if f["what"] == f"MTU of {NETWORK}"]
+    assert mtu and mtu[0]["node"] == "node1" and mtu[0]["actual"].startswith("1450"), text
+    after = check(DOCKER)
+    assert after[:2] == (0, []), after[2]
+
+
+def test_data_path_port_blocked(lab: swarm.SwarmLab) -> None:
+    rule = ["INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP"]
+    ns = ["ip", "netns", "exec", NODE2_NETNS, "iptables"]
+    with injected(([*ns, "-I", *rule],), ([*ns, "-D", *rule],)):
+        rc, findings, text = check(DOCKER)
+        assert rc == 1
+        assert any(f["node"] == "node2" and f["what"] == "INPUT of the data path (udp/4789)"
+                   for f in findings), text
+        with traced("--port", "80", "--timeout", "25") as requests:
+            swarm.traffic("dnsrr", 4)
+    # The client task on node1 asks for both vote tasks; the one on node2 is cut off.
+    crossing = [r for r in requests if r["client"].startswith(OVERLAY_PREFIX)
+                and r["status"] != "ok"]
+    assert crossing, requests
+    for r in crossing:
+        v = r["verdict"]
+        assert (v["node"], v["hop"], v["cause"]) == ("node1", "vxlan", "vxlan-lost"), r
+        assert "on node2" in v["evidence"]
+
+
+@pytest.mark.skipif(not ipvs_available(), reason="needs IPVS: tests/test_faults_vm.py runs it "
+                    "in the stock-kernel VM lab")
+def test_stale_real_server_in_dockers_ipvs(lab: swarm.SwarmLab) -> None:
+    """(a) on Docker's own balancer: node1's ingress_sbox gets a real server no task has."""
+    ipvsadm = ["nsenter", f"--net={lab.nodes[0].exec_root / 'netns' / 'ingress_sbox'}",
+               "ipvsadm"]
+    table = subprocess.run([*ipvsadm, "-Ln"], capture_output=True, text=True, check=True).stdout
+    fwmark = next(line.split()[1] for line in table.splitlines() if line.startswith("FWM"))
+    dest = ["-f", fwmark, "-r", f"{STALE}:0"]
+    with injected(([*ipvsadm, "-a", *dest, "-m"],), ([*ipvsadm, "-d", *dest],)):
+        rc, findings, text = check(DOCKER)
+    assert rc == 1
+    assert any(f["node"] == "node1" and f["sandbox"] == "ingress_sbox"
+               and f["what"].startswith(f"IPVS real server {STALE} (fwmark {fwmark}")
+               and "stale backend" in f["actual"] for f in findings), text
+
+
+@pytest.fixture
+def stowaway(lab: swarm.SwarmLab) -> Iterator[str]:
+    """A container that is no task of `vote` but answers to its name on overlay1 (an alias):
+    Docker DNS then hands out an address no running task has. Nothing listens on it."""
+    client = docker.DockerClient(base_url=lab.nodes[0].socket, timeout=60)
+    ct = client.containers.create("bb:latest", ["sleep", "600"], network_disabled=False,
+                                  name="stlab-stowaway")
+    try:
+        client.networks.get(NETWORK).connect(ct, aliases=["vote"])
+        ct.start()
+        ct.reload()
+        yield ct.attrs["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+    finally:
+        # Docker DNS was seen to keep a removed alias's record for minutes: this test runs
+        # last in the module, the swarm goes down after it.
+        with suppress(*DOCKER_GONE):
+            client.networks.get(NETWORK).disconnect(ct, force=True)
+        ct.remove(force=True)
+        client.close()
+
+
+def test_dns_answering_an_address_no_task_has(lab: swarm.SwarmLab, stowaway: str) -> None:
+    rc, findings, text = check(DOCKER, "--service", "vote")
+    assert rc == 1
+    assert any(f["what"] == "Docker DNS answer for vote" and stowaway in f["actual"]
+               and f["issue"].startswith("moby#40300") for f in findings), text
+    with traced("--port", "80", "--port", "53", "--timeout", "40") as requests:
+        # Docker DNS shuffles the answers and the client takes the first: ask until one
+        # took the stowaway's address.
+        picked = False
+        for _ in range(MAX_TRIES):
+            picked = not swarm.traffic("dnsrr", 1)[0].ok
+            if picked:
+                break
+    assert picked, f"none of {MAX_TRIES} requests picked the stowaway"
+    stale = [r for r in requests if r["entry"].startswith(f"{stowaway}:")
+             and r["client"].startswith(OVERLAY_PREFIX)]
+    assert stale, requests
+    for r in stale:
+        v = r["verdict"]
+        assert (v["hop"], v["cause"]) == ("dns", "dns-stale"), r
+        assert stowaway in v["evidence"]

@@ -1,0 +1,25 @@
+"""The fault tests that need IPVS, run inside the stock-kernel VM lab (bcc backend there)."""
+
+from __future__ import annotations
+
+import pytest
+from vm_fixtures import GuestRunner, vm_guest_fixture  # noqa: F401
+
+pytestmark = pytest.mark.vm
+
+
+def test_stale_real_server_in_the_vm(vm_guest: GuestRunner) -> None:
+    rc, out = vm_guest.run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/test_faults_lab.py", "-k", "healthy or stale"], timeout=900)
+    assert rc == 0, out[-4000:]
+    assert "2 passed" in out, out[-2000:]
+
+
+def test_docker_ipvs_state_in_the_vm(vm_guest: GuestRunner) -> None:
+    """check on a swarm with Docker's own IPVS, MARK rules and DNAT: healthy, then a stale
+    real server in ingress_sbox."""
+    rc, out = vm_guest.run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/test_faults_swarm.py", "-k", "healthy or stale"],
+                           timeout=1500)
+    assert rc == 0, out[-4000:]
+    assert "2 passed" in out, out[-2000:]
