@@ -40,8 +40,13 @@ def run_measured(cmd: Sequence[str], timeout: float, stdout: IO[Any] | None = No
             cmd, stdout=stdout if stdout is not None else out, stderr=err,
             stdin=subprocess.DEVNULL, env=ENV, cwd=REPO,
         )  # fmt: skip
+        hwm = 0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            # The command's own high-water mark (VmHWM, since its exec). wait4's ru_maxrss is
+            # no good here: the kernel carries the forking process's peak (pytest's, hundreds
+            # of MiB late in a run) across exec into the child's.
+            hwm = max(hwm, _vm_hwm_kib(proc.pid))
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() - t0 > timeout:
@@ -53,4 +58,13 @@ def run_measured(cmd: Sequence[str], timeout: float, stdout: IO[Any] | None = No
         proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not reap it again
         out.seek(0)
         err.seek(0)
-        return Run(proc.returncode, out.read(), err.read(), took, usage.ru_maxrss)
+        return Run(proc.returncode, out.read(), err.read(), took, hwm)
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # it has just exited
+        return 0
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return int(line.split()[1])

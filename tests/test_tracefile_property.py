@@ -3,7 +3,7 @@ end every reader entry point with output or one line: no traceback, no hang, bou
 
 Each example is one subprocess that runs `replay --json`, `replay --no-tui`, `info`,
 `info --json`, `export --json` and `export --pcapng` through the real CLI entry point; the
-subprocess has a time limit and its peak RSS is measured (wait4).
+subprocess has a time limit and its peak RSS is measured (VmHWM).
 """
 
 from __future__ import annotations
