@@ -12,12 +12,13 @@ from contextlib import suppress
 import docker
 import pytest
 from faults import check, injected, traced
+from swarm_fixture import two_node_swarm
 
 from tracer.enrich.docker_topology import DOCKER_GONE
 from tracer.enrich.ipvs import ipvs_available
 from tracer.lab import swarm
-from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
-from tracer.lab.swarm.layout import VETH, lab_nodes
+from tracer.lab.swarm.daemons import DOCKERD
+from tracer.lab.swarm.layout import VETH
 from tracer.lab.swarm.services import NETWORK
 
 pytestmark = [
@@ -35,15 +36,8 @@ STALE = "10.0.0.99"  # on the ingress network, and no task's
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[swarm.SwarmLab]:
-    if (pid := foreign_dockerd(lab_nodes(2))) is not None:
-        pytest.skip(f"a dockerd the lab did not start is running (pid {pid})")
-    if swarm.load() is not None:
-        pytest.skip("a swarm lab is already up: `swarmtrace swarmlab down` first")
-    up = swarm.up(nodes=2)
-    try:
+    with two_node_swarm() as up:
         yield up
-    finally:
-        swarm.down()
 
 
 def test_healthy_swarm_check_prints_nothing_wrong(lab: swarm.SwarmLab) -> None:

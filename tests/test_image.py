@@ -17,11 +17,11 @@ from pathlib import Path
 
 import docker
 import pytest
+from swarm_fixture import two_node_swarm
 
 from tracer import __version__
 from tracer.lab import swarm
-from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
-from tracer.lab.swarm.layout import lab_nodes
+from tracer.lab.swarm.daemons import DOCKERD
 
 pytestmark = [
     pytest.mark.docker,
@@ -52,20 +52,13 @@ def archives() -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def lab(archives: dict[str, Path]) -> Iterator[swarm.SwarmLab]:
-    if (pid := foreign_dockerd(lab_nodes(2))) is not None:
-        pytest.skip(f"a dockerd the lab did not start is running (pid {pid})")
-    if swarm.load() is not None:
-        pytest.skip("a swarm lab is already up: `swarmtrace swarmlab down` first")
-    lab = swarm.up(nodes=2)
-    try:
+    with two_node_swarm() as lab:
         with closing(docker.DockerClient(base_url=lab.nodes[0].socket, timeout=120)) as client:
             for tag, path in archives.items():
                 with path.open("rb") as f:
                     loaded = client.images.load(f)
                 assert tag in {t for image in loaded for t in image.tags}
         yield lab
-    finally:
-        swarm.down()
 
 
 def _docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from swarm_fixture import two_node_swarm
 
 from tracer.enrich.names import short_task
 from tracer.lab import swarm
-from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
-from tracer.lab.swarm.layout import VETH, lab_nodes
+from tracer.lab.swarm.daemons import DOCKERD
+from tracer.lab.swarm.layout import VETH
 from tracer.remote.auth import new_token
 from tracer.remote.swarm_nodes import swarm_agents
 
@@ -83,15 +84,8 @@ class _Proc:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[swarm.SwarmLab]:
-    if (pid := foreign_dockerd(lab_nodes(2))) is not None:
-        pytest.skip(f"a dockerd the lab did not start is running (pid {pid})")
-    if swarm.load() is not None:
-        pytest.skip("a swarm lab is already up: `swarmtrace swarmlab down` first")
-    lab = swarm.up(nodes=2)
-    try:
-        yield lab
-    finally:
-        swarm.down()
+    with two_node_swarm() as up:
+        yield up
 
 
 @pytest.fixture(scope="module")

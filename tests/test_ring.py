@@ -20,20 +20,12 @@ from tracer.pipeline import Pipeline
 from tracer.source import Filter
 from tracer.tracefile import ReplaySource
 from tracer.tracefile.reader import open_trace
+from tracer.tracefile.requests import trace_requests
 from tracer.tracefile.ring import KEPT_PREFIX, SEGMENT_PREFIX, RingConfig, ring_recording
 from tracer.tracefile.topology import trace_names
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lab_mesh_vip.swt"
 SWARMTRACE = [sys.executable, "-m", "tracer"]
-
-
-def _replay_file(path: Path) -> list[Request]:
-    with ReplaySource(path) as src:
-        pipe = Pipeline(src, trace_names(path), src.header.lb_note)
-        out: list[Request] = []
-        while not src.finished:
-            out += pipe.poll(0)
-        return out + pipe.flush()
 
 
 def test_a_kept_window_replays_its_request_and_nothing_far_from_it(tmp_path: Path) -> None:
@@ -55,7 +47,7 @@ def test_a_kept_window_replays_its_request_and_nothing_far_from_it(tmp_path: Pat
     kept = sorted(tmp_path.glob(f"{KEPT_PREFIX}*.swt"))
     assert not list(tmp_path.glob(f"{SEGMENT_PREFIX}*")), "the ring's segments outlive it"
     assert kept and len(kept) <= len(seen)
-    found = {r.client for path in kept for r in _replay_file(path)}
+    found = {r.client for path in kept for r in trace_requests(path)}
     assert {r.client for r in seen} <= found, "a request's window lost the request"
     for path in kept:
         with open_trace(path) as reader:
@@ -97,7 +89,7 @@ def test_ring_keeps_only_failure_windows_within_its_size(
     kept = sorted(ring_dir.glob(f"{KEPT_PREFIX}*.swt"))
     assert not list(ring_dir.glob(f"{SEGMENT_PREFIX}*")), "ring segments left after exit"
     assert sum(p.stat().st_size for p in ring_dir.iterdir()) <= size
-    reqs = [r for path in kept for r in _replay_file(path)]
+    reqs = [r for path in kept for r in trace_requests(path)]
     failed = {r.client.src for r in reqs if r.status is Status.REFUSED}
     assert {a.client for a in refused} <= failed, (
         f"refused {[a.client for a in refused]}, kept as refused {sorted(failed)}")

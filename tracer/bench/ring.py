@@ -18,11 +18,9 @@ from tracer.lab.refuse import refusing
 from tracer.lab.topology import BACKENDS
 from tracer.live import open_pipeline
 from tracer.model import Request, Status
-from tracer.pipeline import Pipeline
 from tracer.source import Filter
-from tracer.tracefile.replay import ReplaySource
+from tracer.tracefile.requests import trace_requests
 from tracer.tracefile.ring import KEPT_PREFIX, RingConfig, parse_size, ring_recording
-from tracer.tracefile.topology import trace_names
 
 FILTER = Filter(ports=(8080,), addrs=("10.0.0.9",))
 
@@ -87,21 +85,12 @@ def ring_run(mode: str, seconds: float, conns: int, size: int, every_s: float,
             peak[0] = max(peak[0], _dir_bytes(tmp))
             recorded[0] = ring.recorded_bytes
         kept = sorted(tmp.glob(f"{KEPT_PREFIX}*.swt"))
-        kept_reqs = [r for path in kept for r in _replay(path)]
+        kept_reqs = [r for path in kept for r in trace_requests(path)]
         return RingRun(
             rate, len(seen), sum(r.status is not Status.OK for r in seen), cpu[0], peak[0],
             recorded[0], len(kept), _dir_bytes(tmp),
             sum(r.status is not Status.OK for r in kept_reqs),
             sum(r.status is Status.OK for r in kept_reqs))
-
-
-def _replay(path: Path) -> list[Request]:
-    with ReplaySource(path) as src:
-        pipe = Pipeline(src, trace_names(path), src.header.lb_note)
-        out: list[Request] = []
-        while not src.finished:
-            out += pipe.poll(0)
-        return out + pipe.flush()
 
 
 def main() -> None:

@@ -1,0 +1,27 @@
+"""The native 2-node swarm lab as a module fixture's body: built once, removed after."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tracer.lab import swarm
+from tracer.lab.swarm.daemons import foreign_dockerd
+from tracer.lab.swarm.layout import lab_nodes
+
+
+@contextmanager
+def two_node_swarm() -> Iterator[swarm.SwarmLab]:
+    """The lab up for the block, down after it (on failure too); skips when a dockerd or lab
+    it did not start is in the way, rather than tearing down somebody else's."""
+    if (pid := foreign_dockerd(lab_nodes(2))) is not None:
+        pytest.skip(f"a dockerd the lab did not start is running (pid {pid})")
+    if swarm.load() is not None:
+        pytest.skip("a swarm lab is already up: `swarmtrace swarmlab down` first")
+    lab = swarm.up(nodes=2)
+    try:
+        yield lab
+    finally:
+        swarm.down()
