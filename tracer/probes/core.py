@@ -109,8 +109,11 @@ class CoreSource(ProbeSource):
         self._obj.load()
         devices = self._configure()
         # A device tracepoint runs for every packet of the machine even when it only returns:
-        # attached only when device crossings are wanted.
-        for prog in ("st_rx", "st_tx", "st_drop") if devices else ("st_drop",):
+        # attached only when device crossings are wanted, or where Docker's overlays can carry
+        # a request between nodes (the observed VXLAN crossing is read there). An overlay made
+        # after start is crossed without being observed: enrichment infers that crossing.
+        vxlan = bool(self.filter.vxlan_port) and netns.overlays_present(self.scope)
+        for prog in ("st_rx", "st_tx", "st_drop") if devices or vxlan else ("st_drop",):
             self._obj.attach(prog)
         if self.netfilter:
             self._scan_netns(force_proc=True)

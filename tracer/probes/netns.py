@@ -59,6 +59,18 @@ def discover(scan_proc: bool = True, scope: NetnsScope | None = None) -> dict[in
     return found
 
 
+def overlays_present(scope: NetnsScope | None = None) -> bool:
+    """Whether Docker overlay sandboxes (ingress_sbox, 1-<network>) are where we look: only
+    then can VXLAN cross this host, and the device tracepoints that see it pay their way."""
+    for d in scope.dirs if scope is not None else NETNS_DIRS:
+        try:
+            if any(e.name == "ingress_sbox" or e.name.startswith("1-") for e in os.scandir(d)):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @contextmanager
 def entered(path: Path) -> Iterator[None]:
     """Run the body with the calling thread inside the netns at path, then come back."""
