@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -21,10 +22,17 @@ def start_trace(*args: str, timeout: float = 30, links: int = LAB_LINKS
     counting those of tracers already running)."""
     proc = subprocess.Popen([*SWARMTRACE, "trace", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    # Ready when every lab netns is hooked: poll BPF links rather than guess a delay.
+    # Ready when it says so (its "tracing with" line comes once its probes are attached) and
+    # every lab netns is hooked. Links alone are not enough: a tracer that has just exited
+    # can still be listed for a moment, and a signal sent while this one is still starting
+    # Python kills it before its handlers exist.
     deadline = time.monotonic() + timeout
+    said = False
+    assert proc.stderr is not None
     while time.monotonic() < deadline:
-        if our_links() >= links:
+        if not said and select.select([proc.stderr], [], [], 0)[0]:
+            said = "tracing with" in proc.stderr.readline()
+        if said and our_links() >= links:
             return proc
         if proc.poll() is not None:
             raise AssertionError(f"trace exited early: {proc.stderr.read() if proc.stderr else ''}")
