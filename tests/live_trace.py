@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import subprocess
@@ -27,15 +28,20 @@ def start_trace(*args: str, timeout: float = 30, links: int = LAB_LINKS
     # can still be listed for a moment, and a signal sent while this one is still starting
     # Python kills it before its handlers exist.
     deadline = time.monotonic() + timeout
-    said = False
+    said = b""  # read from the fd itself: a buffered readline would hide the rest from select
     assert proc.stderr is not None
+    fd = proc.stderr.fileno()
     while time.monotonic() < deadline:
-        if not said and select.select([proc.stderr], [], [], 0)[0]:
-            said = "tracing with" in proc.stderr.readline()
-        if said and our_links() >= links:
+        while b"tracing with" not in said and select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            said += chunk
+        if b"tracing with" in said and our_links() >= links:
             return proc
         if proc.poll() is not None:
-            raise AssertionError(f"trace exited early: {proc.stderr.read() if proc.stderr else ''}")
+            rest = proc.stderr.read()
+            raise AssertionError(f"trace exited early: {said.decode(errors='replace')}{rest}")
         time.sleep(0.2)
     proc.kill()
     raise AssertionError(f"trace did not attach within {timeout:.0f} s")

@@ -318,7 +318,7 @@ class Collector:
         off = self._offset(link)
         for change in (body.get("data") or {}).get("changes") or ():
             c = dict(change)
-            c["t"] = int(c["t"]) - off
+            c["t"] = max(0, int(c["t"]) - off)  # known since before this clock began
             c["src"] = f"{link.node}/{c['src']}"
             value = c.get("value")
             if c["kind"] == "addrs" and isinstance(value, dict) and value.get("node") \
