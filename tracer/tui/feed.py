@@ -131,6 +131,11 @@ class ListFeed:
         return self._next >= len(self._requests)
 
     @property
+    def released(self) -> int:
+        """How many requests poll() has handed out so far."""
+        return self._next
+
+    @property
     def speed(self) -> float:
         return self._clock.speed
 
