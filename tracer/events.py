@@ -7,7 +7,7 @@ import ipaddress
 import socket
 import struct
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -252,7 +252,7 @@ def _flows(records: np.ndarray) -> list[list[Flow]]:
         if None in flows:
             for i in [i for i, f in enumerate(flows) if f is None]:
                 flows[i] = known(col[i]) or make(col[i])
-        out.append(flows)
+        out.append(cast(list[Flow], flows))  # every None was filled in just above
     return out
 
 
