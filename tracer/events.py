@@ -5,9 +5,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import socket
-import struct
 from functools import partial
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 import numpy as np
 
@@ -72,6 +71,7 @@ IPS_DST_NAT = 0x20
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 _TUPLE = [("saddr", "<u4"), ("daddr", "<u4"), ("sport", "<u2"), ("dport", "<u2")]
+_TUPLE_DTYPE = np.dtype(_TUPLE)
 
 # Field order, sizes and offsets exactly as struct st_event (little-endian host).
 EVENT_DTYPE = np.dtype(
@@ -195,11 +195,18 @@ class _Memo:
             s = self.ips[raw] = _ip(raw)
         return s
 
-    def flow(self, raw: bytes) -> Flow:
-        s, d = _ADDRS.unpack_from(raw)
-        sp, dp = _PORTS.unpack_from(raw, 8)
-        f = self.flows[raw] = _flow_of((self.ip(s), sp, self.ip(d), dp))
-        return f
+    def add_flows(self, keys: list[bytes]) -> None:
+        """Decode distinct tuples not seen before (their raw bytes) all at once, and keep them."""
+        cols = np.frombuffer(b"".join(keys), dtype=_TUPLE_DTYPE)
+        saddrs, daddrs = cols["saddr"].tolist(), cols["daddr"].tolist()
+        ips = self.ips
+        for raw in {*saddrs, *daddrs} - ips.keys():
+            ips[raw] = _ip(raw)
+        flows = map(_flow_of, zip(map(ips.__getitem__, saddrs),
+                                  cols["sport"].byteswap().tolist(),
+                                  map(ips.__getitem__, daddrs),
+                                  cols["dport"].byteswap().tolist(), strict=True))
+        self.flows.update(zip(keys, flows, strict=True))
 
     def trim(self) -> None:
         if len(self.ips) > self.LIMIT:
@@ -208,9 +215,6 @@ class _Memo:
             self.flows.clear()
 
 
-# struct st_tuple: addresses as stored (network order read as little-endian u32), then the
-# ports in network order.
-_ADDRS, _PORTS = struct.Struct("<II"), struct.Struct(">HH")
 _memo = _Memo()
 
 
@@ -244,15 +248,14 @@ def _flows(records: np.ndarray) -> list[list[Flow]]:
     n = len(records)
     raw = np.ascontiguousarray(records.view(np.uint8).reshape(n, EVENT_SIZE)[:, _TUPLES_AT:])
     keys = raw.view(f"V{_TUPLE_SIZE}").reshape(n, 3)
-    known, make = _memo.flows.get, _memo.flow
+    known = _memo.flows
     out = []
     for k in range(3):
         col = keys[:, k].tolist()
-        flows = list(map(known, col))
-        if None in flows:
-            for i in [i for i, f in enumerate(flows) if f is None]:
-                flows[i] = known(col[i]) or make(col[i])
-        out.append(cast(list[Flow], flows))  # every None was filled in just above
+        new = set(col).difference(known)  # bytes keep their hash: rehashing them is free
+        if new:
+            _memo.add_flows(list(new))
+        out.append(list(map(known.__getitem__, col)))
     return out
 
 
