@@ -302,7 +302,7 @@ class Correlator:
     def _close(self, o: _Open) -> Request:
         req = o.req
         self._open.pop(req.id, None)
-        proto = _proto_num(req.proto)
+        proto = 6 if req.proto == "tcp" else 17
         if proto == 17:
             for t in o.tuples:
                 self._closed_udp[t] = o.last_ts
@@ -326,13 +326,17 @@ class Correlator:
                         req.hops[i] = Hop(HopKind.DELIVER, h.ts_ns, h.netns, h.where, h.ifindex)
                     req.backend_addr = o.fwd_pkt[last_netns].dst
                 break
-        if o.reply_by_netns:
+        replies = o.reply_by_netns
+        if replies:
             # Reply time is measured where the request started (the client side) when we
             # see it there, else at the earliest netns of the path that saw the reply.
-            order = [h.netns for h in req.hops if h.kind in _PATH_ENTRIES]
-            seen = [n for n in order if n in o.reply_by_netns]
-            netns = seen[0] if seen else next(iter(o.reply_by_netns))
-            req.reply_ns = o.reply_by_netns[netns]
+            for h in req.hops:
+                if h.kind in _PATH_ENTRIES and h.netns in replies:
+                    netns = h.netns
+                    break
+            else:
+                netns = next(iter(replies))
+            req.reply_ns = replies[netns]
             req.hops.append(Hop(HopKind.REPLY, req.reply_ns, netns, f"netns:{netns}"))
         if req.status == Status.OPEN:
             # A drop is the request's fate only if no answer came back despite it (a late
@@ -344,7 +348,8 @@ class Correlator:
                 req.status = Status.UNROUTED
             else:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY
-        req.hops += _vxlan_hops(o.vxlan_out, o.vxlan_in)
+        if o.vxlan_out is not None or o.vxlan_in is not None:
+            req.hops += _vxlan_hops(o.vxlan_out, o.vxlan_in)
         req.hops.sort(key=_BY_TIME)
         req.mode = _mode(req)
         if self._answers.join(req, o.last_ts):
@@ -424,10 +429,6 @@ def _forget_flood_copies(o: _Open) -> None:
         o.req.hops = [h for h in o.req.hops if h.netns not in flooded]
         for netns in flooded:
             o.fwd_pkt.pop(netns, None)
-
-
-def _proto_num(name: str) -> int:
-    return 6 if name == "tcp" else 17
 
 
 # Frees that end a socket's life normally, not a packet lost on its way.
