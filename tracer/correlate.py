@@ -130,7 +130,7 @@ class Correlator:
     # -- one event ---------------------------------------------------------------------
 
     def _event(self, e: Event) -> _Open | None:
-        ts, _, _, _, _, _, _, _, point, proto, _, _, flags, pkt, orig, _ = e
+        ts, _, netns, _, _, _, _, _, point, proto, tcp_flags, ctinfo, flags, pkt, orig, _ = e
         index = self._index.get(proto)
         if index is None:
             return None  # neither TCP nor UDP
@@ -151,7 +151,8 @@ class Correlator:
             hit = index.get(pkt)
             if hit is not None:
                 o, reply = hit
-            elif reply or not _starts_connection(e) or self._late_udp(e):
+            elif reply or not _starts_connection(point, proto, tcp_flags, flags, ctinfo, pkt) \
+                    or self._late_udp(e):
                 return None
             else:
                 o = self._new(e, index)
@@ -164,7 +165,7 @@ class Correlator:
             self._lb(o, e, index)
             return None
         if reply:
-            return self._reply(o, e)
+            return self._reply(o, netns, ts, tcp_flags)
         return self._forward(o, e, index)
 
     def _late_udp(self, e: Event) -> bool:
@@ -193,7 +194,7 @@ class Correlator:
             index.setdefault(back, (o, True))
 
     def _forward(self, o: _Open, e: Event, index: dict[Flow, tuple[_Open, bool]]) -> _Open | None:
-        ts, _, netns, ifindex, mark, _, _, _, _, proto, tcp_flags, _, flags, pkt, \
+        ts, _, netns, ifindex, mark, _, _, ct_status, point, proto, tcp_flags, _, flags, pkt, \
             orig, reply = e
         # Checked here, not in _register: most events repeat a known tuple.
         if pkt not in o.tuples:
@@ -209,7 +210,8 @@ class Correlator:
         if netns not in o.netns_seen:
             o.netns_seen.add(netns)
             where = f"netns:{netns}"
-            req.hops.append(Hop(_enter_kind(e, first=not req.hops), ts, netns, where, ifindex))
+            kind = _enter_kind(point, flags, ct_status, not req.hops)
+            req.hops.append(Hop(kind, ts, netns, where, ifindex))
         if mark and (netns, "mark") not in o.nat_seen:
             o.nat_seen.add((netns, "mark"))
             req.hops.append(Hop(HopKind.MARK, ts, netns, where or f"netns:{netns}", ifindex,
@@ -223,26 +225,27 @@ class Correlator:
 
     @staticmethod
     def _nat_hops(o: _Open, e: Event, orig: Flow, reply: Flow) -> None:
+        ts, _, netns, ifindex, mark, _, _, ct_status, point, _, _, _, _, pkt, _, _ = e
         o_saddr, o_sport, o_daddr, o_dport = orig
         r_saddr, r_sport, r_daddr, r_dport = reply
-        _, _, p_daddr, p_dport = e.pkt
+        _, _, p_daddr, p_dport = pkt
         # The forward tuple once this netns's NAT applied is the reply tuple reversed.
         # Tuples differ only where NAT (iptables or IPVS with conntrack) rewrote the flow.
         if (r_saddr != o_daddr or r_sport != o_dport) \
                 and p_daddr == r_saddr and p_dport == r_sport \
-                and (e.netns, "dnat") not in o.nat_seen:
-            o.nat_seen.add((e.netns, "dnat"))
+                and (netns, "dnat") not in o.nat_seen:
+            o.nat_seen.add((netns, "dnat"))
             # A destination chosen where a fwmark selects a service is a load-balancer pick.
-            kind = HopKind.LB if e.mark else HopKind.DNAT
-            o.req.hops.append(Hop(kind, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
-                                  mark=e.mark, before=orig,
+            kind = HopKind.LB if mark else HopKind.DNAT
+            o.req.hops.append(Hop(kind, ts, netns, f"netns:{netns}", ifindex,
+                                  mark=mark, before=orig,
                                   after=Flow(o_saddr, o_sport, r_saddr, r_sport)))
-        if e.ct_status & IPS_SRC_NAT and e.point in _SNAT_POINTS \
+        if ct_status & IPS_SRC_NAT and point in _SNAT_POINTS \
                 and (r_daddr != o_saddr or r_dport != o_sport) \
-                and (e.netns, "snat") not in o.nat_seen:
-            o.nat_seen.add((e.netns, "snat"))
-            o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
-                                  mark=e.mark, before=Flow(o_saddr, o_sport, r_saddr, r_sport),
+                and (netns, "snat") not in o.nat_seen:
+            o.nat_seen.add((netns, "snat"))
+            o.req.hops.append(Hop(HopKind.SNAT, ts, netns, f"netns:{netns}", ifindex,
+                                  mark=mark, before=Flow(o_saddr, o_sport, r_saddr, r_sport),
                                   after=reply.reversed()))
 
     def _lb(self, o: _Open, e: Event, index: dict[Flow, tuple[_Open, bool]]) -> None:
@@ -257,19 +260,19 @@ class Correlator:
         o.req.hops.append(Hop(HopKind.LB, e.ts_ns, e.netns, f"netns:{e.netns}", mark=e.mark,
                               before=e.pkt, after=chosen, detail=f"IPVS {service} {sched}"))
 
-    def _reply(self, o: _Open, e: Event) -> _Open | None:
-        o.reply_by_netns.setdefault(e.netns, e.ts_ns)
-        if e.tcp_flags & TCP_RST:
+    def _reply(self, o: _Open, netns: int, ts: int, tcp_flags: int) -> _Open | None:
+        o.reply_by_netns.setdefault(netns, ts)
+        if tcp_flags & TCP_RST:
             o.req.status = Status.REFUSED
             return o
         # Answered: the reply reached the netns the request started from.
-        if not o.req.hops or e.netns != o.req.hops[0].netns:
+        if not o.req.hops or netns != o.req.hops[0].netns:
             return None
         if o.req.client.dport == 53:
             # Resolvers ask for A and AAAA at once on one socket: the query is answered by
             # the response that carries addresses, else by the second one (or when idle).
             o.home_replies += 1
-            ans = self._answers.get(e.netns)
+            ans = self._answers.get(netns)
             if o.home_replies < 2 and (ans is None or ans.ts_ns < o.req.start_ns):
                 return None
         return o
@@ -371,14 +374,15 @@ _LOCAL_POINTS = frozenset((Point.NF_OUT, Point.TX))  # a socket of this netns se
 _FLOOD_COPY = (HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DROP)  # all a flooded copy shows
 
 
-def _starts_connection(e: Event) -> bool:
-    if e.point == Point.LB:
+def _starts_connection(point: int, proto: int, tcp_flags: int, flags: int, ctinfo: int,
+                       pkt: Flow) -> bool:
+    if point == _LB:
         return True  # IPVS scheduling a local client's connection comes before any packet
-    if e.proto == 6:
-        return bool(e.tcp_flags & TCP_SYN) and not (e.tcp_flags & TCP_ACK)
-    if e.pkt.sport == 53:
+    if proto == 6:
+        return bool(tcp_flags & TCP_SYN) and not (tcp_flags & TCP_ACK)
+    if pkt[1] == 53:  # the source port
         return False  # a DNS answer (a late one, after its query completed) starts nothing
-    return not e.flags & F_CT or e.ctinfo == 2  # IP_CT_NEW
+    return not flags & F_CT or ctinfo == 2  # IP_CT_NEW
 
 
 def _first_packet(e: Event) -> bool:
@@ -400,11 +404,11 @@ def _vxlan_hops(out: Event | None, arrived: Event | None) -> list[Hop]:
             for e, side in ((out, VXLAN_OUT), (arrived, VXLAN_IN)) if e is not None]
 
 
-def _enter_kind(e: Event, first: bool) -> HopKind:
+def _enter_kind(point: int, flags: int, ct_status: int, first: bool) -> HopKind:
     if first:
-        local = e.point in _LOCAL_POINTS or e.flags & F_LOCAL
+        local = point in _LOCAL_POINTS or flags & F_LOCAL
         return HopKind.SEND if local else HopKind.ENTER_NODE
-    if e.flags & F_BRIDGED and not (e.ct_status & (IPS_DST_NAT | IPS_SRC_NAT)):
+    if flags & F_BRIDGED and not (ct_status & (IPS_DST_NAT | IPS_SRC_NAT)):
         return HopKind.BRIDGE
     return HopKind.ENTER_NETNS
 
