@@ -149,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     flt = filter_from_args(args)
+    if args.nftrace:
+        from tracer.diagnose.nftrace import check_filter
+
+        check_filter(flt)
     with open_live(args, flt) as pipe, ExitStack() as stack:
         observe = None
         if args.ring:

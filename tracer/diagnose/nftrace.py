@@ -38,8 +38,8 @@ _NETLINK_ADD_MEMBERSHIP = 1
 _NFNLGRP_NFTRACE = 9
 _NFT_MSG_TRACE = (10 << 8) | 17  # NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE
 # enum nft_trace_attributes (linux/netfilter/nf_tables.h)
-_TABLE, _CHAIN, _RULE_HANDLE, _TYPE, _VERDICT = 1, 2, 3, 4, 5
-_NETWORK_HEADER, _TRANSPORT_HEADER, _NFPROTO, _POLICY = 8, 9, 15, 16
+_TABLE, _CHAIN, _RULE_HANDLE, _TYPE, _VERDICT, _ID = 1, 2, 3, 4, 5, 6
+_NETWORK_HEADER, _TRANSPORT_HEADER, _POLICY = 8, 9, 16
 _VERDICT_CODE = 1  # NFTA_VERDICT_CODE, inside NFTA_TRACE_VERDICT
 _TRACETYPE_POLICY, _TRACETYPE_RULE = 1, 3
 _NF_DROP = 0
@@ -48,6 +48,7 @@ _FAMILY = {2: "ip", 10: "ip6", 1: "inet", 7: "bridge", 5: "netdev", 3: "arp"}
 PRIORITY = -350
 KEEP = 1024  # drop events kept; a verdict asks about the last seconds only
 NFT_TIMEOUT_S = 10
+TABLE_PREFIX = "swarmtrace_"  # + the pid: two tracers on one host keep their own tables
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,11 @@ class TraceDrop:
     flow: str  # "tcp 192.168.100.2:40000 > 10.0.0.2:8080", from the traced headers
 
 
-def parse(msg: bytes, netns: int, ts_ns: int) -> list[TraceDrop]:
-    """The DROP verdicts in a buffer of netlink messages (other trace events are skipped)."""
+def parse(msg: bytes, netns: int, ts_ns: int, flows: dict[int, str]) -> list[TraceDrop]:
+    """The DROP verdicts in a buffer of netlink messages (other trace events are skipped).
+
+    The kernel sends a packet's headers with its first trace event only; flows (trace id ->
+    flow) carries them over to the packet's later events, across buffers."""
     out = []
     off = 0
     while off + 16 <= len(msg):
@@ -72,8 +76,13 @@ def parse(msg: bytes, netns: int, ts_ns: int) -> list[TraceDrop]:
         if length < 16:
             break
         if kind == _NFT_MSG_TRACE and length >= 20:
-            family = msg[off + 16]
-            drop = _drop(_attrs(msg[off + 20:off + length]), family, netns, ts_ns)
+            a = _attrs(msg[off + 20:off + length])
+            trace_id = struct.unpack("!I", a[_ID])[0] if len(a.get(_ID, b"")) == 4 else 0
+            if _NETWORK_HEADER in a:
+                if len(flows) >= KEEP:
+                    flows.clear()
+                flows[trace_id] = _flow(a[_NETWORK_HEADER], a.get(_TRANSPORT_HEADER, b""))
+            drop = _drop(a, msg[off + 16], netns, ts_ns, flows.get(trace_id, ""))
             if drop is not None:
                 out.append(drop)
         off += (length + 3) & ~3
@@ -92,7 +101,8 @@ def _attrs(buf: bytes) -> dict[int, bytes]:
     return out
 
 
-def _drop(a: dict[int, bytes], family: int, netns: int, ts_ns: int) -> TraceDrop | None:
+def _drop(a: dict[int, bytes], family: int, netns: int, ts_ns: int,
+          flow: str) -> TraceDrop | None:
     kind = struct.unpack("!I", a[_TYPE])[0] if len(a.get(_TYPE, b"")) == 4 else 0
     if kind == _TRACETYPE_RULE:
         code = _attrs(a.get(_VERDICT, b"")).get(_VERDICT_CODE, b"")
@@ -107,8 +117,7 @@ def _drop(a: dict[int, bytes], family: int, netns: int, ts_ns: int) -> TraceDrop
         if kind == _TRACETYPE_RULE and len(a.get(_RULE_HANDLE, b"")) == 8 else 0
     return TraceDrop(netns, ts_ns, _FAMILY.get(family, str(family)),
                      a.get(_TABLE, b"").rstrip(b"\0").decode(errors="replace"),
-                     a.get(_CHAIN, b"").rstrip(b"\0").decode(errors="replace"), handle,
-                     _flow(a.get(_NETWORK_HEADER, b""), a.get(_TRANSPORT_HEADER, b"")))
+                     a.get(_CHAIN, b"").rstrip(b"\0").decode(errors="replace"), handle, flow)
 
 
 def _flow(net: bytes, transport: bytes) -> str:
@@ -185,25 +194,45 @@ def _iptables_line(netns: Path, d: TraceDrop, index: int) -> str:
     return lines[index] if index < len(lines) else ""
 
 
+def check_filter(flt: Filter) -> None:
+    """Tracing every packet would flood the netlink group: only the watched flows."""
+    if not (flt.ports or flt.addrs):
+        raise FilterError("--nftrace traces the watched flows only: give --port, --addr "
+                          "or --service")
+
+
+def remove_stale(netns: Path) -> None:
+    """Trace tables of a swarmtrace that was killed before it could remove them."""
+    try:
+        res = _nft(netns, "list", "tables", "ip")
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    for line in res.stdout.splitlines():
+        name = line.removeprefix("table ip ")
+        pid = name.removeprefix(f"{TABLE_PREFIX}")
+        if name != line and name != pid and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            _nft(netns, "delete", "table", "ip", name)
+
+
 class NfTrace:
     """Trace tables added and their events read in each given netns, until close()."""
 
     def __init__(self, flt: Filter, netns: dict[int, Path]) -> None:
-        if not (flt.ports or flt.addrs):
-            raise FilterError("--nftrace traces the watched flows only: give --port, --addr "
-                              "or --service")
-        self.table = f"swarmtrace_{os.getpid()}"
+        check_filter(flt)
+        self.table = f"{TABLE_PREFIX}{os.getpid()}"
         self._flt = flt
         self._paths: dict[int, Path] = {}
         self._socks: dict[socket.socket, int] = {}
         self._drops: deque[TraceDrop] = deque(maxlen=KEEP)
         self._texts: dict[TraceDrop, str] = {}
+        self._flows: dict[int, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="nftrace", daemon=True)
         try:
             for ino, path in netns.items():
                 if uses_nftables(path):
+                    remove_stale(path)
                     self._add(ino, path)
         except BaseException:
             self.close()
@@ -242,7 +271,7 @@ class NfTrace:
                     if err.errno == errno.ENOBUFS:  # overrun: later events still come
                         continue
                     raise
-                drops = parse(buf, self._socks[sock], time.monotonic_ns())
+                drops = parse(buf, self._socks[sock], time.monotonic_ns(), self._flows)
                 for d in drops:
                     # Named now: the rule may be gone by the time the request ends.
                     key = TraceDrop(d.netns, 0, d.family, d.table, d.chain, d.handle, "")
