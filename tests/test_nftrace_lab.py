@@ -6,11 +6,13 @@ trace tables are gone again afterwards."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from faults import injected, traced
+from faults import ATTACH_S, READY, SWARMTRACE, injected, traced
 from test_faults_lab import FAULTS, HOST
 
 from tracer import lab as lab_mod
@@ -54,3 +56,26 @@ def test_drop_named_by_nftables_trace(lab: lab_mod.LabInfo, name: str) -> None:
     if name == "docker-user-drop":
         assert "tcp dport 8080 counter drop (iptables: -A DOCKER-USER -p tcp -m tcp --dport 8080 " \
             "-j DROP)" in reqs[0]["verdict"]["evidence"], reqs[0]["verdict"]
+
+
+def test_killed_tracers_table_removed_by_the_next(lab: lab_mod.LabInfo) -> None:
+    """SIGKILL leaves no chance to clean up: the next --nftrace removes the dead one's table."""
+    argv = [*SWARMTRACE, "trace", "--nftrace", "--addr", MESH]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        err, deadline = "", time.monotonic() + ATTACH_S
+        while READY not in err:
+            assert time.monotonic() < deadline and proc.poll() is None, \
+                f"trace did not attach within {ATTACH_S:.0f} s: {err}"
+            if select.select([proc.stderr], [], [], 0.5)[0]:
+                err += proc.stderr.readline()
+        assert _trace_tables() == [f"table ip swarmtrace_{proc.pid}"]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _trace_tables() == [f"table ip swarmtrace_{proc.pid}"]
+    res = subprocess.run([*argv, "--timeout", "1"], capture_output=True, text=True,
+                         timeout=ATTACH_S + 30, check=False)
+    assert res.returncode == 0, res.stderr
+    assert _trace_tables() == []
