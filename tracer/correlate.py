@@ -18,6 +18,7 @@ from tracer.dns_join import DnsAnswers
 from tracer.events import (
     F_BRIDGED,
     F_CT,
+    F_ENCAP,
     F_LOCAL,
     F_REPLY_DIR,
     IPS_DST_NAT,
@@ -31,10 +32,15 @@ from tracer.events import (
     Point,
     decode,
 )
-from tracer.model import VXLAN_IN, VXLAN_OUT, Hop, HopKind, Request, Status
+from tracer.model import VXLAN_IN, VXLAN_OUT, Hop, HopKind, Request, Resumed, Status
 
 IDLE_NS = 3_000_000_000  # a request with no event for this long is finished
 MAX_OPEN = 50_000  # open requests kept; the oldest is closed beyond this
+# Established TCP connections are remembered this long after they opened, and this many, so
+# that a drop in their middle (after an idle timeout: IPVS's is 900 s) names the request
+# that opened them. Past either bound a drop is still caught, without that name.
+PAST_NS = 3_600_000_000_000
+MAX_PAST = 16_384
 
 _PROTO = {6: "tcp", 17: "udp"}
 
@@ -57,6 +63,19 @@ class _Open:
     vxlan_in: Event | None = None
 
 
+@dataclass(slots=True)
+class _Past:
+    """An established TCP connection whose request is finished: what a request that starts
+    in its middle needs from it. Kept small: every connection that opens is one."""
+
+    id: int
+    opened_ns: int
+    client: Flow
+    backend_addr: str
+    mode: str
+    tuples: tuple[Flow, ...]  # its forward tuples in every netns
+
+
 class Correlator:
     """Feed decoded events in arrival order; get back the requests that completed."""
 
@@ -76,6 +95,9 @@ class Correlator:
         # Tuples of UDP requests closed in the last idle period, oldest first: their late
         # packets (a second query on the socket) start nothing when no conntrack says NEW.
         self._closed_udp: OrderedDict[Flow, int] = OrderedDict()
+        # Established connections by request id, oldest first, and by each tuple either way.
+        self._past: OrderedDict[int, _Past] = OrderedDict()
+        self._past_index: dict[Flow, _Past] = {}
 
     @property
     def open_requests(self) -> list[Request]:
@@ -150,6 +172,8 @@ class Correlator:
             if hit is not None:
                 o, reply = hit
             elif reply or not _starts_connection(e) or self._late_udp(e):
+                if point == _DROP and proto == 6:
+                    self._cut(e)
                 return None
             else:
                 o = self._new(e)
@@ -164,6 +188,53 @@ class Correlator:
         if reply:
             return self._reply(o, e)
         return self._forward(o, e)
+
+    def _cut(self, e: Event) -> None:
+        """A TCP packet dropped in the middle of a connection no open request holds: a
+        request of its own when the connection is a remembered one, or when nothing in that
+        netns holds the connection any more (NO_SOCKET: a balancer that forgot it)."""
+        if e.tcp_flags & TCP_SYN:
+            return
+        reason = self.drop_reason(e.aux)
+        past = self._past_index.get(e.pkt)
+        # A VXLAN packet of a known connection dropped on the underlay: its size is why.
+        encap = past is not None and e.flags & F_ENCAP and reason not in BENIGN_DROPS
+        if not encap and (reason not in CUT_DROPS or (past is None and reason != NO_SOCKET)):
+            return
+        req = Request(id=self._next_id, proto="tcp", client=e.pkt, start_ns=e.ts_ns,
+                      resumed=Resumed(0, 0))
+        self._next_id += 1
+        o = _Open(req=req, last_ts=e.ts_ns)
+        self._open[req.id] = o
+        if past is None:
+            self._register(o, 6, e.pkt)
+        else:
+            req.client, req.backend_addr, req.mode = past.client, past.backend_addr, past.mode
+            req.resumed = Resumed(past.id, past.opened_ns)
+            self._forget(past)
+            for t in past.tuples:
+                self._register(o, 6, t)
+        self._drop(o, e)
+
+    def _remember(self, o: _Open) -> None:
+        req = o.req
+        past = _Past(req.id, req.start_ns, req.client, req.backend_addr, req.mode,
+                     tuple(o.tuples))
+        self._past[req.id] = past
+        for t in past.tuples:
+            self._past_index[t] = self._past_index[t.reversed()] = past
+        while self._past:
+            oldest = next(iter(self._past.values()))
+            if len(self._past) <= MAX_PAST and req.start_ns - oldest.opened_ns < PAST_NS:
+                break
+            self._forget(oldest)
+
+    def _forget(self, past: _Past) -> None:
+        self._past.pop(past.id, None)
+        for t in past.tuples:
+            for key in (t, t.reversed()):
+                if self._past_index.get(key) is past:
+                    del self._past_index[key]
 
     def _late_udp(self, e: Event) -> bool:
         """A datagram, either way, of a UDP request closed lately (bcc gives no conntrack
@@ -283,6 +354,14 @@ class Correlator:
         reason = self.drop_reason(e.aux)
         if reason in BENIGN_DROPS:
             return
+        if e.flags & F_ENCAP:
+            detail = f"{reason}{VXLAN_SIZE}{e.ct_status} bytes"
+            # Each retransmission of a full-size packet dies the same way: one hop says it.
+            if not any(h.detail == detail and h.netns == e.netns for h in o.req.hops):
+                # before: the outer (underlay) tuple of the VXLAN packet that carried it.
+                o.req.hops.append(Hop(HopKind.DROP, e.ts_ns, e.netns, f"netns:{e.netns}",
+                                      e.ifindex, before=e.orig, detail=detail))
+            return
         o.req.hops.append(Hop(HopKind.DROP, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
                               detail=reason))
         o.flooded |= reason == FLOODED
@@ -338,7 +417,9 @@ class Correlator:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY
         req.hops += _vxlan_hops(o.vxlan_out, o.vxlan_in)
         req.hops.sort(key=_BY_TIME)
-        req.mode = _mode(req)
+        req.mode = req.mode or _mode(req)  # a resumed request has its connection's
+        if proto == 6 and req.status == Status.OK:
+            self._remember(o)
         if self._answers.join(req, o.last_ts):
             req.hops.sort(key=_BY_TIME)
         return req
@@ -422,7 +503,14 @@ def _proto_num(name: str) -> int:
     return 6 if name == "tcp" else 17
 
 
+# How a drop hop of a VXLAN packet words its size: "<reason>, a VXLAN packet of 1500 bytes".
+VXLAN_SIZE = ", a VXLAN packet of "
 # Frees that end a socket's life normally, not a packet lost on its way.
 BENIGN_DROPS = frozenset({"QUEUE_PURGE", "SOCKET_CLOSE"})
+# Nothing in the netns holds the packet's connection: delivered to a stack without a socket.
+NO_SOCKET = "NO_SOCKET"
+# Drops that cut a connection in its middle (the kernel frees many of its packets with no
+# reason given, NOT_SPECIFIED, and TCP drops its own duplicates: neither is a failure).
+CUT_DROPS = frozenset({NO_SOCKET, "NETFILTER_DROP"})
 # A frame for another MAC: how a bridge's flooded copy ends in the netns it was not for.
 FLOODED = "OTHERHOST"
