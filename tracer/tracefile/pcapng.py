@@ -253,7 +253,16 @@ class _Requests:
     connection by its tuples (both directions), for the packets that are not a hop."""
 
     steps: dict[tuple[int, int], _Step]
-    flows: dict[str, tuple[Request, bool]]  # "a:p > b:p" -> request, is the reply direction
+    # "a:p > b:p" -> (request, is the reply direction), oldest first: a connection has more
+    # than one request when a later one starts in its middle (Request.resumed).
+    flows: dict[str, list[tuple[Request, bool]]]
+
+    def owner(self, flow: str, ts_ns: int) -> tuple[Request, bool] | None:
+        """The request a packet of flow at ts_ns belongs to: the latest begun by then."""
+        found = self.flows.get(flow)
+        if not found:
+            return None
+        return next((o for o in reversed(found) if o[0].start_ns <= ts_ns), found[0])
 
 
 def _requests(trace: str | os.PathLike[str], names: Names | None) -> _Requests:
@@ -268,11 +277,13 @@ def _requests(trace: str | os.PathLike[str], names: Names | None) -> _Requests:
             requests += pipe.poll(0.0)
         requests += pipe.flush()
     out: dict[tuple[int, int], _Step] = {}
-    flows: dict[str, tuple[Request, bool]] = {}
-    for r in requests:
+    flows: dict[str, list[tuple[Request, bool]]] = {}
+    for r in sorted(requests, key=lambda r: r.start_ns):
         for f in (r.client, *(f for h in r.hops for f in (h.before, h.after) if f)):
-            flows.setdefault(f"{f.src} > {f.dst}", (r, False))
-            flows.setdefault(f"{f.dst} > {f.src}", (r, True))
+            for flow, back in ((f"{f.src} > {f.dst}", False), (f"{f.dst} > {f.src}", True)):
+                owners = flows.setdefault(flow, [])
+                if not any(o[0] is r for o in owners):
+                    owners.append((r, back))
         for h in r.hops:
             if h.kind is HopKind.VXLAN:
                 continue  # drawn between two events, not one of them
@@ -316,7 +327,7 @@ def _hop_comment(
         request = step.request
     else:
         # Not a hop (the path shows a packet's first sight): still its request's connection.
-        owner = found.flows.get(_tuple_str(pkt))
+        owner = found.owner(_tuple_str(pkt), ts)
         parts = ([f"req #{owner[0].id}", "reply direction" if owner[1] else "same connection"]
                  if owner else ["no request"])
         request = owner[0] if owner else None
