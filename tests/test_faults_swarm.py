@@ -119,14 +119,16 @@ def test_data_path_port_blocked(lab: swarm.SwarmLab) -> None:
                    for f in findings), text
         with traced("--port", "80", "--timeout", "25") as requests:
             swarm.traffic("dnsrr", 4)
-    # The client task on node1 asks for both vote tasks; the one on node2 is cut off.
+    # The client task on node1 asks for both vote tasks; the one on node2 is cut off, where
+    # node2's INPUT drops the VXLAN packets that carry it.
     crossing = [r for r in requests if r["client"].startswith(OVERLAY_PREFIX)
                 and r["status"] != "ok"]
     assert crossing, requests
     for r in crossing:
         v = r["verdict"]
-        assert (v["node"], v["hop"], v["cause"]) == ("node1", "vxlan", "vxlan-lost"), r
-        assert "on node2" in v["evidence"]
+        assert (v["node"], v["hop"], v["cause"]) == ("node2", "drop", "vxlan-lost"), r
+        assert "was dropped on node2 in node2 host: NETFILTER_DROP" in v["evidence"], v
+        assert "-A INPUT -p udp -m udp --dport 4789 -j DROP" in v["evidence"], v
 
 
 @pytest.mark.skipif(not ipvs_available(), reason="needs IPVS: tests/test_faults_vm.py runs it "

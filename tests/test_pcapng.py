@@ -243,7 +243,7 @@ def test_every_packet_of_a_failed_request_carries_its_verdict(tmp_path: Path) ->
 
 def test_packets_after_a_connection_failed_midway_carry_that_verdict(tmp_path: Path) -> None:
     """The underlay MTU fault's recording: the connection's request is ok, a later request
-    starts where its full-size packets die; every such dropped packet (18 retransmissions,
+    starts where its full-size packets die; every such dropped packet (17 retransmissions,
     one hop) carries the later request's verdict."""
     out = tmp_path / "mtu.pcapng"
     trace = FAULTS / "underlay_mtu_below_the_overlay.swt"
@@ -254,6 +254,6 @@ def test_packets_after_a_connection_failed_midway_carry_that_verdict(tmp_path: P
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     drops = [line.split("\t") for line in r.stdout.splitlines()]
-    assert len(drops) == 18
+    assert len(drops) == 17
     assert all(c[1].startswith("verdict: mtu in node2 host (drop): ") for c in drops), drops
-    assert len({c[0].split(" | ")[0] for c in drops}) == 1  # one request: "req #8"
+    assert len({c[0].split(" | ")[0] for c in drops}) == 1  # one request: "req #21"

@@ -35,8 +35,9 @@ def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | 
         return stale
     drop = next((h for h in req.hops if h.kind == HopKind.DROP), None)
     if drop is not None and req.status != Status.REFUSED:
+        reason = drop.detail.partition(VXLAN_SIZE)[0]
         rules = dropped_by(drop.netns, req.start_ns) \
-            if dropped_by is not None and drop.netns and drop.detail == "NETFILTER_DROP" else []
+            if dropped_by is not None and drop.netns and reason == "NETFILTER_DROP" else []
         return _drop(req, drop, names, conntrack, rules)
     if req.status == Status.REFUSED:
         return _refused(req)
@@ -161,7 +162,15 @@ def _refused(req: Request) -> Verdict:
 
 def _drop(req: Request, d: Hop, names: Names | None, conntrack: ConntrackUse | None,
           rules: list[str]) -> Verdict:
-    reason = d.detail
+    reason, _, size = d.detail.partition(VXLAN_SIZE)
+    if size:
+        by = f" by {'; '.join(rules)}" if rules else ""
+        return Verdict(d.node, d.where, "drop", "vxlan-lost",
+                       f"the VXLAN packet carrying it ({d.before}, {size}) was dropped on "
+                       f"{d.node or 'a node'} in {d.where}: {reason}{by}",
+                       f"VXLAN (udp/4789) between the nodes is blocked or lost in {d.where}: "
+                       "check the firewalls between the nodes (moby#33416, moby#25836); "
+                       + CHECK)
     ns = names.netns(d.netns, d.ts_ns) if names is not None and d.netns else None
     kind = ns.kind if ns is not None else _kind_from_name(d.where)
     before = [h for h in req.hops if h.netns == d.netns and h.where == d.where
