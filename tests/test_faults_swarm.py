@@ -127,7 +127,7 @@ def test_data_path_port_blocked(lab: swarm.SwarmLab) -> None:
     for r in crossing:
         v = r["verdict"]
         assert (v["node"], v["hop"], v["cause"]) == ("node2", "drop", "vxlan-lost"), r
-        assert "was dropped on node2 in node2 host: NETFILTER_DROP" in v["evidence"], v
+        assert "was dropped in node2 host: NETFILTER_DROP" in v["evidence"], v
         assert "-A INPUT -p udp -m udp --dport 4789 -j DROP" in v["evidence"], v
 
 

@@ -166,8 +166,8 @@ def _drop(req: Request, d: Hop, names: Names | None, conntrack: ConntrackUse | N
     if size:
         by = f" by {'; '.join(rules)}" if rules else ""
         return Verdict(d.node, d.where, "drop", "vxlan-lost",
-                       f"the VXLAN packet carrying it ({d.before}, {size}) was dropped on "
-                       f"{d.node or 'a node'} in {d.where}: {reason}{by}",
+                       f"the VXLAN packet carrying it ({d.before}, {size}) was dropped in "
+                       f"{d.where}: {reason}{by}",
                        f"VXLAN (udp/4789) between the nodes is blocked or lost in {d.where}: "
                        "check the firewalls between the nodes (moby#33416, moby#25836); "
                        + CHECK)
