@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -63,17 +64,22 @@ class _Open:
     vxlan_in: Event | None = None
 
 
-@dataclass(slots=True)
-class _Past:
+# A tuple as a plain tuple: Flow, a tuple subclass, stays tracked by the garbage collector
+# for life, and tens of thousands of remembered connections made its full collections cost
+# more than the tracing. Equal to the Flow it copies, and hashed alike.
+_Plain = tuple[str, int, str, int]
+
+
+class _Past(NamedTuple):
     """An established TCP connection whose request is finished: what a request that starts
     in its middle needs from it. Kept small: every connection that opens is one."""
 
     id: int
     opened_ns: int
-    client: Flow
+    client: _Plain
     backend_addr: str
     mode: str
-    tuples: tuple[Flow, ...]  # its forward tuples in every netns
+    tuples: tuple[_Plain, ...]  # its forward tuples in every netns
 
 
 class Correlator:
@@ -97,7 +103,7 @@ class Correlator:
         self._closed_udp: OrderedDict[Flow, int] = OrderedDict()
         # Established connections by request id, oldest first, and by each tuple either way.
         self._past: OrderedDict[int, _Past] = OrderedDict()
-        self._past_index: dict[Flow, _Past] = {}
+        self._past_index: dict[_Plain, int] = {}  # each forward tuple -> its id
 
     @property
     def open_requests(self) -> list[Request]:
@@ -196,7 +202,8 @@ class Correlator:
         if e.tcp_flags & TCP_SYN:
             return
         reason = self.drop_reason(e.aux)
-        past = self._past_index.get(e.pkt)
+        index = self._past_index
+        past = self._past.get(index.get(e.pkt) or index.get(e.pkt.reversed(), 0))
         # A VXLAN packet of a known connection dropped on the underlay: its size is why.
         encap = past is not None and e.flags & F_ENCAP and reason not in BENIGN_DROPS
         if not encap and (reason not in CUT_DROPS or (past is None and reason != NO_SOCKET)):
@@ -209,20 +216,22 @@ class Correlator:
         if past is None:
             self._register(o, 6, e.pkt)
         else:
-            req.client, req.backend_addr, req.mode = past.client, past.backend_addr, past.mode
+            req.client = Flow(*past.client)
+            req.backend_addr, req.mode = past.backend_addr, past.mode
             req.resumed = Resumed(past.id, past.opened_ns)
             self._forget(past)
             for t in past.tuples:
-                self._register(o, 6, t)
+                self._register(o, 6, Flow(*t))
         self._drop(o, e)
 
     def _remember(self, o: _Open) -> None:
         req = o.req
-        past = _Past(req.id, req.start_ns, req.client, req.backend_addr, req.mode,
-                     tuple(o.tuples))
+        # Plain copies (Flow -> tuple), forward only: a lookup tries both ways (rare).
+        tuples = cast(tuple[_Plain, ...], tuple(map(tuple, o.tuples)))
+        past = _Past(req.id, req.start_ns, cast(_Plain, tuple(req.client)), req.backend_addr,
+                     req.mode, tuples)
         self._past[req.id] = past
-        for t in past.tuples:
-            self._past_index[t] = self._past_index[t.reversed()] = past
+        self._past_index.update(dict.fromkeys(tuples, req.id))
         while self._past:
             oldest = next(iter(self._past.values()))
             if len(self._past) <= MAX_PAST and req.start_ns - oldest.opened_ns < PAST_NS:
@@ -231,10 +240,10 @@ class Correlator:
 
     def _forget(self, past: _Past) -> None:
         self._past.pop(past.id, None)
+        index = self._past_index
         for t in past.tuples:
-            for key in (t, t.reversed()):
-                if self._past_index.get(key) is past:
-                    del self._past_index[key]
+            if index.get(t) == past.id:
+                del index[t]
 
     def _late_udp(self, e: Event) -> bool:
         """A datagram, either way, of a UDP request closed lately (bcc gives no conntrack
