@@ -470,9 +470,11 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 }
 
 /* A VXLAN packet on the underlay (UDP to the data path port): the overlay crossing itself,
- * observed where it leaves one host and where it enters the other. Returns 0 if it was one. */
+ * observed where it leaves one host and where it enters the other, or where it was dropped
+ * (ST_DROP with reason: any packet of a watched connection, not only its first). Returns 0
+ * if it was one. */
 static __always_inline int vxlan_event(struct sk_buff *skb, const struct net_device *dev,
-				       __u8 point, int at_data)
+				       __u8 point, int at_data, __u32 reason)
 {
 	__u32 zero = 0;
 	struct st_config *c = bpf_map_lookup_elem(&st_config, &zero);
@@ -509,7 +511,7 @@ static __always_inline int vxlan_event(struct sk_buff *skb, const struct net_dev
 	if (parse_ip(inner, &p))
 		return 0;
 	__u32 cfg = c->flags;
-	if (!informative(&p, cfg))
+	if (point != ST_DROP && !informative(&p, cfg))
 		return 0;
 	if ((cfg & ST_CFG_FILTER) && !flow_known(&p.t, p.proto) && !selector_match(&p.t)) {
 		count(ST_CNT_FILTERED);
@@ -529,12 +531,18 @@ static __always_inline int vxlan_event(struct sk_buff *skb, const struct net_dev
 	e->point = point;
 	e->proto = p.proto;
 	e->tcp_flags = p.tcp_flags;
-	e->pkt.saddr = ip.saddr;
-	e->pkt.daddr = ip.daddr;
-	e->pkt.sport = ports[0];
-	e->pkt.dport = ports[1];
-	e->orig = p.t;
-	e->aux = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
+	struct st_tuple outer = {.saddr = ip.saddr, .daddr = ip.daddr,
+				 .sport = ports[0], .dport = ports[1]};
+	if (point == ST_DROP) {
+		e->flags = ST_F_ENCAP;
+		e->pkt = p.t;
+		e->orig = outer;
+		e->aux = reason;
+	} else {
+		e->pkt = outer;
+		e->orig = p.t;
+		e->aux = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
+	}
 	e->ct = bpf_ntohs(inner_id);
 	e->ct_status = bpf_ntohs(ip.tot_len);
 	submit(e);
@@ -544,7 +552,7 @@ static __always_inline int vxlan_event(struct sk_buff *skb, const struct net_dev
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(st_rx, struct sk_buff *skb)
 {
-	if (vxlan_event(skb, NULL, ST_VXLAN_IN, 1) == 0)
+	if (vxlan_event(skb, NULL, ST_VXLAN_IN, 1, 0) == 0)
 		return 0;
 	if (!(config_flags() & ST_CFG_DEVICES))
 		return 0;
@@ -555,7 +563,7 @@ int BPF_PROG(st_rx, struct sk_buff *skb)
 SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(st_tx, struct sk_buff *skb, struct net_device *dev)
 {
-	if (vxlan_event(skb, dev, ST_VXLAN_OUT, 0) == 0)
+	if (vxlan_event(skb, dev, ST_VXLAN_OUT, 0, 0) == 0)
 		return 0;
 	if (!(config_flags() & ST_CFG_DEVICES))
 		return 0;
@@ -565,5 +573,7 @@ int BPF_PROG(st_tx, struct sk_buff *skb, struct net_device *dev)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(st_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
+	if (vxlan_event(skb, NULL, ST_DROP, 0, reason) == 0)
+		return 0;
 	return dev_event(skb, NULL, ST_DROP, reason, 0);
 }

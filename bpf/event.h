@@ -4,7 +4,7 @@
 #ifndef SWARMTRACE_EVENT_H
 #define SWARMTRACE_EVENT_H
 
-#define ST_EVENT_VERSION 2
+#define ST_EVENT_VERSION 3
 
 /* Where an event was taken. Netfilter points are 1 + NF_INET_* hook number. */
 enum st_point {
@@ -29,7 +29,10 @@ enum st_point {
  * dport 4789), orig = the inner (overlay) tuple, proto and tcp_flags = the inner packet's,
  * aux = VNI, ct = the inner IP id (the same packet seen leaving one host and entering the
  * other has the same outer addresses, VNI, inner tuple and id), ct_status = outer IP length.
- * Version 1 records have the same layout without these two points. */
+ * Version 1 records have the same layout without these two points.
+ * ST_DROP of a VXLAN packet on the underlay (version 3, flag ST_F_ENCAP): pkt = the inner
+ * tuple (the connection it carried), orig = the outer tuple, ct_status = outer IP length,
+ * ct = the inner IP id, aux = the drop reason as for every drop. */
 
 /* ST_DNS events reuse the tuple fields: pkt = the answer's flow, orig.saddr = the address,
  * and the 20 bytes from orig.daddr to the end hold the start of the query name (DNS wire
@@ -42,6 +45,7 @@ enum st_point {
 #define ST_F_REPLY_DIR 0x02 /* packet travels in the conntrack reply direction */
 #define ST_F_BRIDGED 0x04   /* netfilter hook ran with a bridge as input device (br_netfilter) */
 #define ST_F_LOCAL 0x08     /* sent by a socket of this netns (not forwarded through it) */
+#define ST_F_ENCAP 0x10     /* ST_DROP of a VXLAN packet: pkt is its inner tuple, see above */
 
 struct st_tuple {
 	__u32 saddr;  /* network byte order */

@@ -7,6 +7,10 @@ the lab if a test left it broken."""
 from __future__ import annotations
 
 import os
+import re
+import socket
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +18,11 @@ import pytest
 from faults import check, injected, run, traced
 
 from tracer import lab as lab_mod
+from tracer import slowdown
+from tracer.enrich.nsenter import entered
 from tracer.lab import servers
 from tracer.lab.balancer import MESH_LB, has_ipvs
-from tracer.lab.topology import BACKENDS
+from tracer.lab.topology import BACKENDS, CLIENT, NETNS_DIR, NODE_ADDR, PUBLISHED_PORT
 
 pytestmark = [
     pytest.mark.root,
@@ -186,3 +192,56 @@ def test_stale_ipvs_real_server(lab: lab_mod.LabInfo) -> None:
                              for r in requests]
     v = stale[0]["verdict"]
     assert (v["netns"], v["hop"]) == ("ingress_sbox", "lb") and STALE in v["evidence"]
+
+
+def _ipvs_timeouts() -> list[str]:
+    out = subprocess.run(_in(SBOX, "ipvsadm", "-L", "--timeout"), capture_output=True,
+                         text=True, check=True).stdout
+    m = re.search(r"\(tcp tcpfin udp\): (\d+) (\d+) (\d+)", out)
+    assert m, out
+    return list(m.groups())
+
+
+def _ipvs_entry(client: str) -> bool:
+    """Whether ingress_sbox's IPVS still holds a connection from client (ip:port)."""
+    out = subprocess.run(_in(SBOX, "ipvsadm", "-L", "-n", "-c"), capture_output=True,
+                         text=True, check=True).stdout
+    return any(line.split()[3:4] == [client] for line in out.splitlines())
+
+
+@pytest.mark.skipif(not has_ipvs(), reason="needs IPVS: tests/test_faults_vm.py runs it in the "
+                    "stock-kernel VM lab")
+def test_ipvs_idle_timeout_cuts_an_idle_connection(lab: lab_mod.LabInfo) -> None:
+    """(h) IPVS forgets a connection idle longer than its tcp timeout (900 s by default, 2 s
+    here); the connection's next packet reaches ingress_sbox's own stack, which resets it."""
+    before = _ipvs_timeouts()
+    ipvsadm = _in(SBOX, "ipvsadm", "--set")
+    with injected(([*ipvsadm, "2", *before[1:]],), ([*ipvsadm, *before],)):
+        rc, findings, text = check(LAB)
+        assert rc == 1
+        assert any(f["sandbox"] == "ingress_sbox" and f["what"] == "IPVS tcp idle timeout"
+                   and f["actual"].startswith("2 s") and "moby#31208" in f["issue"]
+                   for f in findings), text
+        with traced("--port", str(PUBLISHED_PORT), "--count", "2", "--timeout", "120") \
+                as requests:
+            with entered(NETNS_DIR / CLIENT):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            with sock:
+                sock.settimeout(slowdown.scaled(10.0))
+                sock.connect((NODE_ADDR, PUBLISHED_PORT))
+                client = "{}:{}".format(*sock.getsockname())
+                # Idle until IPVS forgot it (readiness: its connection table, not a clock).
+                deadline = time.monotonic() + slowdown.scaled(60.0)
+                while _ipvs_entry(client):
+                    assert time.monotonic() < deadline, f"IPVS kept {client} for 60 s"
+                    time.sleep(0.5)
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                with pytest.raises(ConnectionResetError):
+                    sock.recv(4096)
+    assert check(LAB)[:2] == (0, [])
+    opened, cut = sorted((r for r in requests if r["client"] == client),
+                         key=lambda r: r["start_ns"])
+    assert opened["status"] == "ok", opened
+    v = cut["verdict"]
+    assert (v["netns"], v["cause"]) == ("ingress_sbox", "idle-timeout"), cut
+    assert "moby#31208" in v["hint"] and "keepalive" in v["hint"], v

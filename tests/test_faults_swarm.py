@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 
 import docker
 import pytest
@@ -19,7 +19,7 @@ from tracer.enrich.ipvs import ipvs_available
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD
 from tracer.lab.swarm.layout import VETH
-from tracer.lab.swarm.services import NETWORK
+from tracer.lab.swarm.services import NETWORK, client_container
 
 pytestmark = [
     pytest.mark.docker,
@@ -32,6 +32,7 @@ NODE2_NETNS = "stlab-node2"
 OVERLAY_PREFIX = "10.0.1."  # overlay1's addresses: the lab's own requests, not the machine's
 MAX_TRIES = 20
 STALE = "10.0.0.99"  # on the ingress network, and no task's
+BIG, PAGE = 30_000, "/www/big"
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,64 @@ def test_healthy_swarm_check_prints_nothing_wrong(lab: swarm.SwarmLab) -> None:
     assert "2 node(s)" in text and "nothing wrong" in text
 
 
+@contextmanager
+def big_page(lab: swarm.SwarmLab) -> Iterator[str]:
+    """A 30 kB page on node2's vote task (its responses take full-size packets); yields the
+    task's overlay address."""
+    n2 = docker.DockerClient(base_url=lab.nodes[1].socket, timeout=60)
+    try:
+        task = n2.containers.list(filters={"label": "com.docker.swarm.service.name=vote"})[0]
+        code, out = task.exec_run(["sh", "-c", f"head -c {BIG} /dev/zero | tr '\\0' a > {PAGE}"])
+        assert code == 0, out
+        try:
+            yield task.attrs["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+        finally:
+            task.exec_run(["rm", "-f", PAGE])
+    finally:
+        n2.close()
+
+
+def _fetch(lab: swarm.SwarmLab, url: str) -> int:
+    """Bytes the client task (node1) got for url within 5 s."""
+    clients = lab.clients()
+    try:
+        client = client_container(clients)
+        code, out = client.exec_run(["timeout", "5", "wget", "-qO-", url])
+        return len(out) if code == 0 else -1
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+def _gso_max_segs() -> str:
+    out = subprocess.run(["ip", "-d", "-n", NODE2_NETNS, "link", "show", VETH[1]],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split("gso_max_segs ")[1].split()[0]
+
+
 def test_underlay_mtu_below_the_overlay(lab: swarm.SwarmLab) -> None:
-    with injected((["ip", "link", "set", VETH[0], "mtu", "1400"],),
-                  (["ip", "link", "set", VETH[0], "mtu", "1500"],)):
+    """(d) node1's end of the underlay takes 1400 bytes, the overlay sends 1450 + 50: small
+    requests pass, a large response dies. node2's end segments in software (gso_max_segs 1),
+    as a NIC would before the wire: a veth would hand a GSO packet over whole, MTU or not."""
+    segs = _gso_max_segs()
+    node2 = ["ip", "-n", NODE2_NETNS, "link", "set", VETH[1], "gso_max_segs"]
+    with injected((["ip", "link", "set", VETH[0], "mtu", "1400"], [*node2, "1"]),
+                  (["ip", "link", "set", VETH[0], "mtu", "1500"], [*node2, segs])):
         rc, findings, text = check(DOCKER)
-    assert rc == 1
-    mtu = [f for f in findings if f["what"] == f"MTU of {NETWORK}"]
-    assert mtu and mtu[0]["node"] == "node1" and mtu[0]["actual"].startswith("1450"), text
+        assert rc == 1
+        mtu = [f for f in findings if f["what"] == f"MTU of {NETWORK}"]
+        assert mtu and mtu[0]["node"] == "node1" and mtu[0]["actual"].startswith("1450"), text
+        with big_page(lab) as task, traced("--port", "80", "--timeout", "30") as requests:
+            small, big = _fetch(lab, f"http://{task}/"), _fetch(lab, f"http://{task}/big")
+    assert small > 0 and big == -1, (small, big)
+    cut = [r for r in requests if r.get("verdict", {}).get("cause") == "mtu"]
+    assert len(cut) == 1, [(r["status"], r.get("verdict")) for r in requests]
+    v = cut[0]["verdict"]
+    assert v["hop"] == "drop" and "a VXLAN packet of 1500 bytes" in v["evidence"], v
+    assert "libnetwork#2661" in v["hint"] and "com.docker.network.driver.mtu" in v["hint"], v
+    assert cut[0]["resumed"]["opened_by"] is not None
+    assert all(r["status"] == "ok" for r in requests if r is not cut[0]
+               and r["entry"].startswith(task)), requests
     after = check(DOCKER)
     assert after[:2] == (0, []), after[2]
 
@@ -67,14 +119,16 @@ def test_data_path_port_blocked(lab: swarm.SwarmLab) -> None:
                    for f in findings), text
         with traced("--port", "80", "--timeout", "25") as requests:
             swarm.traffic("dnsrr", 4)
-    # The client task on node1 asks for both vote tasks; the one on node2 is cut off.
+    # The client task on node1 asks for both vote tasks; the one on node2 is cut off, where
+    # node2's INPUT drops the VXLAN packets that carry it.
     crossing = [r for r in requests if r["client"].startswith(OVERLAY_PREFIX)
                 and r["status"] != "ok"]
     assert crossing, requests
     for r in crossing:
         v = r["verdict"]
-        assert (v["node"], v["hop"], v["cause"]) == ("node1", "vxlan", "vxlan-lost"), r
-        assert "on node2" in v["evidence"]
+        assert (v["node"], v["hop"], v["cause"]) == ("node2", "drop", "vxlan-lost"), r
+        assert "was dropped in node2 host: NETFILTER_DROP" in v["evidence"], v
+        assert "-A INPUT -p udp -m udp --dport 4789 -j DROP" in v["evidence"], v
 
 
 @pytest.mark.skipif(not ipvs_available(), reason="needs IPVS: tests/test_faults_vm.py runs it "

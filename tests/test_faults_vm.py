@@ -8,11 +8,13 @@ from vm_fixtures import GuestRunner, vm_guest_fixture  # noqa: F401
 pytestmark = pytest.mark.vm
 
 
-def test_stale_real_server_in_the_vm(vm_guest: GuestRunner) -> None:
+def test_ipvs_faults_in_the_vm(vm_guest: GuestRunner) -> None:
+    """The netns lab on IPVS: healthy, (a) a stale real server, (h) the idle timeout."""
     rc, out = vm_guest.run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            "tests/test_faults_lab.py", "-k", "healthy or stale"], timeout=900)
+                            "tests/test_faults_lab.py", "-k", "healthy or stale or idle"],
+                           timeout=900)
     assert rc == 0, out[-4000:]
-    assert "2 passed" in out, out[-2000:]
+    assert "3 passed" in out, out[-2000:]
 
 
 def test_docker_ipvs_state_in_the_vm(vm_guest: GuestRunner) -> None:

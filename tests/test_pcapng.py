@@ -207,3 +207,53 @@ def test_dns_answer_is_bounded() -> None:
     msg = dns_answer("x" * 70_000, ["10.0.0.1"] * 100_000, 1 << 40)
     assert len(msg) < 8192
     assert synth_packet(17, b"\x7f\0\0\x0b", b"\x7f\0\0\x01", b"\0\x35", b"\x12\x34", 0, 1, msg)
+
+
+FAULTS = Path(__file__).parent / "fixtures" / "faults"
+
+
+def test_ok_requests_carry_no_verdict(exported: list[dict[str, str]]) -> None:
+    assert not [r for r in exported if "verdict:" in r["frame.comment"]]
+
+
+def test_every_packet_of_a_failed_request_carries_its_verdict(tmp_path: Path) -> None:
+    """The fault test's recording of FORWARD policy DROP: each of its packets has a second
+    opt_comment with the verdict that `replay` prints."""
+    out = tmp_path / "forward-drop.pcapng"
+    trace = FAULTS / "forward-policy-drop.swt"
+    written = write_pcapng(trace, out, trace_names(trace))
+    r = subprocess.run(
+        [TSHARK, "-r", str(out), "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=\t",
+         "-e", "frame.comment"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    packets = [line.split("\t") for line in r.stdout.splitlines()]
+    assert len(packets) == written
+    for comments in packets:
+        assert len(comments) == 2, comments
+        hop, verdict = comments
+        assert hop.startswith("req #"), comments
+        assert verdict.startswith("verdict: forward-drop in host (drop): dropped in host "
+                                  "after DNAT to 172.18.0.2:8080: NETFILTER_DROP"), comments
+    shown = subprocess.run([TSHARK, "-r", str(out), "-Y", 'frame.comment contains "verdict: '
+                            'forward-drop"'], capture_output=True, text=True, timeout=60,
+                           check=True).stdout
+    assert len(shown.splitlines()) == written
+
+
+def test_packets_after_a_connection_failed_midway_carry_that_verdict(tmp_path: Path) -> None:
+    """The underlay MTU fault's recording: the connection's request is ok, a later request
+    starts where its full-size packets die; every such dropped packet (17 retransmissions,
+    one hop) carries the later request's verdict."""
+    out = tmp_path / "mtu.pcapng"
+    trace = FAULTS / "underlay_mtu_below_the_overlay.swt"
+    write_pcapng(trace, out, trace_names(trace))
+    r = subprocess.run(
+        [TSHARK, "-r", str(out), "-Y", 'frame.comment contains "drop reason NOT_SPECIFIED"',
+         "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=\t", "-e", "frame.comment"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    drops = [line.split("\t") for line in r.stdout.splitlines()]
+    assert len(drops) == 17
+    assert all(c[1].startswith("verdict: mtu in node2 host (drop): ") for c in drops), drops
+    assert len({c[0].split(" | ")[0] for c in drops}) == 1  # one request: "req #21"

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from tracer.dns_join import DnsAnswers
 from tracer.events import (
     F_BRIDGED,
     F_CT,
+    F_ENCAP,
     F_LOCAL,
     F_REPLY_DIR,
     IPS_DST_NAT,
@@ -31,10 +33,15 @@ from tracer.events import (
     Point,
     decode,
 )
-from tracer.model import VXLAN_IN, VXLAN_OUT, Hop, HopKind, Request, Status
+from tracer.model import VXLAN_IN, VXLAN_OUT, Hop, HopKind, Request, Resumed, Status
 
 IDLE_NS = 3_000_000_000  # a request with no event for this long is finished
 MAX_OPEN = 50_000  # open requests kept; the oldest is closed beyond this
+# Established TCP connections are remembered this long after they opened, and this many, so
+# that a drop in their middle (after an idle timeout: IPVS's is 900 s) names the request
+# that opened them. Past either bound a drop is still caught, without that name.
+PAST_NS = 3_600_000_000_000
+MAX_PAST = 16_384
 
 _PROTO = {6: "tcp", 17: "udp"}
 
@@ -59,6 +66,24 @@ class _Open:
     vxlan_in: Event | None = None
 
 
+# A tuple as a plain tuple: Flow, a tuple subclass, stays tracked by the garbage collector
+# for life, and tens of thousands of remembered connections made its full collections cost
+# more than the tracing. Equal to the Flow it copies, and hashed alike.
+_Plain = tuple[str, int, str, int]
+
+
+class _Past(NamedTuple):
+    """An established TCP connection whose request is finished: what a request that starts
+    in its middle needs from it. Kept small: every connection that opens is one."""
+
+    id: int
+    opened_ns: int
+    client: _Plain
+    backend_addr: str
+    mode: str
+    tuples: tuple[_Plain, ...]  # its forward tuples in every netns
+
+
 class Correlator:
     """Feed decoded events in arrival order; get back the requests that completed."""
 
@@ -79,6 +104,9 @@ class Correlator:
         # Tuples of UDP requests closed in the last idle period, oldest first: their late
         # packets (a second query on the socket) start nothing when no conntrack says NEW.
         self._closed_udp: OrderedDict[Flow, int] = OrderedDict()
+        # Established connections by request id, oldest first, and by each tuple either way.
+        self._past: OrderedDict[int, _Past] = OrderedDict()
+        self._past_index: dict[_Plain, int] = {}  # each forward tuple -> its id
 
     @property
     def open_requests(self) -> list[Request]:
@@ -153,6 +181,8 @@ class Correlator:
                 o, reply = hit
             elif reply or not _starts_connection(point, proto, tcp_flags, flags, ctinfo, pkt) \
                     or self._late_udp(e):
+                if point == _DROP and proto == 6:
+                    self._cut(e)
                 return None
             else:
                 o = self._new(e, index)
@@ -167,6 +197,56 @@ class Correlator:
         if reply:
             return self._reply(o, netns, ts, tcp_flags)
         return self._forward(o, e, index)
+
+    def _cut(self, e: Event) -> None:
+        """A TCP packet dropped in the middle of a connection no open request holds: a
+        request of its own when the connection is a remembered one, or when nothing in that
+        netns holds the connection any more (NO_SOCKET: a balancer that forgot it)."""
+        if e.tcp_flags & TCP_SYN:
+            return
+        reason = self.drop_reason(e.aux)
+        index = self._past_index
+        past = self._past.get(index.get(e.pkt) or index.get(e.pkt.reversed(), 0))
+        # A VXLAN packet of a known connection dropped on the underlay: its size is why.
+        encap = past is not None and e.flags & F_ENCAP and reason not in BENIGN_DROPS
+        if not encap and (reason not in CUT_DROPS or (past is None and reason != NO_SOCKET)):
+            return
+        req = Request(id=self._next_id, proto="tcp", client=e.pkt, start_ns=e.ts_ns,
+                      resumed=Resumed(0, 0))
+        self._next_id += 1
+        o = _Open(req=req, last_ts=e.ts_ns)
+        self._open[req.id] = o
+        if past is None:
+            self._register(o, self._index[6], e.pkt)
+        else:
+            req.client = Flow(*past.client)
+            req.backend_addr, req.mode = past.backend_addr, past.mode
+            req.resumed = Resumed(past.id, past.opened_ns)
+            self._forget(past)
+            for t in past.tuples:
+                self._register(o, self._index[6], Flow(*t))
+        self._drop(o, e)
+
+    def _remember(self, o: _Open) -> None:
+        req = o.req
+        # Plain copies (Flow -> tuple), forward only: a lookup tries both ways (rare).
+        tuples = cast(tuple[_Plain, ...], tuple(map(tuple, o.tuples)))
+        past = _Past(req.id, req.start_ns, cast(_Plain, tuple(req.client)), req.backend_addr,
+                     req.mode, tuples)
+        self._past[req.id] = past
+        self._past_index.update(dict.fromkeys(tuples, req.id))
+        while self._past:
+            oldest = next(iter(self._past.values()))
+            if len(self._past) <= MAX_PAST and req.start_ns - oldest.opened_ns < PAST_NS:
+                break
+            self._forget(oldest)
+
+    def _forget(self, past: _Past) -> None:
+        self._past.pop(past.id, None)
+        index = self._past_index
+        for t in past.tuples:
+            if index.get(t) == past.id:
+                del index[t]
 
     def _late_udp(self, e: Event) -> bool:
         """A datagram, either way, of a UDP request closed lately (bcc gives no conntrack
@@ -293,6 +373,14 @@ class Correlator:
         reason = self.drop_reason(e.aux)
         if reason in BENIGN_DROPS:
             return
+        if e.flags & F_ENCAP:
+            detail = f"{reason}{VXLAN_SIZE}{e.ct_status} bytes"
+            # Each retransmission of a full-size packet dies the same way: one hop says it.
+            if not any(h.detail == detail and h.netns == e.netns for h in o.req.hops):
+                # before: the outer (underlay) tuple of the VXLAN packet that carried it.
+                o.req.hops.append(Hop(HopKind.DROP, e.ts_ns, e.netns, f"netns:{e.netns}",
+                                      e.ifindex, before=e.orig, detail=detail))
+            return
         o.req.hops.append(Hop(HopKind.DROP, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
                               detail=reason))
         o.flooded |= reason == FLOODED
@@ -354,7 +442,9 @@ class Correlator:
         if o.vxlan_out is not None or o.vxlan_in is not None:
             req.hops += _vxlan_hops(o.vxlan_out, o.vxlan_in)
         req.hops.sort(key=_BY_TIME)
-        req.mode = _mode(req)
+        req.mode = req.mode or _mode(req)  # a resumed request has its connection's
+        if proto == 6 and req.status == Status.OK:
+            self._remember(o)
         if self._answers.join(req, o.last_ts):
             req.hops.sort(key=_BY_TIME)
         return req
@@ -435,7 +525,14 @@ def _forget_flood_copies(o: _Open) -> None:
             o.fwd_pkt.pop(netns, None)
 
 
+# How a drop hop of a VXLAN packet words its size: "<reason>, a VXLAN packet of 1500 bytes".
+VXLAN_SIZE = ", a VXLAN packet of "
 # Frees that end a socket's life normally, not a packet lost on its way.
 BENIGN_DROPS = frozenset({"QUEUE_PURGE", "SOCKET_CLOSE"})
+# Nothing in the netns holds the packet's connection: delivered to a stack without a socket.
+NO_SOCKET = "NO_SOCKET"
+# Drops that cut a connection in its middle (the kernel frees many of its packets with no
+# reason given, NOT_SPECIFIED, and TCP drops its own duplicates: neither is a failure).
+CUT_DROPS = frozenset({NO_SOCKET, "NETFILTER_DROP"})
 # A frame for another MAC: how a bridge's flooded copy ends in the netns it was not for.
 FLOODED = "OTHERHOST"

@@ -11,9 +11,10 @@ from typing import NamedTuple
 import numpy as np
 
 # Must equal ST_EVENT_VERSION in bpf/event.h (checked by tests/test_event_layout.py).
-EVENT_VERSION = 2
-# Older layouts this version still decodes (same record; version 2 added the VXLAN points).
-READABLE_EVENT_VERSIONS = (1, 2)
+EVENT_VERSION = 3
+# Older layouts this version still decodes (same record; version 2 added the VXLAN points,
+# version 3 drops of VXLAN packets, F_ENCAP).
+READABLE_EVENT_VERSIONS = (1, 2, 3)
 
 
 class Point(enum.IntEnum):
@@ -63,6 +64,7 @@ F_CT = 0x01
 F_REPLY_DIR = 0x02
 F_BRIDGED = 0x04
 F_LOCAL = 0x08
+F_ENCAP = 0x10  # a DROP of a VXLAN packet: pkt = its inner tuple, orig = the outer one
 
 # conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h)
 IPS_SRC_NAT = 0x10
@@ -273,9 +275,11 @@ def decode(records: np.ndarray) -> list[Event]:
     origs: list[Flow | None] = origs_  # type: ignore[assignment]
     replies: list[Flow | None] = replies_  # type: ignore[assignment]
     # orig and reply are None where the event had no conntrack entry.
-    # VXLAN events carry the inner tuple in orig without a conntrack entry.
+    # VXLAN events carry the inner tuple in orig without a conntrack entry, a dropped VXLAN
+    # packet the outer one.
     raw = records["point"]
-    no_ct = ((records["flags"] & F_CT) == 0) & (raw != Point.VXLAN_OUT) & (raw != Point.VXLAN_IN)
+    no_ct = ((records["flags"] & (F_CT | F_ENCAP)) == 0) & (raw != Point.VXLAN_OUT) & \
+        (raw != Point.VXLAN_IN)
     for i in np.flatnonzero(no_ct).tolist():
         origs[i] = replies[i] = None
     out = list(map(_event_of, zip(*cols, pkts, origs, replies, strict=True)))

@@ -90,6 +90,19 @@ class Verdict:
                 "evidence": self.evidence, "hint": self.hint}
 
 
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A request that starts in the middle of a TCP connection: a packet of it was dropped
+    after the request that opened it had finished (or before the trace began)."""
+
+    opened_by: int  # the id of the request that opened the connection; 0: before the trace
+    opened_ns: int  # when that request started; 0 when unknown
+
+    def to_json(self, start_ns: int) -> dict[str, Any]:
+        age = round((start_ns - self.opened_ns) / 1e6, 3) if self.opened_ns else None
+        return {"opened_by": self.opened_by or None, "age_ms": age}
+
+
 @dataclass(slots=True)
 class Request:
     """One client connection through the mesh: its path, the backend chosen, its fate."""
@@ -111,6 +124,7 @@ class Request:
     # hops are missing" (tracing through agents only).
     missing: list[str] = field(default_factory=list)
     verdict: Verdict | None = None  # set for every finished request that is not ok
+    resumed: Resumed | None = None  # set when it starts in the middle of a connection
 
     @property
     def reply_ms(self) -> float | None:
@@ -144,5 +158,7 @@ class Request:
             out["missing"] = list(self.missing)
         if self.verdict is not None:
             out["verdict"] = self.verdict.to_json()
+        if self.resumed is not None:
+            out["resumed"] = self.resumed.to_json(self.start_ns)
         return out
 

@@ -7,6 +7,7 @@ iptables tools under nsenter; a netns that is gone reads as None/empty, never as
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import struct
 import subprocess
@@ -57,6 +58,31 @@ def iptables_save(netns: Path, table: str) -> dict[str, str]:
         if res.returncode == 0 and "\nCOMMIT" in res.stdout:
             out[flavour] = res.stdout
     return out
+
+
+@dataclass(frozen=True)
+class IpvsTimeouts:
+    """IPVS's idle timeouts in one netns, in seconds: an established TCP connection, one
+    closing (FIN), a UDP flow. A connection idle longer loses its entry."""
+
+    tcp: int
+    tcpfin: int
+    udp: int
+
+
+_IPVS_TIMEOUTS = re.compile(r"Timeout \(tcp tcpfin udp\): (\d+) (\d+) (\d+)")
+
+
+def ipvs_timeouts(netns: Path) -> IpvsTimeouts | None:
+    """`ipvsadm -L --timeout` inside netns; None without IPVS there or without ipvsadm."""
+    try:
+        res = subprocess.run(["nsenter", f"--net={netns}", "ipvsadm", "-L", "--timeout"],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.debug("ipvsadm -L --timeout in %s: %s", netns, err)
+        return None
+    m = _IPVS_TIMEOUTS.search(res.stdout)
+    return IpvsTimeouts(*map(int, m.groups())) if res.returncode == 0 and m else None
 
 
 def _legacy_tables(netns: Path) -> set[str]:

@@ -29,7 +29,10 @@ ISSUES = {
     "mtu": "libnetwork#2661, moby#41775",
     "overlay-peer": "moby#29417, moby#33416",
     "data-path": "moby#33416, moby#25836",
+    "idle-timeout": "moby#31208, moby#37822",
 }
+# The kernel's IPVS timeout for an idle established TCP connection; Docker keeps it.
+IPVS_TCP_TIMEOUT_S = 900
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,22 @@ def _ipvs(intent: plan.Intent, sbx: plan.Sandbox) -> Checked:
     tables = {t.fwmark: t for t in read_ipvs(sbx.path) if t.fwmark}
     for b in sbx.balancers:
         yield from _balancer(intent, sbx, b, tables.get(b.fwmark))
+    yield from _idle_timeout(sbx)
+
+
+def _idle_timeout(sbx: plan.Sandbox) -> Checked:
+    """An IPVS tcp timeout below the kernel's cuts connections idle for less: their next
+    packet meets no entry and gets a RST (moby#31208)."""
+    have = kernel_state.ipvs_timeouts(sbx.path)
+    if have is None or have.tcp >= IPVS_TCP_TIMEOUT_S:
+        yield None
+        return
+    yield Finding(sbx.node, sbx.name, "IPVS tcp idle timeout",
+                  f">= {IPVS_TCP_TIMEOUT_S} s (the kernel's default), with clients' TCP "
+                  "keepalive below it", f"{have.tcp} s: a connection idle longer loses its "
+                  "IPVS entry and its next packet is reset",
+                  _in(sbx.path, f"ipvsadm --set {IPVS_TCP_TIMEOUT_S} {have.tcpfin} {have.udp}"),
+                  ISSUES["idle-timeout"])
 
 
 def _balancer(intent: plan.Intent, sbx: plan.Sandbox, b: plan.Balancer,

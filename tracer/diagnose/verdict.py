@@ -7,12 +7,17 @@ skb_drop_reason names as the probes reported them."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
+from tracer.correlate import VXLAN_SIZE
 from tracer.diagnose.conntrack import ConntrackUse
 from tracer.enrich.names import Names
 from tracer.model import Hop, HopKind, Request, Status, Verdict
 
 CHECK = "run `swarmtrace check`"
+# A dropped VXLAN packet this large, of a connection whose handshake crossed, is one the
+# underlay's MTU refused (an underlay below 1280 bytes carries no IPv6 either).
+MTU_SUSPECT = 1280
 # (netns inode, request start) -> the netfilter rules that dropped packets there since then
 DroppedBy = Callable[[int, int], list[str]]
 
@@ -22,13 +27,17 @@ def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | 
     """The verdict on req, None if it is ok (or still open)."""
     if req.status in (Status.OK, Status.OPEN):
         return None
+    cut = next((h for h in req.hops if h.kind == HopKind.DROP), None)
+    if req.resumed is not None and cut is not None:
+        return _cut(req, cut, names, conntrack)
     stale = _stale_pick(req, names)
     if stale is not None:
         return stale
     drop = next((h for h in req.hops if h.kind == HopKind.DROP), None)
     if drop is not None and req.status != Status.REFUSED:
+        reason = drop.detail.partition(VXLAN_SIZE)[0]
         rules = dropped_by(drop.netns, req.start_ns) \
-            if dropped_by is not None and drop.netns and drop.detail == "NETFILTER_DROP" else []
+            if dropped_by is not None and drop.netns and reason == "NETFILTER_DROP" else []
         return _drop(req, drop, names, conntrack, rules)
     if req.status == Status.REFUSED:
         return _refused(req)
@@ -98,6 +107,48 @@ def _lost_between_nodes(req: Request, last: Hop | None, names: Names | None) -> 
                    "check the firewalls between the nodes (moby#33416, moby#25836); " + CHECK)
 
 
+def _cut(req: Request, d: Hop, names: Names | None, conntrack: ConntrackUse | None
+         ) -> Verdict:
+    """A packet dropped in the middle of a connection: where nothing held it any more."""
+    assert req.resumed is not None
+    r = req.resumed
+    age = (req.start_ns - r.opened_ns) / 1e9
+    ago = f"{age:.1f} s" if age >= 1 else f"{age * 1e3:.1f} ms"
+    opened = f"opened {ago} earlier by request #{r.opened_by}" if r.opened_by \
+        else "opened before the trace began"
+    reset = "; a RST went back to the client" if req.status == Status.REFUSED else ""
+    ns = names.netns(d.netns, d.ts_ns) if names is not None and d.netns else None
+    kind = ns.kind if ns is not None else _kind_from_name(d.where)
+    evidence = f"a packet in the middle of {req.client} ({opened}) was dropped in {d.where}: " \
+        f"{d.detail}{reset}"
+    if kind in ("ingress_sbox", "lb") and d.detail in ("NO_SOCKET", "NETFILTER_DROP"):
+        return Verdict(d.node, d.where, "drop", "idle-timeout",
+                       evidence + f"; {d.where} no longer balances it (no IPVS entry): its own "
+                       "stack got the packet",
+                       f"IPVS forgot the idle connection: its tcp timeout (`ipvsadm -L "
+                       f"--timeout` in {d.where}; 900 s by default) is shorter than the "
+                       "connection's silence: keep TCP keepalive below it in clients and tasks "
+                       "(net.ipv4.tcp_keepalive_time, or the driver's keepalive option) "
+                       "(moby#31208, moby#37822); " + CHECK)
+    reason, _, size = d.detail.partition(VXLAN_SIZE)
+    if size and int(size.split()[0]) >= MTU_SUSPECT:
+        outer = f" ({d.before})" if d.before is not None else ""
+        return Verdict(d.node, d.where, "drop", "mtu",
+                       evidence + f"{outer}: its handshake crossed the underlay, its "
+                       "full-size packets do not",
+                       "the underlay's MTU is below the overlay's + 50 bytes of VXLAN: small "
+                       "requests pass, large responses die between the nodes; set the "
+                       "overlay's MTU 50 below the underlay's (docker network create --opt "
+                       "com.docker.network.driver.mtu=N) or raise the underlay's "
+                       "(libnetwork#2661, moby#41775); " + CHECK)
+    if reason == "NO_SOCKET":
+        return Verdict(d.node, d.where, "drop", "connection-lost", evidence,
+                       f"nothing in {d.where} holds this connection any more: the task "
+                       "restarted or closed it; the client must reconnect")
+    v = _drop(req, d, names, conntrack, [])
+    return replace(v, evidence=evidence)
+
+
 def _refused(req: Request) -> Verdict:
     reply = next((h for h in req.hops if h.kind == HopKind.DELIVER), None) or \
         next((h for h in reversed(req.hops) if h.kind != HopKind.REPLY), None)
@@ -111,7 +162,15 @@ def _refused(req: Request) -> Verdict:
 
 def _drop(req: Request, d: Hop, names: Names | None, conntrack: ConntrackUse | None,
           rules: list[str]) -> Verdict:
-    reason = d.detail
+    reason, _, size = d.detail.partition(VXLAN_SIZE)
+    if size:
+        by = f" by {'; '.join(rules)}" if rules else ""
+        return Verdict(d.node, d.where, "drop", "vxlan-lost",
+                       f"the VXLAN packet carrying it ({d.before}, {size}) was dropped in "
+                       f"{d.where}: {reason}{by}",
+                       f"VXLAN (udp/4789) between the nodes is blocked or lost in {d.where}: "
+                       "check the firewalls between the nodes (moby#33416, moby#25836); "
+                       + CHECK)
     ns = names.netns(d.netns, d.ts_ns) if names is not None and d.netns else None
     kind = ns.kind if ns is not None else _kind_from_name(d.where)
     before = [h for h in req.hops if h.netns == d.netns and h.where == d.where

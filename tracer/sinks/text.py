@@ -82,6 +82,8 @@ def _render(req: Request, hops: bool) -> tuple[str, list[str]]:
             lines.append(_line(h, start, client, req.backend_addr, action))
     who = f"{req.client_name} " if req.client_name else ""
     parts = [f"{who}{client}"]
+    if req.resumed is not None:
+        parts.append("mid-connection")
     parts += [f"{where}: {', '.join(actions)}" for where, actions in groups.items()]
     if req.backend_addr:
         name = req.backend_name or "backend"

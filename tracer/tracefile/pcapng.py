@@ -10,6 +10,10 @@ Each comment says which request and hop a packet is, in the words of the text ou
 retransmission: Wireshark (before 4.2's per-interface conversations) would flag every
 repeat of an unchanged TCP header as one, so a repeat keeps its IP header and its comment
 names the frame that showed the full header.
+
+Every packet of a request that failed carries a second comment, its verdict in the words of
+the text output (`verdict: forward-drop in host (drop): ...`): `frame.comment contains
+"verdict:"` shows the failures, `"verdict: idle-timeout"` one kind of them.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from tracer.enrich.names import Names, short_task
 from tracer.errors import TraceFileError
 from tracer.events import EVENT_DTYPE, F_CT, IPS_DST_NAT, IPS_SRC_NAT, Point
 from tracer.model import Hop, HopKind, Request
-from tracer.sinks.text import hop_action
+from tracer.sinks.text import hop_action, verdict_line
 from tracer.tracefile.format import TraceHeader
 from tracer.tracefile.reader import open_trace
 
@@ -104,11 +108,12 @@ class PcapngWriter:
         direction: int = 0,
         comment: str = "",
         captured: int | None = None,
+        more: tuple[str, ...] = (),
     ) -> None:
-        """One packet; `captured` bytes of it kept (None: all), the rest marked as cut."""
+        """One packet; `captured` bytes of it kept (None: all), the rest marked as cut;
+        `more` comments after `comment` (pcapng repeats opt_comment)."""
         opts: list[tuple[int, bytes]] = []
-        if comment:
-            opts.append((_OPT_COMMENT, comment.encode()))
+        opts += [(_OPT_COMMENT, c.encode()) for c in (comment, *more) if c]
         if direction:
             opts.append((_EPB_FLAGS, struct.pack("<I", direction)))
         ts = min(max(ts_ns, 0), _TS_MAX)
@@ -248,7 +253,16 @@ class _Requests:
     connection by its tuples (both directions), for the packets that are not a hop."""
 
     steps: dict[tuple[int, int], _Step]
-    flows: dict[str, tuple[Request, bool]]  # "a:p > b:p" -> request, is the reply direction
+    # "a:p > b:p" -> (request, is the reply direction), oldest first: a connection has more
+    # than one request when a later one starts in its middle (Request.resumed).
+    flows: dict[str, list[tuple[Request, bool]]]
+
+    def owner(self, flow: str, ts_ns: int) -> tuple[Request, bool] | None:
+        """The request a packet of flow at ts_ns belongs to: the latest begun by then."""
+        found = self.flows.get(flow)
+        if not found:
+            return None
+        return next((o for o in reversed(found) if o[0].start_ns <= ts_ns), found[0])
 
 
 def _requests(trace: str | os.PathLike[str], names: Names | None) -> _Requests:
@@ -257,11 +271,13 @@ def _requests(trace: str | os.PathLike[str], names: Names | None) -> _Requests:
     # The packets' own reading reports the file's damage; this one stays quiet.
     requests = trace_requests(trace, names, report=False)
     out: dict[tuple[int, int], _Step] = {}
-    flows: dict[str, tuple[Request, bool]] = {}
-    for r in requests:
+    flows: dict[str, list[tuple[Request, bool]]] = {}
+    for r in sorted(requests, key=lambda r: r.start_ns):
         for f in (r.client, *(f for h in r.hops for f in (h.before, h.after) if f)):
-            flows.setdefault(f"{f.src} > {f.dst}", (r, False))
-            flows.setdefault(f"{f.dst} > {f.src}", (r, True))
+            for flow, back in ((f"{f.src} > {f.dst}", False), (f"{f.dst} > {f.src}", True)):
+                owners = flows.setdefault(flow, [])
+                if not any(o[0] is r for o in owners):
+                    owners.append((r, back))
         for h in r.hops:
             if h.kind is HopKind.VXLAN:
                 continue  # drawn between two events, not one of them
@@ -293,18 +309,22 @@ def _hop_comment(
     namer: _Namer,
     found: _Requests,
     reasons: tuple[str, ...],
-) -> str:
+) -> tuple[str, Request | None]:
+    """The packet's comment, and the request it belongs to (None: no request's)."""
     ts, skb, inode, ifindex, mark, aux, _, ct_status, point = rec[:9]
     flags, pkt, orig, reply = rec[12], rec[14], rec[15], rec[16]
     label = Point(point).label if point in _POINT_VALUES else f"point{point}"
     step = found.steps.get((ts, inode))
+    request: Request | None = None
     if step is not None:
         parts = [_hop_words(step)]
+        request = step.request
     else:
         # Not a hop (the path shows a packet's first sight): still its request's connection.
-        owner = found.flows.get(_tuple_str(pkt))
+        owner = found.owner(_tuple_str(pkt), ts)
         parts = ([f"req #{owner[0].id}", "reply direction" if owner[1] else "same connection"]
                  if owner else ["no request"])
+        request = owner[0] if owner else None
     where = [place.node, place.netns] + ([f"if{ifindex}"] if ifindex else [])
     parts.append(" ".join(p for p in where if p))
     if point == Point.DROP:
@@ -333,7 +353,7 @@ def _hop_comment(
     if extra:
         parts.append(" ".join(extra))
     parts.append(f"event {label} skb {skb:#x}")
-    return " | ".join(parts)
+    return " | ".join(parts), request
 
 
 def write_pcapng(
@@ -399,7 +419,9 @@ class _Export:
                 skb >> 8 & 0xFFFF,  # the same skb keeps the same IP id: packets line up
                 payload,
             )
-            comment = _hop_comment(rec, place, self.namer, self.found, self.header.drop_reasons)
+            comment, request = _hop_comment(rec, place, self.namer, self.found,
+                                            self.header.drop_reasons)
+            verdict = request.verdict if request is not None else None
             captured = None
             self.frames += 1
             if proto == 6:
@@ -419,6 +441,7 @@ class _Export:
                 direction=direction,
                 comment=comment,
                 captured=captured,
+                more=(verdict_line(verdict).strip(),) if verdict is not None else (),
             )
         return len(events)
 

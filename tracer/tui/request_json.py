@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.events import Flow
-from tracer.model import JSON_SCHEMA_VERSION, Hop, HopKind, Request, Status, Verdict
+from tracer.model import JSON_SCHEMA_VERSION, Hop, HopKind, Request, Resumed, Status, Verdict
 
 
 def parse_flow(text: str) -> Flow:
@@ -59,7 +59,16 @@ def request_from_json(d: dict[str, Any]) -> Request:
         reply_ns=start + round(reply_ms * 1e6) if reply_ms is not None else 0,
         end_ns=start + round(duration_ms * 1e6) if duration_ms is not None else 0,
         verdict=Verdict(**d["verdict"]) if d.get("verdict") else None,
+        resumed=_resumed(d.get("resumed"), start),
     )
+
+
+def _resumed(d: dict[str, Any] | None, start_ns: int) -> Resumed | None:
+    if d is None:
+        return None
+    age = d.get("age_ms")
+    return Resumed(int(d.get("opened_by") or 0),
+                   start_ns - round(age * 1e6) if age is not None else 0)
 
 
 def load_requests(path: Path) -> tuple[list[Request], dict[str, Any] | None]:
