@@ -11,7 +11,6 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -34,14 +33,10 @@ from tracer.events import (
     decode,
 )
 from tracer.model import VXLAN_IN, VXLAN_OUT, Hop, HopKind, Request, Resumed, Status
+from tracer.past_connections import PastConnections
 
 IDLE_NS = 3_000_000_000  # a request with no event for this long is finished
 MAX_OPEN = 50_000  # open requests kept; the oldest is closed beyond this
-# Established TCP connections are remembered this long after they opened, and this many, so
-# that a drop in their middle (after an idle timeout: IPVS's is 900 s) names the request
-# that opened them. Past either bound a drop is still caught, without that name.
-PAST_NS = 3_600_000_000_000
-MAX_PAST = 16_384
 
 _PROTO = {6: "tcp", 17: "udp"}
 
@@ -66,24 +61,6 @@ class _Open:
     vxlan_in: Event | None = None
 
 
-# A tuple as a plain tuple: Flow, a tuple subclass, stays tracked by the garbage collector
-# for life, and tens of thousands of remembered connections made its full collections cost
-# more than the tracing. Equal to the Flow it copies, and hashed alike.
-_Plain = tuple[str, int, str, int]
-
-
-class _Past(NamedTuple):
-    """An established TCP connection whose request is finished: what a request that starts
-    in its middle needs from it. Kept small: every connection that opens is one."""
-
-    id: int
-    opened_ns: int
-    client: _Plain
-    backend_addr: str
-    mode: str
-    tuples: tuple[_Plain, ...]  # its forward tuples in every netns
-
-
 class Correlator:
     """Feed decoded events in arrival order; get back the requests that completed."""
 
@@ -104,9 +81,7 @@ class Correlator:
         # Tuples of UDP requests closed in the last idle period, oldest first: their late
         # packets (a second query on the socket) start nothing when no conntrack says NEW.
         self._closed_udp: OrderedDict[Flow, int] = OrderedDict()
-        # Established connections by request id, oldest first, and by each tuple either way.
-        self._past: OrderedDict[int, _Past] = OrderedDict()
-        self._past_index: dict[_Plain, int] = {}  # each forward tuple -> its id
+        self._past = PastConnections()
 
     @property
     def open_requests(self) -> list[Request]:
@@ -205,8 +180,7 @@ class Correlator:
         if e.tcp_flags & TCP_SYN:
             return
         reason = self.drop_reason(e.aux)
-        index = self._past_index
-        past = self._past.get(index.get(e.pkt) or index.get(e.pkt.reversed(), 0))
+        past = self._past.find(e.pkt)
         # A VXLAN packet of a known connection dropped on the underlay: its size is why.
         encap = past is not None and e.flags & F_ENCAP and reason not in BENIGN_DROPS
         if not encap and (reason not in CUT_DROPS or (past is None and reason != NO_SOCKET)):
@@ -222,31 +196,10 @@ class Correlator:
             req.client = Flow(*past.client)
             req.backend_addr, req.mode = past.backend_addr, past.mode
             req.resumed = Resumed(past.id, past.opened_ns)
-            self._forget(past)
+            self._past.forget(past)
             for t in past.tuples:
                 self._register(o, self._index[6], Flow(*t))
         self._drop(o, e)
-
-    def _remember(self, o: _Open) -> None:
-        req = o.req
-        # Plain copies (Flow -> tuple), forward only: a lookup tries both ways (rare).
-        tuples = cast(tuple[_Plain, ...], tuple(map(tuple, o.tuples)))
-        past = _Past(req.id, req.start_ns, cast(_Plain, tuple(req.client)), req.backend_addr,
-                     req.mode, tuples)
-        self._past[req.id] = past
-        self._past_index.update(dict.fromkeys(tuples, req.id))
-        while self._past:
-            oldest = next(iter(self._past.values()))
-            if len(self._past) <= MAX_PAST and req.start_ns - oldest.opened_ns < PAST_NS:
-                break
-            self._forget(oldest)
-
-    def _forget(self, past: _Past) -> None:
-        self._past.pop(past.id, None)
-        index = self._past_index
-        for t in past.tuples:
-            if index.get(t) == past.id:
-                del index[t]
 
     def _late_udp(self, e: Event) -> bool:
         """A datagram, either way, of a UDP request closed lately (bcc gives no conntrack
@@ -403,51 +356,57 @@ class Correlator:
                 hit = index.get(key)
                 if hit is not None and hit[0] is o:
                     del index[key]
-        req.end_ns = o.last_ts
-        if o.flooded and o.reply_by_netns:
-            _forget_flood_copies(o)
-        # The backend is where the first packet ended up: the last netns it entered.
-        last_netns = next(reversed(o.fwd_pkt), 0)
-        for i in range(len(req.hops) - 1, -1, -1):
-            h = req.hops[i]
-            if h.netns == last_netns and h.kind in _ENTERS:
-                # Served in the sender's own netns (Docker's embedded DNS) only if answered.
-                if i > 0 or o.reply_by_netns:
-                    if i > 0:
-                        req.hops[i] = Hop(HopKind.DELIVER, h.ts_ns, h.netns, h.where, h.ifindex)
-                    req.backend_addr = o.fwd_pkt[last_netns].dst
-                break
-        replies = o.reply_by_netns
-        if replies:
-            # Reply time is measured where the request started (the client side) when we
-            # see it there, else at the earliest netns of the path that saw the reply.
-            for h in req.hops:
-                if h.kind in _PATH_ENTRIES and h.netns in replies:
-                    netns = h.netns
-                    break
-            else:
-                netns = next(iter(replies))
-            req.reply_ns = replies[netns]
-            req.hops.append(Hop(HopKind.REPLY, req.reply_ns, netns, f"netns:{netns}"))
-        if req.status == Status.OPEN:
-            # A drop is the request's fate only if no answer came back despite it (a late
-            # retransmission dropped after the reply is shown as a hop, not as a failure).
-            dropped = _HOP_DROP in [h.kind for h in req.hops]
-            if dropped and not req.reply_ns:
-                req.status = Status.DROPPED
-            elif not req.backend_addr:
-                req.status = Status.UNROUTED
-            else:
-                req.status = Status.OK if req.reply_ns else Status.NO_REPLY
-        if o.vxlan_out is not None or o.vxlan_in is not None:
-            req.hops += _vxlan_hops(o.vxlan_out, o.vxlan_in)
-        req.hops.sort(key=_BY_TIME)
-        req.mode = req.mode or _mode(req)  # a resumed request has its connection's
+        _finish(o)
         if proto == 6 and req.status == Status.OK:
-            self._remember(o)
+            self._past.remember(req, o.tuples)
         if self._answers.join(req, o.last_ts):
             req.hops.sort(key=_BY_TIME)
         return req
+
+
+def _finish(o: _Open) -> None:
+    """A request's end state from what its events showed: backend, reply, status, mode."""
+    req = o.req
+    req.end_ns = o.last_ts
+    if o.flooded and o.reply_by_netns:
+        _forget_flood_copies(o)
+    # The backend is where the first packet ended up: the last netns it entered.
+    last_netns = next(reversed(o.fwd_pkt), 0)
+    for i in range(len(req.hops) - 1, -1, -1):
+        h = req.hops[i]
+        if h.netns == last_netns and h.kind in _ENTERS:
+            # Served in the sender's own netns (Docker's embedded DNS) only if answered.
+            if i > 0 or o.reply_by_netns:
+                if i > 0:
+                    req.hops[i] = Hop(HopKind.DELIVER, h.ts_ns, h.netns, h.where, h.ifindex)
+                req.backend_addr = o.fwd_pkt[last_netns].dst
+            break
+    replies = o.reply_by_netns
+    if replies:
+        # Reply time is measured where the request started (the client side) when we
+        # see it there, else at the earliest netns of the path that saw the reply.
+        for h in req.hops:
+            if h.kind in _PATH_ENTRIES and h.netns in replies:
+                netns = h.netns
+                break
+        else:
+            netns = next(iter(replies))
+        req.reply_ns = replies[netns]
+        req.hops.append(Hop(HopKind.REPLY, req.reply_ns, netns, f"netns:{netns}"))
+    if req.status == Status.OPEN:
+        # A drop is the request's fate only if no answer came back despite it (a late
+        # retransmission dropped after the reply is shown as a hop, not as a failure).
+        dropped = _HOP_DROP in [h.kind for h in req.hops]
+        if dropped and not req.reply_ns:
+            req.status = Status.DROPPED
+        elif not req.backend_addr:
+            req.status = Status.UNROUTED
+        else:
+            req.status = Status.OK if req.reply_ns else Status.NO_REPLY
+    if o.vxlan_out is not None or o.vxlan_in is not None:
+        req.hops += _vxlan_hops(o.vxlan_out, o.vxlan_in)
+    req.hops.sort(key=_BY_TIME)
+    req.mode = req.mode or _mode(req)  # a resumed request has its connection's
 
 
 _TCP_STATE = TCP_SYN | TCP_FIN | TCP_RST
