@@ -328,7 +328,8 @@ def step_state(args: argparse.Namespace) -> None:
                            check=True).stdout
     state["bpf_links"] = sorted(f"{x.get('type')}:{x.get('prog_id')}"
                                 for x in json.loads(links or "[]"))
-    state["bpf_progs"] = sorted(str(x.get("name", x.get("id")))
+    # By type and name: IDs change, and the containers' device programs have no name.
+    state["bpf_progs"] = sorted(f"{x.get('type')}:{x.get('name', '')}"
                                 for x in json.loads(progs or "[]"))
     done(state)
 
