@@ -309,10 +309,15 @@ def _dev_image(lab: swarm.SwarmLab) -> str:
     repo, tag = name.split(":")
     clients = lab.clients()
     try:
-        for c in clients.values():
-            c.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
+        first, *others = clients.values()
+        first.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
                                          changes=["ENV PATH=/opt/st/bin:/usr/bin:/bin",
                                                   f"ENV PYTHONPATH={ROOT}"])
+        # One image with one ID on every node, as `docker load` of one archive gives: deploy
+        # hands Swarm a local image by its ID.
+        archive = b"".join(first.images.get(name).save())
+        for c in others:
+            c.images.load(archive)
     finally:
         for c in clients.values():
             c.close()
