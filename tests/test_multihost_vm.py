@@ -138,6 +138,9 @@ def test_requests_entering_vm1_are_joined_across_both_hosts(
     timed(f"trace --swarm --json --count {want} with traffic", t0)
     notes = result["traced"]["bcc"]["notes"]
     print("\n".join(notes))
+    # Every request the trace showed, whatever its mode: what to look at when one is missing.
+    print([(q["mode"], q["status"], q["client"], q["entry"], q.get("backend"))
+           for q in result["traced"]["bcc"]["requests"]])
     assert all(x["ok"] for x in traffic["answers"]), traffic["answers"]
     for answer, traced in pairs(result, "bcc", MODES):
         check_swarm_request(result, answer, traced)  # IPVS's choice, the task that answered
