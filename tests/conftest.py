@@ -13,15 +13,18 @@ from tracer import lab as lab_mod
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true",
                      help="also run the long live-side soak tests (tests/test_soak.py)")
+    parser.addoption("--multihost", action="store_true",
+                     help="also run the two-VM swarm (tests/test_multihost_vm.py)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--soak"):
-        return
-    skip = pytest.mark.skip(reason="soak test: run with scripts/test --soak")
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)
+    for flag in ("soak", "multihost"):
+        if config.getoption(f"--{flag}"):
+            continue
+        skip = pytest.mark.skip(reason=f"{flag} test: run with scripts/test --{flag}")
+        for item in items:
+            if item.get_closest_marker(flag) is not None:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -63,6 +63,31 @@ def check_swarm_request(result: Json, answer: Json, traced: Json) -> None:
     assert task.startswith(label) and on == node, (traced["backend"], task, node)
 
 
+def check_ipvs_decision(request: Json) -> None:
+    """The load-balancing hop is IPVS's own decision (bcc reads it in ip_vs_conn_new)."""
+    lb = next(h for h in request["hops"] if h["kind"] == "lb")
+    assert lb["detail"] == f"IPVS fwmark {int(lb['mark'], 16)} rr", lb
+
+
+def check_crossing(request: Json, entry: str, served: str) -> Json | None:
+    """A request joined across nodes: hop times never run backwards (clocks aligned), it
+    starts on `entry` and is delivered on `served`, and crosses once if those differ, every
+    hop after the crossing on `served` (the reply aside). Returns the VXLAN hop, if any."""
+    hops = request["hops"]
+    times = [h["t_us"] for h in hops]
+    assert times == sorted(times), hops
+    deliver = [h for h in hops if h["kind"] == "deliver"]
+    assert hops[0]["node"] == entry and deliver and deliver[0]["node"] == served, hops
+    vx = [h for h in hops if h["kind"] == "vxlan"]
+    if entry == served:
+        assert not vx, hops
+        return None
+    assert len(vx) == 1, hops
+    after = {h.get("node") for h in hops[hops.index(vx[0]) + 1:] if h["kind"] != "reply"}
+    assert after == {served}, hops
+    return vx[0]
+
+
 def check_swarm_path(answer: Json, traced: Json) -> None:
     """The hops a user expects, in order, each in the right netns."""
     kinds = [h["kind"] for h in traced["hops"]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 from ipvs_match import (
     Json,
+    check_ipvs_decision,
     check_swarm_path,
     check_swarm_request,
     chosen,
@@ -51,8 +52,7 @@ def test_path_shows_each_hop(result: Json, backend: str) -> None:
 
 def test_bcc_shows_ipvs_own_decision(result: Json) -> None:
     for q in requests(result, "bcc", MODES):
-        lb = next(h for h in q["hops"] if h["kind"] == "lb")
-        assert lb["detail"] == f"IPVS fwmark {int(lb['mark'], 16)} rr"
+        check_ipvs_decision(q)
 
 
 def test_backends_agree(result: Json) -> None:

@@ -1,4 +1,6 @@
-"""`vm_guest`: one stock-kernel guest shared by the whole pytest session.
+"""`vm_guest`: one stock-kernel guest shared by the whole pytest session. `vm_pair`: two
+guests on one virtual link (tracer/vm/link.py), each named and addressed, for the two-host
+swarm (tests/test_multihost_vm.py).
 
 Use it from a test module with `from vm_fixtures import vm_guest_fixture  # noqa: F401` and a
 `vm_guest` argument; every module gets the same guest (kept in the pytest config stash,
@@ -16,7 +18,11 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pytest
@@ -26,9 +32,14 @@ from tracer.errors import LabError
 from tracer.vm import Guest, GuestResult, VmConfig, in_guest
 from tracer.vm.boot import missing_requirements
 from tracer.vm.guest import REPO, guest_env
+from tracer.vm.link import linked_guests
 
 # Swarm tests in the guest want ~450 MB more than IPVS + BCC; qemu only uses what is touched.
 VM_MEMORY = os.environ.get("SWARMTRACE_VM_MEMORY", "3G")
+# Each of the pair holds the full image (~430 MB, in tmpfs) besides dockerd and BCC. One vCPU
+# each: two emulated guests already take both of this machine's CPUs.
+PAIR_MEMORY = "2G"
+LINK_NET = "192.168.77"  # the pair's link: A is .1, B is .2 (exists only between the guests)
 
 
 class GuestRunner(Protocol):
@@ -115,3 +126,59 @@ def check_ipvs_in_guest(guest: GuestRunner, lab: str, count: int, timeout: float
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert result["lb"] == "ipvs", "the lab must use real IPVS inside the VM"
     return result
+
+
+@dataclass
+class PairNode:
+    """One guest of the pair: a swarm node named `name` at `addr` on the link."""
+
+    guest: Guest
+    name: str
+    addr: str
+
+    def step(self, *argv: str, timeout: float = 600.0) -> dict[str, Any]:
+        """Run a step of tests/multihost_guest.py here; its JSON result (fails with the
+        step's output if it failed)."""
+        rc, out = self.guest.run(["python", "tests/multihost_guest.py", *argv],
+                                 timeout=timeout)
+        assert rc == 0, f"{self.name}: {' '.join(argv[:2])} failed (rc {rc}): {out[-3000:]}"
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return result
+
+    def sh(self, cmd: str, timeout: float = 300.0) -> str:
+        rc, out = self.guest.run(cmd, timeout=timeout)
+        assert rc == 0, f"{self.name}: {cmd} failed (rc {rc}): {out[-3000:]}"
+        return out
+
+
+def on_both(nodes: Sequence[PairNode], step: Callable[[PairNode], dict[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """step(node) on every node at once (each guest has its own vCPU); results in order."""
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        return list(pool.map(step, nodes))
+
+
+@pytest.fixture(scope="session", name="vm_pair")
+def vm_pair_fixture() -> Iterator[tuple[PairNode, PairNode]]:
+    """Two guests (two kernels, two clocks) booted side by side on one link, named vm1 and
+    vm2, vm1 having pinged vm2. Both are stopped when the session ends (on failure too)."""
+    if in_guest():
+        pytest.skip("the pair is booted from the host")
+    reason = vm_unavailable()
+    if reason:
+        pytest.skip(reason)
+    t0 = time.monotonic()
+
+    def progress(msg: str) -> None:
+        print(f"vm_pair [{time.monotonic() - t0:5.0f} s] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        with linked_guests(VmConfig(memory=PAIR_MEMORY, cpus=1), progress) as (a, b, link):
+            nodes = (PairNode(a, "vm1", f"{LINK_NET}.1"), PairNode(b, "vm2", f"{LINK_NET}.2"))
+            for end, node in enumerate(nodes):
+                node.step("link", node.name, f"{node.addr}/24", link.mac(end), timeout=60)
+            rtt = nodes[0].step("ping", nodes[1].addr, timeout=60)["rtt_ms"]
+            progress(f"vm1 pings vm2 over the link: {rtt} ms")
+            yield nodes
+    except LabError as err:
+        pytest.fail(f"the VM pair failed: {err}")

@@ -9,6 +9,7 @@ from contextlib import closing
 EXAMPLES = """examples:
   swarmtrace deploy                      on a manager: token (made if missing) + global service
   swarmtrace deploy --image swarmtrace:0.1.0 --port 80 --port 53
+  swarmtrace deploy --backend bcc        IPVS's own choice: nodes need kprobes and headers
   swarmtrace trace --swarm               then: every node's requests in one view
   swarmtrace undeploy                    removes the service and the secret from every node
 """
@@ -25,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--port", type=int, action="append", default=[],
                    help="port of interest for every agent (repeatable)")
     p.add_argument("--addr", action="append", default=[], help="address of interest")
+    p.add_argument("--backend", choices=("auto", "core", "bcc"), default="auto",
+                   help="the agents' probe backend (default auto: bcc on nodes with kprobes, "
+                        "kernel headers and BCC, else core)")
     p.add_argument("--docker-socket", default=d.docker_socket, help=argparse.SUPPRESS)
     p.add_argument("--netns-dir", default=d.netns_dir, help=argparse.SUPPRESS)
     # The native lab's netns directories are not on a shared mount (no systemd here).
@@ -49,6 +53,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         new_token(args.token_file)
     agent_args = [a for p in args.port for a in ("--port", str(p))]
     agent_args += [a for x in args.addr for a in ("--addr", x)]
+    agent_args += ["--backend", args.backend] if args.backend != "auto" else []
     pairs = [m.split(":", 1) for m in args.mount]
     if any(len(m) != 2 for m in pairs):
         raise RemoteError("--mount takes NODE_PATH:TASK_PATH")

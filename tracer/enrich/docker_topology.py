@@ -140,8 +140,17 @@ class DockerNode:
         self.is_manager = bool(swarm.get("ControlAvailable"))
         root = Path(f"/proc/{self.pid}/root") if self.pid else Path("/")
         self.root = root
-        self.netns_dir = root / _exec_root(self.pid).lstrip("/") / "netns" if self.pid else None
-        self.host_netns = Path(f"/proc/{self.pid}/ns/net") if self.pid else None
+        self.netns_dir: Path | None = None
+        self.host_netns: Path | None = None
+        if self.pid:
+            self.netns_dir = root / _exec_root(self.pid).lstrip("/") / "netns"
+            self.host_netns = Path(f"/proc/{self.pid}/ns/net")
+        elif (mounted := Path(DEFAULT_EXEC_ROOT, "netns")).is_dir():
+            # In a container that cannot see the daemon (a Swarm task has no host pid
+            # namespace): Docker's netns directory as mounted at its default place. In it,
+            # "default" is Docker's handle on the host netns (host-network sandboxes).
+            self.netns_dir = mounted
+            self.host_netns = mounted / "default" if (mounted / "default").exists() else None
         self._disagreed: set[tuple[int, int]] = set()
 
     def close(self) -> None:
@@ -223,7 +232,9 @@ class DockerNode:
                        self.name, attrs["Id"][:12], task,
                        labels.get("com.docker.swarm.service.name"))
         key = settings.get("SandboxKey")
-        if key and (ino := nsfs_inode(self._path(key))) is not None:
+        # A host-network container (the deployed agent) shares the host netns: still "host".
+        host_net = (attrs.get("HostConfig") or {}).get("NetworkMode") == "host"
+        if key and not host_net and (ino := nsfs_inode(self._path(key))) is not None:
             netns[ino] = ns
         for net_name, ep in (settings.get("Networks") or {}).items():
             if ep.get("IPAddress"):

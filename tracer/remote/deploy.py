@@ -12,7 +12,14 @@ BPF links go with its process. New nodes get a task by themselves (global mode).
 
 The node's view from inside the task: the host network (so the node's swarm address to
 listen on), Docker's socket (names, the node's address), Docker's netns directory (the
-sandboxes to hook) and the token as a Swarm secret, readable by root only.
+sandboxes to hook) and the token as a Swarm secret, readable by root only. For the bcc backend
+also, read-only: debugfs (BCC reads tracefs there; a container's own is empty) and the node's
+kernel headers (/lib/modules/<release>/build points into /usr/src), which BCC compiles against.
+
+No registry needed: an image that the manager has only from `docker load` (no repository
+digest) is given to Swarm by its ID. Workers then use their own copy (loaded from the same
+archive, so the same ID) without trying to pull, as they do for a tag: that pull could only
+fail, after a wait, or reach a registry the user did not name.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ TOKEN_IN_TASK = f"/run/secrets/{SECRET}"
 SOCKET_IN_TASK = "/var/run/docker.sock"
 NETNS_IN_TASK = "/var/run/docker/netns"
 CAPABILITIES = ["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]
+# Read-only node paths every task gets: BTF (core), tracefs and the kernel headers (bcc).
+NODE_PATHS_RO = ("/sys/kernel/btf", "/sys/kernel/debug", "/lib/modules", "/usr/src")
 UNDEPLOY_TIMEOUT_S = 60.0
 
 
@@ -81,17 +90,19 @@ def deploy(client: docker.DockerClient, token: bytes, opts: DeployOptions) -> st
         Mount(SOCKET_IN_TASK, opts.docker_socket, type="bind"),
         Mount(NETNS_IN_TASK, opts.netns_dir, type="bind",
               propagation=opts.netns_propagation or None),
-        Mount("/sys/kernel/btf", "/sys/kernel/btf", type="bind", read_only=True),
+        *(Mount(path, path, type="bind", read_only=True) for path in NODE_PATHS_RO),
         *(Mount(dst, src, type="bind", read_only=True) for src, dst in opts.extra_mounts),
     ]
+    image = _pinned(client, opts.image)
     try:
         service = client.services.create(
-            opts.image,
+            image,
             command=["swarmtrace", "agent", "--token-file", TOKEN_IN_TASK, "--agent-port",
                      str(opts.port), "--docker", f"unix://{SOCKET_IN_TASK}",
                      *opts.agent_args],
             name=SERVICE, mode=ServiceMode("global"), networks=["host"],
-            cap_add=CAPABILITIES, mounts=mounts, labels={LABEL: __version__},
+            cap_add=CAPABILITIES, mounts=mounts,
+            labels={LABEL: __version__, f"{LABEL}.image": opts.image},
             container_labels={LABEL: __version__},
             secrets=[SecretReference(secret.id, SECRET, uid="0", gid="0", mode=0o400)],
         )
@@ -99,6 +110,19 @@ def deploy(client: docker.DockerClient, token: bytes, opts: DeployOptions) -> st
         secret.remove()
         raise RemoteError(f"creating service {SERVICE} failed: {err.explanation}") from err
     return str(service.id)
+
+
+def _pinned(client: docker.DockerClient, image: str) -> str:
+    """The image as Swarm should be given it: its ID when the manager has it only from
+    `docker load` (see the module's doc), else the name as the user gave it."""
+    try:
+        local = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return image  # from a registry, then: every node pulls it
+    if local.attrs.get("RepoDigests"):
+        return image  # pushed somewhere: nodes that lack it can pull it
+    log.info("%s is a local image: giving Swarm its ID %s", image, local.id)
+    return str(local.id)
 
 
 def undeploy(client: docker.DockerClient, timeout_s: float = UNDEPLOY_TIMEOUT_S) -> list[str]:

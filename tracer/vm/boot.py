@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ class VmConfig:
     kvm: bool | None = None
     kernel: str | None = None  # version, e.g. "6.1.0-56-amd64"; None = newest usable
     boot_timeout_s: float = 300.0
+    qemu_opts: tuple[str, ...] = ()  # extra qemu arguments, e.g. a NIC (tracer/vm/link.py)
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -132,7 +134,8 @@ def vng_command(
 
     The host's / is the guest's read-only root; `share` is the one directory the guest may
     write on the host; `overlays` are writable in the guest only (writes vanish at power-off).
-    The guest gets no network device (vng's default), so its traffic cannot leave it.
+    The guest gets no network device (vng's default), so its traffic cannot leave it; a NIC
+    in `config.qemu_opts` is a link to another guest on this machine (tracer/vm/link.py).
     """
     kvm = kvm_usable() if config.kvm is None else config.kvm
     cmd = [
@@ -153,6 +156,8 @@ def vng_command(
         cmd += ["--overlay-rwdir", str(overlay)]
     if not kvm:
         cmd.append("--disable-kvm")
+    if config.qemu_opts:
+        cmd.append(f"--qemu-opts={shlex.join(config.qemu_opts)}")
     return [*cmd, "--exec", exec_cmd]
 
 

@@ -150,6 +150,7 @@ class Guest:
         self._stop_beat = threading.Event()
         self._beat: threading.Thread | None = None
         self.boot_seconds: float | None = None
+        self._began = 0.0  # when launch() started vng (monotonic)
         # Measured at boot: how much slower than the reference this guest runs (>= 1).
         self.slowdown = 1.0
 
@@ -179,6 +180,12 @@ class Guest:
 
     def start(self) -> None:
         """Boot the guest and wait until its agent answers; on any failure nothing is left."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start booting (qemu runs when this returns); wait_ready() waits for the guest.
+        Two steps so that several guests can boot side by side (tracer/vm/link.py)."""
         self._workdir = Path(tempfile.mkdtemp(prefix="swarmtrace-vm-"))
         self.share.mkdir()
         (self.share / "heartbeat").touch()
@@ -186,7 +193,15 @@ class Guest:
         self._beat = threading.Thread(target=self._heartbeat, name="vm-heartbeat", daemon=True)
         self._beat.start()
         try:
-            self._boot()
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_ready(self) -> None:
+        """Wait until the launched guest's agent answers; on any failure nothing is left."""
+        try:
+            self._wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -199,9 +214,8 @@ class Guest:
             except OSError:
                 return
 
-    def _boot(self) -> None:
+    def _launch(self) -> None:
         assert self._workdir is not None
-        kvm = kvm_usable() if self.config.kvm is None else self.config.kvm
         init = " ".join(
             shlex.quote(str(p))
             for p in (
@@ -214,7 +228,7 @@ class Guest:
         cmd = vng_command(self.kernel, self.config, self.share, [REPO], f"sh {init}")
         log.debug("vm: %s", shlex.join(cmd))
         self._console = (self._workdir / "console.log").open("w")
-        began = time.monotonic()
+        self._began = time.monotonic()
         self._vng = subprocess.Popen(
             cmd,
             # vng's own temporary files land in the workdir too, so stop() removes them even
@@ -227,6 +241,12 @@ class Guest:
             # Own session: the terminal's Ctrl-C reaches only us; we stop the guest ourselves.
             start_new_session=True,
         )
+
+    def _wait_ready(self) -> None:
+        if self._vng is None:
+            raise LabError("the VM guest was not launched: launch() it first")
+        kvm = kvm_usable() if self.config.kvm is None else self.config.kvm
+        began = self._began
         accel = "KVM" if kvm else "software emulation (no KVM: ~30 s)"
         # A loaded host boots slower: give the boot as much more time as the load says.
         boot_timeout = self.config.boot_timeout_s * slowdown.host_load()
