@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -39,6 +40,8 @@ class GuestRunner(Protocol):
         *,
         env: Mapping[str, str] | None = None,
     ) -> GuestResult: ...
+
+    def share_file(self, path: Path) -> Path: ...
 
 
 class LocalRunner:
@@ -69,6 +72,9 @@ class LocalRunner:
                 out, _ = proc.communicate()
                 return GuestResult(124, out.decode(errors="replace"))
         return GuestResult(proc.returncode, out.decode(errors="replace"))
+
+    def share_file(self, path: Path) -> Path:
+        return path  # already here
 
 
 _GUEST = pytest.StashKey[Guest | LabError]()
@@ -106,11 +112,11 @@ def vm_guest_fixture(request: pytest.FixtureRequest) -> GuestRunner:
     return found
 
 
-def check_ipvs_in_guest(guest: GuestRunner, lab: str, count: int, timeout: float
-                        ) -> dict[str, Any]:
-    """Run scripts/check_ipvs_backends.py on `lab` in the VM; its JSON result."""
+def check_ipvs_in_guest(guest: GuestRunner, lab: str, count: int, timeout: float,
+                        *args: str) -> dict[str, Any]:
+    """Run scripts/check_ipvs_backends.py on `lab` (and `args`) in the VM; its JSON result."""
     rc, out = guest.run(["python", "scripts/check_ipvs_backends.py", "--lab", lab,
-                         "--count", str(count)], timeout=timeout)
+                         "--count", str(count), *args], timeout=timeout)
     assert rc == 0, out[-3000:]
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert result["lb"] == "ipvs", "the lab must use real IPVS inside the VM"
