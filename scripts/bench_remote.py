@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
 import tempfile
 import threading
@@ -95,6 +96,7 @@ def main() -> None:
             requests += len(pipe.poll(0.1))
         end = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.monotonic() - t0
+        dropped = coll.stats().lost  # what the agent could not queue for a slow collector
     mine.send("done")
     agent_cpu, sent = mine.recv()
     child.join()
@@ -107,6 +109,8 @@ def main() -> None:
         "collector_cpu_pct_per_1k_req_s": round(100 * cpu / wall / (req_s / 1000), 1),
         "agent_user_cpu_pct": round(100 * agent_cpu / wall, 1),
         "agent_events_sent": sent,
+        "dropped_for_slow_collector": dropped,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }))
 
 

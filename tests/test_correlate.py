@@ -13,6 +13,7 @@ from tracer.events import decode
 from tracer.model import HopKind, Request, Status
 from tracer.pipeline import Pipeline
 from tracer.tracefile import ReplaySource
+from tracer.tracefile.requests import trace_requests
 from tracer.tracefile.topology import trace_names
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lab_mesh_vip.swt"
@@ -28,12 +29,7 @@ def recorded() -> tuple[np.ndarray, dict]:
 
 
 def _replay() -> list[Request]:
-    with ReplaySource(FIXTURE) as src:
-        pipe = Pipeline(src, trace_names(FIXTURE), lb_note="IPVS stand-in")
-        out: list[Request] = []
-        while not src.finished:
-            out += pipe.poll(0)
-        return out + pipe.flush()
+    return trace_requests(FIXTURE)
 
 
 def test_replay_gives_the_requests_shown_live(recorded: tuple[np.ndarray, dict]) -> None:

@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 from ipvs_match import Json, check_swarm_path, check_swarm_request, pairs
 
-from tracer.model import Request
-from tracer.pipeline import Pipeline
-from tracer.tracefile import ReplaySource
-from tracer.tracefile.topology import trace_names
+from tracer.tracefile.requests import trace_requests
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BACKENDS = ("bcc", "core")
@@ -22,12 +19,7 @@ MODES = ("mesh", "vip")
 
 
 def _replay(path: Path) -> list[Json]:
-    with ReplaySource(path) as src:
-        pipe = Pipeline(src, trace_names(path))
-        out: list[Request] = []
-        while not src.finished:
-            out += pipe.poll(0)
-        return [r.to_json() for r in out + pipe.flush()]
+    return [r.to_json() for r in trace_requests(path)]
 
 
 @pytest.fixture(scope="module")

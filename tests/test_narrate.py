@@ -10,12 +10,10 @@ import pytest
 
 from tracer.commands.replay import sample_path
 from tracer.model import HopKind, Request
-from tracer.pipeline import Pipeline
 from tracer.sinks.hop_order import causal_hops
 from tracer.sinks.narrate import narrate, place, task_name
 from tracer.sinks.text import TextSink
-from tracer.tracefile.replay import ReplaySource
-from tracer.tracefile.topology import trace_names
+from tracer.tracefile.requests import trace_requests
 from tracer.tui.request_json import load_requests
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -25,12 +23,7 @@ DOUBLED = re.compile(r"\b(\w[\w.-]*(?: \w[\w.-]*)?) \1\b", re.IGNORECASE)
 @cache
 def sample() -> tuple[Request, ...]:
     path = sample_path()
-    with ReplaySource(path) as source:
-        pipe = Pipeline(source, trace_names(path), source.header.lb_note)
-        out: list[Request] = []
-        while not source.finished:
-            out += pipe.poll(0.0)
-        return tuple(out + pipe.flush())
+    return tuple(trace_requests(path))
 
 
 def every_request() -> list[Request]:

@@ -42,8 +42,10 @@ _PROTO = {6: "tcp", 17: "udp"}
 @dataclass(slots=True)
 class _Open:
     req: Request
+    # Its entries in the index: the forward tuples it had, and their reverses (a reply's
+    # tuple is looked up in backs, so no reversed tuple is built per event).
     tuples: set[Flow] = field(default_factory=set)
-    keys: list[tuple[int, Flow]] = field(default_factory=list)  # its entries in the index
+    backs: set[Flow] = field(default_factory=set)
     netns_seen: set[int] = field(default_factory=set)
     nat_seen: set[tuple[int, str]] = field(default_factory=set)
     # The first packet's destination in each netns it reached, the latest reached last.
@@ -66,9 +68,10 @@ class Correlator:
         self._idle_ns = idle_ns
         self._max_open = max_open
         self._open: OrderedDict[int, _Open] = OrderedDict()  # by request id, oldest first
-        # (proto, tuple) -> (request, is the reply direction): every forward tuple a request
-        # had, and its reverse, so a lookup never builds a reversed tuple.
-        self._index: dict[tuple[int, Flow], tuple[_Open, bool]] = {}
+        # proto -> tuple -> (request, is the reply direction): every forward tuple a request
+        # had, and its reverse, so a lookup never builds a reversed tuple. One dict per
+        # protocol: a lookup needs no (proto, tuple) key built per event.
+        self._index: dict[int, dict[Flow, tuple[_Open, bool]]] = {6: {}, 17: {}}
         self._next_id = 1
         self.now_ns = 0
         # The last DNS answer seen per netns: joins the connection that follows it.
@@ -127,43 +130,43 @@ class Correlator:
     # -- one event ---------------------------------------------------------------------
 
     def _event(self, e: Event) -> _Open | None:
-        proto = e.proto
-        if proto != 6 and proto != 17:
-            return None
-        point = e.point
+        ts, _, netns, _, _, _, _, _, point, proto, tcp_flags, ctinfo, flags, pkt, orig, _ = e
+        index = self._index.get(proto)
+        if index is None:
+            return None  # neither TCP nor UDP
         if point == _DNS:
             self._answers.add(e)  # kept per netns: the query may be over, the next one not
             return None
-        if point in (_VXLAN_OUT, _VXLAN_IN):
-            self._vxlan(e)
+        if point == _VXLAN_OUT or point == _VXLAN_IN:  # noqa: SIM109 (an IntEnum hashes in Python)
+            self._vxlan(e, index)
             return None
         # The request this event belongs to, and whether it travels in the reply direction.
-        index, flags = self._index, e.flags
         o: _Open | None = None
         reply = bool(flags & F_REPLY_DIR)
         if flags & F_CT:
-            hit = index.get((proto, e.orig))  # type: ignore[arg-type]
+            hit = index.get(orig)  # type: ignore[arg-type]
             if hit is not None and not hit[1]:
                 o = hit[0]
         if o is None:
-            hit = index.get((proto, e.pkt))
+            hit = index.get(pkt)
             if hit is not None:
                 o, reply = hit
-            elif reply or not _starts_connection(e) or self._late_udp(e):
+            elif reply or not _starts_connection(point, proto, tcp_flags, flags, ctinfo, pkt) \
+                    or self._late_udp(e):
                 return None
             else:
-                o = self._new(e)
-        o.last_ts = e.ts_ns
+                o = self._new(e, index)
+        o.last_ts = ts
         self._open.move_to_end(o.req.id)
         if point == _DROP:
             self._drop(o, e)
             return None
         if point == _LB:
-            self._lb(o, e)
+            self._lb(o, e, index)
             return None
         if reply:
-            return self._reply(o, e)
-        return self._forward(o, e)
+            return self._reply(o, netns, ts, tcp_flags)
+        return self._forward(o, e, index)
 
     def _late_udp(self, e: Event) -> bool:
         """A datagram, either way, of a UDP request closed lately (bcc gives no conntrack
@@ -172,77 +175,84 @@ class Correlator:
         return e.proto == 17 and not e.flags & F_CT and (
             e.pkt in closed or e.pkt.reversed() in closed)
 
-    def _new(self, e: Event) -> _Open:
+    def _new(self, e: Event, index: dict[Flow, tuple[_Open, bool]]) -> _Open:
         client = e.orig if e.flags & F_CT and e.orig is not None else e.pkt
         req = Request(id=self._next_id, proto=_PROTO[e.proto], client=client, start_ns=e.ts_ns)
         self._next_id += 1
         o = _Open(req=req, last_ts=e.ts_ns)
         self._open[req.id] = o
-        self._register(o, e.proto, client)
+        self._register(o, index, client)
         return o
 
-    def _register(self, o: _Open, proto: int, t: Flow) -> None:
+    @staticmethod
+    def _register(o: _Open, index: dict[Flow, tuple[_Open, bool]], t: Flow) -> None:
         if t not in o.tuples:
+            back = t.reversed()
             o.tuples.add(t)
-            key, back = (proto, t), (proto, t.reversed())
-            self._index[key] = (o, False)
-            self._index.setdefault(back, (o, True))
-            o.keys += (key, back)
+            o.backs.add(back)
+            index[t] = (o, False)
+            index.setdefault(back, (o, True))
 
-    def _forward(self, o: _Open, e: Event) -> _Open | None:
-        req = o.req
-        if e.pkt not in o.tuples:  # checked here: most events repeat a known tuple
-            self._register(o, e.proto, e.pkt)
-        if e.flags & F_CT and e.reply is not None:
-            self._register(o, e.proto, e.reply.reversed())
-        tcp_flags = e.tcp_flags
+    def _forward(self, o: _Open, e: Event, index: dict[Flow, tuple[_Open, bool]]) -> _Open | None:
+        ts, _, netns, ifindex, mark, _, _, ct_status, point, proto, tcp_flags, _, flags, pkt, \
+            orig, reply = e
+        # Checked here, not in _register: most events repeat a known tuple.
+        if pkt not in o.tuples:
+            self._register(o, index, pkt)
+        if flags & F_CT and reply is not None and reply not in o.backs:
+            self._register(o, index, reply.reversed())
         if tcp_flags & TCP_RST:
             return o
-        if not (tcp_flags & TCP_SYN) and req.proto == "tcp":
+        if not tcp_flags & TCP_SYN and proto == 6:
             return None
         # The path is drawn from the first packet (SYN, or the first datagram).
-        if e.netns not in o.netns_seen:
-            o.netns_seen.add(e.netns)
-            req.hops.append(Hop(_enter_kind(e, first=not req.hops), e.ts_ns, e.netns,
-                                f"netns:{e.netns}", e.ifindex))
-        if e.mark and (e.netns, "mark") not in o.nat_seen:
-            o.nat_seen.add((e.netns, "mark"))
-            req.hops.append(Hop(HopKind.MARK, e.ts_ns, e.netns, f"netns:{e.netns}",
-                                e.ifindex, mark=e.mark))
-        self._nat_hops(o, e)
-        o.fwd_pkt.pop(e.netns, None)
-        o.fwd_pkt[e.netns] = e.pkt
+        req, where = o.req, None
+        if netns not in o.netns_seen:
+            o.netns_seen.add(netns)
+            where = f"netns:{netns}"
+            kind = _enter_kind(point, flags, ct_status, not req.hops)
+            req.hops.append(Hop(kind, ts, netns, where, ifindex))
+        if mark and (netns, "mark") not in o.nat_seen:
+            o.nat_seen.add((netns, "mark"))
+            req.hops.append(Hop(HopKind.MARK, ts, netns, where or f"netns:{netns}", ifindex,
+                                mark=mark))
+        if flags & F_CT and orig is not None and reply is not None:
+            self._nat_hops(o, e, orig, reply)
+        fwd_pkt = o.fwd_pkt
+        fwd_pkt.pop(netns, None)
+        fwd_pkt[netns] = pkt
         return None
 
-    def _nat_hops(self, o: _Open, e: Event) -> None:
-        if not e.flags & F_CT or e.orig is None or e.reply is None:
-            return
-        orig, reply, pkt = e.orig, e.reply, e.pkt
+    @staticmethod
+    def _nat_hops(o: _Open, e: Event, orig: Flow, reply: Flow) -> None:
+        ts, _, netns, ifindex, mark, _, _, ct_status, point, _, _, _, _, pkt, _, _ = e
+        o_saddr, o_sport, o_daddr, o_dport = orig
+        r_saddr, r_sport, r_daddr, r_dport = reply
+        _, _, p_daddr, p_dport = pkt
         # The forward tuple once this netns's NAT applied is the reply tuple reversed.
         # Tuples differ only where NAT (iptables or IPVS with conntrack) rewrote the flow.
-        if (reply.saddr != orig.daddr or reply.sport != orig.dport) \
-                and pkt.daddr == reply.saddr and pkt.dport == reply.sport \
-                and (e.netns, "dnat") not in o.nat_seen:
-            o.nat_seen.add((e.netns, "dnat"))
+        if (r_saddr != o_daddr or r_sport != o_dport) \
+                and p_daddr == r_saddr and p_dport == r_sport \
+                and (netns, "dnat") not in o.nat_seen:
+            o.nat_seen.add((netns, "dnat"))
             # A destination chosen where a fwmark selects a service is a load-balancer pick.
-            kind = HopKind.LB if e.mark else HopKind.DNAT
-            o.req.hops.append(Hop(kind, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
-                                  mark=e.mark, before=orig,
-                                  after=Flow(orig.saddr, orig.sport, reply.saddr, reply.sport)))
-        if e.ct_status & IPS_SRC_NAT and e.point in _SNAT_POINTS \
-                and (reply.daddr != orig.saddr or reply.dport != orig.sport) \
-                and (e.netns, "snat") not in o.nat_seen:
-            o.nat_seen.add((e.netns, "snat"))
-            o.req.hops.append(Hop(HopKind.SNAT, e.ts_ns, e.netns, f"netns:{e.netns}", e.ifindex,
-                                  mark=e.mark, before=Flow(orig.saddr, orig.sport,
-                                                           reply.saddr, reply.sport),
+            kind = HopKind.LB if mark else HopKind.DNAT
+            o.req.hops.append(Hop(kind, ts, netns, f"netns:{netns}", ifindex,
+                                  mark=mark, before=orig,
+                                  after=Flow(o_saddr, o_sport, r_saddr, r_sport)))
+        if ct_status & IPS_SRC_NAT and point in _SNAT_POINTS \
+                and (r_daddr != o_saddr or r_dport != o_sport) \
+                and (netns, "snat") not in o.nat_seen:
+            o.nat_seen.add((netns, "snat"))
+            o.req.hops.append(Hop(HopKind.SNAT, ts, netns, f"netns:{netns}", ifindex,
+                                  mark=mark, before=Flow(o_saddr, o_sport, r_saddr, r_sport),
                                   after=reply.reversed()))
 
-    def _lb(self, o: _Open, e: Event) -> None:
+    def _lb(self, o: _Open, e: Event, index: dict[Flow, tuple[_Open, bool]]) -> None:
         """IPVS's own decision (bcc backend): the real server for this client tuple."""
         assert e.reply is not None
         chosen = Flow(e.pkt.saddr, e.pkt.sport, e.reply.saddr, e.reply.sport)
-        self._register(o, e.proto, chosen)
+        self._register(o, index, chosen)
         o.nat_seen.add((e.netns, "dnat"))
         # The first bytes of the scheduler's name, up to its NUL ("rr", "wrr", "lc").
         sched = e.aux.to_bytes(4, "little").split(b"\0")[0].decode(errors="replace")
@@ -250,26 +260,26 @@ class Correlator:
         o.req.hops.append(Hop(HopKind.LB, e.ts_ns, e.netns, f"netns:{e.netns}", mark=e.mark,
                               before=e.pkt, after=chosen, detail=f"IPVS {service} {sched}"))
 
-    def _reply(self, o: _Open, e: Event) -> _Open | None:
-        o.reply_by_netns.setdefault(e.netns, e.ts_ns)
-        if e.tcp_flags & TCP_RST:
+    def _reply(self, o: _Open, netns: int, ts: int, tcp_flags: int) -> _Open | None:
+        o.reply_by_netns.setdefault(netns, ts)
+        if tcp_flags & TCP_RST:
             o.req.status = Status.REFUSED
             return o
         # Answered: the reply reached the netns the request started from.
-        if not o.req.hops or e.netns != o.req.hops[0].netns:
+        if not o.req.hops or netns != o.req.hops[0].netns:
             return None
         if o.req.client.dport == 53:
             # Resolvers ask for A and AAAA at once on one socket: the query is answered by
             # the response that carries addresses, else by the second one (or when idle).
             o.home_replies += 1
-            ans = self._answers.get(e.netns)
+            ans = self._answers.get(netns)
             if o.home_replies < 2 and (ans is None or ans.ts_ns < o.req.start_ns):
                 return None
         return o
 
-    def _vxlan(self, e: Event) -> None:
+    def _vxlan(self, e: Event, index: dict[Flow, tuple[_Open, bool]]) -> None:
         """The overlay crossing of a request's first packet, joined by its inner tuple."""
-        hit = self._index.get((e.proto, e.orig))  # type: ignore[arg-type]
+        hit = index.get(e.orig)  # type: ignore[arg-type]
         if hit is None or hit[1] or not _first_packet(e):
             return
         o = hit[0]
@@ -295,15 +305,16 @@ class Correlator:
     def _close(self, o: _Open) -> Request:
         req = o.req
         self._open.pop(req.id, None)
-        proto = _proto_num(req.proto)
+        proto = 6 if req.proto == "tcp" else 17
         if proto == 17:
             for t in o.tuples:
                 self._closed_udp[t] = o.last_ts
-        index = self._index
-        for key in o.keys:
-            hit = index.get(key)
-            if hit is not None and hit[0] is o:
-                del index[key]
+        index = self._index[proto]
+        for keys in (o.tuples, o.backs):
+            for key in keys:
+                hit = index.get(key)
+                if hit is not None and hit[0] is o:
+                    del index[key]
         req.end_ns = o.last_ts
         if o.flooded and o.reply_by_netns:
             _forget_flood_copies(o)
@@ -318,13 +329,17 @@ class Correlator:
                         req.hops[i] = Hop(HopKind.DELIVER, h.ts_ns, h.netns, h.where, h.ifindex)
                     req.backend_addr = o.fwd_pkt[last_netns].dst
                 break
-        if o.reply_by_netns:
+        replies = o.reply_by_netns
+        if replies:
             # Reply time is measured where the request started (the client side) when we
             # see it there, else at the earliest netns of the path that saw the reply.
-            order = [h.netns for h in req.hops if h.kind in _PATH_ENTRIES]
-            seen = [n for n in order if n in o.reply_by_netns]
-            netns = seen[0] if seen else next(iter(o.reply_by_netns))
-            req.reply_ns = o.reply_by_netns[netns]
+            for h in req.hops:
+                if h.kind in _PATH_ENTRIES and h.netns in replies:
+                    netns = h.netns
+                    break
+            else:
+                netns = next(iter(replies))
+            req.reply_ns = replies[netns]
             req.hops.append(Hop(HopKind.REPLY, req.reply_ns, netns, f"netns:{netns}"))
         if req.status == Status.OPEN:
             # A drop is the request's fate only if no answer came back despite it (a late
@@ -336,7 +351,8 @@ class Correlator:
                 req.status = Status.UNROUTED
             else:
                 req.status = Status.OK if req.reply_ns else Status.NO_REPLY
-        req.hops += _vxlan_hops(o.vxlan_out, o.vxlan_in)
+        if o.vxlan_out is not None or o.vxlan_in is not None:
+            req.hops += _vxlan_hops(o.vxlan_out, o.vxlan_in)
         req.hops.sort(key=_BY_TIME)
         req.mode = _mode(req)
         if self._answers.join(req, o.last_ts):
@@ -358,14 +374,15 @@ _LOCAL_POINTS = frozenset((Point.NF_OUT, Point.TX))  # a socket of this netns se
 _FLOOD_COPY = (HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DROP)  # all a flooded copy shows
 
 
-def _starts_connection(e: Event) -> bool:
-    if e.point == Point.LB:
+def _starts_connection(point: int, proto: int, tcp_flags: int, flags: int, ctinfo: int,
+                       pkt: Flow) -> bool:
+    if point == _LB:
         return True  # IPVS scheduling a local client's connection comes before any packet
-    if e.proto == 6:
-        return bool(e.tcp_flags & TCP_SYN) and not (e.tcp_flags & TCP_ACK)
-    if e.pkt.sport == 53:
+    if proto == 6:
+        return bool(tcp_flags & TCP_SYN) and not (tcp_flags & TCP_ACK)
+    if pkt[1] == 53:  # the source port
         return False  # a DNS answer (a late one, after its query completed) starts nothing
-    return not e.flags & F_CT or e.ctinfo == 2  # IP_CT_NEW
+    return not flags & F_CT or ctinfo == 2  # IP_CT_NEW
 
 
 def _first_packet(e: Event) -> bool:
@@ -387,11 +404,11 @@ def _vxlan_hops(out: Event | None, arrived: Event | None) -> list[Hop]:
             for e, side in ((out, VXLAN_OUT), (arrived, VXLAN_IN)) if e is not None]
 
 
-def _enter_kind(e: Event, first: bool) -> HopKind:
+def _enter_kind(point: int, flags: int, ct_status: int, first: bool) -> HopKind:
     if first:
-        local = e.point in _LOCAL_POINTS or e.flags & F_LOCAL
+        local = point in _LOCAL_POINTS or flags & F_LOCAL
         return HopKind.SEND if local else HopKind.ENTER_NODE
-    if e.flags & F_BRIDGED and not (e.ct_status & (IPS_DST_NAT | IPS_SRC_NAT)):
+    if flags & F_BRIDGED and not (ct_status & (IPS_DST_NAT | IPS_SRC_NAT)):
         return HopKind.BRIDGE
     return HopKind.ENTER_NETNS
 
@@ -416,10 +433,6 @@ def _forget_flood_copies(o: _Open) -> None:
         o.req.hops = [h for h in o.req.hops if h.netns not in flooded]
         for netns in flooded:
             o.fwd_pkt.pop(netns, None)
-
-
-def _proto_num(name: str) -> int:
-    return 6 if name == "tcp" else 17
 
 
 # Frees that end a socket's life normally, not a packet lost on its way.

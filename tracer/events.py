@@ -71,6 +71,7 @@ IPS_DST_NAT = 0x20
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 _TUPLE = [("saddr", "<u4"), ("daddr", "<u4"), ("sport", "<u2"), ("dport", "<u2")]
+_TUPLE_DTYPE = np.dtype(_TUPLE)
 
 # Field order, sizes and offsets exactly as struct st_event (little-endian host).
 EVENT_DTYPE = np.dtype(
@@ -177,11 +178,16 @@ _event_of = partial(tuple.__new__, Event)
 _VXLAN_POINTS = (Point.VXLAN_OUT, Point.VXLAN_IN)
 
 
-class _Names:
-    """Memo of address strings: a trace holds few distinct addresses, many events."""
+class _Memo:
+    """Decoded tuples by their 12 raw bytes, and address strings: a trace holds few distinct
+    tuples and addresses, many events. Kept across batches (a request's events span several),
+    emptied when it grows past a bound."""
+
+    LIMIT = 1 << 16
 
     def __init__(self) -> None:
         self.ips: dict[int, str] = {}
+        self.flows: dict[bytes, Flow] = {}
 
     def ip(self, raw: int) -> str:
         s = self.ips.get(raw)
@@ -189,8 +195,27 @@ class _Names:
             s = self.ips[raw] = _ip(raw)
         return s
 
+    def add_flows(self, keys: list[bytes]) -> None:
+        """Decode distinct tuples not seen before (their raw bytes) all at once, and keep them."""
+        cols = np.frombuffer(b"".join(keys), dtype=_TUPLE_DTYPE)
+        saddrs, daddrs = cols["saddr"].tolist(), cols["daddr"].tolist()
+        ips = self.ips
+        for raw in {*saddrs, *daddrs} - ips.keys():
+            ips[raw] = _ip(raw)
+        flows = map(_flow_of, zip(map(ips.__getitem__, saddrs),
+                                  cols["sport"].byteswap().tolist(),
+                                  map(ips.__getitem__, daddrs),
+                                  cols["dport"].byteswap().tolist(), strict=True))
+        self.flows.update(zip(keys, flows, strict=True))
 
-_memo = _Names()
+    def trim(self) -> None:
+        if len(self.ips) > self.LIMIT:
+            self.ips.clear()
+        if len(self.flows) > self.LIMIT:
+            self.flows.clear()
+
+
+_memo = _Memo()
 
 
 # ST_DNS: the query name's first bytes sit from orig.daddr to the end of the record.
@@ -218,30 +243,27 @@ _TUPLES_AT = 44  # offsetof(struct st_event, pkt); orig and reply follow to the 
 
 
 def _flows(records: np.ndarray) -> list[list[Flow]]:
-    """pkt, orig and reply of every record as Flow objects, one object per distinct tuple:
-    a request's events repeat the same few tuples, so this decodes each tuple once."""
+    """pkt, orig and reply of every record as Flow objects, looked up by their raw bytes: a
+    request's events repeat the same few tuples, so each tuple is decoded once."""
     n = len(records)
     raw = np.ascontiguousarray(records.view(np.uint8).reshape(n, EVENT_SIZE)[:, _TUPLES_AT:])
-    uniq, inverse = np.unique(raw.reshape(n * 3, _TUPLE_SIZE).view(f"V{_TUPLE_SIZE}"),
-                              return_inverse=True)
-    cols = uniq.view(_TUPLE)
-    # Ports from network order, and addresses as strings, for all distinct tuples at once.
-    sports = cols["sport"].byteswap().tolist()
-    dports = cols["dport"].byteswap().tolist()
-    ip = _memo.ip
-    saddrs = list(map(ip, cols["saddr"].tolist()))
-    daddrs = list(map(ip, cols["daddr"].tolist()))
-    flows = list(map(_flow_of, zip(saddrs, sports, daddrs, dports, strict=True)))
-    idx = inverse.reshape(n, 3)
-    return [list(map(flows.__getitem__, idx[:, k].tolist())) for k in range(3)]
+    keys = raw.view(f"V{_TUPLE_SIZE}").reshape(n, 3)
+    known = _memo.flows
+    out = []
+    for k in range(3):
+        col = keys[:, k].tolist()
+        new = set(col).difference(known)  # bytes keep their hash: rehashing them is free
+        if new:
+            _memo.add_flows(list(new))
+        out.append(list(map(known.__getitem__, col)))
+    return out
 
 
 def decode(records: np.ndarray) -> list[Event]:
     """Decode an array of EVENT_DTYPE records (vectorised, each distinct tuple decoded once)."""
     if not len(records):
         return []
-    if len(_memo.ips) > 1 << 16:
-        _memo.ips.clear()
+    _memo.trim()
     cols = [records[f].tolist() for f in ("ts_ns", "skb", "netns", "ifindex", "mark", "aux",
                                           "ct", "ct_status")]
     raw_points = records["point"].tolist()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from tracer.diagnose.conntrack import conntrack_use
-from tracer.diagnose.rule_counters import RuleCounters
+from tracer.diagnose.rule_counters import RuleCounters, netns_files
 from tracer.enrich import open_names
 from tracer.pipeline import Pipeline
 from tracer.probes.choose import choose, open_source
@@ -26,13 +26,21 @@ def lab_lb_note() -> str:
 
 
 @contextmanager
-def open_pipeline(backend: str, flt: Filter) -> Iterator[Pipeline]:
+def open_pipeline(backend: str, flt: Filter, nftrace: bool = False) -> Iterator[Pipeline]:
+    """nftrace: also name nftables drops from the kernel's trace events (adds rules)."""
     chosen, why = choose(backend)
-    with open_source(chosen, flt) as source, open_names() as names:
+    with open_source(chosen, flt) as source, open_names() as names, ExitStack() as stack:
         pipe = Pipeline(source, names, lab_lb_note())
         pipe.backend_reason = why
         pipe.conntrack = conntrack_use
-        pipe.dropped_by = RuleCounters().dropped_since
+        counted = RuleCounters().dropped_since
+        pipe.dropped_by = counted
+        if nftrace:
+            from tracer.diagnose.nftrace import nftrace as open_nftrace
+
+            traced = stack.enter_context(open_nftrace(flt, netns_files())).dropped_since
+            # A traced drop names its rule; an iptables-legacy drop still has the counters.
+            pipe.dropped_by = lambda ino, start: traced(ino, start) or counted(ino, start)
         yield pipe
 
 

@@ -82,15 +82,9 @@ def _wall(ns: int) -> str:
 
 def requests_of(path: Path, names: Names | None) -> dict[str, Any]:
     """The trace's requests as the replay correlates them: how many, by status and mode."""
-    from tracer.pipeline import Pipeline
-    from tracer.tracefile.replay import ReplaySource
+    from tracer.tracefile.requests import trace_requests
 
-    with ReplaySource(path) as source:
-        pipe = Pipeline(source, names, source.header.lb_note)
-        reqs = []
-        while not source.finished:
-            reqs += pipe.poll(0.0)
-        reqs += pipe.flush()
+    reqs = trace_requests(path, names)
     return {
         "total": len(reqs),
         "by_status": dict(Counter(str(r.status) for r in reqs).most_common()),

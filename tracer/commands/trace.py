@@ -55,6 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                       help="seconds kept before a failed request (default 10)")
     ring.add_argument("--keep-after", type=_seconds, default=5.0, metavar="S",
                       help="seconds kept after it (default 5)")
+    p.add_argument("--nftrace", action="store_true",
+                   help="name the nftables rule that drops a watched packet, from the "
+                        "kernel's trace events: adds a table marking the watched flows "
+                        "(meta nftrace set 1) in each iptables-nft netns while tracing")
     add_swarm_args(p)
     p.set_defaults(func=run)
 
@@ -145,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     flt = filter_from_args(args)
+    if args.nftrace:
+        from tracer.diagnose.nftrace import check_filter
+
+        check_filter(flt)
     with open_live(args, flt) as pipe, ExitStack() as stack:
         observe = None
         if args.ring:
@@ -189,7 +197,7 @@ def open_live(args: argparse.Namespace, flt: Filter) -> AbstractContextManager[P
     from tracer.live import open_pipeline, open_swarm_pipeline
 
     if not (args.swarm or args.agents):
-        return open_pipeline(args.backend, flt)
+        return open_pipeline(args.backend, flt, getattr(args, "nftrace", False))
     if flt != Filter():
         raise RemoteError("with --swarm the agents filter: give --port/--addr/--service to "
                           "`swarmtrace agent`")

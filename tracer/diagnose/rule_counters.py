@@ -51,24 +51,12 @@ class RuleCounters:
 
     def __init__(self) -> None:
         self._snaps: dict[int, list[tuple[int, dict[str, int]]]] = {}
-        for ino, path in self._netns().items():
+        for ino, path in netns_files().items():
             self._snaps[ino] = [(time.monotonic_ns(), counters(path))]
-
-    @staticmethod
-    def _netns() -> dict[int, Path]:
-        found: dict[int, Path] = {}
-        for d in (*NETNS_DIRS, *docker_netns_dirs()):
-            for path in _files(d):
-                try:
-                    found.setdefault(path.stat().st_ino, path)
-                except OSError:
-                    continue
-        found.setdefault(ROOT_NETNS.stat().st_ino, ROOT_NETNS)
-        return found
 
     def dropped_since(self, netns_inode: int, start_ns: int) -> list[str]:
         """Dropping rules of the netns whose packet counters rose since before start_ns."""
-        path = self._netns().get(netns_inode)
+        path = netns_files().get(netns_inode)
         if path is None:
             return []
         now = counters(path)
@@ -77,6 +65,19 @@ class RuleCounters:
         snaps.append((time.monotonic_ns(), now))
         del snaps[:-KEEP]
         return [rule for rule, n in now.items() if n > before.get(rule, 0)]
+
+
+def netns_files() -> dict[int, Path]:
+    """Every netns a drop can be in, by inode: named, Docker's, and the root one."""
+    found: dict[int, Path] = {}
+    for d in (*NETNS_DIRS, *docker_netns_dirs()):
+        for path in _files(d):
+            try:
+                found.setdefault(path.stat().st_ino, path)
+            except OSError:
+                continue
+    found.setdefault(ROOT_NETNS.stat().st_ino, ROOT_NETNS)
+    return found
 
 
 def _files(d: Path) -> Iterator[Path]:

@@ -252,16 +252,10 @@ class _Requests:
 
 
 def _requests(trace: str | os.PathLike[str], names: Names | None) -> _Requests:
-    from tracer.pipeline import Pipeline  # the correlation stack, only for this export
-    from tracer.tracefile.replay import ReplaySource
+    from tracer.tracefile.requests import trace_requests  # the correlation stack, only here
 
     # The packets' own reading reports the file's damage; this one stays quiet.
-    with ReplaySource(trace, report=False) as source:
-        pipe = Pipeline(source, names, source.header.lb_note)
-        requests: list[Request] = []
-        while not source.finished:
-            requests += pipe.poll(0.0)
-        requests += pipe.flush()
+    requests = trace_requests(trace, names, report=False)
     out: dict[tuple[int, int], _Step] = {}
     flows: dict[str, tuple[Request, bool]] = {}
     for r in requests:

@@ -93,6 +93,7 @@ class RingRecorder:
         self.segments: list[Segment] = []
         self.pending: list[Window] = []
         self.kept: list[Path] = []
+        self._kept_sizes: dict[Path, int] = {}  # taken once: trimming runs on every tick
         self.stopped = False
         self.recorded_bytes = 0  # every segment ever written: the ring's disk traffic
         self._seq = 0
@@ -207,6 +208,7 @@ class RingRecorder:
                 victim.path.unlink(missing_ok=True)
             elif self.kept:
                 oldest = self.kept.pop(0)
+                del self._kept_sizes[oldest]
                 log.warning("ring: %s removed to stay within %d bytes", oldest.name,
                             self.config.max_bytes)
                 oldest.unlink(missing_ok=True)
@@ -223,8 +225,8 @@ class RingRecorder:
 
     def _total_bytes(self) -> int:
         open_bytes = self._writer.bytes_written if self._writer is not None else 0
-        return (sum(s.size for s in self.segments if s.closed) + open_bytes
-                + sum(p.stat().st_size for p in self.kept if p.exists()))
+        closed = sum(s.size for s in self.segments if s.closed)
+        return closed + open_bytes + sum(self._kept_sizes.values())
 
     def _remove_stale_segments(self) -> None:
         # A ring left by a killed tracer is scratch space, not a result.
@@ -245,6 +247,7 @@ class RingRecorder:
             log.warning("ring: could not keep request %d's window: %s", window.request, err)
             return
         self.kept.append(path)
+        self._kept_sizes[path] = path.stat().st_size
         log.info("ring: kept %s", path)
 
     def _now_ns(self) -> int:

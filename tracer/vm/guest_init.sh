@@ -14,6 +14,12 @@ progress "kernel $(uname -r) up, preparing"
 for dir in /var/lib/docker /var/lib/containerd; do
     mkdir -p "$dir" && mount -t tmpfs tmpfs "$dir" || progress "warning: tmpfs on $dir failed"
 done
+# /var is an overlay on the host's own: a lab the host has up right now would look like
+# leftovers to the guest's labs, which want their state directories absent. Removing them
+# here only whites them out in the guest's upper layer; the host's files are untouched.
+for dir in /run/swarmtrace-lab /run/swarmtrace-swarm /var/lib/swarmtrace-swarm; do
+    [ ! -e "$dir" ] || rm -rf "$dir" 2>/dev/null || progress "warning: could not hide $dir"
+done
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || progress "warning: bpffs mount failed"
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing \
     || progress "warning: tracefs mount failed"
