@@ -4,6 +4,9 @@ requests, and record what IPVS itself and the answering backends say about each 
 
 --lab netns: the netns lab with a real IPVS fwmark service (mesh) and VIP service.
 --lab swarm: a real 2-node swarm; Docker's own routing mesh (published port) and VIP.
+--image ARCHIVE (swarm only): `docker load` the swarmtrace image into node1's dockerd and run
+the tracers in it with the README's least-privilege flags instead of from this venv; then run
+it once without each of those capabilities and mounts, to record what each is for.
 
 Prints one JSON object (used by tests/test_ipvs_vm.py and tests/test_swarm_vm.py):
   lab, lb            which lab, and its balancer ("ipvs")
@@ -12,12 +15,15 @@ Prints one JSON object (used by tests/test_ipvs_vm.py and tests/test_swarm_vm.py
   ipvs               {client ip:port as IPVS saw it: real server ip:port} from `ipvsadm -lnc`
   tasks              {container id[:12]: [task name, node]} from `docker inspect` (swarm)
   traced             {backend: {notes, requests}}: each tracer's stderr and JSON requests
+  image              (--image) {tag, archive_mb, load_s, argv: the bcc tracer's command,
+                     without: {what was left out: {rc, stderr, seconds}}}
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
@@ -26,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +63,82 @@ SETTLE_TIMEOUT_S = 30.0  # for the replies of the last requests to reach the tra
 QUIET_S = 1.0  # no new request for this long: the tracer has shown what it saw
 
 
-def trace_argv(backend: str, flt: list[str], record: Path | None) -> list[str]:
+DOCKER = "/usr/bin/docker"  # another docker CLI may come first on PATH
+LOAD_TIMEOUT_S = 300.0  # `docker load` of the 430 MB full image: about a minute emulated
+IMAGE_CAPS = ("SYS_ADMIN", "NET_ADMIN")
+# The README's extra mounts for bcc: tracefs (the functions it may probe) and the host's
+# kernel headers, which BCC compiles against (/lib/modules/<release>/build -> /usr/src/...).
+BCC_MOUNTS = ("/sys/kernel/debug", "/lib/modules", "/usr/src")
+
+
+def trace_args(backend: str, flt: list[str], record: Path | None) -> list[str]:
     write = ["-w", str(record)] if record else []
-    return [sys.executable, "-m", "tracer", "trace", "--backend", backend, "--json",
-            "--timeout", "900", *write, *flt]
+    return ["trace", "--backend", backend, "--json", "--timeout", "900", *write, *flt]
+
+
+def container_name(backend: str) -> str:
+    return f"swarmtrace-check-{backend}"
+
+
+@dataclass(frozen=True)
+class Image:
+    """The swarmtrace image, loaded into a node's dockerd, run as the README's Install says."""
+
+    tag: str
+    node: swarm.LabNode
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": self.node.socket}
+
+    @classmethod
+    def load(cls, archive: Path, node: swarm.LabNode) -> tuple[Image, float]:
+        """`docker load -i archive` into node's dockerd; the image and the seconds it took."""
+        t0 = time.monotonic()
+        limit = slowdown.scaled(LOAD_TIMEOUT_S)
+        try:
+            res = subprocess.run([DOCKER, "load", "-i", str(archive)], capture_output=True,
+                                 text=True, check=False, timeout=limit,
+                                 env={**os.environ, "DOCKER_HOST": node.socket})
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"docker load -i {archive} took over {limit:.0f} s"
+                             f"{slowdown.note()}") from None
+        tag = re.search(r"^Loaded image: (\S+)$", res.stdout, re.M)
+        if res.returncode != 0 or tag is None:
+            raise SystemExit(f"docker load -i {archive} failed: {res.stderr.strip()}")
+        return cls(tag.group(1), node), time.monotonic() - t0
+
+    def argv(self, name: str, args: list[str], caps: tuple[str, ...] = IMAGE_CAPS,
+             mounts: tuple[str, ...] = BCC_MOUNTS) -> list[str]:
+        """`docker run` of swarmtrace `args` as container `name`: no capability but `caps`,
+        the host's network, the node's Docker socket and sandboxes, `mounts` read-only."""
+        return [DOCKER, "run", "--rm", "--name", name, "--cap-drop", "ALL",
+                *(f"--cap-add={c}" for c in caps), "--network", "host",
+                "-v", f"{self.node.socket.removeprefix('unix://')}:/var/run/docker.sock",
+                "-v", f"{self.node.exec_root / 'netns'}:/var/run/docker/netns",
+                *(arg for m in mounts for arg in ("-v", f"{m}:{m}:ro")), self.tag, *args]
+
+    def remove(self, name: str) -> None:
+        subprocess.run([DOCKER, "rm", "-f", name], capture_output=True, check=False,
+                       env=self.env)
 
 
 class Tracer:
-    """One `swarmtrace trace --json` run; stderr kept as notes, stdout as requests."""
+    """One `swarmtrace trace --json` run, from this venv or in `image`; stderr kept as notes,
+    stdout as requests."""
 
-    def __init__(self, backend: str, argv: list[str]) -> None:
+    def __init__(self, backend: str, argv: list[str], image: Image | None = None) -> None:
         self.backend = backend
+        self.image = image  # argv is a `docker run` of it, container container_name(backend)
+        self.container = container_name(backend)
+        self.argv = argv
         self.notes: list[str] = []
         self.lines: list[str] = []
         self.last_line = time.monotonic()
         self.attached = False  # it printed READY: every probe is in place
         self.ready = threading.Event()  # attached, or exited
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, env=image.env if image else None)
         self._readers = [threading.Thread(target=f, daemon=True)
                          for f in (self._read_stderr, self._read_stdout)]
         for t in self._readers:
@@ -105,27 +170,47 @@ class Tracer:
                 else f"was not ready within {limit:.0f} s{slowdown.note()}")
         raise SystemExit(f"the {self.backend} tracer {what}: {' | '.join(self.notes[-3:])}")
 
+    def interrupt(self) -> None:
+        """Ctrl-C: the tracer prints what it has and exits."""
+        if self.image is None:
+            self.proc.send_signal(signal.SIGINT)
+        else:
+            subprocess.run([DOCKER, "kill", "--signal", "INT", self.container],
+                           capture_output=True, check=False, env=self.image.env)
+
+    def kill(self) -> None:
+        """Gone at once, with its BPF links; a container too, not just the docker client."""
+        if self.image is not None:
+            self.image.remove(self.container)
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
     def stop(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGINT)
+        self.interrupt()
         try:
             self.proc.wait(timeout=slowdown.scaled(60))
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
         for t in self._readers:
             t.join(5)
         return {"notes": self.notes, "requests": [json.loads(x) for x in self.lines]}
 
 
 @contextmanager
-def tracing(backends: list[str], lab_name: str, record: Path | None
-            ) -> Iterator[dict[str, Tracer]]:
-    """Tracers for `backends`, all attached by the time the body runs; each records its
-    events to record/<lab>_<backend>.swt if asked to. The body ends them with stop_all();
-    any still running on the way out (an error) are killed, their BPF links with them."""
-    tracers = {b: Tracer(b, trace_argv(b, TRACE_FILTER[lab_name],
-                                       record / f"{lab_name}_{b}.swt" if record else None))
-               for b in backends}
+def tracing(backends: list[str], lab_name: str, record: Path | None,
+            image: Image | None = None) -> Iterator[dict[str, Tracer]]:
+    """Tracers for `backends` (in `image` if given), all attached by the time the body runs;
+    each records its events to record/<lab>_<backend>.swt if asked to. The body ends them
+    with stop_all(); any still running on the way out (an error) are killed, their BPF links
+    with them."""
+    def argv(backend: str) -> list[str]:
+        args = trace_args(backend, TRACE_FILTER[lab_name],
+                          record / f"{lab_name}_{backend}.swt" if record else None)
+        return (image.argv(container_name(backend), args) if image
+                else [sys.executable, "-m", "tracer", *args])
+
+    tracers = {b: Tracer(b, argv(b), image) for b in backends}
     try:
         limit = slowdown.scaled(ATTACH_TIMEOUT_S)
         deadline = time.monotonic() + limit
@@ -137,8 +222,7 @@ def tracing(backends: list[str], lab_name: str, record: Path | None
     finally:
         for t in tracers.values():
             if t.proc.poll() is None:
-                t.proc.kill()
-                t.proc.wait()
+                t.kill()
 
 
 def stop_all(tracers: dict[str, Tracer], sent: int) -> dict[str, Any]:
@@ -175,12 +259,51 @@ def _docker_netns(node: swarm.LabNode) -> list[str]:
     return [str(p) for p in Path(f"/proc/{pid}/root{node.exec_root}/netns").iterdir()]
 
 
-def swarm_lab(count: int, backends: list[str], record: Path | None) -> dict[str, Any]:
+def without_each(image: Image, backend: str) -> dict[str, dict[str, Any]]:
+    """The image's tracer run once without each capability and mount it is given: exit code
+    and stderr of each (a run that can trace prints the ready line and exits 0)."""
+    runs: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+        f"--cap-add {c}": (tuple(x for x in IMAGE_CAPS if x != c), BCC_MOUNTS)
+        for c in IMAGE_CAPS}
+    runs |= {f"-v {m}": (IMAGE_CAPS, tuple(x for x in BCC_MOUNTS if x != m))
+             for m in BCC_MOUNTS}
+    found: dict[str, dict[str, Any]] = {}
+    limit = slowdown.scaled(ATTACH_TIMEOUT_S)
+    for what, (caps, mounts) in runs.items():
+        name = f"swarmtrace-check-without-{len(found)}"
+        argv = image.argv(name, ["trace", "--backend", backend, "--timeout", "1"], caps, mounts)
+        t0 = time.monotonic()
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                 timeout=limit, env=image.env)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"the image without {what} neither traced nor failed within "
+                             f"{limit:.0f} s{slowdown.note()}") from None
+        finally:
+            image.remove(name)
+        found[what] = {"rc": res.returncode, "stderr": res.stderr.splitlines(),
+                       "seconds": round(time.monotonic() - t0, 1)}
+        print(f"without {what}: exit {res.returncode} in {found[what]['seconds']} s: "
+              f"{' | '.join(found[what]['stderr'][-2:])}", file=sys.stderr)
+    return found
+
+
+def swarm_lab(count: int, backends: list[str], record: Path | None,
+              archive: Path | None = None) -> dict[str, Any]:
     up = swarm.up(nodes=2, progress=lambda s: print(s, file=sys.stderr))
     try:
         if not up.ipvs:
             raise SystemExit("this kernel has no IPVS: the swarm lab has no VIP or routing mesh")
-        with tracing(backends, "swarm", record) as tracers:
+        image: Image | None = None
+        about_image: dict[str, Any] = {}
+        if archive is not None:
+            image, load_s = Image.load(archive, up.nodes[0])
+            print(f"loaded {image.tag} in {load_s:.0f} s", file=sys.stderr)
+            about_image = {"tag": image.tag, "archive_mb": round(archive.stat().st_size / 1e6),
+                           "load_s": round(load_s, 1),
+                           # First: each fails fast, and says so even if tracing fails.
+                           "without": without_each(image, backends[0])}
+        with tracing(backends, "swarm", record, image) as tracers:
             answers = [{"mode": mode, "client": a.client, "backend": a.container}
                        for mode in MODES for a in swarm.traffic(mode, count)]
             ipvs: dict[str, str] = {}
@@ -192,8 +315,13 @@ def swarm_lab(count: int, backends: list[str], record: Path | None) -> dict[str,
                      for name, c in clients.items() for ct in c.containers.list()}
             for c in clients.values():
                 c.close()
-            return {"lab": "swarm", "lb": "ipvs", "answers": answers, "ipvs": ipvs,
-                    "tasks": tasks, "traced": stop_all(tracers, len(answers))}
+            result: dict[str, Any] = {
+                "lab": "swarm", "lb": "ipvs", "answers": answers, "ipvs": ipvs, "tasks": tasks,
+                "traced": stop_all(tracers, len(answers))}
+            argv = tracers[backends[0]].argv
+        if image is not None:
+            result["image"] = {**about_image, "argv": argv}
+        return result
     finally:
         swarm.down()
 
@@ -205,9 +333,14 @@ def main() -> None:
     ap.add_argument("--backends", default=",".join(BACKENDS), help="comma separated")
     ap.add_argument("--record", type=Path, metavar="DIR",
                     help="also write each tracer's events and this JSON to DIR")
+    ap.add_argument("--image", type=Path, metavar="ARCHIVE",
+                    help="run the tracers in this swarmtrace image (scripts/image's archive)")
     args = ap.parse_args()
-    run = netns_lab if args.lab == "netns" else swarm_lab
-    result = json.dumps(run(args.count, args.backends.split(","), args.record))
+    backends = args.backends.split(",")
+    if args.image and (args.lab != "swarm" or args.record):
+        ap.error("--image runs in the swarm lab's node1, without --record")
+    result = json.dumps(netns_lab(args.count, backends, args.record) if args.lab == "netns"
+                        else swarm_lab(args.count, backends, args.record, args.image))
     if args.record:
         (args.record / f"{args.lab}.json").write_text(result + "\n")
     print(result)

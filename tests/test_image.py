@@ -17,6 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from image_build import build_image
 from swarm_fixture import two_node_swarm
 
 from tracer import __version__
@@ -37,17 +38,10 @@ LEAN, FULL = f"swarmtrace:{__version__}-lean", f"swarmtrace:{__version__}"
 CORE_CAPS = ("SYS_ADMIN", "NET_ADMIN")
 
 
-def _build(*args: str) -> Path:
-    res = subprocess.run([str(ROOT / "scripts" / "image"), *args], capture_output=True,
-                         text=True, check=False, timeout=600)
-    assert res.returncode == 0, res.stderr
-    return Path(res.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def archives() -> dict[str, Path]:
     """Both variants, built (or taken from the cache) before any lab exists."""
-    return {LEAN: _build("--lean"), FULL: _build()}
+    return {LEAN: build_image("--lean"), FULL: build_image()}
 
 
 @pytest.fixture(scope="module")

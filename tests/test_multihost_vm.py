@@ -10,16 +10,14 @@ tests/test_multihost_vm.py
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from image_build import build_image
 from ipvs_match import (
     Json,
     check_crossing,
@@ -52,18 +50,16 @@ def timed(what: str, t0: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def archive() -> str:
+def archive() -> Path:
     """The full image's `docker load` archive, built on the host (cached)."""
     t0 = time.monotonic()
-    out = subprocess.run([str(ROOT / "scripts" / "image")], capture_output=True, text=True,
-                         check=False, timeout=900)
-    assert out.returncode == 0, out.stderr
+    path = build_image()
     timed("scripts/image", t0)
-    return out.stdout.strip().splitlines()[-1]
+    return path
 
 
 @pytest.fixture(scope="module")
-def swarm2(archive: str, vm_pair: tuple[PairNode, PairNode]) -> tuple[PairNode, PairNode]:
+def swarm2(archive: Path, vm_pair: tuple[PairNode, PairNode]) -> tuple[PairNode, PairNode]:
     """One dockerd per guest, a swarm of the two (vm1 manager, advertising its link address),
     the image loaded into both, the test services running on it."""
     a, b = vm_pair
@@ -74,15 +70,7 @@ def swarm2(archive: str, vm_pair: tuple[PairNode, PairNode]) -> tuple[PairNode, 
     print(f"multihost: nodes {a.step('nodes', '2')}")
     timed("swarm of two", t0)
     t0 = time.monotonic()
-    # The guests see the host's /var as their own tmpfs: the archive reaches each through
-    # its share (a hard link, no copy, where both are on one filesystem).
-    for n in vm_pair:
-        shared = n.guest.share / "image.tar"
-        try:
-            os.link(archive, shared)
-        except OSError:
-            shutil.copyfile(archive, shared)
-    loaded = on_both(vm_pair, lambda n: n.step("load", str(n.guest.share / "image.tar"),
+    loaded = on_both(vm_pair, lambda n: n.step("load", str(n.guest.share_file(archive)),
                                                timeout=900))
     print(f"multihost: image loaded {loaded}")
     assert loaded[0]["id"] == loaded[1]["id"]  # one archive, one ID: deploy relies on it

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -50,6 +51,8 @@ class GuestRunner(Protocol):
         *,
         env: Mapping[str, str] | None = None,
     ) -> GuestResult: ...
+
+    def share_file(self, path: Path) -> Path: ...
 
 
 class LocalRunner:
@@ -80,6 +83,9 @@ class LocalRunner:
                 out, _ = proc.communicate()
                 return GuestResult(124, out.decode(errors="replace"))
         return GuestResult(proc.returncode, out.decode(errors="replace"))
+
+    def share_file(self, path: Path) -> Path:
+        return path  # already here
 
 
 _GUEST = pytest.StashKey[Guest | LabError]()
@@ -117,11 +123,11 @@ def vm_guest_fixture(request: pytest.FixtureRequest) -> GuestRunner:
     return found
 
 
-def check_ipvs_in_guest(guest: GuestRunner, lab: str, count: int, timeout: float
-                        ) -> dict[str, Any]:
-    """Run scripts/check_ipvs_backends.py on `lab` in the VM; its JSON result."""
+def check_ipvs_in_guest(guest: GuestRunner, lab: str, count: int, timeout: float,
+                        *args: str) -> dict[str, Any]:
+    """Run scripts/check_ipvs_backends.py on `lab` (and `args`) in the VM; its JSON result."""
     rc, out = guest.run(["python", "scripts/check_ipvs_backends.py", "--lab", lab,
-                         "--count", str(count)], timeout=timeout)
+                         "--count", str(count), *args], timeout=timeout)
     assert rc == 0, out[-3000:]
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     assert result["lb"] == "ipvs", "the lab must use real IPVS inside the VM"

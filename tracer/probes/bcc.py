@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import mmap
+import os
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 from tracer import privileges
@@ -27,6 +29,40 @@ KPROBES = (
     (("__nf_conntrack_confirm",), "on_ct_confirm"),
     (("ip_vs_conn_new",), "on_ipvs_conn_new"),
 )
+
+
+# BCC's own search order for tracefs: its kprobe function list and tracepoint ids are there.
+TRACEFS = (Path("/sys/kernel/debug/tracing"), Path("/sys/kernel/tracing"))
+KHEADERS = Path("/sys/kernel/kheaders.tar.xz")  # BCC's fallback for a kernel without headers
+# In a container (the image), the host's directories these come from, as README's flags mount
+# them.
+MOUNT_DEBUGFS = "-v /sys/kernel/debug:/sys/kernel/debug:ro"
+MOUNT_MODULES = "-v /lib/modules:/lib/modules:ro"
+MOUNT_SRC = "-v /usr/src:/usr/src:ro"
+
+
+def missing_files(release: str) -> str:
+    """What of the host's BCC needs is not there to read, in one line with the fix; '' if
+    nothing. In a container these are mounts (the image); without them BCC fails late and
+    unclearly: after seconds of LLVM, "Failed to attach" (no tracefs) or "Failed to compile"
+    (no headers) with libbcc's own lines on stderr. Headers that are simply not installed
+    are the doctor's to name."""
+    if not any((t / "events").is_dir() for t in TRACEFS):
+        return (f"the bcc backend finds kprobes and tracepoints in tracefs, which is not "
+                f"mounted at {TRACEFS[0]}: mount -t debugfs none /sys/kernel/debug, or in a "
+                f"container add {MOUNT_DEBUGFS}")
+    modules = Path("/lib/modules") / release
+    build = modules / "build"
+    if build.is_dir() or KHEADERS.exists():
+        return ""
+    what = "the bcc backend compiles against this kernel's headers"
+    if not modules.is_dir():
+        return (f"{what}, and {modules} is missing: in a container add {MOUNT_MODULES} "
+                f"{MOUNT_SRC}")
+    if build.is_symlink():
+        return (f"{what}, and {build} points to {os.readlink(build)}, which is missing: "
+                f"in a container add {MOUNT_SRC}")
+    return ""
 
 
 def program_text() -> str:

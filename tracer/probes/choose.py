@@ -4,8 +4,10 @@ The rule and its checks are the doctor's, so `swarmtrace doctor` and `--backend 
 
 from __future__ import annotations
 
+import os
+
 from tracer import privileges
-from tracer.doctor import check_bcc, check_headers, check_kprobes, choose_backend
+from tracer.doctor import Support, check_bcc, check_headers, check_kprobes, choose_backend
 from tracer.errors import ProbeUnavailable
 from tracer.kernel_features import kernel_config
 from tracer.probes.netns import NetnsScope
@@ -16,7 +18,15 @@ def choose(name: str) -> tuple[str, str]:
     """The backend to use for `--backend name` ("auto", "core", "bcc"), and why."""
     if name == "core":
         return "core", "asked for"
-    pick = choose_backend(check_kprobes(kernel_config()), check_headers(), check_bcc())
+    if name == "bcc" and (lacking := privileges.explain("bcc", privileges.current())):
+        raise ProbeUnavailable(lacking)  # not "kprobes missing": the kernel refused to try
+    kprobes, headers, bcc = check_kprobes(kernel_config()), check_headers(), check_bcc()
+    if name == "bcc" and kprobes.support is bcc.support is Support.YES:
+        from tracer.probes.bcc import missing_files
+
+        if lacking := missing_files(os.uname().release):
+            raise ProbeUnavailable(lacking)
+    pick = choose_backend(kprobes, headers, bcc)
     if name == "bcc" and pick.backend != "bcc":
         raise ProbeUnavailable(f"the bcc backend cannot run here ({pick.reason}): "
                                "use --backend core (BTF kernels), or install your "

@@ -359,6 +359,23 @@ class Guest:
                 return int(line.split()[1]) / 1024
         return None
 
+    def share_file(self, path: Path) -> Path:
+        """Where the guest reads host file `path` for the rest of its life.
+
+        The guest's /var, /tmp and /run are its own, so a file there (an image archive in
+        /var/cache) is not visible inside. A hard link in the share is, at no cost, and keeps
+        the file even if the host replaces the original meanwhile; across filesystems, a copy.
+        """
+        files = self.share / "files"
+        files.mkdir(exist_ok=True)
+        dest = files / path.name
+        dest.unlink(missing_ok=True)
+        try:
+            dest.hardlink_to(path)
+        except OSError:
+            shutil.copy2(path, dest)
+        return dest
+
     # -- jobs -------------------------------------------------------------------------------
 
     def run(
