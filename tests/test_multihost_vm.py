@@ -33,7 +33,6 @@ from tracer import __version__
 
 pytestmark = [pytest.mark.vm, pytest.mark.multihost]
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE = f"swarmtrace:{__version__}"
 MODES = ("mesh", "vip")
 N = 3  # requests per mode
