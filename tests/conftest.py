@@ -12,7 +12,9 @@ from tracer import lab as lab_mod
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true",
-                     help="also run the long live-side soak tests (tests/test_soak.py)")
+                     help="also run the long live-side soak tests (tests/test_soak*.py)")
+    parser.addoption("--soak-minutes", type=int, default=60,
+                     help="how long the recording soak runs (tests/test_soak_hour.py)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -16,6 +16,9 @@ from tracer.model import Request, Status
 from tracer.source import AgentSource, EventSource
 
 RawTap = Callable[[np.ndarray], None]
+# Reads of what a live source still holds at the end: enough for a full 16 MiB ring read in
+# batches, bounded so that a source still being flooded cannot keep us from stopping.
+DRAIN_READS = 64
 ConntrackProbe = Callable[[], ConntrackUse | None]
 
 
@@ -54,6 +57,18 @@ class Pipeline:
 
     def flush(self) -> list[Request]:
         return [self._finish(r) for r in self.correlator.flush()]
+
+    def drain(self) -> list[Request]:
+        """At the end (Ctrl-C): the events the source still holds, which the kernel wrote
+        before we stopped (the last request's, often) and the recorder must keep too, then
+        every request in flight as it stands."""
+        done = []
+        for _ in range(DRAIN_READS):
+            arr = self.pump(0)
+            if not len(arr):
+                break
+            done += [self._finish(r) for r in self.correlator.feed_array(arr)]
+        return done + self.flush()
 
     def _finish(self, req: Request) -> Request:
         agents = self.source.agents() if isinstance(self.source, AgentSource) else None
