@@ -19,6 +19,7 @@ class Sample:
     links: int  # BPF links (netfilter hooks in each netns, tracepoints)
     maps: int  # BPF map fds
     progs: int  # BPF program fds
+    netns_fds: int  # open netns files (each keeps its netns alive)
     netns: int  # network namespaces on the machine when sampled (what the tracer should hook)
 
     def to_json(self) -> dict[str, float | int]:
@@ -33,7 +34,8 @@ def _rss_kib(pid: int) -> int:
 
 
 def sample(pid: int, t_s: float) -> Sample:
-    kinds = {"anon_inode:bpf_link": 0, "anon_inode:bpf-map": 0, "anon_inode:bpf-prog": 0}
+    kinds = {"anon_inode:bpf_link": 0, "anon_inode:bpf-map": 0, "anon_inode:bpf-prog": 0,
+             "net": 0}
     fd_dir = f"/proc/{pid}/fd"
     names = os.listdir(fd_dir)
     for name in names:
@@ -41,8 +43,9 @@ def sample(pid: int, t_s: float) -> Sample:
             target = os.readlink(f"{fd_dir}/{name}")
         except OSError:
             continue  # closed meanwhile
-        if target in kinds:
-            kinds[target] += 1
+        kind = "net" if target.startswith("net:[") else target
+        if kind in kinds:
+            kinds[kind] += 1
     return Sample(t_s, _rss_kib(pid), len(names), kinds["anon_inode:bpf_link"],
-                  kinds["anon_inode:bpf-map"], kinds["anon_inode:bpf-prog"],
+                  kinds["anon_inode:bpf-map"], kinds["anon_inode:bpf-prog"], kinds["net"],
                   len(netns.discover()))

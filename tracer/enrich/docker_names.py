@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -21,6 +22,7 @@ from tracer.enrich.docker_topology import (
 )
 from tracer.enrich.history import RANK_DOCKER, RANK_NODE_NETNS, NameHistory
 from tracer.enrich.netns_names import NETNS_DIRS, NetnsNames, NetnsReader
+from tracer.enrich.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class DockerNames(NetnsNames):
         self._last_full = float("-inf")
         self._warned = False
         self._mu = threading.Lock()
+        self._merged = Topology()  # every node's last reading, merged
+        self._node_inodes: set[int] = set()  # netns the nodes' files showed at the last poll
         self._connecting = threading.Lock()
         self._wake = threading.Event()
         self._watchers: list[threading.Thread] = []
@@ -130,10 +134,27 @@ class DockerNames(NetnsNames):
                 changed_at.append(dirty)
         ts = ts_ns if ts_ns is not None else min(changed_at, default=time.monotonic_ns())
         topo = merge_readings(list(self._readings.values()))
-        self.history.observe(self.SOURCE_DOCKER, topo, ts, RANK_DOCKER)
+        node_inodes: set[int] = set()
         for url, reader in list(self._node_netns.items()):
-            self.history.observe(f"netns:{url}", reader.read(reread_addresses, topo.netns),
-                                 ts, RANK_NODE_NETNS)
+            node_topo = reader.read(reread_addresses, topo.netns)
+            node_inodes |= node_topo.netns.keys()
+            self.history.observe(f"netns:{url}", node_topo, ts, RANK_NODE_NETNS)
+        with self._mu:
+            self._merged, self._node_inodes = topo, node_inodes
+        self._observe_docker(ts)
+
+    def _observe_docker(self, ts: int) -> None:
+        """Docker's names, but only of netns whose files are still there: a reading is kept
+        while its daemon is away, and the kernel gives a dead netns's inode to the next one,
+        which must not take the dead one's name."""
+        with self._mu:
+            topo, live = self._merged, self._node_inodes | self.file_inodes
+        netns = {ino: ns for ino, ns in topo.netns.items() if ino in live}
+        self.history.observe(self.SOURCE_DOCKER, replace(topo, netns=netns), ts, RANK_DOCKER)
+
+    def read_now(self) -> None:
+        super().read_now()
+        self._observe_docker(time.monotonic_ns())
 
     def start(self) -> Self:
         if self._thread is None:
