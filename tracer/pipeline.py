@@ -38,6 +38,24 @@ class Pipeline:
         self.conntrack: ConntrackProbe | None = None
         # Which netfilter rule dropped a request's packets (live only).
         self.dropped_by: DroppedBy | None = None
+        self._lost = 0  # the source's lost-event counter when last compared
+
+    def _loss_note(self) -> str | None:
+        """If the kernel lost events since the last call: the note for the requests that
+        were in flight meanwhile (those still open, those that finished in this batch)."""
+        lost = self.source.stats().lost
+        if lost <= self._lost:
+            return None
+        n, self._lost = lost - self._lost, lost
+        return (f"{n} events lost in the kernel while it was in flight (ring buffer full): "
+                "hops may be missing")
+
+    def _mark_loss(self, done: list[Request]) -> list[Request]:
+        if (note := self._loss_note()) is not None:
+            for req in done:
+                req.missing.append(note)
+            self.correlator.mark_open(note)
+        return done
 
     def pump(self, timeout_s: float) -> np.ndarray:
         """Read events and hand them to the taps only (record now, correlate at replay)."""
@@ -53,10 +71,10 @@ class Pipeline:
         if self.source.info.live:
             # Idle requests end by the clock, not only by the next event (same clock as BPF).
             done += self.correlator.expire(time.monotonic_ns())
-        return [self._finish(r) for r in done]
+        return [self._finish(r) for r in self._mark_loss(done)]
 
     def flush(self) -> list[Request]:
-        return [self._finish(r) for r in self.correlator.flush()]
+        return [self._finish(r) for r in self._mark_loss(self.correlator.flush())]
 
     def drain(self) -> list[Request]:
         """At the end (Ctrl-C): the events the source still holds, which the kernel wrote
@@ -67,7 +85,7 @@ class Pipeline:
             arr = self.pump(0)
             if not len(arr):
                 break
-            done += [self._finish(r) for r in self.correlator.feed_array(arr)]
+            done += [self._finish(r) for r in self._mark_loss(self.correlator.feed_array(arr))]
         return done + self.flush()
 
     def _finish(self, req: Request) -> Request:
