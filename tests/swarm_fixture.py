@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import docker
 import pytest
 
 from tracer.lab import swarm
@@ -25,3 +26,13 @@ def two_node_swarm() -> Iterator[swarm.SwarmLab]:
         yield lab
     finally:
         swarm.down()
+
+
+def vote_tasks(clients: dict[str, docker.DockerClient]) -> dict[str, tuple[str, str, str]]:
+    """vote task ip -> (task name, container id[:12], node) from `docker inspect` via the SDK."""
+    out = {}
+    for node, c in clients.items():
+        for ct in c.containers.list(filters={"label": "com.docker.swarm.service.name=vote"}):
+            ip = ct.attrs["NetworkSettings"]["Networks"]["overlay1"]["IPAddress"]
+            out[ip] = (ct.labels["com.docker.swarm.task.name"], ct.id[:12], node)
+    return out

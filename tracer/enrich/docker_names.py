@@ -59,7 +59,7 @@ class DockerNames(NetnsNames):
         self._streams: dict[str, Any] = {}
         self._next_connect: dict[str, float] = {}
         self._last_full = float("-inf")
-        self._warned = False
+        self._away: dict[str, float] = {}  # url -> monotonic s it stopped answering
         self._mu = threading.Lock()
         self._merged = Topology()  # every node's last reading, merged
         self._node_inodes: set[int] = set()  # netns the nodes' files showed at the last poll
@@ -77,10 +77,12 @@ class DockerNames(NetnsNames):
         with self._mu:
             node = self._nodes.pop(url, None)
             self._streams.pop(url, None)
+            first = url not in self._away  # failed reconnects of the same outage stay quiet
+            if first:
+                self._away[url] = time.monotonic()
         if node is not None:
             node.close()
-        if not self._warned:
-            self._warned = True
+        if first:
             log.warning("Docker at %s is not answering (%s): names from netns files and raw "
                         "addresses until it is back", url, err)
 
@@ -105,7 +107,11 @@ class DockerNames(NetnsNames):
         with self._mu:
             self._nodes[url] = node
             self._dirty.setdefault(url, 0)
+            away = self._away.pop(url, None)
         self._node_netns[url] = node.netns_reader()
+        if away is not None:  # the gap's end, as its start was said: both on stderr
+            log.warning("Docker at %s (node %s) is back after %.0f s: names from Docker again",
+                        url, node.name, time.monotonic() - away)
         log.info("Docker node %s at %s", node.name, url)
         return node
 
