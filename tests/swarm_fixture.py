@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -9,8 +10,16 @@ import docker
 import pytest
 
 from tracer.lab import swarm
-from tracer.lab.swarm.daemons import foreign_dockerd
+from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
 from tracer.lab.swarm.layout import lab_nodes
+
+# What every test on the native swarm lab needs.
+SWARM_LAB_MARKS = [
+    pytest.mark.docker,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: dockerd, netns, iptables"),
+    pytest.mark.skipif(not DOCKERD.exists(), reason="docker.io is not installed (scripts/setup)"),
+]
 
 
 @contextmanager

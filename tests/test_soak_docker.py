@@ -19,22 +19,15 @@ import docker
 import pytest
 from live_trace import Running, start_trace
 from proc_sample import sample
-from swarm_fixture import two_node_swarm, vote_tasks
+from swarm_fixture import SWARM_LAB_MARKS, two_node_swarm, vote_tasks
 
 from tracer.enrich.names import short_task
 from tracer.lab import swarm
 from tracer.lab.swarm import daemons
-from tracer.lab.swarm.daemons import DOCKERD
 from tracer.lab.swarm.services import client_container, request_from_client
 from tracer.probes.core import PROC_RESCAN_S
 
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.root,
-    pytest.mark.soak,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: dockerd, netns, iptables"),
-    pytest.mark.skipif(not DOCKERD.exists(), reason="docker.io is not installed (scripts/setup)"),
-]
+pytestmark = [*SWARM_LAB_MARKS, pytest.mark.soak]
 
 Tasks = dict[str, tuple[str, str, str]]  # vote task ip -> (task, container, node)
 CYCLES = 5  # scale down, up, --force: each replaces tasks, sandboxes and netns
