@@ -23,6 +23,7 @@ import pytest
 from live_trace import Running, start_trace
 from proc_sample import Sample, sample
 
+from tracer import slowdown
 from tracer.probes.core import MAX_WAIT_S, NETNS_RESCAN_S, PROC_RESCAN_S
 from tracer.probes.netns import entered
 
@@ -38,7 +39,8 @@ WAVE = 25  # created together; the previous wave is removed once this one is att
 PORT = 18231  # nothing listens: each connection is refused, which is a traced request
 CLIENT_PORT0 = 20000  # netns i sends from 127.0.0.1:(CLIENT_PORT0 + i)
 # Stated: a netns file is hooked at the next rescan, NETNS_RESCAN_S after the last, which the
-# poll loop reaches within MAX_WAIT_S. Allowed on top: the rescan itself and a loaded machine.
+# poll loop reaches within MAX_WAIT_S. Allowed on top: the rescan itself; all of it stretched
+# by the machine's load (runnable work per CPU, at least 1).
 ATTACH_LIMIT_S = NETNS_RESCAN_S + MAX_WAIT_S + 1.0
 LINKS_PER_NETNS = 3
 
@@ -159,17 +161,20 @@ def test_netns_churn() -> None:
             for i in wave:
                 _remove(i)
         tracer.stop()
+    # A loaded machine (other work, a swarm lab starting) stretches every step of it.
+    load = slowdown.host_load()
+    limit = ATTACH_LIMIT_S * load
     lat = sorted((seen.first_ns[i] - created[i]) / 1e9 for i in range(TOTAL + 1))
     p50, p99 = statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]
     print(f"soak: churn: {TOTAL} netns in {churn_s:.0f} s ({WAVE} at a time), "
           f"{seen.requests} requests; attached after p50 {p50:.2f} s, p99 {p99:.2f} s, "
-          f"max {lat[-1]:.2f} s (limit {ATTACH_LIMIT_S:.1f} s); wrong names "
+          f"max {lat[-1]:.2f} s (limit {limit:.1f} s at load x{load:.1f}); wrong names "
           f"{len(seen.wrong)}; links {base.links}->{end.links} for netns {base.netns}->"
           f"{end.netns}, maps {base.maps}->{end.maps}, progs {base.progs}->{end.progs}, fds "
           f"{base.fds}->{end.fds}, netns files open {base.netns_fds}->{end.netns_fds}, RSS "
           f"{base.rss_kib}->{end.rss_kib} KiB; tracer exit {tracer.proc.returncode}")
     assert not seen.wrong, seen.wrong[:5]
-    assert lat[-1] <= ATTACH_LIMIT_S, f"slowest attach {lat[-1]:.2f} s"
+    assert lat[-1] <= limit, f"slowest attach {lat[-1]:.2f} s (load x{load:.1f})"
     assert end.links - LINKS_PER_NETNS * end.netns <= base.links - LINKS_PER_NETNS * base.netns
     assert (end.maps, end.progs) == (base.maps, base.progs)
     plain = end.fds - end.links - end.maps - end.progs

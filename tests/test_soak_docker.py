@@ -60,25 +60,40 @@ def _vote(tracer: Running, start: int) -> list[dict[str, Any]]:
     return [q for q in tracer.requests()[start:] if q["mode"] == "dnsrr"]
 
 
-def _traced(tracer: Running, start: int, answers: list[swarm.Answer],
-            tasks: Tasks) -> list[dict[str, Any]]:
-    """Wait until every answered request is traced; each ok one named after its task."""
+class Named:
+    """Traced vote requests that were named right, and those not named yet (a task younger
+    than Docker's event, debounce and reading); a wrong name fails at once."""
+
+    def __init__(self) -> None:
+        self.right = 0
+        self.unnamed = 0
+
+    def check(self, q: dict[str, Any], tasks: Tasks) -> None:
+        ip = q["backend"]["addr"].split(":")[0]
+        task, _, node = tasks[ip]
+        if not q["backend"]["name"] and q["service"] is None:
+            self.unnamed += 1
+            return
+        assert q["service"] == "vote" and q["backend"]["name"] == \
+            f"{short_task(task)} on {node}", q
+        self.right += 1
+
+
+def _traced(tracer: Running, start: int, answers: list[swarm.Answer], tasks: Tasks,
+            named: Named) -> list[dict[str, Any]]:
+    """Wait until every answered request is traced; check how each ok one is named."""
     ok = sum(a.ok for a in answers)
     tracer.wait_for(f"{ok} vote requests",
                     lambda: sum(q["status"] == "ok" for q in _vote(tracer, start)) >= ok, 30)
     got = _vote(tracer, start)
-    by_container = {cid: (ip, task) for ip, (task, cid, _) in tasks.items()}
+    by_container = {cid: ip for ip, (_, cid, _) in tasks.items()}
     for a in answers:
         if a.ok:
-            ip, task = by_container[a.container or ""]
+            ip = by_container[a.container or ""]
             assert any(q["backend"]["addr"].startswith(f"{ip}:") for q in got), (a, got)
     for q in got:
-        if q["status"] != "ok":
-            continue
-        ip = q["backend"]["addr"].split(":")[0]
-        task, _, node = tasks[ip]
-        assert q["service"] == "vote" and q["backend"]["name"] == \
-            f"{short_task(task)} on {node}", q
+        if q["status"] == "ok":
+            named.check(q, tasks)
     return got
 
 
@@ -104,8 +119,9 @@ def _wait_two_tasks(lab: swarm.SwarmLab, old: Tasks, all_new: bool,
 def test_dockerd_stops_and_restarts_mid_trace(lab: swarm.SwarmLab) -> None:
     tracer = Running(start_trace("--json", "--timeout", "900", links=0))
     try:
+        named = Named()
         tasks = _tasks(lab)
-        _traced(tracer, 0, _send(lab, 6), tasks)
+        _traced(tracer, 0, _send(lab, 6), tasks, named)
         node2 = lab.nodes[1]
         pid = int(node2.pidfile.read_text())
         t_stop = time.monotonic()
@@ -115,7 +131,7 @@ def test_dockerd_stops_and_restarts_mid_trace(lab: swarm.SwarmLab) -> None:
         # Meanwhile: node1's task still answers, and is still named by node1's Docker.
         n_gap = len(tracer.requests())
         during = _send(lab, 6)
-        gap = _traced(tracer, n_gap, during, tasks)
+        gap = _traced(tracer, n_gap, during, tasks, named)
         daemons.start(node2)
         tracer.wait_for("line that Docker is back",
                         lambda: any("is back after" in x for x in tracer.err), 60)
@@ -123,7 +139,7 @@ def test_dockerd_stops_and_restarts_mid_trace(lab: swarm.SwarmLab) -> None:
         after_tasks = _wait_two_tasks(lab, tasks, all_new=False)
         n_after = len(tracer.requests())
         answers = _send(lab, 10)
-        after = _traced(tracer, n_after, answers, after_tasks)
+        after = _traced(tracer, n_after, answers, after_tasks, named)
     finally:
         tracer.stop()
     back = next(x for x in tracer.err if "is back after" in x)
@@ -132,7 +148,8 @@ def test_dockerd_stops_and_restarts_mid_trace(lab: swarm.SwarmLab) -> None:
     print(f"soak: dockerd restart: node2's dockerd away {t_back - t_stop:.0f} s; stderr: "
           f"{gone!r} / {back!r}; {len(gap)} requests traced meanwhile ({len(during)} sent, "
           f"{sum(a.ok for a in during)} answered); after: {len(after)} traced, "
-          f"{len(node2_named)} to node2's new task, named; tracer exit {tracer.proc.returncode}")
+          f"{len(node2_named)} to node2's new task, named; {named.right} named right, "
+          f"{named.unnamed} not yet named, 0 wrong; tracer exit {tracer.proc.returncode}")
     assert node2_named, "no request reached node2's new task"
     assert tracer.proc.returncode == 0, tracer.err[-3:]
     assert re.search(r"is back after \d+ s", back)
@@ -143,7 +160,8 @@ def test_service_churn_keeps_names_right(lab: swarm.SwarmLab) -> None:
     try:
         base = sample(tracer.proc.pid, 0.0)
         tasks = _wait_two_tasks(lab, {}, all_new=True, timeout=60)
-        traced = len(_traced(tracer, 0, _send(lab, 4), tasks))
+        named = Named()
+        traced = len(_traced(tracer, 0, _send(lab, 4), tasks, named))
         seen_tasks = set(tasks.values())
         t0 = time.monotonic()
         with closing(docker.DockerClient(base_url=lab.nodes[0].socket, timeout=60)) as mgr:
@@ -162,7 +180,7 @@ def test_service_churn_keeps_names_right(lab: swarm.SwarmLab) -> None:
                     tasks = _wait_two_tasks(lab, tasks, all_new=step == "force")
                     seen_tasks |= set(tasks.values())
                     n = len(tracer.requests())
-                    traced += len(_traced(tracer, n, _send(lab, 4), tasks))
+                    traced += len(_traced(tracer, n, _send(lab, 4), tasks, named))
         churn_s = time.monotonic() - t0
         # Links into removed task netns go at the tracer's next /proc rescan.
         deadline = time.monotonic() + PROC_RESCAN_S + 10
@@ -176,7 +194,9 @@ def test_service_churn_keeps_names_right(lab: swarm.SwarmLab) -> None:
     finally:
         tracer.stop()
     print(f"soak: service churn: {CYCLES} x (scale 2->1->2, update --force) in {churn_s:.0f} s, "
-          f"{len(seen_tasks)} vote tasks, {traced} vote requests traced and named right; "
+          f"{len(seen_tasks)} vote tasks, {traced} vote requests traced: {named.right} named "
+          f"right, {named.unnamed} not yet named (a task younger than Docker's reading), 0 "
+          f"wrong; "
           f"links {base.links}->{end.links} for netns {base.netns}->{end.netns}, fds "
           f"{base.fds}->{end.fds}, maps {base.maps}->{end.maps}, RSS {base.rss_kib}->"
           f"{end.rss_kib} KiB; tracer exit {tracer.proc.returncode}")

@@ -7,6 +7,8 @@ away) is still named from the netns files, or left as a raw address.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 import time
 from dataclasses import replace
@@ -36,6 +38,7 @@ EVENT_ACTIONS = {
 DEBOUNCE_S = 0.2  # one reading for a burst of events (a service update is a dozen)
 FULL_REFRESH_S = 30.0  # re-read Docker even without events, in case one was missed
 RECONNECT_S = 2.0
+_PROC_PID = re.compile(r"unix:///proc/(\d+)/")
 
 
 def mono_from_wall_ns(wall_ns: int) -> int:
@@ -52,6 +55,10 @@ class DockerNames(NetnsNames):
                  history: NameHistory | None = None,
                  dirs: tuple[Path, ...] = NETNS_DIRS) -> None:
         self.urls = list(sockets) if sockets is not None else local_docker_sockets()
+        # Found by pid (/proc/<pid>/root/...): a restarted dockerd is at a new address.
+        self._discover = sockets is None
+        self._last_discover = time.monotonic()
+        self._node_names: dict[str, str] = {}  # url -> node name, once it answered
         self._nodes: dict[str, DockerNode] = {}
         self._node_netns: dict[str, NetnsReader] = {}
         self._readings: dict[str, NodeReading] = {}
@@ -77,9 +84,10 @@ class DockerNames(NetnsNames):
         with self._mu:
             node = self._nodes.pop(url, None)
             self._streams.pop(url, None)
-            first = url not in self._away  # failed reconnects of the same outage stay quiet
+            who = self._node_names.get(url, url)
+            first = who not in self._away  # failed reconnects of the same outage stay quiet
             if first:
-                self._away[url] = time.monotonic()
+                self._away[who] = time.monotonic()
         if node is not None:
             node.close()
         if first:
@@ -107,7 +115,8 @@ class DockerNames(NetnsNames):
         with self._mu:
             self._nodes[url] = node
             self._dirty.setdefault(url, 0)
-            away = self._away.pop(url, None)
+            self._node_names[url] = node.name
+            away = self._away.pop(node.name, None) or self._away.pop(url, None)
         self._node_netns[url] = node.netns_reader()
         if away is not None:  # the gap's end, as its start was said: both on stderr
             log.warning("Docker at %s (node %s) is back after %.0f s: names from Docker again",
@@ -119,6 +128,9 @@ class DockerNames(NetnsNames):
         """Re-read the netns layer, and every node that had events (or all, now and then)."""
         super().refresh(ts_ns, reread_addresses)
         now = time.monotonic()
+        if self._discover and self._away and now - self._last_discover >= RECONNECT_S:
+            self._last_discover = now
+            self._rediscover()
         full = now - self._last_full >= FULL_REFRESH_S
         if full:
             self._last_full = now
@@ -162,13 +174,31 @@ class DockerNames(NetnsNames):
         super().read_now()
         self._observe_docker(time.monotonic_ns())
 
+    def _rediscover(self) -> None:
+        """While a node is away: drop the addresses of dockerds that are gone for good (their
+        /proc/<pid> is), follow the ones that started since."""
+        gone = [u for u in self.urls
+                if (m := _PROC_PID.match(u)) and not os.path.exists(f"/proc/{m.group(1)}")]
+        for url in gone:
+            self.urls.remove(url)
+            self._node_netns.pop(url, None)
+            self._readings.pop(url, None)
+        for url in local_docker_sockets():
+            if url not in self.urls:
+                self.urls.append(url)
+                if self._thread is not None:
+                    self._follow(url)
+
+    def _follow(self, url: str) -> None:
+        t = threading.Thread(target=self._watch, args=(url,), name=f"docker-events {url}",
+                             daemon=True)
+        t.start()
+        self._watchers.append(t)
+
     def start(self) -> Self:
         if self._thread is None:
             for url in self.urls:
-                t = threading.Thread(target=self._watch, args=(url,), name=f"docker-events {url}",
-                                     daemon=True)
-                t.start()
-                self._watchers.append(t)
+                self._follow(url)
         super().start()
         return self
 
@@ -186,7 +216,7 @@ class DockerNames(NetnsNames):
     def _watch(self, url: str) -> None:
         """Follow one daemon's event stream; mark the node dirty on events that change names."""
         since = int(time.time()) - 1  # events between the first reading and now
-        while not self._stop.is_set():
+        while not self._stop.is_set() and url in self.urls:
             node = self._connect(url)
             if node is None:
                 self._stop.wait(RECONNECT_S)
