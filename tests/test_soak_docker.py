@@ -128,6 +128,8 @@ def test_dockerd_stops_and_restarts_mid_trace(lab: swarm.SwarmLab) -> None:
         os.kill(pid, signal.SIGTERM)
         tracer.wait_for("line that Docker went away",
                         lambda: any("not answering" in x for x in tracer.err), 60)
+        tracer.wait_for("dockerd of node2 to exit", lambda: not os.path.exists(f"/proc/{pid}"),
+                        60)
         # Meanwhile: node1's task still answers, and is still named by node1's Docker.
         n_gap = len(tracer.requests())
         during = _send(lab, 6)
