@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,9 +79,22 @@ def _check_bounded(samples: list[Sample]) -> None:
         f"links grew beyond the netns: {[(s.links, s.netns) for s in samples]}"
 
 
-def test_an_hour_of_recording(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.fixture
+def run_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """Not tmp_path: pytest removes all but the last 3 session directories of a user, so
+    other test runs during the hour would delete the trace being written. Kept on failure."""
+    d = Path(tempfile.mkdtemp(prefix="swarmtrace-soak-hour-", dir="/var/tmp"))
+    failed = request.session.testsfailed
+    yield d
+    if request.session.testsfailed == failed:
+        shutil.rmtree(d)
+    else:
+        print(f"soak: hour: files kept in {d}")
+
+
+def test_an_hour_of_recording(run_dir: Path, request: pytest.FixtureRequest) -> None:
     minutes: int = request.config.getoption("--soak-minutes")
-    path, out, err = tmp_path / "hour.swt", tmp_path / "live.jsonl", tmp_path / "trace.err"
+    path, out, err = run_dir / "hour.swt", run_dir / "live.jsonl", run_dir / "trace.err"
     # Named and addressed after this run: two runs at once must not meet in a filter.
     with pair(f"soakhour{os.getpid()}", os.getpid() % 250 + 1) as p, out.open("wb") as out_f, \
             err.open("wb") as err_f:
@@ -105,7 +121,7 @@ def test_an_hour_of_recording(tmp_path: Path, request: pytest.FixtureRequest) ->
             if tracer.poll() is None:
                 tracer.send_signal(signal.SIGINT)
             tracer.wait(120)
-    (tmp_path / "samples.json").write_text(json.dumps([s.to_json() for s in samples]))
+    (run_dir / "samples.json").write_text(json.dumps([s.to_json() for s in samples]))
     assert tracer.returncode == 0, err.read_text(errors="replace")
 
     t1 = time.monotonic()
@@ -126,7 +142,7 @@ def test_an_hour_of_recording(tmp_path: Path, request: pytest.FixtureRequest) ->
           f"fds {samples[0].fds}->{samples[-1].fds}, links {samples[0].links}->"
           f"{samples[-1].links}, maps {samples[0].maps}->{samples[-1].maps}, progs "
           f"{samples[0].progs}->{samples[-1].progs}, netns {samples[0].netns}->"
-          f"{samples[-1].netns}; samples in {tmp_path / 'samples.json'}")
+          f"{samples[-1].netns}")
     assert failed == 0
     assert info["complete"]
     for got, what in ((replayed, "replayed"), (live, "shown live")):
