@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -76,15 +76,19 @@ class Pipeline:
     def flush(self) -> list[Request]:
         return [self._finish(r) for r in self._mark_loss(self.correlator.flush())]
 
-    def drain(self) -> list[Request]:
+    def pump_rest(self) -> Iterator[np.ndarray]:
         """At the end (Ctrl-C): the events the source still holds, which the kernel wrote
-        before we stopped (the last request's, often) and the recorder must keep too, then
-        every request in flight as it stands."""
-        done = []
+        before we stopped (the last request's, often), through the taps (the recorder)."""
         for _ in range(DRAIN_READS):
             arr = self.pump(0)
             if not len(arr):
-                break
+                return
+            yield arr
+
+    def drain(self) -> list[Request]:
+        """pump_rest() correlated, then every request in flight as it stands."""
+        done = []
+        for arr in self.pump_rest():
             done += [self._finish(r) for r in self._mark_loss(self.correlator.feed_array(arr))]
         return done + self.flush()
 

@@ -248,7 +248,8 @@ def _record_only(pipe: Pipeline, deadline: float | None) -> None:
         while deadline is None or time.monotonic() < deadline:
             pipe.pump(0.2)
     except KeyboardInterrupt:
-        pipe.drain()  # into the recording, which the caller's context then finishes
+        for _ in pipe.pump_rest():  # into the recording, which the caller then finishes
+            pass
 
 
 def _print_program(backend: str) -> int:
