@@ -32,10 +32,6 @@ log = logging.getLogger(__name__)
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_EXEC_ROOT = "/var/run/docker"
 API_TIMEOUT_S = 10
-# The SDK keeps a connection pool per URL it asked (each container's, each network's), 25 by
-# default, each holding a socket to dockerd: as tasks come and go, 25 idle connections per
-# daemon. A few pools are enough.
-API_POOLS = 4
 # A daemon that went away (or never answered) raises any of these.
 DOCKER_GONE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 VXLAN_IDS = "com.docker.network.driver.overlay.vxlanid_list"
@@ -135,8 +131,7 @@ class DockerNode:
 
     def __init__(self, sock_url: str) -> None:
         self.url = sock_url
-        self.client = docker.DockerClient(base_url=sock_url, timeout=API_TIMEOUT_S,
-                                          num_pools=API_POOLS)
+        self.client = docker.DockerClient(base_url=sock_url, timeout=API_TIMEOUT_S)
         self.pid = peer_pid(sock_url)
         info = self.client.info()
         self.name: str = info.get("Name") or sock_url
