@@ -19,13 +19,15 @@ from pathlib import Path
 from tracer.lab.http_client import TIMEOUT_S
 
 SERVER_PORT = 80
-PUBLISHED_PORT = 8080
+# Not the lab's 8080: live tests of the lab filter on that port and count what they see.
+PUBLISHED_PORT = 18080
 REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
 class Pair:
-    """A client netns and a server netns on one veth; the server DNATs VIP:8080 to itself."""
+    """A client netns and a server netns on one veth; the server DNATs VIP:PUBLISHED_PORT to
+    itself."""
 
     client: str
     server: str

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from live_trace import SWARMTRACE
 from proc_sample import Sample, sample
-from soak_pair import pair
+from soak_pair import PUBLISHED_PORT, pair
 
 pytestmark = [
     pytest.mark.root,
@@ -98,9 +98,8 @@ def test_an_hour_of_recording(run_dir: Path, request: pytest.FixtureRequest) -> 
     # Named and addressed after this run: two runs at once must not meet in a filter.
     with pair(f"soakhour{os.getpid()}", os.getpid() % 250 + 1) as p, out.open("wb") as out_f, \
             err.open("wb") as err_f:
-        # Only our own flows: the lab's routing mesh (other work on this machine) is on 8080
-        # too, and --port/--addr match either.
-        flt = ("--filter", f"dst host {p.vip} and dst port 8080")
+        # Only our own flows (--port/--addr match either).
+        flt = ("--filter", f"dst host {p.vip} and dst port {PUBLISHED_PORT}")
         tracer = subprocess.Popen(
             [*SWARMTRACE, "trace", "--json", *flt, "-w", str(path),
              "--timeout", str(minutes * 60 + 600)],
