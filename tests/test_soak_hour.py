@@ -95,14 +95,14 @@ def run_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
 
 def check_complete(replayed: list[dict[str, Any]], live: list[dict[str, Any]], answered: int,
                    failed: int) -> None:
-    """Every request sent is in the file and was shown live, once: those answered as ok, and
-    those the client gave up on (a loaded machine) as whatever the kernel saw of them."""
+    """Every request answered is in the file and was shown live, once, as ok. One the client
+    gave up on (a loaded machine) may have sent nothing: it may be missing."""
     for got, what in ((replayed, "replayed"), (live, "shown live")):
         ok = sum(r["status"] == "ok" for r in got)
-        assert len(got) == answered + failed and ok >= answered, \
+        assert answered <= len(got) <= answered + failed and ok >= answered, \
             f"{what}: {len(got)} requests ({ok} ok) for {answered} answered + {failed} failed"
     # Each request once (a client port comes round again within the hour: with its start).
-    assert len({(r["client"], r["start_ns"]) for r in replayed}) == answered + failed
+    assert len({(r["client"], r["start_ns"]) for r in replayed}) == len(replayed)
 
 
 def test_an_hour_of_recording(run_dir: Path, request: pytest.FixtureRequest) -> None:
@@ -131,7 +131,9 @@ def test_an_hour_of_recording(run_dir: Path, request: pytest.FixtureRequest) -> 
                 print(f"soak: hour: minute {minute}: {s.to_json()} sent {sent}", flush=True)
         finally:
             if tracer.poll() is None:
-                tracer.send_signal(signal.SIGINT)
+                # SIGTERM, not SIGINT: a shell's background job starts with SIGINT ignored
+                # (then Python has no KeyboardInterrupt either); the tracer takes both alike.
+                tracer.send_signal(signal.SIGTERM)
             tracer.wait(120)
     (run_dir / "samples.json").write_text(json.dumps([s.to_json() for s in samples]))
     assert tracer.returncode == 0, err.read_text(errors="replace")
