@@ -12,7 +12,9 @@ from tracer import lab as lab_mod
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true",
-                     help="also run the long live-side soak tests (tests/test_soak.py)")
+                     help="also run the long live-side soak tests (tests/test_soak*.py)")
+    parser.addoption("--soak-minutes", type=int, default=60,
+                     help="how long the recording soak runs (tests/test_soak_hour.py)")
     parser.addoption("--multihost", action="store_true",
                      help="also run the two-VM swarm (tests/test_multihost_vm.py)")
 
@@ -23,7 +25,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         skip = pytest.mark.skip(reason=f"{flag} test: run with scripts/test --{flag}")
         for item in items:
-            if item.get_closest_marker(flag) is not None:
+            if item.get_closest_marker(flag) is not None:  # keywords also hold dir names
                 item.add_marker(skip)
 
 

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import docker
 import pytest
 
 from tracer.lab import swarm
-from tracer.lab.swarm.daemons import foreign_dockerd
+from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
 from tracer.lab.swarm.layout import lab_nodes
+
+# What every test on the native swarm lab needs.
+SWARM_LAB_MARKS = [
+    pytest.mark.docker,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: dockerd, netns, iptables"),
+    pytest.mark.skipif(not DOCKERD.exists(), reason="docker.io is not installed (scripts/setup)"),
+]
 
 
 @contextmanager
@@ -25,3 +35,13 @@ def two_node_swarm() -> Iterator[swarm.SwarmLab]:
         yield lab
     finally:
         swarm.down()
+
+
+def vote_tasks(clients: dict[str, docker.DockerClient]) -> dict[str, tuple[str, str, str]]:
+    """vote task ip -> (task name, container id[:12], node) from `docker inspect` via the SDK."""
+    out = {}
+    for node, c in clients.items():
+        for ct in c.containers.list(filters={"label": "com.docker.swarm.service.name=vote"}):
+            ip = ct.attrs["NetworkSettings"]["Networks"]["overlay1"]["IPAddress"]
+            out[ip] = (ct.labels["com.docker.swarm.task.name"], ct.id[:12], node)
+    return out

@@ -16,6 +16,7 @@ import pytest
 from live_trace import LAB_LINKS, SWARMTRACE, Running, our_links, start_trace
 
 from tracer import lab as lab_mod
+from tracer import leftovers
 from tracer.errors import EXIT_TRACE_DAMAGED
 from tracer.tracefile import open_trace
 
@@ -69,16 +70,18 @@ def test_ring_overflow_is_counted_per_cpu_and_tracing_recovers(lab: lab_mod.LabI
               f"per CPU {per_cpu}")
         assert stats.lost > 0 and sum(per_cpu.values()) == stats.lost
         pipe = Pipeline(src, names)
-        deadline = time.monotonic() + 10
-        while len(src.poll(0.1)) and time.monotonic() < deadline:
-            pass  # drain what the ring held
-        pipe.flush()
+        drained = pipe.drain()  # what the ring held: requests around the loss
+        marked = [r for r in drained if r.missing]
         answers = lab_mod.traffic("mesh", 5)
         got: list[dict[str, object]] = []
         deadline = time.monotonic() + 20
         while len(got) < 5 and time.monotonic() < deadline:
             got += [r.to_json() for r in pipe.poll(0.2)]
+    print(f"soak: ring overflow: {len(marked)} of {len(drained)} requests read after the loss "
+          f"marked incomplete: {marked[0].missing if marked else None}")
+    assert marked and all("events lost in the kernel" in r.missing[0] for r in marked)
     _traced(got, answers)  # tracing recovered: the next requests are whole
+    assert not any(r.get("incomplete") for r in got), got
 
 
 @pytest.fixture
@@ -156,3 +159,37 @@ def test_two_tracers_at_once(lab: lab_mod.LabInfo) -> None:
     _traced(second.requests(), both + only_second)
     assert _links_gone()
     print(f"soak: two tracers: {len(first.requests())} and {len(second.requests())} requests")
+
+
+def _doctor_leftovers() -> dict[str, str]:
+    done = subprocess.run([*SWARMTRACE, "doctor", "--json"], capture_output=True, text=True,
+                          timeout=120)
+    caps = {c["key"]: c for c in json.loads(done.stdout)["capabilities"]}
+    return caps["leftovers"]  # type: ignore[no-any-return]
+
+
+def test_doctor_reports_what_a_killed_tracer_left() -> None:
+    """A killed tracer leaves nothing (its links and programs die with it), and doctor says
+    so; what another tool pinned of it outlives it, and doctor names that."""
+    proc = start_trace("--port", "18232", links=0)
+    held = leftovers.holders(set(leftovers.our_programs()))
+    mine = sorted(i for i, pids in held.items() if proc.pid in pids)
+    assert mine, "doctor does not see the running tracer's programs"
+    pin = leftovers.BPF_FS / f"st_soak_{os.getpid()}"
+    subprocess.run(["bpftool", "prog", "pin", "id", str(mine[0]), str(pin)], check=True)
+    try:
+        proc.kill()
+        proc.wait()
+        pinned = _doctor_leftovers()
+    finally:
+        pin.unlink(missing_ok=True)
+    assert pinned["support"] == "no" and str(pin) in pinned["detail"], pinned
+    assert f"id {mine[0]}" in pinned["detail"] and pinned["fix"], pinned
+    deadline = time.monotonic() + 10  # the kernel frees programs after an RCU grace period
+    while set(mine) & set(leftovers.our_programs()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    clean = _doctor_leftovers()
+    print(f"soak: doctor after SIGKILL: with a pin: {pinned['detail']}; without: "
+          f"{clean['detail']}")
+    assert not set(mine) & set(leftovers.our_programs()), "the killed tracer's programs remain"
+    assert clean["support"] == "yes" and clean["detail"].startswith("none"), clean

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from swarm_fixture import vote_tasks
 
 from tracer.enrich.docker_names import DockerNames
 from tracer.enrich.history import recorded_names
@@ -95,16 +96,6 @@ def _dockerd_pid(node: swarm.LabNode) -> int:
     return int((STATE_DIR / f"{node.name}.pid").read_text())
 
 
-def _vote_tasks(clients: dict[str, docker.DockerClient]) -> dict[str, tuple[str, str, str]]:
-    """vote task ip -> (task name, container id[:12], node) from `docker inspect` via the SDK."""
-    out = {}
-    for node, c in clients.items():
-        for ct in c.containers.list(filters={"label": "com.docker.swarm.service.name=vote"}):
-            ip = ct.attrs["NetworkSettings"]["Networks"]["overlay1"]["IPAddress"]
-            out[ip] = (ct.labels["com.docker.swarm.task.name"], ct.id[:12], node)
-    return out
-
-
 def test_lab_is_a_two_node_swarm(lab: swarm.SwarmLab, clients: dict[str, docker.DockerClient]
                                  ) -> None:
     mgr = clients["node1"]
@@ -112,7 +103,7 @@ def test_lab_is_a_two_node_swarm(lab: swarm.SwarmLab, clients: dict[str, docker.
                                                                                    "node2"]
     assert ("vote-vip" in lab.services) == lab.ipvs
     # One vote task per node: half the requests cross nodes over VXLAN.
-    assert sorted(node for _, _, node in _vote_tasks(clients).values()) == ["node1", "node2"]
+    assert sorted(node for _, _, node in vote_tasks(clients).values()) == ["node1", "node2"]
 
 
 def test_names_match_docker_inspect(lab: swarm.SwarmLab,
@@ -152,7 +143,7 @@ def test_dnsrr_answers_come_from_both_tasks(lab: swarm.SwarmLab,
                                             clients: dict[str, docker.DockerClient]) -> None:
     answers = swarm.traffic("dnsrr", 12)
     assert all(a.ok for a in answers), [a.text for a in answers if not a.ok]
-    expected = {cid for _, cid, _ in _vote_tasks(clients).values()}
+    expected = {cid for _, cid, _ in vote_tasks(clients).values()}
     assert {a.container for a in answers} == expected
 
 
@@ -170,7 +161,7 @@ def test_trace_service_shows_its_requests_only(lab: swarm.SwarmLab,
         notes.append(line)
         if line.startswith("swarmtrace: tracing with"):
             break
-    tasks = _vote_tasks(clients)
+    tasks = vote_tasks(clients)
     assert any(line.startswith("swarmtrace: service vote: ports 53, addresses ") and
                all(ip in line for ip in tasks) for line in notes), notes
     swarm.traffic("dnsrr", 4)
@@ -190,13 +181,13 @@ def test_trace_service_shows_its_requests_only(lab: swarm.SwarmLab,
 
 def test_names_survive_service_update(lab: swarm.SwarmLab,
                                       clients: dict[str, docker.DockerClient]) -> None:
-    old = _vote_tasks(clients)
+    old = vote_tasks(clients)
     with DockerNames([n.socket for n in lab.nodes]) as names:
         t_old = time.monotonic_ns()
         clients["node1"].services.get("vote").force_update()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            new = _vote_tasks(clients)
+            new = vote_tasks(clients)
             if len(new) == 2 and not {t for t, _, _ in new.values()} & {t for t, _, _ in
                                                                         old.values()}:
                 now = time.monotonic_ns()
@@ -244,7 +235,7 @@ def test_mesh_answers_and_fwmark_names(lab: swarm.SwarmLab) -> None:
 def test_names_keep_working_when_dockerd_stops(lab: swarm.SwarmLab,
                                                clients: dict[str, docker.DockerClient],
                                                caplog: pytest.LogCaptureFixture) -> None:
-    tasks = _vote_tasks(clients)
+    tasks = vote_tasks(clients)
     with caplog.at_level(logging.WARNING, logger="tracer.enrich.docker_names"), \
             DockerNames([n.socket for n in lab.nodes], poll_s=0.3) as names:
         t_before = time.monotonic_ns()

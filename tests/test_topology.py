@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,22 @@ def test_history_resolves_as_of_the_event_time() -> None:
     assert names.addr("10.0.1.3", 120) == VOTE1
     assert names.addr("10.0.1.3", 190) == VOTE1B
     assert names.addr("10.9.9.9", 50) is None
+
+
+def test_a_key_new_since_the_last_reading_is_named_from_then() -> None:
+    """A netns made between two readings sends its first packets before the second: they are
+    named too. A key that changes value changes at the reading that saw it."""
+    h = NameHistory()
+    old, new = NetnsName("old", "named"), NetnsName("new", "named")
+    h.observe("netns", Topology(netns={7: old}), 0, RANK_NETNS)
+    h.observe("netns", Topology(netns={8: new}), 100, RANK_NETNS)  # 7 gone, 8 new
+    h.observe("netns", Topology(netns={8: new}), 200, RANK_NETNS, new_since=100)
+    h.observe("netns", Topology(netns={8: old, 9: new}), 300, RANK_NETNS, new_since=200)
+    assert h.known_at("netns", 9, 250) and not h.known_at("netns", 9, 150)
+    assert RecordedNames(h).netns(9, 250) == new
+    assert not h.known_at("netns", 8, 50)  # no new_since: from the reading itself
+    assert RecordedNames(h).netns(8, 250) == new  # a changed value: from the reading
+    assert RecordedNames(h).netns(8, 310) == old
 
 
 def test_docker_outranks_netns_files_for_the_same_key() -> None:
@@ -136,6 +153,35 @@ def test_netns_names_by_inode_and_address(netns_pair: tuple[str, str]) -> None:
         snap = names.snapshot()
     other_ino_name = recorded_names(snap).addr("10.254.77.6", 1)
     assert other_ino_name is not None and other_ino_name.netns == other_ns
+
+
+@root
+def test_a_netns_younger_than_the_last_poll_is_named_at_once() -> None:
+    """The probes hook a new netns within a second; names poll every few seconds. A lookup of
+    an inode the names have not seen reads the files then, and an inode the kernel gave again
+    to a new netns gets the new name, not the dead one's."""
+    first, second = f"sttest-young{os.getpid()}", f"sttest-reborn{os.getpid()}"
+    try:
+        with NetnsNames(poll_s=3600) as names:
+            subprocess.run(["ip", "netns", "add", first], check=True)
+            ino = nsfs_inode(Path("/var/run/netns") / first)
+            assert ino is not None
+            got = names.netns(ino, time.monotonic_ns())
+            assert got is not None and got.name == first
+            subprocess.run(["ip", "netns", "del", first], check=True)
+            names.refresh()  # the poll sees it gone
+            for _ in range(50):  # until the kernel hands the inode out again
+                subprocess.run(["ip", "netns", "add", second], check=True)
+                if nsfs_inode(Path("/var/run/netns") / second) == ino:
+                    break
+                subprocess.run(["ip", "netns", "del", second], check=True)
+            else:
+                pytest.skip("the kernel did not reuse the inode")
+            got = names.netns(ino, time.monotonic_ns())
+            assert got is not None and got.name == second
+    finally:
+        for name in (first, second):
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
 @root

@@ -126,6 +126,11 @@ class Correlator:
             done.append(self._close(o))
         return done
 
+    def mark_open(self, note: str) -> None:
+        """Note on every request in flight that it may be incomplete (events were lost)."""
+        for o in self._open.values():
+            o.req.missing.append(note)
+
     def flush(self) -> list[Request]:
         """Close everything still open (end of a replay, end of a trace)."""
         return [self._close(o) for o in list(self._open.values())]

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from tracer import __version__, kernel_features, privileges
+from tracer import __version__, kernel_features, leftovers, privileges
 from tracer.errors import LabError
 from tracer.procs import cmdline
 from tracer.vm.boot import find_kernel, find_qemu, find_vng, kvm_usable
@@ -336,6 +336,31 @@ def check_other_tracers() -> Capability:
     )  # fmt: skip
 
 
+def check_leftovers() -> Capability:
+    """What a killed tracer left: our BPF programs that no process holds, pins of ours."""
+    label = "leftovers"
+    try:
+        found = leftovers.find()
+    except PermissionError:
+        return Capability("leftovers", label, Support.UNKNOWN,
+                          "listing BPF programs needs CAP_SYS_ADMIN", "run doctor as root")
+    except OSError as err:
+        return Capability("leftovers", label, Support.UNKNOWN, f"cannot list BPF programs: {err}")
+    left = found.orphans + [f"pinned {p}" for p in found.pinned]
+    if left:
+        return Capability(
+            "leftovers", label, Support.NO, ", ".join(left),
+            f"remove what is pinned under {leftovers.BPF_FS} (rm); a program no process and no "
+            "pin holds is kept by a pinned link: `bpftool link list`",
+        )  # fmt: skip
+    pids = sorted({p for held in found.held_by.values() for p in held})
+    running = f"; {len(found.programs)} programs held by pid {', '.join(map(str, pids))}" \
+        if pids else ""
+    return Capability("leftovers", label, Support.YES,
+                      "none: a tracer pins nothing, its programs and links go with its process "
+                      f"(SIGKILL too){running}")
+
+
 def check_vm_lab() -> Capability:
     if in_guest():
         return Capability("vm_lab", "VM lab", Support.NO, "this is the VM lab's guest: no nesting")
@@ -374,7 +399,8 @@ def diagnose() -> Report:
     ]
     caps = [check() for check in checks]
     docker = check_docker_socket()
-    caps += [docker, check_swarm(docker), check_other_tracers(), check_vm_lab()]
+    caps += [docker, check_swarm(docker), check_other_tracers(), check_leftovers(),
+             check_vm_lab()]
     by_key = {c.key: c for c in caps}
     backend = choose_backend(by_key["kprobes"], by_key["kernel_headers"], by_key["bcc"])
     return Report(os.uname().release, tuple(caps), backend)

@@ -120,8 +120,8 @@ class Request:
     status: Status = Status.OPEN
     reply_ns: int = 0  # first packet back at the client side
     end_ns: int = 0
-    # Nodes whose agent was not streaming when the request finished: "node2: no agent, its
-    # hops are missing" (tracing through agents only).
+    # What its trace may lack: nodes whose agent was not streaming when it finished ("node2:
+    # no agent, its hops are missing"), events the kernel lost while it was in flight.
     missing: list[str] = field(default_factory=list)
     verdict: Verdict | None = None  # set for every finished request that is not ok
     resumed: Resumed | None = None  # set when it starts in the middle of a connection
@@ -155,6 +155,9 @@ class Request:
             "hops": hops,
         }
         if self.missing:
+            # Hops may be missing (events lost in the kernel, an agent away): not the whole
+            # story, whatever its status says.
+            out["incomplete"] = True
             out["missing"] = list(self.missing)
         if self.verdict is not None:
             out["verdict"] = self.verdict.to_json()

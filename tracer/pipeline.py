@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from tracer.model import Request, Status
 from tracer.source import AgentSource, EventSource
 
 RawTap = Callable[[np.ndarray], None]
+# Reads of what a live source still holds at the end: enough for a full 16 MiB ring read in
+# batches, bounded so that a source still being flooded cannot keep us from stopping.
+DRAIN_READS = 64
 ConntrackProbe = Callable[[], ConntrackUse | None]
 
 # Objects allocated between two young collections of the cyclic GC. Decoding and correlating
@@ -46,6 +49,24 @@ class Pipeline:
         self.conntrack: ConntrackProbe | None = None
         # Which netfilter rule dropped a request's packets (live only).
         self.dropped_by: DroppedBy | None = None
+        self._lost = 0  # the source's lost-event counter when last compared
+
+    def _loss_note(self) -> str | None:
+        """If the kernel lost events since the last call: the note for the requests that
+        were in flight meanwhile (those still open, those that finished in this batch)."""
+        lost = self.source.stats().lost
+        if lost <= self._lost:
+            return None
+        n, self._lost = lost - self._lost, lost
+        return (f"{n} events lost in the kernel while it was in flight (ring buffer full): "
+                "hops may be missing")
+
+    def _mark_loss(self, done: list[Request]) -> list[Request]:
+        if (note := self._loss_note()) is not None:
+            for req in done:
+                req.missing.append(note)
+            self.correlator.mark_open(note)
+        return done
 
     def pump(self, timeout_s: float) -> np.ndarray:
         """Read events and hand them to the taps only (record now, correlate at replay)."""
@@ -61,10 +82,26 @@ class Pipeline:
         if self.source.info.live:
             # Idle requests end by the clock, not only by the next event (same clock as BPF).
             done += self.correlator.expire(time.monotonic_ns())
-        return [self._finish(r) for r in done]
+        return [self._finish(r) for r in self._mark_loss(done)]
 
     def flush(self) -> list[Request]:
-        return [self._finish(r) for r in self.correlator.flush()]
+        return [self._finish(r) for r in self._mark_loss(self.correlator.flush())]
+
+    def pump_rest(self) -> Iterator[np.ndarray]:
+        """At the end (Ctrl-C): the events the source still holds, which the kernel wrote
+        before we stopped (the last request's, often), through the taps (the recorder)."""
+        for _ in range(DRAIN_READS):
+            arr = self.pump(0)
+            if not len(arr):
+                return
+            yield arr
+
+    def drain(self) -> list[Request]:
+        """pump_rest() correlated, then every request in flight as it stands."""
+        done = []
+        for arr in self.pump_rest():
+            done += [self._finish(r) for r in self._mark_loss(self.correlator.feed_array(arr))]
+        return done + self.flush()
 
     def _finish(self, req: Request) -> Request:
         agents = self._agent_source.agents() if self._agent_source is not None else None

@@ -243,8 +243,8 @@ def show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
                 sink.write_all(reqs)  # one flush per poll, not per request
             shown += len(reqs)
     except KeyboardInterrupt:
-        # Requests still in flight are shown as they stand, not lost.
-        reqs = pipe.flush()
+        # Events still in the ring are read, requests still in flight shown as they stand.
+        reqs = pipe.drain()
         if observe is not None:
             observe(reqs)
         if sink is not None:
@@ -256,7 +256,8 @@ def _record_only(pipe: Pipeline, deadline: float | None) -> None:
         while deadline is None or time.monotonic() < deadline:
             pipe.pump(0.2)
     except KeyboardInterrupt:
-        pass  # the recording is finished by the caller's context
+        for _ in pipe.pump_rest():  # into the recording, which the caller then finishes
+            pass
 
 
 def _print_program(backend: str) -> int:

@@ -30,6 +30,7 @@ def open_names(sockets: list[str] | None = None, use_docker: bool = True) -> Net
 
         found = sockets if sockets is not None else local_docker_sockets()
         if found:
-            return DockerNames(found).start()
+            # None: DockerNames finds the local daemons itself, and again when one restarts.
+            return DockerNames(sockets).start()
         log.warning("no Docker daemon found: names from netns files and raw addresses only")
     return NetnsNames().start()

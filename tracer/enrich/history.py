@@ -71,8 +71,13 @@ class NameHistory:
         self._open: dict[tuple[str, str, Hashable], _Span] = {}  # (source, kind, key) ->
         self._changes: list[dict[str, Any]] = []
 
-    def observe(self, source: str, topo: Topology, ts_ns: int, rank: int) -> int:
-        """Record that `source` (e.g. "docker:node1") now sees `topo`; returns #changes."""
+    def observe(self, source: str, topo: Topology, ts_ns: int, rank: int,
+                new_since: int | None = None) -> int:
+        """Record that `source` (e.g. "docker:node1") now sees `topo`; returns #changes.
+
+        new_since: when `source` last looked; a key it did not know then is valid from then
+        on (it appeared in between), so that its first events, which came before this
+        reading, are named too."""
         with self._lock:
             n = 0
             for kind in KINDS:
@@ -85,7 +90,8 @@ class NameHistory:
                         n += 1
                 for key, value in now.items():
                     if before.get(key) != value:
-                        self._apply(ts_ns, source, rank, kind, key, value)
+                        since = ts_ns if new_since is None or key in before else new_since
+                        self._apply(since, source, rank, kind, key, value)
                         n += 1
             return n
 
@@ -118,6 +124,13 @@ class NameHistory:
             # (or after a removal) still gets the nearest name rather than none.
             best = min(spans, key=lambda s: (s.distance(ts_ns), s.rank, -s.since))
             return best.value
+
+    def known_at(self, kind: str, key: Hashable, ts_ns: int, rank: int | None = None) -> bool:
+        """Whether a span of key (of that rank) covers ts_ns (lookup() also answers from the
+        nearest)."""
+        with self._lock:
+            return any(s.distance(ts_ns) == 0 and rank in (None, s.rank)
+                       for s in self._spans[kind].get(key) or ())
 
     @property
     def version(self) -> int:

@@ -123,13 +123,40 @@ class NetnsNames(RecordedNames):
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reading = threading.Lock()  # the poll thread and lookups both read the files
+        self._last_read_ns = 0
+        self.file_inodes: set[int] = set()  # netns the last reading found
+        self._asked: set[int] = set()  # unknown inodes a lookup read the files for, this poll
         # What exists before tracing starts counts as "since ever" (ts 0).
         self.refresh(ts_ns=0)
 
     def refresh(self, ts_ns: int | None = None, reread_addresses: bool = False) -> None:
-        topo = self.reader.read(reread_addresses)
-        ts = time.monotonic_ns() if ts_ns is None else ts_ns
-        self.history.observe(self.SOURCE, topo, ts, RANK_NETNS)
+        self._asked.clear()
+        self._read_files(ts_ns, reread_addresses)
+
+    def _read_files(self, ts_ns: int | None, reread_addresses: bool) -> None:
+        with self._reading:
+            topo = self.reader.read(reread_addresses)
+            ts = time.monotonic_ns() if ts_ns is None else ts_ns
+            # A netns first seen now was made since the last reading: named from then on.
+            self.history.observe(self.SOURCE, topo, ts, RANK_NETNS,
+                                 new_since=min(self._last_read_ns, ts))
+            self._last_read_ns = ts
+            self.file_inodes = set(topo.netns)
+
+    def read_now(self) -> None:
+        """A lookup's reading between polls (DockerNames also drops names of dead netns)."""
+        self._read_files(None, False)
+
+    def netns(self, inode: int, ts_ns: int) -> NetnsName | None:
+        # The probes hook a new netns within a second, the poll reads names every poll_s: a
+        # netns that is younger than the last reading (or that reused a dead one's inode) is
+        # looked up in the files now, once per poll, rather than shown raw or as the dead one.
+        if (self._thread is not None and inode not in self._asked
+                and not self.history.known_at("netns", inode, ts_ns, RANK_NETNS)):
+            self._asked.add(inode)
+            self.read_now()
+        return super().netns(inode, ts_ns)
 
     def start(self) -> Self:
         if self._thread is None:

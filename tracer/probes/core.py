@@ -100,7 +100,7 @@ class CoreSource(ProbeSource):
             self._obj.set_autoload("st_nf_hook", False)
         self._ring_bytes = ring_bytes
         self._nf_links: dict[int, list[int]] = {}  # netns inode -> link fds
-        self._nf_failed: set[int] = set()
+        self._nf_failed: set[int] = set()  # not tried again while their netns is there
         self._last_scan = self._last_proc_scan = 0.0
         self._notes: list[str] = []
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True)
@@ -156,6 +156,10 @@ class CoreSource(ProbeSource):
         if scan_proc:
             self._last_proc_scan = now
         seen = netns.discover(scan_proc=scan_proc, scope=self.scope)
+        # The kernel gives a new netns the inode of one that died: a failure (often a netns
+        # that vanished as we entered it) is forgotten once its inode is gone, or its
+        # successor would never be hooked.
+        self._nf_failed &= seen.keys()
         prog_fd = self._obj.prog_fd("st_nf_hook")
         for ino, path in seen.items():
             if ino in self._nf_links or ino in self._nf_failed:

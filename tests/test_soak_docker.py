@@ -1,0 +1,206 @@
+"""Issue 13 on the native 2-node swarm lab (`flock /tmp/swarmtrace-lab.lock scripts/test --soak
+-s tests/test_soak_docker.py`): dockerd stops and comes back while `trace` runs, and vote is
+scaled down and up and updated with --force, again and again, while `trace` runs.
+
+Every traced request to vote must carry the name Docker gives the task that had its address
+then; the tracer must say when Docker went away and when it came back."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
+
+import docker
+import pytest
+from live_trace import Running, start_trace
+from proc_sample import sample
+from swarm_fixture import SWARM_LAB_MARKS, two_node_swarm, vote_tasks
+
+from tracer.enrich.names import short_task
+from tracer.lab import swarm
+from tracer.lab.swarm import daemons
+from tracer.lab.swarm.services import client_container, request_from_client
+from tracer.probes.core import PROC_RESCAN_S
+
+pytestmark = [*SWARM_LAB_MARKS, pytest.mark.soak]
+
+Tasks = dict[str, tuple[str, str, str]]  # vote task ip -> (task, container, node)
+CYCLES = 5  # scale down, up, --force: each replaces tasks, sandboxes and netns
+LINKS_PER_NETNS = 3
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[swarm.SwarmLab]:
+    with two_node_swarm() as lab:
+        yield lab
+
+
+def _tasks(lab: swarm.SwarmLab) -> Tasks:
+    clients = {n.name: docker.DockerClient(base_url=n.socket, timeout=30) for n in lab.nodes}
+    try:
+        return vote_tasks(clients)
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+def _send(lab: swarm.SwarmLab, n: int) -> list[swarm.Answer]:
+    """n requests to vote from the client task (on node1, which stays up)."""
+    with closing(docker.DockerClient(base_url=lab.nodes[0].socket, timeout=30)) as c:
+        ct = client_container({"node1": c})
+        return [request_from_client(ct, "vote") for _ in range(n)]
+
+
+def _vote(tracer: Running, start: int) -> list[dict[str, Any]]:
+    return [q for q in tracer.requests()[start:] if q["mode"] == "dnsrr"]
+
+
+class Named:
+    """Traced vote requests that were named right, and those not named yet (a task younger
+    than Docker's event, debounce and reading); a wrong name fails at once."""
+
+    def __init__(self) -> None:
+        self.right = 0
+        self.unnamed = 0
+
+    def check(self, q: dict[str, Any], tasks: Tasks) -> None:
+        ip = q["backend"]["addr"].split(":")[0]
+        task, _, node = tasks[ip]
+        name = q["backend"]["name"]
+        # Before Docker's reading: no name, or its node's netns file (a sandbox id).
+        if q["service"] is None and (not name or re.fullmatch(rf"{node} [0-9a-f]{{12}}", name)):
+            self.unnamed += 1
+            return
+        assert q["service"] == "vote" and q["backend"]["name"] == \
+            f"{short_task(task)} on {node}", q
+        self.right += 1
+
+
+def _traced(tracer: Running, start: int, answers: list[swarm.Answer], tasks: Tasks,
+            named: Named) -> list[dict[str, Any]]:
+    """Wait until every answered request is traced; check how each ok one is named."""
+    ok = sum(a.ok for a in answers)
+    tracer.wait_for(f"{ok} vote requests",
+                    lambda: sum(q["status"] == "ok" for q in _vote(tracer, start)) >= ok, 30)
+    got = _vote(tracer, start)
+    by_container = {cid: ip for ip, (_, cid, _) in tasks.items()}
+    for a in answers:
+        if a.ok:
+            ip = by_container[a.container or ""]
+            assert any(q["backend"]["addr"].startswith(f"{ip}:") for q in got), (a, got)
+    for q in got:
+        if q["status"] == "ok":
+            named.check(q, tasks)
+    return got
+
+
+def _wait_two_tasks(lab: swarm.SwarmLab, old: Tasks, all_new: bool,
+                    timeout: float = 180) -> Tasks:
+    """Until vote runs on both nodes again, in tasks that are all new (`all_new`) or not
+    exactly `old`'s."""
+    deadline = time.monotonic() + timeout
+    before = {t for t, _, _ in old.values()}
+    while time.monotonic() < deadline:
+        try:
+            now = _tasks(lab)
+        except docker.errors.DockerException:
+            now = {}
+        names = {t for t, _, _ in now.values()}
+        if len(now) == 2 and {n for _, _, n in now.values()} == {"node1", "node2"} \
+                and (not names & before if all_new else names != before):
+            return now
+        time.sleep(0.5)
+    raise AssertionError(f"vote did not run on both nodes within {timeout:.0f} s")
+
+
+def test_dockerd_stops_and_restarts_mid_trace(lab: swarm.SwarmLab) -> None:
+    tracer = Running(start_trace("--json", "--timeout", "900", links=0))
+    try:
+        named = Named()
+        tasks = _tasks(lab)
+        _traced(tracer, 0, _send(lab, 6), tasks, named)
+        node2 = lab.nodes[1]
+        t_stop = time.monotonic()
+        problems: list[str] = []
+        daemons.stop(node2, problems)  # SIGTERM, as systemd would; its containerd goes too
+        assert not problems, problems
+        tracer.wait_for("line that Docker went away",
+                        lambda: any("not answering" in x for x in tracer.err), 60)
+        # Meanwhile: node1's task still answers, and is still named by node1's Docker.
+        n_gap = len(tracer.requests())
+        during = _send(lab, 6)
+        gap = _traced(tracer, n_gap, during, tasks, named)
+        daemons.start(node2)
+        tracer.wait_for("line that Docker is back",
+                        lambda: any("is back after" in x for x in tracer.err), 60)
+        t_back = time.monotonic()
+        after_tasks = _wait_two_tasks(lab, tasks, all_new=False)
+        n_after = len(tracer.requests())
+        answers = _send(lab, 10)
+        after = _traced(tracer, n_after, answers, after_tasks, named)
+    finally:
+        tracer.stop()
+    back = next(x for x in tracer.err if "is back after" in x)
+    gone = next(x for x in tracer.err if "not answering" in x)
+    node2_named = [q for q in after if q["backend"] and "on node2" in q["backend"]["name"]]
+    print(f"soak: dockerd restart: node2's dockerd away {t_back - t_stop:.0f} s; stderr: "
+          f"{gone!r} / {back!r}; {len(gap)} requests traced meanwhile ({len(during)} sent, "
+          f"{sum(a.ok for a in during)} answered); after: {len(after)} traced, "
+          f"{len(node2_named)} to node2's new task, named; {named.right} named right, "
+          f"{named.unnamed} not yet named, 0 wrong; tracer exit {tracer.proc.returncode}")
+    assert node2_named, "no request reached node2's new task"
+    assert tracer.proc.returncode == 0, tracer.err[-3:]
+    assert re.search(r"is back after \d+ s", back)
+
+
+def test_service_churn_keeps_names_right(lab: swarm.SwarmLab) -> None:
+    tracer = Running(start_trace("--json", "--timeout", "1800", links=0))
+    try:
+        base = sample(tracer.proc.pid, 0.0)
+        tasks = _wait_two_tasks(lab, {}, all_new=True, timeout=60)
+        named = Named()
+        traced = len(_traced(tracer, 0, _send(lab, 4), tasks, named))
+        seen_tasks = set(tasks.values())
+        t0 = time.monotonic()
+        with closing(docker.DockerClient(base_url=lab.nodes[0].socket, timeout=60)) as mgr:
+            for _ in range(CYCLES):
+                for step in ("scale", "force"):
+                    svc = mgr.services.get("vote")
+                    if step == "scale":
+                        svc.scale(1)
+                        deadline = time.monotonic() + 60
+                        while len(_tasks(lab)) != 1 and time.monotonic() < deadline:
+                            time.sleep(0.5)
+                        svc.reload()
+                        svc.scale(2)
+                    else:
+                        svc.force_update()
+                    tasks = _wait_two_tasks(lab, tasks, all_new=step == "force")
+                    seen_tasks |= set(tasks.values())
+                    n = len(tracer.requests())
+                    traced += len(_traced(tracer, n, _send(lab, 4), tasks, named))
+        churn_s = time.monotonic() - t0
+        # Links into removed task netns go at the tracer's next /proc rescan.
+        deadline = time.monotonic() + PROC_RESCAN_S + 10
+        while True:
+            end = sample(tracer.proc.pid, 0.0)
+            extra = end.links - LINKS_PER_NETNS * end.netns
+            if extra <= base.links - LINKS_PER_NETNS * base.netns \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        tracer.stop()
+    print(f"soak: service churn: {CYCLES} x (scale 2->1->2, update --force) in {churn_s:.0f} s, "
+          f"{len(seen_tasks)} vote tasks, {traced} vote requests traced: {named.right} named "
+          f"right, {named.unnamed} not yet named (a task younger than Docker's reading), 0 "
+          f"wrong; "
+          f"links {base.links}->{end.links} for netns {base.netns}->{end.netns}, fds "
+          f"{base.fds}->{end.fds}, maps {base.maps}->{end.maps}, RSS {base.rss_kib}->"
+          f"{end.rss_kib} KiB; tracer exit {tracer.proc.returncode}")
+    assert tracer.proc.returncode == 0, tracer.err[-3:]
+    assert (end.maps, end.progs, end.netns_fds) == (base.maps, base.progs, 0)
+    assert extra <= base.links - LINKS_PER_NETNS * base.netns, (base, end)
