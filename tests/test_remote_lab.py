@@ -19,15 +19,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import pytest
 from swarm_fixture import two_node_swarm
 
+from tracer.enrich.docker_topology import DockerNode
 from tracer.enrich.names import short_task
+from tracer.events import Point
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD
 from tracer.lab.swarm.layout import VETH
+from tracer.probes.core import CoreSource
+from tracer.probes.netns import NetnsScope
 from tracer.remote.auth import new_token
 from tracer.remote.swarm_nodes import swarm_agents
+from tracer.source import Filter
 
 pytestmark = [
     pytest.mark.docker,
@@ -292,6 +298,41 @@ def test_stopped_agent_is_named_missing_then_recovers(
                                           for h in q["hops"]]) for q in back]  # type: ignore[union-attr]
     assert any("seen leaving and arriving" in h["detail"] for q in back for h in q["hops"]
                if h["kind"] == "vxlan"), back
+
+
+def _vxlan_points(src: CoreSource, seconds: float) -> set[int]:
+    """The VXLAN points among what the source reads for `seconds`."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        arr = src.poll(0.1)
+        seen |= set(np.unique(arr["point"]).tolist()) & {Point.VXLAN_OUT, Point.VXLAN_IN}
+    return seen
+
+
+def test_an_overlay_made_after_start_is_observed(lab: swarm.SwarmLab, tmp_path: Path) -> None:
+    """A tracer (an agent) started on a node without overlays attaches the device tracepoints
+    that read the VXLAN crossing once the first overlay sandbox appears in its netns
+    directory: here node1's real overlay netns file, linked in after start, as dockerd adds
+    it when the node's first overlay task starts."""
+    node = DockerNode(lab.nodes[0].socket)
+    try:
+        assert node.netns_dir is not None and node.host_netns is not None
+        overlay = next(node.netns_dir.glob("1-*"))
+        scope = NetnsScope(node.host_netns, (tmp_path,))
+    finally:
+        node.close()
+    with CoreSource(Filter(ports=(80,)), scope=scope) as src:
+        assert src.stats().extra["device_tracepoints"] == 0
+        assert all(a.ok for a in swarm.traffic("dnsrr", 4))
+        assert _vxlan_points(src, 1.0) == set()  # not attached: the crossing goes unseen
+        (tmp_path / overlay.name).symlink_to(overlay)
+        deadline = time.monotonic() + 10
+        while not src.stats().extra["device_tracepoints"]:
+            assert time.monotonic() < deadline, "no device tracepoints 10 s after the overlay"
+            src.poll(0.1)  # each poll rescans the netns twice a second
+        assert all(a.ok for a in swarm.traffic("dnsrr", 4))
+        assert _vxlan_points(src, 2.0) == {Point.VXLAN_OUT, Point.VXLAN_IN}
 
 
 def _dev_image(lab: swarm.SwarmLab) -> str:
