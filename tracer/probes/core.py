@@ -184,6 +184,7 @@ class CoreSource(ProbeSource):
             log.debug("hooked netns %s (%d)", path, ino)
         if not scan_proc:
             return
+        self._nf_failed &= seen.keys()  # gone for good: an agent runs for days of churn
         for ino in [i for i in self._nf_links if i not in seen]:
             for fd in self._nf_links.pop(ino):
                 os.close(fd)
