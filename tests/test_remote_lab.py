@@ -383,17 +383,18 @@ def _service_state(lab: swarm.SwarmLab) -> str:
             c.close()
 
 
-def _ours_in_kernel() -> list[str]:
-    """Our BPF programs still loaded (their names start st_)."""
+def _ours_in_kernel() -> set[str]:
+    """Our BPF programs loaded now (their names start st_), as "id name"."""
     progs = subprocess.run(["bpftool", "prog", "list"], capture_output=True, text=True,
                            check=False).stdout
-    names = [w for line in progs.splitlines() for w in line.split() if w.startswith("st_")]
-    return names
+    found = (re.match(r"(\d+): .*\bname (st_\w+)", line) for line in progs.splitlines())
+    return {f"{m.group(1)} {m.group(2)}" for m in found if m}
 
 
 def test_deploy_puts_an_agent_on_every_node_and_undeploy_leaves_nothing(
         lab: swarm.SwarmLab, token: Path, tmp_path: Path) -> None:
     image = _dev_image(lab)
+    others = _ours_in_kernel()  # another tracer on this machine (not the deployed agents)
     node1_sock = lab.nodes[1].exec_root.parent / "node1.sock"
     node1_sock.symlink_to("/var/run/docker.sock")  # so one template names both sockets
     state = str(lab.nodes[1].exec_root.parent)
@@ -448,6 +449,6 @@ def test_deploy_puts_an_agent_on_every_node_and_undeploy_leaves_nothing(
         for c in clients.values():
             c.close()
     deadline = time.monotonic() + 10  # the kernel frees a program shortly after its last fd
-    while _ours_in_kernel() and time.monotonic() < deadline:
+    while _ours_in_kernel() - others and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _ours_in_kernel() == []
+    assert _ours_in_kernel() - others == set()
