@@ -15,7 +15,7 @@ from setuptools.command.build_py import build_py
 BPF = Path(__file__).resolve().parent / "bpf"
 # What the backends read at run time: the CO-RE object (core), the C sources BCC compiles
 # on the target host (bcc), and the program text `trace --ebpf` prints.
-SHIPPED = ("build/core.bpf.o", "core.bpf.c", "bcc_probes.c", "event.h", "dns.h")
+SHIPPED = ("build/core.bpf.o", "core.bpf.c", "bcc_probes.c", "event.h", "dns.h", "vxlan.h")
 
 
 class BuildPyWithBpf(build_py):

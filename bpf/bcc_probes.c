@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* BCC programs for stock kernels (kprobes + headers): IPVS's own decision (ip_vs_conn_new),
- * the netfilter NAT result per netns (conntrack confirm), netns entries and drops.
+ * the netfilter NAT result per netns (conntrack confirm), netns entries, drops, and the VXLAN
+ * crossing on the underlay (vxlan.h, shared with the CO-RE programs).
  * Same struct st_event (event.h) and ring buffer reader as the CO-RE backend. */
 #include <uapi/linux/ptrace.h>
 #include <linux/skbuff.h>
@@ -236,6 +237,32 @@ int on_ipvs_conn_new(struct pt_regs *ctx, const struct ip_vs_conn_param *p, int 
 	return 0;
 }
 
+/* The device a packet is on (dev, else skb->dev) and its netns inode. Explicit reads: BCC
+ * rewrites dereferences only inside the probe functions. */
+static __always_inline struct net_device *skb_where(struct sk_buff *skb, struct net_device *dev,
+						    u32 *netns)
+{
+	struct net *net = NULL;
+	if (!dev)
+		bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
+	if (dev) {
+		bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
+		if (net)
+			bpf_probe_read_kernel(netns, sizeof(*netns), &net->ns.inum);
+	}
+	return dev;
+}
+
+static __always_inline void place(struct st_event *e, struct sk_buff *skb,
+				  struct net_device *dev, u32 netns)
+{
+	e->skb = (u64)skb;
+	e->netns = netns;
+	if (dev)
+		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), &dev->ifindex);
+	bpf_probe_read_kernel(&e->mark, sizeof(e->mark), &skb->mark);
+}
+
 /* A packet of a traced flow seen on a device: arrival in a netns, or a drop. */
 static __always_inline int dev_event(struct sk_buff *skb, unsigned char *nh, u8 point, u32 reason)
 {
@@ -252,15 +279,8 @@ static __always_inline int dev_event(struct sk_buff *skb, unsigned char *nh, u8 
 		return 0;
 	if (!interesting(&p.t, p.proto))
 		return 0;
-	struct net_device *dev = NULL;
-	struct net *net = NULL;
 	u32 netns = 0;
-	bpf_probe_read_kernel(&dev, sizeof(dev), &skb->dev);
-	if (dev) {
-		bpf_probe_read_kernel(&net, sizeof(net), &dev->nd_net.net);
-		if (net)
-			bpf_probe_read_kernel(&netns, sizeof(netns), &net->ns.inum);
-	}
+	struct net_device *dev = skb_where(skb, NULL, &netns);
 	/* A resolver's response arriving (over lo from Docker's embedded DNS): its answers
 	 * first, so they are in when this reply completes the query. */
 	if (point == ST_RX && p.proto == IPPROTO_UDP && p.t.sport == htons(53)) {
@@ -271,11 +291,7 @@ static __always_inline int dev_event(struct sk_buff *skb, unsigned char *nh, u8 
 	struct st_event *e = reserve();
 	if (!e)
 		return 0;
-	e->netns = netns;
-	if (dev)
-		bpf_probe_read_kernel(&e->ifindex, sizeof(e->ifindex), &dev->ifindex);
-	bpf_probe_read_kernel(&e->mark, sizeof(e->mark), &skb->mark);
-	e->skb = (u64)skb;
+	place(e, skb, dev, netns);
 	e->aux = reason;
 	e->point = point;
 	e->proto = p.proto;
@@ -285,11 +301,61 @@ static __always_inline int dev_event(struct sk_buff *skb, unsigned char *nh, u8 
 	return 0;
 }
 
-/* Both directions: netns entries, and reply timing. At receive, data is the IP header. */
+/* vxlan.h's hooks: an inner packet of interest as dev_event decides it, placed where seen. */
+static __always_inline int vxlan_wanted(const struct pkt *p, u32 cfg, u8 point)
+{
+	if (point != ST_DROP && !(cfg & ST_CFG_ALL_PKTS) && p->proto == IPPROTO_TCP &&
+	    !(p->tcp_flags & TCP_INTERESTING))
+		return 0;
+	return interesting(&p->t, p->proto);
+}
+
+static __always_inline void vxlan_place(struct st_event *e, struct sk_buff *skb,
+					struct net_device *dev)
+{
+	u32 netns = 0;
+	dev = skb_where(skb, dev, &netns);
+	place(e, skb, dev, netns);
+}
+
+#include "vxlan.h"
+
+/* The configuration when the VXLAN crossing is traced, else NULL. */
+static __always_inline struct st_config *vxlan_config(void)
+{
+	u32 zero = 0;
+	struct st_config *c = st_config.lookup(&zero);
+	if (!c || !(c->flags & ST_CFG_READY) || !(c->flags & ST_CFG_VXLAN) || !c->vxlan_port)
+		return NULL;
+	return c;
+}
+
+/* Both directions: netns entries, and reply timing; on the underlay, a VXLAN packet arriving.
+ * At receive, data is the IP header. */
 TRACEPOINT_PROBE(net, netif_receive_skb)
 {
 	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
+	struct st_config *c = vxlan_config();
+	if (c && skb->protocol == htons(ETH_P_IP) &&
+	    vxlan_event(skb, NULL, skb->data, ST_VXLAN_IN, c, 0) == 0)
+		return 0;
 	return dev_event(skb, skb->data, ST_RX, 0);
+}
+
+/* A VXLAN packet leaving on the underlay: the other end of the crossing. */
+TRACEPOINT_PROBE(net, net_dev_start_xmit)
+{
+	struct st_config *c = vxlan_config();
+	if (!c || args->protocol != ETH_P_IP)
+		return 0;
+	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
+	u16 nh = skb->network_header;
+	/* Unset (~0) on skbs that never had an IP header. */
+	if (nh == (u16)~0U)
+		return 0;
+	unsigned char *head = skb->head;
+	vxlan_event(skb, NULL, head + nh, ST_VXLAN_OUT, c, 0);
+	return 0;
 }
 
 TRACEPOINT_PROBE(skb, kfree_skb)

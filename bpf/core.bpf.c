@@ -469,12 +469,36 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 	return 0;
 }
 
-/* A VXLAN packet on the underlay (UDP to the data path port): the overlay crossing itself,
- * observed where it leaves one host and where it enters the other, or where it was dropped
- * (ST_DROP with reason: any packet of a watched connection, not only its first). Returns 0
- * if it was one. */
-static __always_inline int vxlan_event(struct sk_buff *skb, const struct net_device *dev,
-				       __u8 point, int at_data, __u32 reason)
+/* vxlan.h's hooks: an inner packet of interest as dev_event decides it, placed where seen.
+ * A drop is of interest for any packet of a watched connection, not only its first. */
+static __always_inline int vxlan_wanted(const struct pkt *p, __u32 cfg, __u8 point)
+{
+	if (point != ST_DROP && !informative(p, cfg))
+		return 0;
+	if ((cfg & ST_CFG_FILTER) && !flow_known(&p->t, p->proto) && !selector_match(&p->t)) {
+		count(ST_CNT_FILTERED);
+		return 0;
+	}
+	return 1;
+}
+
+static __always_inline void vxlan_place(struct st_event *e, struct sk_buff *skb,
+					struct net_device *dev)
+{
+	if (!dev)
+		dev = BPF_CORE_READ(skb, dev);
+	e->skb = (__u64)skb;
+	e->netns = dev ? dev_netns(dev) : 0;
+	e->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
+	e->mark = BPF_CORE_READ(skb, mark);
+}
+
+#include "vxlan.h"
+
+/* The VXLAN crossing (vxlan.h) when it is traced, or a VXLAN packet dropped (point ST_DROP,
+ * with its reason); -1 when this is not a VXLAN packet. */
+static __always_inline int vxlan_at(struct sk_buff *skb, struct net_device *dev, __u8 point,
+				    int at_data, __u32 reason)
 {
 	__u32 zero = 0;
 	struct st_config *c = bpf_map_lookup_elem(&st_config, &zero);
@@ -491,68 +515,13 @@ static __always_inline int vxlan_event(struct sk_buff *skb, const struct net_dev
 			return -1;
 		nh = BPF_CORE_READ(skb, head) + off;
 	}
-	struct iphdr ip;
-	if (bpf_probe_read_kernel(&ip, sizeof(ip), nh) || ip.version != 4 ||
-	    ip.protocol != IPPROTO_UDP)
-		return -1;
-	unsigned char *uh = nh + (ip.ihl & 0xf) * 4;
-	__u16 ports[2];
-	if (bpf_probe_read_kernel(ports, sizeof(ports), uh) || ports[1] != c->vxlan_port)
-		return -1;
-	/* VXLAN header (8 bytes: flags, VNI in bytes 4-6), inner Ethernet (14), inner IPv4. */
-	__u8 vx[8];
-	__u16 ethertype;
-	if (bpf_probe_read_kernel(vx, sizeof(vx), uh + 8) || !(vx[0] & 0x08))
-		return 0;
-	if (bpf_probe_read_kernel(&ethertype, 2, uh + 16 + 12) || ethertype != bpf_htons(ETH_P_IP))
-		return 0;
-	unsigned char *inner = uh + 16 + 14;
-	struct pkt p;
-	if (parse_ip(inner, &p))
-		return 0;
-	__u32 cfg = c->flags;
-	if (point != ST_DROP && !informative(&p, cfg))
-		return 0;
-	if ((cfg & ST_CFG_FILTER) && !flow_known(&p.t, p.proto) && !selector_match(&p.t)) {
-		count(ST_CNT_FILTERED);
-		return 0;
-	}
-	__u16 inner_id = 0;
-	bpf_probe_read_kernel(&inner_id, 2, inner + 4);
-	struct st_event *e = reserve();
-	if (!e)
-		return 0;
-	if (!dev)
-		dev = BPF_CORE_READ(skb, dev);
-	e->skb = (__u64)skb;
-	e->netns = dev ? dev_netns(dev) : 0;
-	e->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
-	e->mark = BPF_CORE_READ(skb, mark);
-	e->point = point;
-	e->proto = p.proto;
-	e->tcp_flags = p.tcp_flags;
-	struct st_tuple outer = {.saddr = ip.saddr, .daddr = ip.daddr,
-				 .sport = ports[0], .dport = ports[1]};
-	if (point == ST_DROP) {
-		e->flags = ST_F_ENCAP;
-		e->pkt = p.t;
-		e->orig = outer;
-		e->aux = reason;
-	} else {
-		e->pkt = outer;
-		e->orig = p.t;
-		e->aux = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
-	}
-	e->ct = bpf_ntohs(inner_id);
-	e->ct_status = bpf_ntohs(ip.tot_len);
-	submit(e);
-	return 0;
+	return vxlan_event(skb, dev, nh, point, c, reason);
 }
 
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(st_rx, struct sk_buff *skb)
 {
-	if (vxlan_event(skb, NULL, ST_VXLAN_IN, 1, 0) == 0)
+	if (vxlan_at(skb, NULL, ST_VXLAN_IN, 1, 0) == 0)
 		return 0;
 	if (!(config_flags() & ST_CFG_DEVICES))
 		return 0;
@@ -563,7 +532,7 @@ int BPF_PROG(st_rx, struct sk_buff *skb)
 SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(st_tx, struct sk_buff *skb, struct net_device *dev)
 {
-	if (vxlan_event(skb, dev, ST_VXLAN_OUT, 0, 0) == 0)
+	if (vxlan_at(skb, dev, ST_VXLAN_OUT, 0, 0) == 0)
 		return 0;
 	if (!(config_flags() & ST_CFG_DEVICES))
 		return 0;
@@ -573,7 +542,7 @@ int BPF_PROG(st_tx, struct sk_buff *skb, struct net_device *dev)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(st_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	if (vxlan_event(skb, NULL, ST_DROP, 0, reason) == 0)
+	if (vxlan_at(skb, NULL, ST_DROP, 0, reason) == 0)
 		return 0;
 	return dev_event(skb, NULL, ST_DROP, reason, 0);
 }

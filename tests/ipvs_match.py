@@ -88,8 +88,9 @@ def check_crossing(request: Json, entry: str, served: str) -> Json | None:
     return vx[0]
 
 
-def check_swarm_path(answer: Json, traced: Json) -> None:
-    """The hops a user expects, in order, each in the right netns."""
+def check_swarm_path(answer: Json, traced: Json, observed: bool = False) -> None:
+    """The hops a user expects, in order, each in the right netns. observed: the tracer read
+    the VXLAN packets themselves (event layout 2), so a crossing shows what it saw."""
     kinds = [h["kind"] for h in traced["hops"]]
     where: dict[str, str] = {}  # the first hop of each kind
     for h in traced["hops"]:
@@ -112,8 +113,15 @@ def check_swarm_path(answer: Json, traced: Json) -> None:
         # Named with the VNI Docker gave the network: the ingress network for the mesh.
         vxlan = next(h for h in traced["hops"] if h["kind"] == "vxlan")
         net = "ingress" if answer["mode"] == "mesh" else "overlay1"
-        # Where the kernel saw the crossing itself (core: the VXLAN packet at both ends), the
-        # outer tuple and what was seen follow.
+        # Where the kernel saw the crossing itself (the VXLAN packet at both ends), the outer
+        # tuple and what was seen follow.
+        seen = r" \(outer \S+ -> \S+:4789, VNI \d+; seen leaving and arriving, \d+ us\)"
         assert re.fullmatch(rf"{lb['node']} -> {deliver['node']}, VNI \d+ \({net}\)"
-                            r"( \(outer \S+ -> \S+:4789, VNI \d+; seen leaving and arriving, "
-                            r"\d+ us\))?", vxlan["detail"]), vxlan
+                            rf"({seen})" + ("" if observed else "?"), vxlan["detail"]), vxlan
+
+
+def crossing(request: Json) -> str | None:
+    """What the request's VXLAN hop says was seen, without its timing (each tracer reads its
+    own clock); None when it stayed on one node."""
+    vxlan = next((h for h in request["hops"] if h["kind"] == "vxlan"), None)
+    return None if vxlan is None else re.sub(r", \d+ us\)$", ")", vxlan["detail"])

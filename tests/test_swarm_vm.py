@@ -15,6 +15,7 @@ from ipvs_match import (
     check_swarm_path,
     check_swarm_request,
     chosen,
+    crossing,
     pairs,
     requests,
 )
@@ -46,8 +47,9 @@ def test_real_server_is_ipvs_choice_and_the_task_that_answered(result: Json,
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_path_shows_each_hop(result: Json, backend: str) -> None:
+    # Both backends read the VXLAN packet where it leaves one node and enters the other.
     for answer, traced in pairs(result, backend, MODES):
-        check_swarm_path(answer, traced)
+        check_swarm_path(answer, traced, observed=True)
 
 
 def test_bcc_shows_ipvs_own_decision(result: Json) -> None:
@@ -56,8 +58,11 @@ def test_bcc_shows_ipvs_own_decision(result: Json) -> None:
 
 
 def test_backends_agree(result: Json) -> None:
-    def seen(backend: str) -> dict[str, tuple[str, str, str, str | None]]:
-        return {q["client"]: (q["mode"], q["backend"]["name"], chosen(q), q["client_name"])
+    def seen(backend: str) -> dict[str, tuple[str, str, str, str | None, str | None]]:
+        return {q["client"]: (q["mode"], q["backend"]["name"], chosen(q), q["client_name"],
+                              crossing(q))
                 for q in requests(result, backend, MODES)}
 
     assert seen("bcc") == seen("core")
+    # Requests served on the other node are among them, with the crossing both saw.
+    assert any(crossing(q) for q in requests(result, "bcc", MODES))

@@ -62,6 +62,42 @@ def test_a_key_new_since_the_last_reading_is_named_from_then() -> None:
     assert RecordedNames(h).netns(8, 310) == old
 
 
+def test_live_history_stays_bounded_and_keeps_what_events_can_refer_to() -> None:
+    """Tasks replaced every 100 ns for a long time: a history that keeps what closed within
+    1000 ns holds only the last few, names recent times as one that keeps everything does,
+    and its log, read whole or piece by piece as agents and recorders do, rebuilds that."""
+    keep, step, rounds = 1000, 100, 5000
+    bounded, full = NameHistory(keep_closed_ns=keep), NameHistory()
+    stable = NetnsName("host", "host", "node1")
+    sent = bounded.to_dict()["count"]
+    piecewise = NameHistory()  # what a collector rebuilds from the pieces an agent sends
+    for i in range(rounds):
+        topo = Topology(netns={1: stable}, addrs={f"10.{i // 250}.{i % 250}.3": VOTE1})
+        for h in (bounded, full):
+            h.observe("docker", topo, i * step, RANK_DOCKER)
+        if i % 7 == 0:
+            part = bounded.to_dict(sent)
+            for change in part["changes"]:
+                piecewise.apply(change)
+            sent = part["count"]
+    for change in bounded.to_dict(sent)["changes"]:
+        piecewise.apply(change)
+    now = (rounds - 1) * step
+    assert len(bounded.keys("addrs")) <= 2 * keep // step + 2
+    assert len(bounded.to_dict()["changes"]) <= 4 * keep // step + 4
+    assert len(full.keys("addrs")) == rounds  # unbounded: the replay side keeps everything
+    assert bounded.to_dict()["count"] == full.to_dict()["count"]  # numbering goes on
+    whole = NameHistory.from_dict(json.loads(json.dumps(bounded.to_dict())))
+    for i in range(rounds - keep // step, rounds):  # ended within the window: still named
+        ip = f"10.{i // 250}.{i % 250}.3"
+        for h in (bounded, whole, piecewise):
+            for ts in (i * step, now):
+                assert RecordedNames(h).addr(ip, ts) == RecordedNames(full).addr(ip, ts)
+    for h in (bounded, whole, piecewise):
+        assert RecordedNames(h).netns(1, 0) == stable  # open since the start: never forgotten
+    assert RecordedNames(bounded).addr("10.0.0.3", now) is None  # long gone: forgotten
+
+
 def test_docker_outranks_netns_files_for_the_same_key() -> None:
     h = NameHistory()
     task_ns = NetnsName("vote.1.aaaa1111", "container", "node1", "c0ffee000001",

@@ -65,8 +65,8 @@ def _swarmtrace(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
 def test_wheel_is_pure_and_carries_the_objects(wheel: Path) -> None:
     assert re.fullmatch(r"swarm_tracer-[\w.]+-py3-none-any\.whl", wheel.name)
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {f"tracer/bpf/{n}" for n in ("core.bpf.o", "bcc_probes.c", "event.h", "dns.h")} \
-        <= names
+    shipped = ("core.bpf.o", "bcc_probes.c", "event.h", "dns.h", "vxlan.h")
+    assert {f"tracer/bpf/{n}" for n in shipped} <= names
     assert "tracer/data/sample.swt" in names
 
 

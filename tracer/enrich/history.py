@@ -7,8 +7,10 @@ files; replay rebuilds the very same spans from it, so it resolves names as live
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Hashable
 from dataclasses import dataclass, fields
+from operator import itemgetter
 from typing import Any, cast
 
 from tracer.enrich.names import AddrName, Names, NetnsName
@@ -24,6 +26,11 @@ RANK_DOCKER = 0
 RANK_NODE_NETNS = 1
 RANK_NETNS = 2
 
+# A live history forgets what ended this long before its newest change: no event still being
+# joined or named can be that old (the collector holds events for at most a second, a request
+# ends after 3 s without one), so an agent or collector that runs for days keeps a bounded
+# history. Replayed histories keep everything: a file's events come after its whole log.
+KEEP_CLOSED_NS = 600 * 10**9
 
 @dataclass(slots=True)
 class _Span:
@@ -31,6 +38,8 @@ class _Span:
     until: int | None
     rank: int
     value: Any
+    opened: int  # sequence numbers of the log entries that opened and closed it
+    closed: int | None = None
 
     def distance(self, ts: int) -> int:
         if ts < self.since:
@@ -63,13 +72,22 @@ def _value_from_json(kind: str, value: Any) -> Any:
 
 
 class NameHistory:
-    """Thread-safe store of what every key meant when; fed by readers, read by resolvers."""
+    """Thread-safe store of what every key meant when; fed by readers, read by resolvers.
 
-    def __init__(self) -> None:
+    keep_closed_ns: forget spans that closed this long before the newest change, and their
+    log entries (live histories); None keeps everything (replay). Log entries are numbered
+    from 0 in the order applied; the numbers of forgotten entries are not reused."""
+
+    def __init__(self, keep_closed_ns: int | None = None) -> None:
         self._lock = threading.Lock()
         self._spans: dict[str, dict[Hashable, list[_Span]]] = {k: {} for k in KINDS}
         self._open: dict[tuple[str, str, Hashable], _Span] = {}  # (source, kind, key) ->
-        self._changes: list[dict[str, Any]] = []
+        self._log: list[tuple[int, dict[str, Any]]] = []  # (sequence number, change)
+        self._next_seq = 0
+        self._version = 0
+        self._keep = keep_closed_ns
+        self._newest = 0  # the latest change time seen
+        self._next_prune = 0 if keep_closed_ns is None else keep_closed_ns
 
     def observe(self, source: str, topo: Topology, ts_ns: int, rank: int,
                 new_since: int | None = None) -> int:
@@ -100,17 +118,45 @@ class NameHistory:
         self.observe(source, Topology(), ts_ns, 0)
 
     def _apply(self, ts: int, source: str, rank: int, kind: str, key: Hashable, value: Any) -> None:
-        self._changes.append({
+        seq = self._next_seq
+        self._next_seq += 1
+        self._version += 1
+        self._log.append((seq, {
             "t": ts, "src": source, "rank": rank, "kind": kind,
             "key": _key_to_json(kind, key), "value": _value_to_json(value),
-        })
+        }))
         old = self._open.pop((source, kind, key), None)
         if old is not None:
-            old.until = ts
+            old.until, old.closed = ts, seq
         if value is not None:
-            span = _Span(ts, None, rank, value)
+            span = _Span(ts, None, rank, value, seq)
             self._open[(source, kind, key)] = span
             self._spans[kind].setdefault(key, []).append(span)
+        self._newest = max(self._newest, ts)
+        if self._keep is not None and self._newest >= self._next_prune:
+            # Every quarter of the window: each pass costs one walk over what is kept.
+            self._next_prune = self._newest + self._keep // 4
+            self._forget_before(self._newest - self._keep)
+
+    def _forget_before(self, horizon: int) -> None:
+        """Drop spans closed before `horizon`, keys left without any, and every log entry
+        older than horizon that no kept span needs (its opening and closing entries)."""
+        needed: set[int] = set()
+        for spans_of in self._spans.values():
+            for key in list(spans_of):
+                kept = [sp for sp in spans_of[key] if sp.until is None or sp.until >= horizon]
+                if not kept:
+                    del spans_of[key]
+                    continue
+                spans_of[key] = kept
+                for sp in kept:
+                    needed.add(sp.opened)
+                    if sp.closed is not None:
+                        needed.add(sp.closed)
+        before = len(self._log)
+        self._log = [(seq, c) for seq, c in self._log if c["t"] >= horizon or seq in needed]
+        if len(self._log) != before:
+            self._version += 1
 
     def lookup(self, kind: str, key: Hashable, ts_ns: int) -> Any:
         """The value of key at ts_ns; outside every span, the value of the nearest span."""
@@ -135,7 +181,7 @@ class NameHistory:
     @property
     def version(self) -> int:
         """Grows with every change: answers cached at one version stay true until it moves."""
-        return len(self._changes)
+        return self._version
 
     def timeless(self, kind: str, key: Hashable) -> bool:
         """Whether key's value is the same at every time (it has at most one span)."""
@@ -147,10 +193,12 @@ class NameHistory:
             return list(self._spans[kind])
 
     def to_dict(self, start: int = 0) -> dict[str, Any]:
-        """The change log from entry `start` on (0: all of it); `count` is where it ends."""
+        """The change log from entry number `start` on (0: all that is kept, which rebuilds
+        every span kept); `count` is the number the next entry will get."""
         with self._lock:
+            first = bisect_left(self._log, start, key=itemgetter(0))
             return {"version": SNAPSHOT_VERSION, "clock": "CLOCK_MONOTONIC",
-                    "count": len(self._changes), "changes": self._changes[start:]}
+                    "count": self._next_seq, "changes": [c for _, c in self._log[first:]]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NameHistory:
@@ -217,8 +265,8 @@ class RecordedNames(Names):
         return self.history.to_dict()
 
     def changes_since(self, start: int) -> dict[str, Any]:
-        """Only the changes after the first `start` (a trace file's "change" record);
-        pass the previous answer's `count` as the next start."""
+        """Only the changes numbered `start` on (a trace file's "change" record); pass the
+        previous answer's `count` as the next start."""
         return self.history.to_dict(start)
 
 

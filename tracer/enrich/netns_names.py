@@ -12,7 +12,7 @@ from typing import Self
 
 from pyroute2 import IPRoute
 
-from tracer.enrich.history import RANK_NETNS, NameHistory, RecordedNames
+from tracer.enrich.history import KEEP_CLOSED_NS, RANK_NETNS, NameHistory, RecordedNames
 from tracer.enrich.names import AddrName, NetnsKind, NetnsName
 from tracer.enrich.nsenter import entered
 from tracer.enrich.topology import Topology
@@ -118,7 +118,8 @@ class NetnsNames(RecordedNames):
 
     def __init__(self, dirs: tuple[Path, ...] = NETNS_DIRS, poll_s: float = 2.0,
                  history: NameHistory | None = None) -> None:
-        super().__init__(history)
+        # Live: bounded, an agent runs for days.
+        super().__init__(history if history is not None else NameHistory(KEEP_CLOSED_NS))
         self.reader = NetnsReader(dirs)
         self.poll_s = poll_s
         self._stop = threading.Event()

@@ -19,7 +19,8 @@ def _packaged() -> Path:
 
 
 def bpf_source_dir() -> Path:
-    """Where event.h, dns.h and bcc_probes.c are: the installed package, else the checkout."""
+    """Where the BPF sources (event.h and its headers, bcc_probes.c) are: the installed package,
+    else the checkout."""
     packaged = _packaged()
     return packaged if (packaged / "event.h").is_file() else CHECKOUT_BPF_DIR
 

@@ -1,4 +1,5 @@
-"""The `bcc` backend: kprobes on IPVS and conntrack confirm, tracepoints for netns entry/drops.
+"""The `bcc` backend: kprobes on IPVS and conntrack confirm, tracepoints for netns entry, drops
+and the VXLAN crossing.
 
 For stock distribution kernels (kprobes + headers). bcc is imported only here, lazily."""
 
@@ -17,7 +18,14 @@ from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
 from tracer.probes import bpf_source_dir, btf
 from tracer.probes.base import ProbeSource
-from tracer.probes.core import CFG_ALL_PKTS, CFG_FILTER, CFG_READY, CNT_FILTERED, CNT_LOST
+from tracer.probes.core import (
+    CFG_ALL_PKTS,
+    CFG_FILTER,
+    CFG_READY,
+    CFG_VXLAN,
+    CNT_FILTERED,
+    CNT_LOST,
+)
 from tracer.probes.ringbuf import RingReader
 from tracer.source import Filter, SourceInfo, SourceStats
 
@@ -125,7 +133,8 @@ class BccSource(ProbeSource):
         cfg = self._bpf["st_config"]
         leaf = cfg.Leaf()
         leaf.flags = CFG_READY | (CFG_FILTER if (f.ports or f.addrs) else 0) | \
-            (CFG_ALL_PKTS if f.all_packets else 0)
+            (CFG_ALL_PKTS if f.all_packets else 0) | (CFG_VXLAN if f.vxlan_port else 0)
+        leaf.vxlan_port = port_to_raw(f.vxlan_port)
         cfg[cfg.Key(0)] = leaf
 
     def stats(self) -> SourceStats:

@@ -101,6 +101,7 @@ class CoreSource(ProbeSource):
         self._ring_bytes = ring_bytes
         self._nf_links: dict[int, list[int]] = {}  # netns inode -> link fds
         self._nf_failed: set[int] = set()  # not tried again while their netns is there
+        self._devices = False  # st_rx and st_tx attached
         self._last_scan = self._last_proc_scan = 0.0
         self._notes: list[str] = []
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True)
@@ -108,13 +109,13 @@ class CoreSource(ProbeSource):
     def _start(self) -> None:
         self._obj.load()
         devices = self._configure()
+        self._obj.attach("st_drop")
         # A device tracepoint runs for every packet of the machine even when it only returns:
-        # attached only when device crossings are wanted, or where Docker's overlays can carry
-        # a request between nodes (the observed VXLAN crossing is read there). An overlay made
-        # after start is crossed without being observed: enrichment infers that crossing.
-        vxlan = bool(self.filter.vxlan_port) and netns.overlays_present(self.scope)
-        for prog in ("st_rx", "st_tx", "st_drop") if devices or vxlan else ("st_drop",):
-            self._obj.attach(prog)
+        # attached only when device crossings are wanted, or once Docker's overlays can carry
+        # a request between nodes (the observed VXLAN crossing is read there; each netns
+        # rescan looks again, so an overlay made after start is observed too).
+        if devices or self._overlay_appeared():
+            self._attach_devices()
         if self.netfilter:
             self._scan_netns(force_proc=True)
         else:
@@ -125,6 +126,14 @@ class CoreSource(ProbeSource):
         self._reader = RingReader(self._obj.map_fd("st_events"), self._ring_bytes)
         self.info = SourceInfo(backend="core", kernel=platform.release(), live=True,
                                notes=tuple(self._notes), drop_reasons=btf.drop_reasons())
+
+    def _overlay_appeared(self) -> bool:
+        return bool(self.filter.vxlan_port) and netns.overlays_present(self.scope)
+
+    def _attach_devices(self) -> None:
+        for prog in ("st_rx", "st_tx"):
+            self._obj.attach(prog)
+        self._devices = True
 
     def _configure(self) -> bool:
         """Fill the filter maps; whether device crossings (rx/tx) are traced."""
@@ -160,6 +169,9 @@ class CoreSource(ProbeSource):
         # that vanished as we entered it) is forgotten once its inode is gone, or its
         # successor would never be hooked.
         self._nf_failed &= seen.keys()
+        if not self._devices and self._overlay_appeared():
+            self._attach_devices()
+            log.info("a Docker overlay appeared: reading the VXLAN crossing from now on")
         prog_fd = self._obj.prog_fd("st_nf_hook")
         for ino, path in seen.items():
             if ino in self._nf_links or ino in self._nf_failed:
@@ -193,7 +205,7 @@ class CoreSource(ProbeSource):
             raw = self._obj.map_lookup(fd, struct.pack("<I", idx), 8 * ncpu)
             per_cpu.append(struct.unpack(f"<{ncpu}Q", raw) if raw else (0,) * ncpu)
         # Per CPU: which CPU's producers found the ring full, and what each offered.
-        extra = {"netns_hooked": len(self._nf_links)}
+        extra = {"netns_hooked": len(self._nf_links), "device_tracepoints": int(self._devices)}
         for cpu in range(ncpu):
             extra[f"lost_cpu{cpu}"] = per_cpu[CNT_LOST][cpu]
             extra[f"emitted_cpu{cpu}"] = per_cpu[CNT_EMITTED][cpu]

@@ -67,7 +67,7 @@ class _Collector:
         self._cond = threading.Condition()
         self.closed = False
         self.dropped_events = 0
-        self.names_sent = 0  # entries of the names' change log already sent
+        self.names_sent: int | None = None  # the names log's count when last sent
         self._thread = threading.Thread(target=self._run, name=f"agent-client {peer}",
                                         daemon=True)
 
@@ -270,17 +270,19 @@ class Agent:
         clients = self._live()
         if not clients:
             return
-        snap = self.names.snapshot()
-        changes = snap.get("changes") or []
         for c in clients:
-            new = changes[c.names_sent:]
-            if c.names_sent and not new:
+            # A new collector gets the whole log kept, then only what is new.
+            first = c.names_sent is None
+            snap = self.names.snapshot() if c.names_sent is None \
+                else self.names.changes_since(c.names_sent)
+            new = snap.get("changes") or []
+            c.names_sent = int(snap["count"])
+            if not first and not new:
                 continue
             shifted = [{**ch, "t": int(ch["t"]) + self.opts.clock_offset_ns} for ch in new]
-            body = {"ts_ns": self.clock(), "kind": "change" if c.names_sent else "snapshot",
+            body = {"ts_ns": self.clock(), "kind": "snapshot" if first else "change",
                     "data": {**snap, "changes": shifted}}
             c.offer(wire.json_frame(RecordType.TOPOLOGY, body))
-            c.names_sent = len(changes)
 
     # -- collectors --------------------------------------------------------------------
 

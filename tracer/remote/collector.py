@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from tracer.enrich.history import NameHistory, RecordedNames
+from tracer.enrich.history import KEEP_CLOSED_NS, NameHistory, RecordedNames
 from tracer.errors import RemoteError
 from tracer.events import EVENT_DTYPE
 from tracer.remote import auth, wire
@@ -205,7 +205,7 @@ class Collector:
         self.tls = auth.client_context()
         self.stopping = threading.Event()
         self.clocks = ClockAligner()
-        self.names = RecordedNames(NameHistory())
+        self.names = RecordedNames(NameHistory(KEEP_CLOSED_NS))  # bounded: runs for days
         self._links = [_Link(i + 1, a, token, self) for i, a in enumerate(agents)]
         self._ready_wait_s = ready_wait_s
         self._inbox: deque[tuple[_Link, np.ndarray]] = deque()

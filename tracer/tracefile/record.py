@@ -29,7 +29,7 @@ class NamesTap:
     def __init__(self, writer: TraceWriter, pipe: Pipeline) -> None:
         self.writer = writer
         self.pipe = pipe
-        self._names_written = 0  # entries of the names' change log already in the file
+        self._names_written = 0  # the names log's count when last written
         self._wrote_names = False
         self._next_check = 0.0
 
@@ -43,16 +43,13 @@ class NamesTap:
         self.writer.lost(self.pipe.source.stats().lost)
         if self.pipe.names is None:
             return
-        snap: dict[str, Any] = self.pipe.names.snapshot()
-        changes = snap.get("changes") or []
-        if self._wrote_names and len(changes) <= self._names_written:
-            return
         # The first record carries everything so far; later ones only what is new.
-        new = changes[self._names_written :]
-        self.writer.topology(
-            time.monotonic_ns(), {**snap, "changes": new}, snapshot=not self._wrote_names
-        )
-        self._names_written = len(changes)
+        snap: dict[str, Any] = (self.pipe.names.changes_since(self._names_written)
+                                if self._wrote_names else self.pipe.names.snapshot())
+        if self._wrote_names and not snap.get("changes"):
+            return
+        self.writer.topology(time.monotonic_ns(), snap, snapshot=not self._wrote_names)
+        self._names_written = int(snap["count"])
         self._wrote_names = True
 
 
