@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer import lab, slowdown
+from tracer.container_run import BCC_PATHS, CAPABILITIES, docker_run_flags
 from tracer.lab import swarm
 
 READY = "swarmtrace: tracing with"
@@ -65,10 +66,6 @@ QUIET_S = 1.0  # no new request for this long: the tracer has shown what it saw
 
 DOCKER = "/usr/bin/docker"  # another docker CLI may come first on PATH
 LOAD_TIMEOUT_S = 300.0  # `docker load` of the 430 MB full image: about a minute emulated
-IMAGE_CAPS = ("SYS_ADMIN", "NET_ADMIN")
-# The README's extra mounts for bcc: tracefs (the functions it may probe) and the host's
-# kernel headers, which BCC compiles against (/lib/modules/<release>/build -> /usr/src/...).
-BCC_MOUNTS = ("/sys/kernel/debug", "/lib/modules", "/usr/src")
 
 
 def trace_args(backend: str, flt: list[str], record: Path | None) -> list[str]:
@@ -108,15 +105,13 @@ class Image:
             raise SystemExit(f"docker load -i {archive} failed: {res.stderr.strip()}")
         return cls(tag.group(1), node), time.monotonic() - t0
 
-    def argv(self, name: str, args: list[str], caps: tuple[str, ...] = IMAGE_CAPS,
-             mounts: tuple[str, ...] = BCC_MOUNTS) -> list[str]:
-        """`docker run` of swarmtrace `args` as container `name`: no capability but `caps`,
-        the host's network, the node's Docker socket and sandboxes, `mounts` read-only."""
-        return [DOCKER, "run", "--rm", "--name", name, "--cap-drop", "ALL",
-                *(f"--cap-add={c}" for c in caps), "--network", "host",
-                "-v", f"{self.node.socket.removeprefix('unix://')}:/var/run/docker.sock",
-                "-v", f"{self.node.exec_root / 'netns'}:/var/run/docker/netns",
-                *(arg for m in mounts for arg in ("-v", f"{m}:{m}:ro")), self.tag, *args]
+    def argv(self, name: str, args: list[str], caps: tuple[str, ...] = CAPABILITIES,
+             mounts: tuple[str, ...] = BCC_PATHS) -> list[str]:
+        """`docker run` of swarmtrace `args` as container `name`, the README's way on this
+        node, with `caps` and the read-only `mounts`."""
+        return [DOCKER, "run", "--rm", "--name", name,
+                *docker_run_flags(self.node.socket, str(self.node.exec_root / "netns"), caps,
+                                  mounts), self.tag, *args]
 
     def remove(self, name: str) -> None:
         subprocess.run([DOCKER, "rm", "-f", name], capture_output=True, check=False,
@@ -263,10 +258,10 @@ def without_each(image: Image, backend: str) -> dict[str, dict[str, Any]]:
     """The image's tracer run once without each capability and mount it is given: exit code
     and stderr of each (a run that can trace prints the ready line and exits 0)."""
     runs: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-        f"--cap-add {c}": (tuple(x for x in IMAGE_CAPS if x != c), BCC_MOUNTS)
-        for c in IMAGE_CAPS}
-    runs |= {f"-v {m}": (IMAGE_CAPS, tuple(x for x in BCC_MOUNTS if x != m))
-             for m in BCC_MOUNTS}
+        f"--cap-add {c}": (tuple(x for x in CAPABILITIES if x != c), BCC_PATHS)
+        for c in CAPABILITIES}
+    runs |= {f"-v {m}": (CAPABILITIES, tuple(x for x in BCC_PATHS if x != m))
+             for m in BCC_PATHS}
     found: dict[str, dict[str, Any]] = {}
     limit = slowdown.scaled(ATTACH_TIMEOUT_S)
     for what, (caps, mounts) in runs.items():

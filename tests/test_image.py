@@ -21,6 +21,7 @@ from image_build import build_image
 from swarm_fixture import two_node_swarm
 
 from tracer import __version__
+from tracer.container_run import CAPABILITIES, docker_run_flags
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD
 
@@ -34,8 +35,6 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[1]
 LEAN, FULL = f"swarmtrace:{__version__}-lean", f"swarmtrace:{__version__}"
-# The README's least-privilege set for the core backend on Docker 20.10 (no CAP_BPF there).
-CORE_CAPS = ("SYS_ADMIN", "NET_ADMIN")
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +60,10 @@ def _docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
                           check=False, timeout=timeout)
 
 
-def _trace_flags(lab: swarm.SwarmLab, caps: tuple[str, ...] = CORE_CAPS) -> list[str]:
+def _trace_flags(lab: swarm.SwarmLab, caps: tuple[str, ...] = CAPABILITIES) -> list[str]:
     """The README's one-liner for node1: host network, its Docker socket, its sandboxes."""
     node = lab.nodes[0]
-    return ["--cap-drop", "ALL", *(f"--cap-add={c}" for c in caps), "--network", "host",
-            "-v", f"{node.socket.removeprefix('unix://')}:/var/run/docker.sock",
-            "-v", f"{node.exec_root / 'netns'}:/var/run/docker/netns"]
+    return docker_run_flags(node.socket, str(node.exec_root / "netns"), caps)
 
 
 def test_image_traces_the_swarm_with_least_privilege(lab: swarm.SwarmLab) -> None:
@@ -143,7 +140,7 @@ def test_without_sys_admin_trace_says_so_in_one_line(lab: swarm.SwarmLab) -> Non
 def test_net_admin_reads_the_mark_rules(lab: swarm.SwarmLab) -> None:
     """The service behind a mark comes from each sandbox's mangle table: iptables-save, which
     needs CAP_NET_ADMIN; without it swarmtrace traces on and leaves marks unnamed."""
-    for caps, ok in ((CORE_CAPS, True), (("SYS_ADMIN",), False)):
+    for caps, ok in ((CAPABILITIES, True), (("SYS_ADMIN",), False)):
         res = _docker("run", "--rm", *_trace_flags(lab, caps), "--entrypoint", "iptables-save",
                       LEAN, "-t", "mangle")
         assert (res.returncode == 0 and "*mangle" in res.stdout) == ok, (caps, res.stderr)

@@ -11,10 +11,8 @@ know: a launcher killed before its clean-up leaves its agent running, which brea
 BPF links go with its process. New nodes get a task by themselves (global mode).
 
 The node's view from inside the task: the host network (so the node's swarm address to
-listen on), Docker's socket (names, the node's address), Docker's netns directory (the
-sandboxes to hook) and the token as a Swarm secret, readable by root only. For the bcc backend
-also, read-only: debugfs (BCC reads tracefs there; a container's own is empty) and the node's
-kernel headers (/lib/modules/<release>/build points into /usr/src), which BCC compiles against.
+listen on), the mounts of tracer/container_run.py (as for `docker run`), and the token as a
+Swarm secret, readable by root only.
 
 No registry needed: an image that the manager has only from `docker load` (no repository
 digest) is given to Swarm by its ID. Workers then use their own copy (loaded from the same
@@ -32,6 +30,7 @@ import docker
 from docker.types import Mount, SecretReference, ServiceMode
 
 from tracer import __version__
+from tracer.container_run import CAPABILITIES, NETNS_IN_CONTAINER, NODE_PATHS, SOCKET_IN_CONTAINER
 from tracer.enrich.docker_topology import DOCKER_GONE
 from tracer.errors import RemoteError
 from tracer.remote.wire import DEFAULT_PORT
@@ -42,11 +41,6 @@ SERVICE = "swarmtrace-agent"
 SECRET = "swarmtrace-token"
 LABEL = "io.swarmtrace.deploy"
 TOKEN_IN_TASK = f"/run/secrets/{SECRET}"
-SOCKET_IN_TASK = "/var/run/docker.sock"
-NETNS_IN_TASK = "/var/run/docker/netns"
-CAPABILITIES = ["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]
-# Read-only node paths every task gets: BTF (core), tracefs and the kernel headers (bcc).
-NODE_PATHS_RO = ("/sys/kernel/btf", "/sys/kernel/debug", "/lib/modules", "/usr/src")
 UNDEPLOY_TIMEOUT_S = 60.0
 
 
@@ -87,10 +81,10 @@ def deploy(client: docker.DockerClient, token: bytes, opts: DeployOptions) -> st
         old.remove()  # a secret left by an interrupted deploy: not in use by any service
     secret = client.secrets.create(name=SECRET, data=token, labels={LABEL: __version__})
     mounts = [
-        Mount(SOCKET_IN_TASK, opts.docker_socket, type="bind"),
-        Mount(NETNS_IN_TASK, opts.netns_dir, type="bind",
+        Mount(SOCKET_IN_CONTAINER, opts.docker_socket, type="bind"),
+        Mount(NETNS_IN_CONTAINER, opts.netns_dir, type="bind",
               propagation=opts.netns_propagation or None),
-        *(Mount(path, path, type="bind", read_only=True) for path in NODE_PATHS_RO),
+        *(Mount(path, path, type="bind", read_only=True) for path in NODE_PATHS),
         *(Mount(dst, src, type="bind", read_only=True) for src, dst in opts.extra_mounts),
     ]
     image = _pinned(client, opts.image)
@@ -98,10 +92,10 @@ def deploy(client: docker.DockerClient, token: bytes, opts: DeployOptions) -> st
         service = client.services.create(
             image,
             command=["swarmtrace", "agent", "--token-file", TOKEN_IN_TASK, "--agent-port",
-                     str(opts.port), "--docker", f"unix://{SOCKET_IN_TASK}",
+                     str(opts.port), "--docker", f"unix://{SOCKET_IN_CONTAINER}",
                      *opts.agent_args],
             name=SERVICE, mode=ServiceMode("global"), networks=["host"],
-            cap_add=CAPABILITIES, mounts=mounts,
+            cap_add=[f"CAP_{c}" for c in CAPABILITIES], mounts=mounts,
             labels={LABEL: __version__, f"{LABEL}.image": opts.image},
             container_labels={LABEL: __version__},
             secrets=[SecretReference(secret.id, SECRET, uid="0", gid="0", mode=0o400)],
