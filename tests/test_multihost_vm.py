@@ -161,6 +161,12 @@ def test_stopped_agent_is_named_missing_then_recovers(
     after = a.step("traffic", a.addr, "--count", "2")
     result = _result(a, "recover", 8, after)
     reqs = requests(result, "bcc", MODES)
+    # Everything the trace showed, and the clients sent: what to look at when one is wrong.
+    print("\n".join(result["traced"]["bcc"]["notes"]))
+    for q in result["traced"]["bcc"]["requests"]:
+        print((q["mode"], q["status"], q["client"], q.get("backend"), q.get("missing"),
+               [(h["kind"], h.get("node"), h.get("netns")) for h in q["hops"]]))
+    print("during", during["answers"], "after", after["answers"])
     sent_during = {x["client"] for x in during["answers"] if x["client"]}
     missing = [q for q in reqs if "missing" in q]
     back = [q for q in reqs if "missing" not in q]
