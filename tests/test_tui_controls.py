@@ -108,19 +108,47 @@ async def test_go_to_request_and_help() -> None:
         await pilot.press("escape")
 
 
+async def palette_shows(pilot: Any, typed: str) -> list[str]:
+    """Open the palette, type, and return the entries as a user reads them."""
+    from textual.command import CommandList
+
+    await pilot.press("ctrl+p")
+    await pilot.press(*typed)
+    shown: list[str] = []
+
+    def listed() -> bool:
+        options = pilot.app.screen.query_one(CommandList)
+        shown[:] = [str(options.get_option_at_index(i).prompt).splitlines()[0]
+                    for i in range(options.option_count)]
+        return bool(shown)
+
+    await until(pilot, listed, f"the palette to list {typed!r}")
+    await pilot.press("escape")
+    return shown
+
+
 @sync
 async def test_palette_offers_replay_controls_with_their_keys() -> None:
-    from tracer.tui.command_palette import TracerCommands
-
     app = SwarmtraceApp(feed_of(LAB, paced=True, speed=64.0))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
-        provider = TracerCommands(app.screen)
-        names = [name for name, _, _ in provider._commands()]
-        for wanted in ("Replay faster  [+]", "Seek 10 s back  [<]", "Step one request  [.]",
-                       "Replay from the start  [R]", "Go to request #N  [:]",
-                       "Help: every key  [?]"):
-            assert wanted in names
+        # What a speaker types, and the key each entry teaches (keys read as text, not markup:
+        # `[R]` and `[d]` are styles to Textual's markup).
+        wanted_by_typed = {
+            "speed": ["Speed up the replay  [+]", "Slow the replay down  [-]"],
+            "seek": ["Seek 10 s back  [<]"],
+            "step": ["Step one request  [.]"],
+            "restart": ["Replay from the start  [R]"],
+            "go to": ["Go to request #N  [:]"],
+            "help": ["Help: every key  [?]"],
+            "talk": ["Talk mode  [t]"],
+            "dark": ["Toggle dark / light theme  [d]"],
+            "follow": ["Follow newest  [f]"],
+        }
+        for typed, wanted in wanted_by_typed.items():
+            shown = await palette_shows(pilot, typed)
+            for entry in wanted:
+                assert entry in shown, (typed, shown)
 
 
 def test_help_lists_every_key_a_speaker_needs() -> None:
@@ -197,6 +225,39 @@ async def test_tab_focuses_the_hop_path_and_arrows_scroll_it() -> None:
         await pilot.pause()
         assert path.scroll_y == 3
         assert app.screen.request_list.selected is before  # type: ignore[attr-defined]
+
+
+def screen_lines(app: SwarmtraceApp) -> list[str]:
+    """The screen as a user sees it, line by line."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True)
+    console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text().splitlines()
+
+
+@sync
+async def test_end_scrolls_the_hop_path_to_its_last_line() -> None:
+    # Request #2 of the sample (a mesh request over VXLAN) is taller than the path at 160x45:
+    # End must show its last line, the reply, on screen.
+    from tests.test_tui_snapshots import sample_app
+
+    app = sample_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: app.state.finished, "the sample")
+        await pilot.press("home", "down", "tab", "end")
+        path = app.screen.query_one(HopPath)
+        await until(pilot, lambda: path.scroll_y == path.max_scroll_y > 0, "the scroll")
+        await pilot.pause(0.2)
+        lines = screen_lines(app)
+        assert "◀ reply +3.88 ms" in lines[-3], lines[-6:]  # above the status and key bars
+        await pilot.press("home")
+        await until(pilot, lambda: path.scroll_y == 0, "the scroll back")
+        await pilot.pause(0.2)
+        assert "#2 mesh" in screen_lines(app)[15 + 1]
 
 
 @sync
