@@ -156,6 +156,9 @@ def _tshark(path: Path, *args: str) -> list[str]:
 def test_wireshark_sees_no_false_retransmissions(sample_pcap: Path) -> None:
     # The same packet at every hop is not a retransmission (283 of 450 frames were, before).
     assert _tshark(sample_pcap, "-Y", "tcp.analysis.retransmission") == []
+    # Nor any other TCP analysis: an LB frame (IPVS sees no TCP flags) is no duplicate ACK.
+    assert _tshark(sample_pcap, "-Y", "tcp.analysis.flags") == []
+    assert _tshark(sample_pcap, "-Y", "_ws.expert.severity >= warning") == []
     assert len(_tshark(sample_pcap, "-Y", 'frame.comment contains "req #2 |"')) >= 10
     # Every packet of the sample belongs to a request: a hop, or its connection seen again.
     assert _tshark(sample_pcap, "-Y", 'frame.comment contains "no request"') == []

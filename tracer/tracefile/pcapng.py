@@ -424,7 +424,12 @@ class _Export:
             verdict = request.verdict if request is not None else None
             captured = None
             self.frames += 1
-            if proto == 6:
+            if proto == 6 and not tcp_flags:
+                # The probe saw no TCP header here (IPVS's scheduler): a flagless one would be
+                # analysed by Wireshark as a duplicate ACK.
+                captured = 20
+                comment += " | IP header only: this probe sees no TCP flags"
+            elif proto == 6:
                 seen = (data[12:20] + data[20:24], tcp_flags)
                 first = self.first_frame.setdefault(seen, self.frames)
                 if first != self.frames:
