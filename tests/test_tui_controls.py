@@ -391,3 +391,16 @@ async def test_presentation_layout_moves_the_packet_along_the_path() -> None:
         assert "● ingress_sbox" in str(stage.content)
         await pilot.press("p")
         assert not talk.has_class("presenting")
+
+
+def test_every_path_says_what_its_times_count_at_every_width() -> None:
+    # Item 10 of issue 15: the path's times are since the request's first packet, and the path
+    # says so above its time column at 80, 100 and 160 columns (the header has no room at 100).
+    from tests.test_narrate import sample
+    from tracer.tui.path_render import Palette, PathDrawing
+
+    for width in (74, 96, 156):
+        for r in sample():
+            lines = [x.plain for x in PathDrawing(r, width, Palette()).lines]
+            assert sum("since the first packet" in x for x in lines) == 1, (width, r.id)
+            assert all(len(x) == width for x in lines[1:-1]), (width, r.id)

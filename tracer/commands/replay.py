@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     sink = _sink(args)
     shown = 0
     with ReplaySource(path, args.speed) as source:
-        if isinstance(sink, TextSink) and not args.oneline:
+        if isinstance(sink, TextSink | StepSink) and not args.oneline:
             print(f"swarmtrace: {TIMES_LEGEND}", file=sys.stderr)
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
         while not (args.count and shown >= args.count) and not (
