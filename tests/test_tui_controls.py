@@ -75,6 +75,10 @@ async def test_rewind_after_the_end_and_restart_from_start() -> None:
         assert "end of trace" in str(app.screen.query_one("#status").render())
         await pilot.press("less_than_sign")
         assert not app.state.finished and not feed.finished  # 10 s before the end, running
+        # A rewind shows the list as it was then: what came later is gone and comes again.
+        await pilot.pause(0.2)
+        assert 0 < app.state.store.total < 16
+        assert "end of trace" not in str(app.screen.query_one("#status").render())
         await pilot.press(*["greater_than_sign"] * 3)
         await until(pilot, lambda: app.state.finished, "the end again")
         assert app.state.store.total == 16
