@@ -152,7 +152,9 @@ class TalkScreen(TracerScreen):
         stage = self.query_one("#stage", TextBox)
         drawing = Stage(r, stage.content_size.width or self.size.width, palette_of(self.app),
                         self.hop)
-        stage.update(Text("\n").join(drawing.lines))
+        # A tall screen (160x45) centres the picture between the title and the narration.
+        above = max(0, (stage.content_size.height - len(drawing.lines)) // 2)
+        stage.update(Text("\n").join([Text()] * above + drawing.lines))
         hop = drawing.hops[self.hop]
         now = Text.assemble(
             (f" {hop_label(hop)} ", Style(bold=True, reverse=True)),
