@@ -260,3 +260,18 @@ def test_packets_after_a_connection_failed_midway_carry_that_verdict(tmp_path: P
     assert len(drops) == 17
     assert all(c[1].startswith("verdict: mtu in node2 host (drop): ") for c in drops), drops
     assert len({c[0].split(" | ")[0] for c in drops}) == 1  # one request: "req #21"
+
+
+def test_no_recorded_trace_gives_wireshark_false_tcp_analysis(tmp_path: Path) -> None:
+    """Every bundled recording, exported, has no TCP analysis flag: the probes record no
+    sequence numbers, so a mid-connection segment (the MTU fault's drops) keeps only its IP
+    header instead of made-up numbers that read as duplicate ACKs."""
+    traces = sorted(FAULTS.glob("*.swt")) + sorted(FAULTS.parent.glob("*.swt"))
+    assert len(traces) >= 10
+    for trace in traces:
+        out = tmp_path / f"{trace.stem}.pcapng"
+        write_pcapng(trace, out, trace_names(trace))
+        assert _tshark(out, "-Y", "tcp.analysis.flags") == [], trace.name
+    mid = _tshark(tmp_path / "underlay_mtu_below_the_overlay.pcapng", "-Y",
+                  'frame.comment contains "IP header only (TCP flags ACK"')
+    assert len(mid) >= 17
