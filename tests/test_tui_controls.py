@@ -197,6 +197,34 @@ async def test_talk_mode_home_end_and_speaker_pacing() -> None:
 
 
 @sync
+async def test_talk_mode_pace_follows_the_speed_and_a_rewind_keeps_the_place() -> None:
+    from tests.test_narrate import sample
+
+    feed = ListFeed(list(sample()), info=INFO, paced=True, speed=1.0)  # 14.75 s of requests
+    app = SwarmtraceApp(feed, step=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.state.store.total >= 1, "the first request")
+        talk = app.screen
+        assert isinstance(talk, TalkScreen)
+        await pilot.press("a")
+        assert talk._auto_pace == TalkScreen.AUTO_S
+        await pilot.press("plus")  # faster: the running auto-advance speeds up at once
+        await until(pilot, lambda: talk._auto_pace == TalkScreen.AUTO_S / 2, "the new pace")
+        await pilot.press("a")
+        await pilot.press(*["greater_than_sign"] * 30)  # the whole trace is in
+        await until(pilot, lambda: app.state.finished, "the end of the replay")
+        await pilot.press("end")
+        last = talk.index
+        assert last == app.state.store.total - 1 > 0
+        await pilot.press("less_than_sign")  # back 10 s: the list empties and refills
+        await until(pilot, lambda: app.state.store.total > 0, "the requests before the seek")
+        await pilot.pause(0.2)
+        # Talk mode stays at the newest request there is (#12 at 00:04), not the first one.
+        assert len(app.state.store) == 12
+        assert 0 < talk.index == min(last, len(app.state.store) - 1), (talk.index, last)
+
+
+@sync
 async def test_talk_mode_walks_hops_in_causal_order() -> None:
     app = SwarmtraceApp(feed_of(SWARM), step=True)
     async with app.run_test(size=(100, 30)) as pilot:
