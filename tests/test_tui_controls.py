@@ -431,8 +431,10 @@ def test_every_path_says_what_its_times_count_at_every_width() -> None:
     from tests.test_narrate import sample
     from tracer.tui.path_render import Palette, PathDrawing
 
-    for width in (74, 96, 156):
+    for width in (77, 97, 157):  # the path's room at 80, 100 and 160 columns
         for r in sample():
             lines = [x.plain for x in PathDrawing(r, width, Palette()).lines]
             assert sum("since the first packet" in x for x in lines) == 1, (width, r.id)
             assert all(len(x) == width for x in lines[1:-1]), (width, r.id)
+            if r.backend_name:  # the header keeps the task's whole name, at 80 columns too
+                assert r.backend_name in lines[0], (width, lines[0])

@@ -266,18 +266,21 @@ class PathDrawing:
                 self.hop_lines[hop] = len(self.lines)
             self.lines.append(line)
 
-    def _header(self) -> Text:
+    def _header(self, with_service: bool = True) -> Text:
         r, p = self.r, self.p
         t = Text()
         t.append(f"#{r.id} ", style="bold")
         t.append(f"{r.mode or '?'} ", style=Style(color=p.title, bold=True))
         t.append(f"{r.client.src} → {r.client.dst}")
-        if r.service:
+        if r.service and with_service:
             t.append(f"  service {r.service}", style="bold")
         if r.backend_name or r.backend_addr:
             t.append("  → ")
             task = r.backend_name or r.backend_addr
             t.append(task, style=Style(color=self.task_style, bold=True))
+        if with_service and r.service and t.cell_len > self.width:
+            # Narrow: the task's name says its service; keep the name whole rather than both.
+            return self._header(with_service=False)
         return _fit(t, self.width)
 
     def _reply(self) -> Text:
