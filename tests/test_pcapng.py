@@ -156,6 +156,9 @@ def _tshark(path: Path, *args: str) -> list[str]:
 def test_wireshark_sees_no_false_retransmissions(sample_pcap: Path) -> None:
     # The same packet at every hop is not a retransmission (283 of 450 frames were, before).
     assert _tshark(sample_pcap, "-Y", "tcp.analysis.retransmission") == []
+    # Nor any other TCP analysis: an LB frame (IPVS sees no TCP flags) is no duplicate ACK.
+    assert _tshark(sample_pcap, "-Y", "tcp.analysis.flags") == []
+    assert _tshark(sample_pcap, "-Y", "_ws.expert.severity >= warning") == []
     assert len(_tshark(sample_pcap, "-Y", 'frame.comment contains "req #2 |"')) >= 10
     # Every packet of the sample belongs to a request: a hop, or its connection seen again.
     assert _tshark(sample_pcap, "-Y", 'frame.comment contains "no request"') == []
@@ -257,3 +260,18 @@ def test_packets_after_a_connection_failed_midway_carry_that_verdict(tmp_path: P
     assert len(drops) == 17
     assert all(c[1].startswith("verdict: mtu in node2 host (drop): ") for c in drops), drops
     assert len({c[0].split(" | ")[0] for c in drops}) == 1  # one request: "req #21"
+
+
+def test_no_recorded_trace_gives_wireshark_false_tcp_analysis(tmp_path: Path) -> None:
+    """Every bundled recording, exported, has no TCP analysis flag: the probes record no
+    sequence numbers, so a mid-connection segment (the MTU fault's drops) keeps only its IP
+    header instead of made-up numbers that read as duplicate ACKs."""
+    traces = sorted(FAULTS.glob("*.swt")) + sorted(FAULTS.parent.glob("*.swt"))
+    assert len(traces) >= 10
+    for trace in traces:
+        out = tmp_path / f"{trace.stem}.pcapng"
+        write_pcapng(trace, out, trace_names(trace))
+        assert _tshark(out, "-Y", "tcp.analysis.flags") == [], trace.name
+    mid = _tshark(tmp_path / "underlay_mtu_below_the_overlay.pcapng", "-Y",
+                  'frame.comment contains "IP header only (TCP flags ACK"')
+    assert len(mid) >= 17

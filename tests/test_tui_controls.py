@@ -75,6 +75,10 @@ async def test_rewind_after_the_end_and_restart_from_start() -> None:
         assert "end of trace" in str(app.screen.query_one("#status").render())
         await pilot.press("less_than_sign")
         assert not app.state.finished and not feed.finished  # 10 s before the end, running
+        # A rewind shows the list as it was then: what came later is gone and comes again.
+        await pilot.pause(0.2)
+        assert 0 < app.state.store.total < 16
+        assert "end of trace" not in str(app.screen.query_one("#status").render())
         await pilot.press(*["greater_than_sign"] * 3)
         await until(pilot, lambda: app.state.finished, "the end again")
         assert app.state.store.total == 16
@@ -108,19 +112,47 @@ async def test_go_to_request_and_help() -> None:
         await pilot.press("escape")
 
 
+async def palette_shows(pilot: Any, typed: str) -> list[str]:
+    """Open the palette, type, and return the entries as a user reads them."""
+    from textual.command import CommandList
+
+    await pilot.press("ctrl+p")
+    await pilot.press(*typed)
+    shown: list[str] = []
+
+    def listed() -> bool:
+        options = pilot.app.screen.query_one(CommandList)
+        shown[:] = [str(options.get_option_at_index(i).prompt).splitlines()[0]
+                    for i in range(options.option_count)]
+        return bool(shown)
+
+    await until(pilot, listed, f"the palette to list {typed!r}")
+    await pilot.press("escape")
+    return shown
+
+
 @sync
 async def test_palette_offers_replay_controls_with_their_keys() -> None:
-    from tracer.tui.command_palette import TracerCommands
-
     app = SwarmtraceApp(feed_of(LAB, paced=True, speed=64.0))
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
-        provider = TracerCommands(app.screen)
-        names = [name for name, _, _ in provider._commands()]
-        for wanted in ("Replay faster  [+]", "Seek 10 s back  [<]", "Step one request  [.]",
-                       "Replay from the start  [R]", "Go to request #N  [:]",
-                       "Help: every key  [?]"):
-            assert wanted in names
+        # What a speaker types, and the key each entry teaches (keys read as text, not markup:
+        # `[R]` and `[d]` are styles to Textual's markup).
+        wanted_by_typed = {
+            "speed": ["Speed up the replay  [+]", "Slow the replay down  [-]"],
+            "seek": ["Seek 10 s back  [<]"],
+            "step": ["Step one request  [.]"],
+            "restart": ["Replay from the start  [R]"],
+            "go to": ["Go to request #N  [:]"],
+            "help": ["Help: every key  [?]"],
+            "talk": ["Talk mode  [t]"],
+            "dark": ["Toggle dark / light theme  [d]"],
+            "follow": ["Follow newest  [f]"],
+        }
+        for typed, wanted in wanted_by_typed.items():
+            shown = await palette_shows(pilot, typed)
+            for entry in wanted:
+                assert entry in shown, (typed, shown)
 
 
 def test_help_lists_every_key_a_speaker_needs() -> None:
@@ -165,6 +197,34 @@ async def test_talk_mode_home_end_and_speaker_pacing() -> None:
 
 
 @sync
+async def test_talk_mode_pace_follows_the_speed_and_a_rewind_keeps_the_place() -> None:
+    from tests.test_narrate import sample
+
+    feed = ListFeed(list(sample()), info=INFO, paced=True, speed=1.0)  # 14.75 s of requests
+    app = SwarmtraceApp(feed, step=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.state.store.total >= 1, "the first request")
+        talk = app.screen
+        assert isinstance(talk, TalkScreen)
+        await pilot.press("a")
+        assert talk._auto_pace == TalkScreen.AUTO_S
+        await pilot.press("plus")  # faster: the running auto-advance speeds up at once
+        await until(pilot, lambda: talk._auto_pace == TalkScreen.AUTO_S / 2, "the new pace")
+        await pilot.press("a")
+        await pilot.press(*["greater_than_sign"] * 30)  # the whole trace is in
+        await until(pilot, lambda: app.state.finished, "the end of the replay")
+        await pilot.press("end")
+        last = talk.index
+        assert last == app.state.store.total - 1 > 0
+        await pilot.press("less_than_sign")  # back 10 s: the list empties and refills
+        await until(pilot, lambda: app.state.store.total > 0, "the requests before the seek")
+        await pilot.pause(0.2)
+        # Talk mode stays at the newest request there is (#12 at 00:04), not the first one.
+        assert len(app.state.store) == 12
+        assert 0 < talk.index == min(last, len(app.state.store) - 1), (talk.index, last)
+
+
+@sync
 async def test_talk_mode_walks_hops_in_causal_order() -> None:
     app = SwarmtraceApp(feed_of(SWARM), step=True)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -199,6 +259,39 @@ async def test_tab_focuses_the_hop_path_and_arrows_scroll_it() -> None:
         assert app.screen.request_list.selected is before  # type: ignore[attr-defined]
 
 
+def screen_lines(app: SwarmtraceApp) -> list[str]:
+    """The screen as a user sees it, line by line."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True)
+    console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text().splitlines()
+
+
+@sync
+async def test_end_scrolls_the_hop_path_to_its_last_line() -> None:
+    # Request #2 of the sample (a mesh request over VXLAN) is taller than the path at 160x45:
+    # End must show its last line, the reply, on screen.
+    from tests.test_tui_snapshots import sample_app
+
+    app = sample_app()
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: app.state.finished, "the sample")
+        await pilot.press("home", "down", "tab", "end")
+        path = app.screen.query_one(HopPath)
+        await until(pilot, lambda: path.scroll_y == path.max_scroll_y > 0, "the scroll")
+        await pilot.pause(0.2)
+        lines = screen_lines(app)
+        assert "◀ reply +3.88 ms" in lines[-3], lines[-6:]  # above the status and key bars
+        await pilot.press("home")
+        await until(pilot, lambda: path.scroll_y == 0, "the scroll back")
+        await pilot.pause(0.2)
+        assert "#2 mesh" in screen_lines(app)[15 + 1]
+
+
 @sync
 async def test_list_height_follows_its_rows() -> None:
     requests, _ = load_requests(LAB)
@@ -228,7 +321,12 @@ def test_filters_are_exact_where_names_nest_and_words_search_hops() -> None:
     store = RequestStore()
     store.apply(sample())
     store.set_query("service:vote")
-    assert len(store) and {r.service for r in store.window(0, len(store))} == {"vote"}
+    shown = list(store.window(0, len(store)))
+    # The 6 connections to vote and the 6 DNS queries that asked for it, as `replay --service
+    # vote` prints them; nothing of vote-vip.
+    assert len(shown) == 12 and {r.service for r in shown} == {"vote", ""}
+    assert {r.mode for r in shown} == {"dnsrr", "dns"}
+    assert not [r for r in shown if "vote-vip" in str([h.detail for h in r.hops])]
     store.set_query("mode:dns")
     assert {r.mode for r in store.window(0, len(store))} == {"dns"}
     store.set_query("vxlan")
@@ -325,3 +423,18 @@ async def test_presentation_layout_moves_the_packet_along_the_path() -> None:
         assert "● ingress_sbox" in str(stage.content)
         await pilot.press("p")
         assert not talk.has_class("presenting")
+
+
+def test_every_path_says_what_its_times_count_at_every_width() -> None:
+    # Item 10 of issue 15: the path's times are since the request's first packet, and the path
+    # says so above its time column at 80, 100 and 160 columns (the header has no room at 100).
+    from tests.test_narrate import sample
+    from tracer.tui.path_render import Palette, PathDrawing
+
+    for width in (77, 97, 157):  # the path's room at 80, 100 and 160 columns
+        for r in sample():
+            lines = [x.plain for x in PathDrawing(r, width, Palette()).lines]
+            assert sum("since the first packet" in x for x in lines) == 1, (width, r.id)
+            assert all(len(x) == width for x in lines[1:-1]), (width, r.id)
+            if r.backend_name:  # the header keeps the task's whole name, at 80 columns too
+                assert r.backend_name in lines[0], (width, lines[0])

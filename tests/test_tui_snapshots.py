@@ -154,6 +154,13 @@ def test_sample_presentation_layout(
                         run_before=loaded, press=press)
 
 
+def test_sample_presentation_layout_at_80x24(snap_compare: Any) -> None:
+    # The smallest terminal a speaker may have: the picture wraps, the narration stays whole.
+    press = ["colon", *"2", "enter", "p", *["right"] * 5]
+    assert snap_compare(sample_app(step=True), terminal_size=(80, 24), run_before=loaded,
+                        press=press)
+
+
 @pytest.mark.parametrize("size", [(100, 30), (160, 45)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_sample_topology_picture(snap_compare: Any, size: tuple[int, int]) -> None:
     assert snap_compare(sample_app(), terminal_size=size, run_before=loaded, press=["3"])

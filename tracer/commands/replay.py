@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tracer.commands import argtypes
 from tracer.errors import EXIT_TRACE_DAMAGED, TraceFileError
-from tracer.model import JSON_SCHEMA_VERSION, HopKind, Request
+from tracer.model import JSON_SCHEMA_VERSION, Request
 from tracer.pipeline import Pipeline
+from tracer.sinks.service_name import service_name
 from tracer.sinks.step_text import StepSink
 from tracer.sinks.text import TIMES_LEGEND, JsonSink, Sink, TextSink
 from tracer.source import Filter
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     sink = _sink(args)
     shown = 0
     with ReplaySource(path, args.speed) as source:
-        if isinstance(sink, TextSink) and not args.oneline:
+        if isinstance(sink, TextSink | StepSink) and not args.oneline:
             print(f"swarmtrace: {TIMES_LEGEND}", file=sys.stderr)
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
         while not (args.count and shown >= args.count) and not (
@@ -174,10 +175,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def of_service(req: Request, services: set[str]) -> bool:
-    """A request of one of these services: by its backend, or a DNS answer about its name."""
-    if not services or req.service in services:
-        return True
-    return any(h.kind is HopKind.DNS and h.detail.split(" -> ")[0] in services for h in req.hops)
+    """A request of one of these services: by its backend, or a DNS query about its name."""
+    return not services or service_name(req) in services
 
 
 def matches(req: Request, flt: Filter) -> bool:

@@ -18,12 +18,13 @@ _HOOK = {
     HopKind.LB: "IPVS",
     HopKind.SNAT: "nat POSTROUTING",
     HopKind.VXLAN: "udp 4789",
-    HopKind.DELIVER: "INPUT",
+    HopKind.DELIVER: "PREROUTING",  # entering the backend's netns: its own DNAT comes next
     HopKind.REPLY: "conntrack reply",
     HopKind.DROP: "kfree_skb",
     HopKind.DNS: "DNS answer",
 }
 _NAT = (HopKind.DNAT, HopKind.SNAT, HopKind.LB)
+_NAT_NAME = {HopKind.DNAT: "DNAT", HopKind.SNAT: "SNAT", HopKind.LB: "load balancer's DNAT"}
 _SERVICE = re.compile(r"^(?:service )?(?P<name>[^ ()]+)(?: \(fwmark \d+\))?$")
 
 
@@ -156,13 +157,20 @@ def narrate_hop(r: Request, hop: Hop, prev: Hop | None = None) -> str:
             what = f" ({hop.detail})" if hop.detail else ""
         return f"The packet is wrapped in VXLAN and crosses the overlay{what}."
     if k is HopKind.DELIVER:
-        name = task_name(r)
-        where = f"{name} ({r.backend_addr})" if r.backend_addr else place(hop)
-        return f"{where} receives it, {_ms(hop.ts_ns - r.start_ns)} after the client sent it."
+        # The packet enters the backend's netns; a DNAT there (8080 -> 80) may still follow.
+        addr = f" ({r.backend_addr})" if r.backend_addr else ""
+        return (
+            f"The packet reaches {place(hop)}{addr}, {_ms(hop.ts_ns - r.start_ns)} after the "
+            "client sent it."
+        )
     if k is HopKind.REPLY:
         back = f"The answer is back at the client after {_ms(hop.ts_ns - r.start_ns)}"
-        if any(h.kind in _NAT for h in r.hops):
-            return back + ": conntrack reversed every NAT on the way back."
+        nats = [h for h in r.hops if h.kind in _NAT]
+        if 1 <= len(nats) <= 2:
+            what = " and the ".join(_NAT_NAME[h.kind] for h in nats)
+            return back + f": conntrack reversed the {what} on the way back."
+        if nats:
+            return back + f": conntrack reversed all {len(nats)} NAT rewrites on the way back."
         return back + "."
     if k is HopKind.DNS:
         return _dns(hop)

@@ -50,6 +50,12 @@ _INBOUND_POINTS = {Point.RX, Point.NF_PRE, Point.NF_IN}
 _OUTBOUND_POINTS = {Point.TX, Point.NF_OUT, Point.NF_POST}
 _IP_HDR = struct.Struct("!BBHHHBBH4s4s")
 _TCP_HDR = struct.Struct("!2s2sIIBBHHH")
+_TCP_STATE_FLAGS = 0x07  # FIN, SYN, RST: where a connection's made-up numbering holds
+_TCP_FLAG_NAMES = ((0x10, "ACK"), (0x08, "PSH"), (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"))
+
+
+def _flag_names(flags: int) -> str:
+    return "|".join(name for bit, name in _TCP_FLAG_NAMES if flags & bit) or f"{flags:#x}"
 _UDP_HDR = struct.Struct("!2s2sHH")
 
 
@@ -424,7 +430,14 @@ class _Export:
             verdict = request.verdict if request is not None else None
             captured = None
             self.frames += 1
-            if proto == 6:
+            if proto == 6 and not tcp_flags & _TCP_STATE_FLAGS:
+                # No SYN, FIN or RST: a segment in the middle of a connection (or a hop where
+                # the probe sees no TCP header, IPVS's scheduler). Its sequence numbers are not
+                # recorded; made-up ones read as duplicate ACKs in Wireshark.
+                captured = 20
+                comment += (f" | IP header only (TCP flags {_flag_names(tcp_flags)})"
+                            if tcp_flags else " | IP header only: this probe sees no TCP flags")
+            elif proto == 6:
                 seen = (data[12:20] + data[20:24], tcp_flags)
                 first = self.first_frame.setdefault(seen, self.frames)
                 if first != self.frames:

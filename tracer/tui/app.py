@@ -217,9 +217,14 @@ class SwarmtraceApp(App[None]):
         self.refresh_screen()
 
     def action_seek(self, seconds: float) -> None:
-        if self.controls is not None:
-            self.controls.seek(seconds)
-            self._feed_again()
+        if self.controls is None:
+            return
+        if seconds < 0:
+            # Rewind: the list shows what it showed then, and what came later comes again.
+            self.state.store.clear()
+        self.controls.seek(seconds)
+        self._feed_again()
+        self.refresh_screen()
 
     def action_restart(self) -> None:
         """Replay from the start: the list empties and fills again at the trace's pace."""

@@ -7,6 +7,8 @@ from functools import partial
 from typing import Protocol, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+from textual.fuzzy import Matcher
 
 from tracer.tui.feed import ReplayControls
 from tracer.tui.state import TuiState
@@ -43,8 +45,8 @@ ACTIONS = (
 )
 # Only for a replay (a feed that can be paced).
 REPLAY_ACTIONS = (
-    ("Replay faster  [+]", "Double the replay speed", "speed(1)"),
-    ("Replay slower  [-]", "Halve the replay speed", "speed(-1)"),
+    ("Speed up the replay  [+]", "Replay speed: the next step up (up to 64x)", "speed(1)"),
+    ("Slow the replay down  [-]", "Replay speed: the next step down (down to 1/8x)", "speed(-1)"),
     ("Seek 10 s forward  [>]", "Move the replay clock forward", "seek(10)"),
     ("Seek 10 s back  [<]", "Move the replay clock back, also after the end", "seek(-10)"),
     ("Step one request  [.]", "Pause and release the next request", "step"),
@@ -79,11 +81,24 @@ class TracerCommands(Provider):
 
     async def discover(self) -> Hits:
         for name, help_text, callback in self._commands():
-            yield DiscoveryHit(name, callback, help=help_text)
+            yield DiscoveryHit(Content(name), callback, text=name, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for name, help_text, callback in self._commands():
-            score = matcher.match(name)
+            # A word of the help counts too ("speed" finds "Slow the replay down"); fuzzy
+            # matching over whole sentences would find almost anything.
+            score = matcher.match(name) or (0.5 if query.lower() in help_text.lower() else 0)
             if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+                yield Hit(score, highlight(matcher, name), callback, text=name, help=help_text)
+
+
+def highlight(matcher: Matcher, name: str) -> Content:
+    """The name with the matched letters marked, as plain text: Textual's own highlight reads
+    it as markup, and a key like `[R]` or `[d]` is a style there (reverse, dim), not text."""
+    content = Content(name)
+    score, offsets = matcher.fuzzy_search.match(matcher.query, name)
+    for offset in offsets if score else ():
+        if not name[offset].isspace():
+            content = content.stylize(matcher.match_style, offset, offset + 1)
+    return content

@@ -65,7 +65,8 @@ class ReplayControls(Protocol):
         ...
 
     def seek(self, delta_s: float) -> None:
-        """Move the replay clock by delta_s seconds (negative = back; already shown stays)."""
+        """Move the replay clock by delta_s seconds. Back in time, every request comes again
+        from the trace's start up to the new position (the app empties its list first)."""
         ...
 
     def restart(self) -> None:
@@ -163,12 +164,9 @@ class ListFeed:
             now = min(self._clock.trace_s, self._duration)
             self._clock.trace_s = min(max(0.0, now + delta_s), self._duration)
             if delta_s < 0:
-                # Going back replays from the new position: the app dedups by request id.
-                t = self._t0 + int(self._clock.trace_s * 1e9)
-                self._next = next(
-                    (i for i, r in enumerate(self._requests) if r.start_ns >= t),
-                    len(self._requests),
-                )
+                # The list goes back to what it was at the new position: what started before
+                # it is due at once, what started after it comes again at its time.
+                self._next = 0
         self._wake.set()
 
     def restart(self) -> None:

@@ -79,6 +79,7 @@ def since(ns: int) -> str:
 
 
 TIMES_LABEL = "times since the first packet"
+TIMES_SHORT = "since 1st packet"
 
 
 def hop_label(h: Hop) -> str:
@@ -162,6 +163,7 @@ class PathDrawing:
         self.hops = causal_hops(r)
         self.task_style = palette.task(task_color)
         self.highlight = highlight
+        self._times_labelled = False
         self.lines: list[Text] = []
         self.hop_lines: dict[int, int] = {}
         self._draw()
@@ -216,10 +218,17 @@ class PathDrawing:
         color = p.error if dropped else (self.task_style if is_backend else p.border)
         border = Style(color=color, bold=dropped or is_backend)
         title = f" {box.where} "
+        # The first box's border heads the time column: each view says what its times count.
+        room = w - 6 - cell_len(title)
+        legend = next((f" {x} " for x in (TIMES_LABEL, TIMES_SHORT) if len(x) + 2 <= room), "")
+        legend = legend if not self._times_labelled else ""
+        self._times_labelled = True
         top = Text.assemble(
             ("╭─", border),
             (title, Style(color=p.error if dropped else p.title, bold=True)),
-            ("─" * max(w - 3 - cell_len(title), 0) + "╮", border),
+            ("─" * max(w - 4 - cell_len(title) - len(legend), 0), border),
+            (legend, Style(dim=True)),
+            ("─╮", border),
         )
         out.append((top, None))
         for i, h in box.hops:
@@ -257,21 +266,21 @@ class PathDrawing:
                 self.hop_lines[hop] = len(self.lines)
             self.lines.append(line)
 
-    def _header(self) -> Text:
+    def _header(self, with_service: bool = True) -> Text:
         r, p = self.r, self.p
         t = Text()
         t.append(f"#{r.id} ", style="bold")
         t.append(f"{r.mode or '?'} ", style=Style(color=p.title, bold=True))
         t.append(f"{r.client.src} → {r.client.dst}")
-        if r.service:
+        if r.service and with_service:
             t.append(f"  service {r.service}", style="bold")
         if r.backend_name or r.backend_addr:
             t.append("  → ")
             task = r.backend_name or r.backend_addr
             t.append(task, style=Style(color=self.task_style, bold=True))
-        label = f"  ({TIMES_LABEL})"
-        if t.cell_len + len(label) <= self.width:
-            t.append(label, style=Style(dim=True))
+        if with_service and r.service and t.cell_len > self.width:
+            # Narrow: the task's name says its service; keep the name whole rather than both.
+            return self._header(with_service=False)
         return _fit(t, self.width)
 
     def _reply(self) -> Text:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from tracer.model import Request, Status
 from tracer.sinks.narrate import task_name
+from tracer.sinks.service_name import service_name
 
 # Filter keys a user can type as key:value; plain words match any of them and the hops.
 FILTER_KEYS = ("service", "task", "client", "status", "mode", "node")
@@ -32,7 +33,7 @@ def request_fields(r: Request) -> tuple[str, ...]:
     """The words a filter matches, in FILTER_KEYS order."""
     nodes = {h.node for h in r.hops if h.node}
     return (
-        r.service,
+        service_name(r),  # a DNS query is about the service it names, as in `replay --service`
         task_of(r),
         f"{r.client.saddr}:{r.client.sport}",
         r.status.value,

@@ -54,6 +54,7 @@ class TalkScreen(TracerScreen):
         self._position: tuple[int, int] | None = None
         self._waiting = False  # asked the replay for the next request, not here yet
         self._auto: Timer | None = None
+        self._auto_pace = 0.0  # seconds per hop of the running auto-advance
         self._paused_here = False  # talk mode paused the replay (and resumes it on leaving)
 
     def compose(self) -> ComposeResult:
@@ -115,7 +116,13 @@ class TalkScreen(TracerScreen):
                 self.index = at
         if self._waiting and self.index + 1 < len(store):
             self._waiting, self.index, self.hop = False, self.index + 1, 0
-        self._select(min(self.index, max(len(store) - 1, 0)))
+        if self._auto is not None and self._auto_pace != self._pace():
+            self._start_auto()  # the speaker changed the speed: the pace follows at once
+        if not len(store):
+            # A rewind or restart emptied the list: keep our place until requests come back.
+            self._draw(None)
+            return
+        self._select(min(self.index, len(store) - 1))
         self._draw(self.request)
 
     def _select(self, index: int) -> None:
@@ -132,6 +139,8 @@ class TalkScreen(TracerScreen):
             title.update(Text(" Talk mode", style="bold"))
             sentence.update("Waiting for the first request…")
             path.show(None)
+            self.query_one("#stage", TextBox).update("")
+            self.query_one("#hop-now", TextBox).update("")
             return
         self.hop = max(0, min(self.hop, len(r.hops) - 1))
         head = Text.assemble(
@@ -152,7 +161,9 @@ class TalkScreen(TracerScreen):
         stage = self.query_one("#stage", TextBox)
         drawing = Stage(r, stage.content_size.width or self.size.width, palette_of(self.app),
                         self.hop)
-        stage.update(Text("\n").join(drawing.lines))
+        # A tall screen (160x45) centres the picture between the title and the narration.
+        above = max(0, (stage.content_size.height - len(drawing.lines)) // 2)
+        stage.update(Text("\n").join([Text()] * above + drawing.lines))
         hop = drawing.hops[self.hop]
         now = Text.assemble(
             (f" {hop_label(hop)} ", Style(bold=True, reverse=True)),
@@ -211,6 +222,15 @@ class TalkScreen(TracerScreen):
             self._auto = None
             self.notify("Auto-advance off.", timeout=2)
             return
-        pace = self.AUTO_S / (self.state.speed or 1.0)
-        self._auto = self.set_interval(pace, lambda: self.action_hop(1))
-        self.notify(f"Auto-advance: one hop every {pace:g} s (a stops it).", timeout=2)
+        self._start_auto()
+        self.notify(f"Auto-advance: one hop every {self._auto_pace:g} s (+ - change it, a stops "
+                    "it).", timeout=2)
+
+    def _pace(self) -> float:
+        return self.AUTO_S / (self.state.speed or 1.0)
+
+    def _start_auto(self) -> None:
+        if self._auto is not None:
+            self._auto.stop()
+        self._auto_pace = self._pace()
+        self._auto = self.set_interval(self._auto_pace, lambda: self.action_hop(1))

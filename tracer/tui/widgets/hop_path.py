@@ -67,7 +67,9 @@ class HopPath(LineView, can_focus=False):
         return self.drawing
 
     def render_line(self, y: int) -> Strip:
-        index = int(self.scroll_y) + y
+        # scroll_offset rounds scroll_y as Textual does when it decides to repaint; int() would
+        # lag one line behind an animated scroll (End left the last line, the reply, hidden).
+        index = self.scroll_offset.y + y
         width = self.scrollable_content_region.width
         strip = self._strips.get(index)
         if strip is None:

@@ -137,12 +137,12 @@ class RequestList(LineView, can_focus=True):
 
     def on_click(self, event: events.Click) -> None:
         if event.y >= 1:
-            self.select_index(int(self.scroll_y) + event.y - 1)
+            self.select_index(self.scroll_offset.y + event.y - 1)
 
     # -- drawing -----------------------------------------------------------------------------
 
     def _rows(self) -> list[Request]:
-        top, height = int(self.scroll_y), self.size.height
+        top, height = self.scroll_offset.y, self.size.height
         key = (self.store.version, top, height)
         if self._visible[0] != key:
             self._visible = (key, list(self.store.window(top, height)))
@@ -154,7 +154,7 @@ class RequestList(LineView, can_focus=True):
         if y == 0:
             style = self.get_component_rich_style("request-list--header")
             return self._strip(header_text(self._cols), base + style, width)
-        index = int(self.scroll_y) + y - 1
+        index = self.scroll_offset.y + y - 1
         rows = self._rows()
         if not 0 <= y - 1 < len(rows):
             return Strip.blank(width, base)
