@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -28,6 +29,24 @@ ConntrackProbe = Callable[[], ConntrackUse | None]
 GC_YOUNG = 10_000
 
 
+@contextmanager
+def fewer_young_collections() -> Iterator[None]:
+    """GC_YOUNG as the young threshold while the pipeline works, the old one again after:
+    the setting is the whole process's, and the rest of it (a TUI, a caller's own work)
+    keeps its own."""
+    young, *older = gc.get_threshold()
+    if not 0 < young < GC_YOUNG:  # the GC is off, or already raised (by us, in another thread)
+        yield
+        return
+    gc.set_threshold(GC_YOUNG, *older)
+    try:
+        yield
+    finally:
+        # Not if someone changed it meanwhile: theirs stands.
+        if gc.get_threshold()[0] == GC_YOUNG:
+            gc.set_threshold(young, *older)
+
+
 class Pipeline:
     """Poll a source, turn its events into finished, named requests."""
 
@@ -35,9 +54,6 @@ class Pipeline:
         self.source = source
         # Checked once: a runtime Protocol check costs ~10 µs, too much per request.
         self._agent_source = source if isinstance(source, AgentSource) else None
-        young, *older = gc.get_threshold()
-        if 0 < young < GC_YOUNG:
-            gc.set_threshold(GC_YOUNG, *older)
         self.names = names
         self.lb_note = lb_note
         self.annotator = Annotator(names, lb_note)
@@ -54,7 +70,7 @@ class Pipeline:
     def _loss_note(self) -> str | None:
         """If the kernel lost events since the last call: the note for the requests that
         were in flight meanwhile (those still open, those that finished in this batch)."""
-        lost = self.source.stats().lost
+        lost = self.source.lost()  # not stats(): it reads every counter, on every poll
         if lost <= self._lost:
             return None
         n, self._lost = lost - self._lost, lost
@@ -78,14 +94,17 @@ class Pipeline:
         return arr
 
     def poll(self, timeout_s: float) -> list[Request]:
-        done = self.correlator.feed_array(self.pump(timeout_s))
-        if self.source.info.live:
-            # Idle requests end by the clock, not only by the next event (same clock as BPF).
-            done += self.correlator.expire(time.monotonic_ns())
-        return [self._finish(r) for r in self._mark_loss(done)]
+        arr = self.pump(timeout_s)  # outside: no GC setting of ours while the source waits
+        with fewer_young_collections():
+            done = self.correlator.feed_array(arr)
+            if self.source.info.live:
+                # Idle requests end by the clock, not only by the next event (same clock as BPF).
+                done += self.correlator.expire(time.monotonic_ns())
+            return [self._finish(r) for r in self._mark_loss(done)]
 
     def flush(self) -> list[Request]:
-        return [self._finish(r) for r in self._mark_loss(self.correlator.flush())]
+        with fewer_young_collections():
+            return [self._finish(r) for r in self._mark_loss(self.correlator.flush())]
 
     def pump_rest(self) -> Iterator[np.ndarray]:
         """At the end (Ctrl-C): the events the source still holds, which the kernel wrote
@@ -100,7 +119,9 @@ class Pipeline:
         """pump_rest() correlated, then every request in flight as it stands."""
         done = []
         for arr in self.pump_rest():
-            done += [self._finish(r) for r in self._mark_loss(self.correlator.feed_array(arr))]
+            with fewer_young_collections():
+                done += [self._finish(r) for r in
+                         self._mark_loss(self.correlator.feed_array(arr))]
         return done + self.flush()
 
     def _finish(self, req: Request) -> Request:

@@ -66,6 +66,10 @@ class EventSource(Protocol):
 
     def stats(self) -> SourceStats: ...
 
+    def lost(self) -> int:
+        """stats().lost read cheaply: the pipeline compares it after every poll."""
+        ...
+
 
 @runtime_checkable
 class AgentSource(Protocol):

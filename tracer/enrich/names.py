@@ -6,7 +6,7 @@ and replay (history.recorded_names) answer the same way because both read a Name
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
 
 NetnsKind = Literal["host", "ingress_sbox", "lb", "overlay", "container", "named"]
@@ -36,7 +36,7 @@ class NetnsName:
         return f"{self.node} {self.name}" if self.node else self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        return _fields_set(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,12 @@ class AddrName:
         return f"{self.node} {name}" if self.node else name
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+        return _fields_set(self)
+
+
+def _fields_set(name: NetnsName | AddrName) -> dict[str, Any]:
+    # By dataclasses.fields, not __slots__: a class compiled by mypyc has no __slots__.
+    return {f.name: v for f in fields(name) if (v := getattr(name, f.name)) is not None}
 
 
 class Names(Protocol):

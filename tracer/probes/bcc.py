@@ -138,13 +138,16 @@ class BccSource(ProbeSource):
         cfg[cfg.Key(0)] = leaf
 
     def stats(self) -> SourceStats:
+        return SourceStats(events=self._events, lost=self._total(CNT_LOST),
+                           filtered=self._total(CNT_FILTERED))
+
+    def lost(self) -> int:
+        return self._total(CNT_LOST)
+
+    def _total(self, idx: int) -> int:
+        """One counter summed over the CPUs."""
         counters = self._bpf["st_counters"]
-
-        def total(idx: int) -> int:
-            return int(sum(counters[counters.Key(idx)]))
-
-        return SourceStats(events=self._events, lost=total(CNT_LOST),
-                           filtered=total(CNT_FILTERED))
+        return int(sum(counters[counters.Key(idx)]))
 
     def _detach(self) -> None:
         if self._bpf is not None:

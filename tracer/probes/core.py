@@ -198,12 +198,8 @@ class CoreSource(ProbeSource):
         return super().poll(min(timeout_s, MAX_WAIT_S))
 
     def stats(self) -> SourceStats:
-        fd = self._obj.map_fd("st_counters")
         ncpu = os.cpu_count() or 1
-        per_cpu = []
-        for idx in range(CNT_MAX):
-            raw = self._obj.map_lookup(fd, struct.pack("<I", idx), 8 * ncpu)
-            per_cpu.append(struct.unpack(f"<{ncpu}Q", raw) if raw else (0,) * ncpu)
+        per_cpu = [self._per_cpu(idx, ncpu) for idx in range(CNT_MAX)]
         # Per CPU: which CPU's producers found the ring full, and what each offered.
         extra = {"netns_hooked": len(self._nf_links), "device_tracepoints": int(self._devices)}
         for cpu in range(ncpu):
@@ -211,6 +207,15 @@ class CoreSource(ProbeSource):
             extra[f"emitted_cpu{cpu}"] = per_cpu[CNT_EMITTED][cpu]
         return SourceStats(events=self._events, lost=sum(per_cpu[CNT_LOST]),
                            filtered=sum(per_cpu[CNT_FILTERED]), extra=extra)
+
+    def lost(self) -> int:
+        return sum(self._per_cpu(CNT_LOST, os.cpu_count() or 1))
+
+    def _per_cpu(self, idx: int, ncpu: int) -> tuple[int, ...]:
+        """One counter's value on each CPU (one map lookup)."""
+        raw = self._obj.map_lookup(self._obj.map_fd("st_counters"), struct.pack("<I", idx),
+                                   8 * ncpu)
+        return struct.unpack(f"<{ncpu}Q", raw) if raw else (0,) * ncpu
 
     def _detach(self) -> None:
         for fds in self._nf_links.values():

@@ -258,9 +258,11 @@ class Collector:
         return self._release()
 
     def stats(self) -> SourceStats:
-        return SourceStats(events=self._events,
-                           lost=sum(lk.lost + lk.dropped for lk in self._links),
+        return SourceStats(events=self._events, lost=self.lost(),
                            extra={f"{lk.node} dropped": lk.dropped for lk in self._links})
+
+    def lost(self) -> int:
+        return sum(lk.lost + lk.dropped for lk in self._links)
 
     # -- AgentSource ---------------------------------------------------------------------
 

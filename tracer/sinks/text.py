@@ -55,7 +55,9 @@ def _line(h: Hop, start: int, client: str, backend_addr: str, action: str) -> st
         what = backend_addr
     else:
         what = ""
-    line = f"    {(h.ts_ns - start) / 1e6:+9.3f} ms  {h.where:<16} {action:<28} {what}"
+    # %-formatting, not an f-string with format specs: half the time, the same text.
+    line = "    %+9.3f ms  %-16s %-28s %s" % (  # noqa: UP031
+        (h.ts_ns - start) / 1e6, h.where, action, what)
     return line if what else line.rstrip()
 
 

@@ -98,6 +98,9 @@ class ReplaySource:
     def stats(self) -> SourceStats:
         return self._stats
 
+    def lost(self) -> int:
+        return self._stats.lost
+
     def poll(self, timeout_s: float) -> np.ndarray:
         deadline = time.monotonic() + timeout_s
         while True:

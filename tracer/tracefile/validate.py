@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any, get_args
 
 from tracer.enrich.history import KINDS, SNAPSHOT_VERSION
@@ -23,8 +24,8 @@ MAX_LIST = 1 << 20
 
 _NETNS_KINDS = frozenset(get_args(NetnsKind))
 _ADDR_KINDS = frozenset(get_args(AddrKind))
-_NETNS_FIELDS = frozenset(NetnsName.__slots__)
-_ADDR_FIELDS = frozenset(AddrName.__slots__)
+_NETNS_FIELDS = frozenset(f.name for f in fields(NetnsName))  # not __slots__: see names.py
+_ADDR_FIELDS = frozenset(f.name for f in fields(AddrName))
 # Key shapes of the names log, per kind (see tracer.enrich.topology.Topology).
 _PAIR_KEYS = {"fwmarks": (int, int), "lb_index": (str, int), "ports": (str, int)}
 
