@@ -20,6 +20,7 @@ from typing import Any
 import docker
 import requests
 
+from tracer.enrich.docker_client import docker_client
 from tracer.enrich.ipvs import ipvs_available, read_ipvs
 from tracer.enrich.mangle import read_mark_rules
 from tracer.enrich.names import AddrName, NetnsName
@@ -131,9 +132,13 @@ class DockerNode:
 
     def __init__(self, sock_url: str) -> None:
         self.url = sock_url
-        self.client = docker.DockerClient(base_url=sock_url, timeout=API_TIMEOUT_S)
+        self.client = docker_client(sock_url, API_TIMEOUT_S)
         self.pid = peer_pid(sock_url)
-        info = self.client.info()
+        try:
+            info = self.client.info()
+        except DOCKER_GONE:
+            self.client.close()  # retried every few seconds while the daemon is away
+            raise
         self.name: str = info.get("Name") or sock_url
         swarm = info.get("Swarm") or {}
         self.node_addr: str | None = swarm.get("NodeAddr") or None
