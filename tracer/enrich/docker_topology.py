@@ -60,10 +60,13 @@ def local_docker_sockets() -> list[str]:
         hosts = [h for h in _flag(cmdline(pid), "-H", "--host") if h.startswith("unix://")]
         for host in hosts or [DEFAULT_SOCKET]:
             # Through the daemon's own root: its socket may sit in another mount namespace.
-            # In a container without CAP_SYS_PTRACE that root is closed: use the mounted socket.
             path = f"unix:///proc/{pid}/root{host.removeprefix('unix://')}"
             if not os.path.exists(path.removeprefix("unix://")):
-                path = host
+                if _root_open(pid):
+                    # Still starting: found at the next look. Taken by its other name now,
+                    # the daemon would be followed twice once its socket is there.
+                    continue
+                path = host  # a container without CAP_SYS_PTRACE: the mounted socket
             if host not in found and path not in found:
                 found.append(path)
     # A container that does not share the host's pid namespace sees no dockerd process, only
@@ -71,6 +74,15 @@ def local_docker_sockets() -> list[str]:
     if not found and os.path.exists(DEFAULT_SOCKET.removeprefix("unix://")):
         found.append(DEFAULT_SOCKET)
     return found
+
+
+def _root_open(pid: int) -> bool:
+    """Whether this process may look into the root of process `pid` (CAP_SYS_PTRACE)."""
+    try:
+        os.stat(f"/proc/{pid}/root/")
+        return True
+    except OSError:
+        return False
 
 
 def peer_pid(sock_url: str) -> int | None:
