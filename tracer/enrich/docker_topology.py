@@ -51,24 +51,32 @@ def _flag(argv: list[str], *names: str) -> list[str]:
 
 
 def local_docker_sockets() -> list[str]:
-    """The API sockets of every dockerd running on this machine (the lab's node2 included)."""
+    """The API sockets of every dockerd running on this machine (the lab's node2 included),
+    one per daemon."""
     found: list[str] = []
+    daemons: set[int] = set()  # their pids, as their sockets' peers
     env = os.environ.get("DOCKER_HOST")
     if env and env.startswith("unix://"):
         found.append(env)
+        if (daemon := peer_pid(env)) is not None:
+            daemons.add(daemon)
     for pid in pids_named("dockerd"):
         hosts = [h for h in _flag(cmdline(pid), "-H", "--host") if h.startswith("unix://")]
         for host in hosts or [DEFAULT_SOCKET]:
             # Through the daemon's own root: its socket may sit in another mount namespace.
             path = f"unix:///proc/{pid}/root{host.removeprefix('unix://')}"
             if not os.path.exists(path.removeprefix("unix://")):
-                if _root_open(pid):
-                    # Still starting: found at the next look. Taken by its other name now,
-                    # the daemon would be followed twice once its socket is there.
-                    continue
+                if not _root_closed(pid):
+                    continue  # still starting (found at the next look), or gone
                 path = host  # a container without CAP_SYS_PTRACE: the mounted socket
-            if host not in found and path not in found:
-                found.append(path)
+            # A process of the daemon's (a re-exec) reaches its socket under another name:
+            # followed twice, the daemon would hold twice the connections.
+            daemon = peer_pid(path)
+            if host in found or path in found or daemon in daemons:
+                continue
+            found.append(path)
+            if daemon is not None:
+                daemons.add(daemon)
     # A container that does not share the host's pid namespace sees no dockerd process, only
     # the socket mounted into it.
     if not found and os.path.exists(DEFAULT_SOCKET.removeprefix("unix://")):
@@ -76,13 +84,16 @@ def local_docker_sockets() -> list[str]:
     return found
 
 
-def _root_open(pid: int) -> bool:
-    """Whether this process may look into the root of process `pid` (CAP_SYS_PTRACE)."""
+def _root_closed(pid: int) -> bool:
+    """Whether this process may not look into the root of process `pid` (no
+    CAP_SYS_PTRACE); False if it may, or if the process is gone."""
     try:
         os.stat(f"/proc/{pid}/root/")
+    except PermissionError:
         return True
     except OSError:
         return False
+    return False
 
 
 def peer_pid(sock_url: str) -> int | None:
