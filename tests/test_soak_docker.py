@@ -3,7 +3,8 @@
 scaled down and up and updated with --force, again and again, while `trace` runs.
 
 Every traced request to vote must carry the name Docker gives the task that had its address
-then; the tracer must say when Docker went away and when it came back."""
+then; the tracer must say when Docker went away and when it came back. Its connections to the
+dockerds and its other fds must not grow with replaced tasks or a restarted daemon."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def _socket_inodes(pid: int) -> set[str]:
     return found
 
 
-def docker_connections(pid: int) -> int:
+def _docker_connections(pid: int) -> int:
     """The process's unix-socket connections whose other end a dockerd holds (node2's
     dockerd too: `ss` here shows the peer's inode, wherever the peer lives)."""
     ours = _socket_inodes(pid)
@@ -87,7 +88,7 @@ def docker_connections(pid: int) -> int:
 def _held(pid: int) -> tuple[int, int]:
     """(fds that are neither BPF objects nor netns, connections to dockerd) of a process."""
     s = sample(pid, 0.0)
-    return s.fds - s.links - s.maps - s.progs - s.netns_fds, docker_connections(pid)
+    return s.fds - s.links - s.maps - s.progs - s.netns_fds, _docker_connections(pid)
 
 
 def _vote(tracer: Running, start: int) -> list[dict[str, Any]]:
