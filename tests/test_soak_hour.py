@@ -81,8 +81,11 @@ def _check_bounded(samples: list[Sample]) -> None:
     def beyond_netns(s: Sample) -> int:  # links not accounted for by the machine's netns
         return s.links - LINKS_PER_NETNS * s.netns
 
-    assert max(map(beyond_netns, last)) <= (max(map(beyond_netns, first))
-                                            + LINKS_PER_NETNS * NETNS_SLACK), \
+    # Medians: a lab removed by other work just before a sample leaves the tracer holding
+    # its links until the next rescan (8 netns at once: 24 links in one sample), whereas
+    # links that are never let go raise every sample after them.
+    assert statistics.median(map(beyond_netns, last)) <= (
+        statistics.median(map(beyond_netns, first)) + LINKS_PER_NETNS * NETNS_SLACK), \
         f"links grew beyond the netns: {[(s.links, s.netns) for s in samples]}"
 
 
