@@ -3,11 +3,14 @@
 scaled down and up and updated with --force, again and again, while `trace` runs.
 
 Every traced request to vote must carry the name Docker gives the task that had its address
-then; the tracer must say when Docker went away and when it came back."""
+then; the tracer must say when Docker went away and when it came back. Its connections to the
+dockerds and its other fds must not grow with replaced tasks or a restarted daemon."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -24,12 +27,17 @@ from tracer.lab import swarm
 from tracer.lab.swarm import daemons
 from tracer.lab.swarm.services import client_container, request_from_client
 from tracer.probes.core import PROC_RESCAN_S
+from tracer.procs import pids_named
 
 pytestmark = [*SWARM_LAB_MARKS, pytest.mark.soak]
 
 Tasks = dict[str, tuple[str, str, str]]  # vote task ip -> (task, container, node)
 CYCLES = 5  # scale down, up, --force: each replaces tasks, sandboxes and netns
 LINKS_PER_NETNS = 3
+# Connections to the dockerds may exceed those after the first replacement by this much: a
+# reading and the event stream can each hold one more at the moment sampled.
+CONN_SLACK = 2
+CONNS_PER_DAEMON = 2  # its event stream, and the connection its readings reuse
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +60,35 @@ def _send(lab: swarm.SwarmLab, n: int) -> list[swarm.Answer]:
     with closing(docker.DockerClient(base_url=lab.nodes[0].socket, timeout=30)) as c:
         ct = client_container({"node1": c})
         return [request_from_client(ct, "vote") for _ in range(n)]
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    fd_dir = f"/proc/{pid}/fd"
+    found = set()
+    for name in os.listdir(fd_dir):
+        try:
+            target = os.readlink(f"{fd_dir}/{name}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found
+
+
+def _docker_connections(pid: int) -> int:
+    """The process's unix-socket connections whose other end a dockerd holds (node2's
+    dockerd too: `ss` here shows the peer's inode, wherever the peer lives)."""
+    ours = _socket_inodes(pid)
+    theirs = set().union(*(_socket_inodes(d) for d in pids_named("dockerd")))
+    out = subprocess.run(["ss", "-xn"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in out.splitlines()[1:]]
+    return sum(1 for r in rows if len(r) >= 8 and r[5] in ours and r[7] in theirs)
+
+
+def _held(pid: int) -> tuple[int, int]:
+    """(fds that are neither BPF objects nor netns, connections to dockerd) of a process."""
+    s = sample(pid, 0.0)
+    return s.fds - s.links - s.maps - s.progs - s.netns_fds, _docker_connections(pid)
 
 
 def _vote(tracer: Running, start: int) -> list[dict[str, Any]]:
@@ -122,6 +159,7 @@ def test_dockerd_stops_and_restarts_mid_trace(lab: swarm.SwarmLab) -> None:
         named = Named()
         tasks = _tasks(lab)
         _traced(tracer, 0, _send(lab, 6), tasks, named)
+        held_before = _held(tracer.proc.pid)
         node2 = lab.nodes[1]
         t_stop = time.monotonic()
         problems: list[str] = []
@@ -141,6 +179,7 @@ def test_dockerd_stops_and_restarts_mid_trace(lab: swarm.SwarmLab) -> None:
         n_after = len(tracer.requests())
         answers = _send(lab, 10)
         after = _traced(tracer, n_after, answers, after_tasks, named)
+        held_after = _held(tracer.proc.pid)
     finally:
         tracer.stop()
     back = next(x for x in tracer.err if "is back after" in x)
@@ -150,10 +189,20 @@ def test_dockerd_stops_and_restarts_mid_trace(lab: swarm.SwarmLab) -> None:
           f"{gone!r} / {back!r}; {len(gap)} requests traced meanwhile ({len(during)} sent, "
           f"{sum(a.ok for a in during)} answered); after: {len(after)} traced, "
           f"{len(node2_named)} to node2's new task, named; {named.right} named right, "
-          f"{named.unnamed} not yet named, 0 wrong; tracer exit {tracer.proc.returncode}")
+          f"{named.unnamed} not yet named, 0 wrong; plain fds {held_before[0]}->"
+          f"{held_after[0]}, connections to dockerd {held_before[1]}->{held_after[1]}; "
+          f"tracer exit {tracer.proc.returncode}")
     assert node2_named, "no request reached node2's new task"
     assert tracer.proc.returncode == 0, tracer.err[-3:]
     assert re.search(r"is back after \d+ s", back)
+    # The gone daemon's client and stream are closed, not kept beside the new ones: at most
+    # an event stream and a reading's connection per daemon, and no other fd more (but a
+    # few sockets of reconnects that failed while it was away: the SDK leaves them to the
+    # garbage collector).
+    assert held_after[1] <= CONNS_PER_DAEMON * len(lab.nodes), \
+        f"connections to dockerd {held_before[1]} -> {held_after[1]}"
+    others = [fds - conns for fds, conns in (held_before, held_after)]
+    assert others[1] <= others[0] + CONN_SLACK, f"fds besides those: {others}"
 
 
 def test_service_churn_keeps_names_right(lab: swarm.SwarmLab) -> None:
@@ -164,6 +213,7 @@ def test_service_churn_keeps_names_right(lab: swarm.SwarmLab) -> None:
         named = Named()
         traced = len(_traced(tracer, 0, _send(lab, 4), tasks, named))
         seen_tasks = set(tasks.values())
+        held = [_held(tracer.proc.pid)]  # (plain fds, connections to dockerd) per step
         t0 = time.monotonic()
         with closing(docker.DockerClient(base_url=lab.nodes[0].socket, timeout=60)) as mgr:
             for _ in range(CYCLES):
@@ -182,6 +232,7 @@ def test_service_churn_keeps_names_right(lab: swarm.SwarmLab) -> None:
                     seen_tasks |= set(tasks.values())
                     n = len(tracer.requests())
                     traced += len(_traced(tracer, n, _send(lab, 4), tasks, named))
+                    held.append(_held(tracer.proc.pid))
         churn_s = time.monotonic() - t0
         # Links into removed task netns go at the tracer's next /proc rescan.
         deadline = time.monotonic() + PROC_RESCAN_S + 10
@@ -200,7 +251,16 @@ def test_service_churn_keeps_names_right(lab: swarm.SwarmLab) -> None:
           f"wrong; "
           f"links {base.links}->{end.links} for netns {base.netns}->{end.netns}, fds "
           f"{base.fds}->{end.fds}, maps {base.maps}->{end.maps}, RSS {base.rss_kib}->"
-          f"{end.rss_kib} KiB; tracer exit {tracer.proc.returncode}")
+          f"{end.rss_kib} KiB; after each step: plain fds {[f for f, _ in held]}, "
+          f"connections to dockerd {[c for _, c in held]}; tracer exit "
+          f"{tracer.proc.returncode}")
     assert tracer.proc.returncode == 0, tracer.err[-3:]
+    # Flat across replacements: what the first one left open is all there is.
+    (fds1, conns1), later = held[1], held[2:]
+    assert max(c for _, c in later) <= conns1 + CONN_SLACK, \
+        f"connections to dockerd grew over {len(held) - 1} steps: {[c for _, c in held]}"
+    assert max(f for f, _ in later) <= fds1 + CONN_SLACK, \
+        f"plain fds grew over {len(held) - 1} steps: {[f for f, _ in held]}"
+    assert max(c for _, c in held) <= CONNS_PER_DAEMON * len(lab.nodes), held
     assert (end.maps, end.progs, end.netns_fds) == (base.maps, base.progs, 0)
     assert extra <= base.links - LINKS_PER_NETNS * base.netns, (base, end)

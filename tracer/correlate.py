@@ -175,7 +175,7 @@ class Correlator:
             self._lb(o, e, index)
             return None
         if reply:
-            return self._reply(o, netns, ts, tcp_flags)
+            return self._reply(o, netns, ts, tcp_flags, point)
         return self._forward(o, e, index)
 
     def _cut(self, e: Event) -> None:
@@ -298,11 +298,16 @@ class Correlator:
         o.req.hops.append(Hop(HopKind.LB, e.ts_ns, e.netns, f"netns:{e.netns}", mark=e.mark,
                               before=e.pkt, after=chosen, detail=f"IPVS {service} {sched}"))
 
-    def _reply(self, o: _Open, netns: int, ts: int, tcp_flags: int) -> _Open | None:
+    def _reply(self, o: _Open, netns: int, ts: int, tcp_flags: int, point: int
+               ) -> _Open | None:
         o.reply_by_netns.setdefault(netns, ts)
         if tcp_flags & TCP_RST:
             o.req.status = Status.REFUSED
-            return o
+            # Closed where the RST arrives, not where it leaves: the kernel frees the SYN it
+            # answers only after sending it, and that drop would start a second request
+            # (seen where the refusing netns is the client's own: loopback, a node or task
+            # connecting to itself).
+            return None if point in _LEAVING else o
         # Answered: the reply reached the netns the request started from.
         if not o.req.hops or netns != o.req.hops[0].netns:
             return None
@@ -425,6 +430,7 @@ _ENTERS = frozenset((HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS, HopK
 _PATH_ENTRIES = _ENTERS | {HopKind.DELIVER}
 _HOP_DROP, _HOP_LB, _HOP_DNAT = HopKind.DROP, HopKind.LB, HopKind.DNAT
 _LOCAL_POINTS = frozenset((Point.NF_OUT, Point.TX))  # a socket of this netns sent it
+_LEAVING = frozenset((Point.NF_OUT, Point.NF_POST, Point.TX))  # a packet on its way out
 _FLOOD_COPY = (HopKind.ENTER_NETNS, HopKind.BRIDGE, HopKind.DROP)  # all a flooded copy shows
 
 

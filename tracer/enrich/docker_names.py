@@ -183,6 +183,9 @@ class DockerNames(NetnsNames):
             self.urls.remove(url)
             self._node_netns.pop(url, None)
             self._readings.pop(url, None)
+            self._next_connect.pop(url, None)
+            with self._mu:
+                self._dirty.pop(url, None)
         for url in local_docker_sockets():
             if url not in self.urls:
                 self.urls.append(url)
@@ -221,6 +224,7 @@ class DockerNames(NetnsNames):
             if node is None:
                 self._stop.wait(RECONNECT_S)
                 continue
+            stream = None
             try:
                 stream = node.client.events(decode=True, since=since,
                                             filters={"type": list(EVENT_ACTIONS)})
@@ -237,6 +241,9 @@ class DockerNames(NetnsNames):
                 if not self._stop.is_set():
                     self._lost(url, err)
                 continue
+            finally:
+                if stream is not None:  # its socket now, not when the collector finds it
+                    _close_stream(stream)
             if not self._stop.is_set():  # the stream ended: the daemon went away
                 self._lost(url, "event stream ended")
 
@@ -246,10 +253,7 @@ class DockerNames(NetnsNames):
         with self._mu:
             streams = list(self._streams.values())
         for s in streams:
-            try:
-                s.close()
-            except Exception:  # closing a dead connection: nothing left to release
-                log.debug("closing an event stream failed", exc_info=True)
+            _close_stream(s)
         for t in self._watchers:
             t.join(timeout=5)
         self._watchers.clear()
@@ -259,3 +263,10 @@ class DockerNames(NetnsNames):
             self._nodes.clear()
         for n in nodes:
             n.close()
+
+
+def _close_stream(stream: Any) -> None:
+    try:
+        stream.close()
+    except Exception:  # closing a dead connection: nothing left to release
+        log.debug("closing an event stream failed", exc_info=True)

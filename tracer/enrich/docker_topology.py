@@ -20,6 +20,7 @@ from typing import Any
 import docker
 import requests
 
+from tracer.enrich.docker_client import docker_client
 from tracer.enrich.ipvs import ipvs_available, read_ipvs
 from tracer.enrich.mangle import read_mark_rules
 from tracer.enrich.names import AddrName, NetnsName
@@ -50,26 +51,49 @@ def _flag(argv: list[str], *names: str) -> list[str]:
 
 
 def local_docker_sockets() -> list[str]:
-    """The API sockets of every dockerd running on this machine (the lab's node2 included)."""
+    """The API sockets of every dockerd running on this machine (the lab's node2 included),
+    one per daemon."""
     found: list[str] = []
+    daemons: set[int] = set()  # their pids, as their sockets' peers
     env = os.environ.get("DOCKER_HOST")
     if env and env.startswith("unix://"):
         found.append(env)
+        if (daemon := peer_pid(env)) is not None:
+            daemons.add(daemon)
     for pid in pids_named("dockerd"):
         hosts = [h for h in _flag(cmdline(pid), "-H", "--host") if h.startswith("unix://")]
         for host in hosts or [DEFAULT_SOCKET]:
             # Through the daemon's own root: its socket may sit in another mount namespace.
-            # In a container without CAP_SYS_PTRACE that root is closed: use the mounted socket.
             path = f"unix:///proc/{pid}/root{host.removeprefix('unix://')}"
             if not os.path.exists(path.removeprefix("unix://")):
-                path = host
-            if host not in found and path not in found:
-                found.append(path)
+                if not _root_closed(pid):
+                    continue  # still starting (found at the next look), or gone
+                path = host  # a container without CAP_SYS_PTRACE: the mounted socket
+            # A process of the daemon's (a re-exec) reaches its socket under another name:
+            # followed twice, the daemon would hold twice the connections.
+            daemon = peer_pid(path)
+            if host in found or path in found or daemon in daemons:
+                continue
+            found.append(path)
+            if daemon is not None:
+                daemons.add(daemon)
     # A container that does not share the host's pid namespace sees no dockerd process, only
     # the socket mounted into it.
     if not found and os.path.exists(DEFAULT_SOCKET.removeprefix("unix://")):
         found.append(DEFAULT_SOCKET)
     return found
+
+
+def _root_closed(pid: int) -> bool:
+    """Whether this process may not look into the root of process `pid` (no
+    CAP_SYS_PTRACE); False if it may, or if the process is gone."""
+    try:
+        os.stat(f"/proc/{pid}/root/")
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def peer_pid(sock_url: str) -> int | None:
@@ -131,9 +155,13 @@ class DockerNode:
 
     def __init__(self, sock_url: str) -> None:
         self.url = sock_url
-        self.client = docker.DockerClient(base_url=sock_url, timeout=API_TIMEOUT_S)
+        self.client = docker_client(sock_url, API_TIMEOUT_S)
         self.pid = peer_pid(sock_url)
-        info = self.client.info()
+        try:
+            info = self.client.info()
+        except DOCKER_GONE:
+            self.client.close()  # retried every few seconds while the daemon is away
+            raise
         self.name: str = info.get("Name") or sock_url
         swarm = info.get("Swarm") or {}
         self.node_addr: str | None = swarm.get("NodeAddr") or None
