@@ -73,7 +73,7 @@ class PipelineFeed:
             source=with_note(src.info, self.pipe.lb_note),
             events=self.pipe.events,
             events_per_s=self._events_per_s,
-            lost=src.stats().lost,
+            lost=src.lost(),
             filters=self.filters,
             clock_offset_ns=self._clock_offset_ns,
         )
