@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -125,6 +125,12 @@ class SwarmtraceApp(App[None]):
             assert isinstance(talk, TalkScreen)
             talk.action_present()
         self._pump()
+
+    async def on_event(self, event: events.Event) -> None:
+        # Every key and click reaches the app first: note when, so slow work can step aside.
+        if isinstance(event, events.Key | events.MouseDown):
+            self.state.input_at = time.monotonic()
+        await super().on_event(event)
 
     # -- the feed ----------------------------------------------------------------------------
 
