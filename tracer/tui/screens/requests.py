@@ -23,7 +23,7 @@ from tracer.tui.widgets.request_list import RequestList
 
 FILTER_DELAY_S = 0.05  # type-ahead: filter once typing pauses, not on every key of a burst
 INLINE_FILTER = 20_000  # up to this many requests, filter at once
-FILTER_SLICE_S = 0.002  # a bigger filter runs in slices this long between keys and frames
+FILTER_SLICE_S = 0.001  # a bigger filter runs in slices this long between keys and frames
 KEY_FIRST_S = 0.04  # after a key, a running filter waits this long: the key's frame comes first
 
 
@@ -201,8 +201,14 @@ class RequestsScreen(TracerScreen):
         # ms after. In a thread that work fought the UI for the GIL: on a loaded machine the
         # thread was often descheduled holding it, and keys waited 50-100 ms. Here it runs on
         # the UI's own event loop in short slices, and pauses while a key is handled and drawn.
-        while not job.advance(FILTER_SLICE_S):
-            await asyncio.sleep(max(0.0, self.state.input_at + KEY_FIRST_S - time.monotonic()))
+        while True:
+            wait = self.state.input_at + KEY_FIRST_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif job.advance(FILTER_SLICE_S):
+                break
+            else:
+                await asyncio.sleep(0)
         self._install(job, job.matched)
 
     def _install(self, job: QueryJob, matched: deque[int]) -> None:
