@@ -73,7 +73,9 @@ class TimedApp(SwarmtraceApp):
         super().__init__(*args, **kwargs)
         self.key_handled = 0.0
         self.frame: asyncio.Event | None = None
-        self.frame_cpu = (0.0, 0)  # the UI thread's CPU time and run-queue wait at the frame
+        # When the frame was rendered: wall clock, the UI thread's CPU time and run-queue wait
+        # (taken here, not when the waiting bench coroutine next runs, some loop turns later).
+        self.frame_at = (0.0, 0.0, 0)
 
     async def on_event(self, event: events.Event) -> None:
         await super().on_event(event)
@@ -84,7 +86,7 @@ class TimedApp(SwarmtraceApp):
         super()._display(screen, renderable)
         if renderable is not None and self.key_handled and self.frame is not None:
             if not self.frame.is_set():
-                self.frame_cpu = time.thread_time(), run_queue_ns()
+                self.frame_at = time.perf_counter(), time.thread_time(), run_queue_ns()
             self.frame.set()
 
 
@@ -121,8 +123,10 @@ async def press_all(app: TimedApp, pilot: Any, keys: tuple[str, ...]) -> Keys:
         # No frame at all: a key with no visible effect; its handling time counts.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(app.frame.wait(), timeout=5)
-        end = time.perf_counter() if app.frame.is_set() else app.key_handled
-        c1, q1 = app.frame_cpu if app.frame.is_set() else (time.thread_time(), run_queue_ns())
+        if app.frame.is_set():
+            end, c1, q1 = app.frame_at
+        else:
+            end, c1, q1 = app.key_handled, time.thread_time(), run_queue_ns()
         out.wall.append((end - t0) * 1e3)
         out.cpu.append((c1 - c0) * 1e3)
         out.runq.append((q1 - q0) / 1e6)
