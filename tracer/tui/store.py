@@ -244,10 +244,12 @@ class RequestStore:
         self.install(job, job.run())
 
     def query_job(self, text: str) -> QueryJob:
-        """A filter to run, possibly in another thread, over the requests stored now."""
+        """A filter to run, at once or a slice at a time, over the requests stored now."""
         # A tuple: the garbage collector looks through a tuple of ints once and then leaves it
         # alone; a list of 100k ids was scanned again by every young collection while typing.
-        return QueryJob(Query.parse(text), tuple(self._order), self.seen, self._by_id, self._hay)
+        query = Query.parse(text)
+        ids = tuple(self._order) if query.terms else ()  # no filter shows what is stored
+        return QueryJob(query, ids, self.seen, self._by_id, self._hay)
 
     def install(self, job: QueryJob, matched: deque[int]) -> None:
         """Show what a job matched, plus what arrived while it ran (UI thread only)."""

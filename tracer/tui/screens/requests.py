@@ -189,7 +189,7 @@ class RequestsScreen(TracerScreen):
         if running is not None:
             running.cancelled = True
         job = store.query_job(text)
-        if len(job.ids) <= INLINE_FILTER:
+        if len(job.ids) <= INLINE_FILTER or not wanted.terms:  # no filter: nothing to match
             self._install(job, job.run())
         else:
             self._filter_job = job
