@@ -523,10 +523,10 @@ async def test_replayed_trace_file_in_the_tui(tmp_path: Path) -> None:
 
 
 @sync
-async def test_filter_runs_in_a_thread_for_big_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_filter_runs_in_slices_for_big_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     import tracer.tui.screens.requests as requests_module
 
-    monkeypatch.setattr(requests_module, "INLINE_FILTER", 0)  # every filter takes the thread path
+    monkeypatch.setattr(requests_module, "INLINE_FILTER", 0)  # every filter runs in slices
     app = SwarmtraceApp(feed_of(LAB))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)

@@ -18,3 +18,4 @@ class TuiState:
     follow: bool = True
     finished: bool = False
     speed: float | None = None  # replay speed; None when the feed cannot be paced
+    input_at: float = 0.0  # time.monotonic() of the last key or click: background work yields

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import sys
+import asyncio
+import time
 from collections import deque
 from typing import ClassVar
 
@@ -16,11 +17,14 @@ from tracer.model import HopKind, Request, Status
 from tracer.tui.screens.base import TracerScreen
 from tracer.tui.state import TuiState
 from tracer.tui.store import Query, QueryJob, task_of
+from tracer.tui.widgets.filter_box import FilterBox
 from tracer.tui.widgets.hop_path import HopPath
 from tracer.tui.widgets.request_list import RequestList
 
 FILTER_DELAY_S = 0.05  # type-ahead: filter once typing pauses, not on every key of a burst
-INLINE_FILTER = 20_000  # up to this many requests, filter at once in the UI thread
+INLINE_FILTER = 20_000  # up to this many requests, filter at once
+FILTER_SLICE_S = 0.001  # a bigger filter runs in slices this long between keys and frames
+KEY_FIRST_S = 0.04  # after a key, a running filter waits this long: the key's frame comes first
 
 
 def is_drop(r: Request) -> bool:
@@ -39,12 +43,12 @@ class RequestsScreen(TracerScreen):
     def __init__(self, state: TuiState) -> None:
         super().__init__(state)
         self._filter_timer: Timer | None = None
-        self._filter_job: QueryJob | None = None  # running in a thread
+        self._filter_job: QueryJob | None = None  # running a slice at a time
 
     def compose(self) -> ComposeResult:
         yield RequestList(self.state.store, id="requests")
         yield HopPath(id="path", focusable=True)
-        yield Input(
+        yield FilterBox(
             placeholder="filter: words or service: task: client: status: mode: node:   "
             "(Enter keeps it, Esc clears)",
             id="filter",
@@ -185,26 +189,27 @@ class RequestsScreen(TracerScreen):
         if running is not None:
             running.cancelled = True
         job = store.query_job(text)
-        if len(job.ids) <= INLINE_FILTER:
+        if len(job.ids) <= INLINE_FILTER or not wanted.terms:  # no filter: nothing to match
             self._install(job, job.run())
         else:
             self._filter_job = job
-            self._filter_in_thread(job)
+            self._filter_in_slices(job)
 
-    @work(thread=True, group="filter")
-    def _filter_in_thread(self, job: QueryJob) -> None:
-        # 100k requests take ~0.5 s the first time (their words are cached after): keep typing
-        # responsive. One call back per filter, not per request.
-        # The UI thread waits for the GIL while this loop holds it: hand it over every
-        # 0.5 ms instead of Python's default 5 ms, so keys keep answering while it runs.
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(interval, 0.0005))
-        try:
-            matched = job.run()
-        finally:
-            sys.setswitchinterval(interval)
-        if not job.cancelled:
-            self.app.call_from_thread(self._install, job, matched)
+    @work(group="filter")
+    async def _filter_in_slices(self, job: QueryJob) -> None:
+        # 100k requests take ~0.4 s of CPU the first time (their words are cached after), ~40
+        # ms after. In a thread that work fought the UI for the GIL: on a loaded machine the
+        # thread was often descheduled holding it, and keys waited 50-100 ms. Here it runs on
+        # the UI's own event loop in short slices, and pauses while a key is handled and drawn.
+        while True:
+            wait = self.state.input_at + KEY_FIRST_S - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif job.advance(FILTER_SLICE_S):
+                break
+            else:
+                await asyncio.sleep(0)
+        self._install(job, job.matched)
 
     def _install(self, job: QueryJob, matched: deque[int]) -> None:
         if job.cancelled:

@@ -56,6 +56,7 @@ class RequestList(LineView, can_focus=True):
         self.clock_offset_ns = 0
         self._strips: dict[tuple[object, ...], Strip] = {}
         self._look = 0  # bumps when theme, columns or clock change what a row looks like
+        self._drawn: tuple[int, int] = (-1, 0)  # store version and clock of the last repaint
 
     # -- data --------------------------------------------------------------------------------
 
@@ -73,7 +74,12 @@ class RequestList(LineView, can_focus=True):
             if self._selected_id is not None and self._position is not None:
                 at = self.store.index_at(self._position, self._selected_id)
             self.cursor = min(at if at is not None else 0, n - 1)
-        self.refresh()
+        # The app calls this after every batch, also when none came (a paused replay): repaint
+        # the rows only when they changed; a cursor move repaints its own lines.
+        drawn = (self.store.version, self.clock_offset_ns)
+        if drawn != self._drawn:
+            self._drawn = drawn
+            self.refresh()
 
     @property
     def selected(self) -> Request | None:

@@ -75,6 +75,7 @@ class ServiceBars(Widget):
     def __init__(self, store: RequestStore, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.store = store
+        self._shape: tuple[tuple[str, int, int], ...] = ()
 
     def on_mount(self) -> None:
         self.watch(self.app, "theme", self._theme_changed, init=False)
@@ -83,7 +84,13 @@ class ServiceBars(Widget):
         self.refresh()
 
     def store_changed(self) -> None:
-        self.refresh(layout=True)
+        # Its height follows its lines: lay the screen out again only when their number may
+        # have changed, not on every batch (a layout costs more than the repaint).
+        shape = tuple(
+            (name, len(svc.tasks), len(notes(svc))) for name, svc in self.store.services.items()
+        )
+        self.refresh(layout=shape != self._shape)
+        self._shape = shape
 
     def render(self) -> Text:
         width = self.content_size.width or 80
