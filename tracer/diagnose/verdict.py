@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from tracer.correlate import VXLAN_SIZE
 from tracer.diagnose.conntrack import ConntrackUse
+from tracer.diagnose.dns_failure import dns_failure
 from tracer.enrich.names import Names
 from tracer.model import Hop, HopKind, Request, Status, Verdict
 
@@ -27,6 +28,8 @@ def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | 
     """The verdict on req, None if it is ok (or still open)."""
     if req.status in (Status.OK, Status.OPEN):
         return None
+    if req.status == Status.FAILED:
+        return dns_failure(req)
     cut = next((h for h in req.hops if h.kind == HopKind.DROP), None)
     if req.resumed is not None and cut is not None:
         return _cut(req, cut, names, conntrack)
