@@ -1,7 +1,8 @@
-"""A DNS server that knows no name: every query gets NXDOMAIN. The DNS tests run it on a
-loopback address inside a netns of their own (`nsenter --net=... python dns_responder.py
-ADDR`), as the resolver a task's Docker DNS forwards unknown names to: no query leaves the
-lab. Prints "ready" once it listens; runs until killed."""
+"""A DNS server that knows no name: every query gets NXDOMAIN, except names whose first label
+asks for another answer (`servfail.*`: SERVFAIL, `empty.*`: NOERROR without a record). The DNS
+tests run it on a loopback address inside a netns of their own (`nsenter --net=... python
+dns_responder.py ADDR`), as the resolver a task's Docker DNS forwards unknown names to: no
+query leaves the lab. Prints "ready" once it listens; runs until killed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 import sys
 
 QR, RA, NXDOMAIN = 0x8000, 0x0080, 3
+RCODES = {b"servfail": 2, b"empty": 0}  # by the name's first label
 
 
 def answer(query: bytes) -> bytes | None:
@@ -23,7 +25,8 @@ def answer(query: bytes) -> bytes | None:
         end += 1 + query[end]
     end += 5  # the zero byte, qtype, qclass; anything after (EDNS) is not answered
     opcode_rd = flags & 0x7900  # opcode and RD, as asked
-    head = query[:2] + (QR | opcode_rd | RA | NXDOMAIN).to_bytes(2, "big")
+    rcode = RCODES.get(query[13:13 + query[12]], NXDOMAIN) if len(query) > 12 else NXDOMAIN
+    head = query[:2] + (QR | opcode_rd | RA | rcode).to_bytes(2, "big")
     return head + (1).to_bytes(2, "big") + bytes(6) + query[12:end]
 
 

@@ -2,7 +2,8 @@
 resolv.conf (`ip netns exec` mounts /etc/netns/NAME/resolv.conf) searches stlab.test with
 ndots:1, and whose only DNS server, tests/dns_responder.py on its loopback, knows no name.
 glibc asks the search-domain expansion first, then the bare name: the trace shows both as
-NXDOMAIN, the bare name's verdict naming the expansion tried before it."""
+NXDOMAIN, the bare name's verdict naming the expansion tried before it. SERVFAIL and an empty
+answer get their own verdicts."""
 
 from __future__ import annotations
 
@@ -72,3 +73,17 @@ def test_search_domain_expansion_then_the_bare_name(resolver_netns: str) -> None
                                      "rcode": "NXDOMAIN"}], bare
     assert f"the search-domain expansion {NOSUCH}.{SEARCH} answered NXDOMAIN before the " \
         f"bare name {NOSUCH} was tried" in bare["verdict"]["evidence"], bare["verdict"]
+
+
+@pytest.mark.parametrize(("name", "rcode", "cause"), [("servfail", "SERVFAIL", "dns-servfail"),
+                                                      ("empty", "NOERROR", "dns-empty")])
+def test_servfail_and_empty_answers(resolver_netns: str, name: str, rcode: str,
+                                    cause: str) -> None:
+    with traced("--port", "53", "--timeout", "10") as requests:
+        subprocess.run(["ip", "netns", "exec", resolver_netns, "getent", "ahosts", name],
+                       capture_output=True, text=True, timeout=20, check=False)
+    asked = [r for r in requests if r.get("dns")]
+    assert asked, requests
+    for r in asked:
+        assert (r["status"], r["dns"]["rcode"], r["dns"]["addrs"]) == ("failed", rcode, []), r
+        assert (r["verdict"]["hop"], r["verdict"]["cause"]) == ("dns", cause), r
