@@ -7,7 +7,10 @@ query leaves the lab. Prints "ready" once it listens; runs until killed."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 QR, RA, NXDOMAIN = 0x8000, 0x0080, 3
 RCODES = {b"servfail": 2, b"empty": 0}  # by the name's first label
@@ -28,6 +31,21 @@ def answer(query: bytes) -> bytes | None:
     rcode = RCODES.get(query[13:13 + query[12]], NXDOMAIN) if len(query) > 12 else NXDOMAIN
     head = query[:2] + (QR | opcode_rd | RA | rcode).to_bytes(2, "big")
     return head + (1).to_bytes(2, "big") + bytes(6) + query[12:end]
+
+
+@contextmanager
+def responding(enter: list[str], addr: str = "127.0.0.1") -> Iterator[None]:
+    """This server on addr for the block, started under enter: a command that runs its
+    arguments inside the netns (`nsenter --net=PATH`, `ip netns exec NAME`)."""
+    proc = subprocess.Popen([*enter, sys.executable, __file__, addr], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready", "the DNS responder did not start"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dns_responder import responding
 from faults import run, traced
 
 pytestmark = [
@@ -25,7 +25,6 @@ pytestmark = [
 
 NETNS = "stlab-dns"
 ETC = Path("/etc/netns") / NETNS
-RESPONDER = Path(__file__).with_name("dns_responder.py")
 SEARCH, NOSUCH = "stlab.test", "nosuch"
 
 
@@ -34,22 +33,14 @@ def resolver_netns() -> Iterator[str]:
     """The netns, its resolv.conf and its DNS server; all gone again afterwards."""
     made_etc = not ETC.parent.exists()
     run(["ip", "netns", "add", NETNS])
-    responder = None
     try:
         run(["ip", "-n", NETNS, "link", "set", "lo", "up"])
         ETC.mkdir(parents=True)
         (ETC / "resolv.conf").write_text(f"nameserver 127.0.0.1\nsearch {SEARCH}\n"
                                          "options ndots:1 attempts:1 timeout:2\n")
-        responder = subprocess.Popen(["ip", "netns", "exec", NETNS, sys.executable,
-                                      str(RESPONDER), "127.0.0.1"],
-                                     stdout=subprocess.PIPE, text=True)
-        assert responder.stdout is not None
-        assert responder.stdout.readline().strip() == "ready", "the DNS responder did not start"
-        yield NETNS
+        with responding(["ip", "netns", "exec", NETNS]):
+            yield NETNS
     finally:
-        if responder is not None:
-            responder.kill()
-            responder.wait()
         shutil.rmtree(ETC, ignore_errors=True)
         if made_etc:
             shutil.rmtree(ETC.parent, ignore_errors=True)
@@ -66,7 +57,7 @@ def test_search_domain_expansion_then_the_bare_name(resolver_netns: str) -> None
     assert bare is not None and expansion is not None, [r.get("dns") for r in requests]
     for r in (bare, expansion):
         assert (r["status"], r["dns"]["rcode"], r["client_name"]) == \
-            ("failed", "NXDOMAIN", "dns"), r  # the lab prefix goes
+            ("dns-failed", "NXDOMAIN", "dns"), r  # the lab prefix goes
         assert (r["verdict"]["hop"], r["verdict"]["cause"]) == ("dns", "dns-nxdomain"), r
     assert expansion["dns"]["tried"] == [] and expansion["start_ns"] < bare["start_ns"]
     assert bare["dns"]["tried"] == [{"id": expansion["id"], "name": f"{NOSUCH}.{SEARCH}",
@@ -85,5 +76,5 @@ def test_servfail_and_empty_answers(resolver_netns: str, name: str, rcode: str,
     asked = [r for r in requests if r.get("dns")]
     assert asked, requests
     for r in asked:
-        assert (r["status"], r["dns"]["rcode"], r["dns"]["addrs"]) == ("failed", rcode, []), r
+        assert (r["status"], r["dns"]["rcode"], r["dns"]["addrs"]) == ("dns-failed", rcode, []), r
         assert (r["verdict"]["hop"], r["verdict"]["cause"]) == ("dns", cause), r

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 
 import docker
 import pytest
+from dns_responder import responding
 from docker.types import DNSConfig
 from faults import check, injected, traced
 from swarm_fixture import two_node_swarm
@@ -38,7 +37,6 @@ OVERLAY_PREFIX = "10.0.1."  # overlay1's addresses: the lab's own requests, not 
 MAX_TRIES = 20
 STALE = "10.0.0.99"  # on the ingress network, and no task's
 BIG, PAGE = 30_000, "/www/big"
-RESPONDER = Path(__file__).with_name("dns_responder.py")
 SEARCH, NOSUCH = "stlab.test", "nosuch"  # a search domain, and a name nothing has
 TASK_START_S = 120.0
 
@@ -179,20 +177,11 @@ def asker(lab: swarm.SwarmLab) -> Iterator[docker.models.containers.Container]:
                               dns_config=DNSConfig(nameservers=["127.0.0.1"], search=[SEARCH]),
                               constraints=[f"node.hostname=={lab.nodes[0].name}"],
                               stop_grace_period=GRACE_NS)
-    responder = None
     try:
         task = _task_of(mgr, "asker")
-        netns = task.attrs["NetworkSettings"]["SandboxKey"]
-        responder = subprocess.Popen(["nsenter", f"--net={netns}", sys.executable,
-                                      str(RESPONDER), "127.0.0.1"],
-                                     stdout=subprocess.PIPE, text=True)
-        assert responder.stdout is not None
-        assert responder.stdout.readline().strip() == "ready", "the DNS responder did not start"
-        yield task
+        with responding(["nsenter", f"--net={task.attrs['NetworkSettings']['SandboxKey']}"]):
+            yield task
     finally:
-        if responder is not None:
-            responder.kill()
-            responder.wait()
         svc.remove()
         mgr.close()
 
@@ -211,7 +200,7 @@ def test_dns_name_that_does_not_exist(lab: swarm.SwarmLab,
     bare, expansion = asked.get(NOSUCH), asked.get(f"{NOSUCH}.{SEARCH}")
     assert bare is not None and expansion is not None, [r.get("dns") for r in requests]
     for r in (bare, expansion):
-        assert (r["status"], r["dns"]["rcode"], r["dns"]["addrs"]) == ("failed", "NXDOMAIN", [])
+        assert (r["status"], r["dns"]["rcode"], r["dns"]["addrs"]) == ("dns-failed", "NXDOMAIN", [])
         v = r["verdict"]
         assert (v["node"], v["hop"], v["cause"]) == ("node1", "dns", "dns-nxdomain"), r
         assert f"no service, task, container or alias named {NOSUCH}" in v["hint"], v

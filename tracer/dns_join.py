@@ -145,7 +145,7 @@ class DnsAnswers:
         else:
             self._lookups[key] = (*chain[-MAX_TRIED:], (DnsQuery(req.id, ans.name, rcode), last_ts))
             if req.status == Status.OK:
-                req.status = Status.FAILED
+                req.status = Status.DNS_FAILED
         return True
 
 

@@ -40,7 +40,7 @@ class Status(enum.StrEnum):
     REFUSED = "refused"  # RST from the backend side
     DROPPED = "dropped"
     UNROUTED = "unrouted"  # never reached a backend
-    FAILED = "failed"  # answered with a failure: a DNS query without an address (NXDOMAIN ...)
+    DNS_FAILED = "dns-failed"  # a DNS query answered without an address (NXDOMAIN ...)
 
 
 # A value: nothing changes a hop once built. Not frozen all the same: about 20 are built per

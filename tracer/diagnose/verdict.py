@@ -30,7 +30,7 @@ def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | 
     """The verdict on req, None if it is ok (or still open)."""
     if req.status in (Status.OK, Status.OPEN):
         return None
-    if req.status == Status.FAILED:
+    if req.status == Status.DNS_FAILED:
         return dns_failure(req)
     cut = next((h for h in req.hops if h.kind == HopKind.DROP), None)
     if req.resumed is not None and cut is not None:

@@ -92,7 +92,7 @@ def _render(req: Request, hops: bool) -> tuple[str, list[str]]:
         parts.append(f"reply {req.reply_ms:.2f} ms")
     if req.status not in _QUIET_STATUS:
         # A failed DNS query says how: NXDOMAIN, SERVFAIL ...
-        failed = req.dns.rcode if req.dns is not None and req.status is Status.FAILED else ""
+        failed = req.dns.rcode if req.dns is not None and req.status is Status.DNS_FAILED else ""
         parts.append(failed if failed not in ("", "NOERROR") else str(req.status).upper())
     parts += req.missing
     return " | ".join(parts), lines
