@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import Any
 
 from tracer.events import F_NO_ADDR, Event
 from tracer.model import DnsQuery, DnsResult, Hop, HopKind, Request, Status
@@ -14,6 +15,7 @@ from tracer.model import DnsQuery, DnsResult, Hop, HopKind, Request, Status
 RECENT = 16  # responses kept per netns: a query finds its own among them
 # A resolver asks the next name of a lookup as soon as the previous one failed.
 LOOKUP_GAP_NS = 1_000_000_000
+MAX_KEYS = 4096  # netns (and lookups in progress) remembered
 MAX_TRIED = 8  # a lookup's queries remembered: a name and its search domains (glibc takes 6)
 RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 QTYPES = {1: "A", 5: "CNAME", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV"}
@@ -68,6 +70,7 @@ class DnsAnswers:
         recent = self._recent.get(e.netns)
         if recent is None:
             recent = self._recent[e.netns] = deque(maxlen=RECENT)
+            _bound(self._recent)
         last = recent[-1] if recent else None
         if e.flags & F_NO_ADDR:
             recent.append(Answer(name, (), 0, e.ts_ns, to, e.ct_status, e.ctinfo, e.mark >> 8))
@@ -78,6 +81,7 @@ class DnsAnswers:
         else:
             ans = recent[-1] = replace(last, addrs=(*last.addrs, addr))
         self._by_netns[e.netns] = ans
+        _bound(self._by_netns)
 
     def settles(self, req: Request) -> bool:
         """Whether a response to the query req, in the netns it asked from, ends it: one with
@@ -144,9 +148,16 @@ class DnsAnswers:
             self._lookups.pop(key, None)
         else:
             self._lookups[key] = (*chain[-MAX_TRIED:], (DnsQuery(req.id, ans.name, rcode), last_ts))
+            _bound(self._lookups)
             if req.status == Status.OK:
                 req.status = Status.DNS_FAILED
         return True
+
+
+def _bound(d: dict[Any, Any]) -> None:
+    """Forget the oldest entry beyond MAX_KEYS: netns come and go for days (task churn)."""
+    if len(d) > MAX_KEYS:
+        del d[next(iter(d))]
 
 
 def _same_lookup(a: str, b: str) -> bool:
