@@ -23,7 +23,7 @@ from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD
 from tracer.lab.swarm.image import IMAGE
 from tracer.lab.swarm.layout import VETH
-from tracer.lab.swarm.services import GRACE_NS, NETWORK, client_container
+from tracer.lab.swarm.services import GRACE_NS, NETWORK, READY_TIMEOUT_S, client_container
 
 pytestmark = [
     pytest.mark.docker,
@@ -38,7 +38,6 @@ MAX_TRIES = 20
 STALE = "10.0.0.99"  # on the ingress network, and no task's
 BIG, PAGE = 30_000, "/www/big"
 SEARCH, NOSUCH = "stlab.test", "nosuch"  # a search domain, and a name nothing has
-TASK_START_S = 120.0
 
 
 @pytest.fixture(scope="module")
@@ -156,14 +155,14 @@ def test_stale_real_server_in_dockers_ipvs(lab: swarm.SwarmLab) -> None:
 
 def _task_of(client: docker.DockerClient, service: str) -> docker.models.containers.Container:
     """The running container of service's task on this node, once it runs."""
-    deadline = time.monotonic() + TASK_START_S
+    deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         found = client.containers.list(filters={"label": f"com.docker.swarm.service.name="
                                                 f"{service}", "status": "running"})
         if found:
             return found[0]
         time.sleep(0.2)
-    raise AssertionError(f"the task of {service} did not run within {TASK_START_S:.0f} s")
+    raise AssertionError(f"the task of {service} did not run within {READY_TIMEOUT_S:.0f} s")
 
 
 @pytest.fixture

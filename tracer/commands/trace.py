@@ -147,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
     if args.ring and not args.write:
         raise TraceFileError("--ring records into a directory: give it with -w DIR")
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
-    deadline = time.monotonic() + args.timeout if args.timeout else None
     flt = filter_from_args(args)
     if args.nftrace:
         from tracer.diagnose.nftrace import check_filter
@@ -169,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         # Printed once everything is attached: scripts wait for this line.
         print(f"swarmtrace: tracing with the {info.backend} backend ({pipe.backend_reason})",
               file=sys.stderr, flush=True)
+        # --timeout counts from here: bcc compiles for up to a minute before it traces.
+        deadline = time.monotonic() + args.timeout if args.timeout else None
         if args.quiet and observe is None:
             _record_only(pipe, deadline)
         else:
