@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="one JSON object per request per line")
     p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
     p.add_argument("--count", type=argtypes.count, default=0, help="exit after N requests")
-    p.add_argument("--timeout", type=float, default=0.0, help="exit after S seconds")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help="exit after tracing for S seconds (counted once attached)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="with -w: record only, show nothing (lowest overhead; replay later)")
     # Like BCC tools: show the kernel program the chosen backend would load, then exit.
