@@ -362,5 +362,12 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 {
 	struct sk_buff *skb = (struct sk_buff *)args->skbaddr;
 	unsigned char *head = skb->head;
-	return dev_event(skb, head + skb->network_header, ST_DROP, args->reason);
+	u16 nh = skb->network_header;
+	/* A VXLAN packet dropped on the underlay: reported with the connection it carried and
+	 * its size (ST_F_ENCAP), as the CO-RE program does. */
+	struct st_config *c = vxlan_config();
+	if (c && skb->protocol == htons(ETH_P_IP) && nh != (u16)~0U &&
+	    vxlan_event(skb, NULL, head + nh, ST_DROP, c, args->reason) == 0)
+		return 0;
+	return dev_event(skb, head + nh, ST_DROP, args->reason);
 }

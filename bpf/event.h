@@ -4,7 +4,7 @@
 #ifndef SWARMTRACE_EVENT_H
 #define SWARMTRACE_EVENT_H
 
-#define ST_EVENT_VERSION 3
+#define ST_EVENT_VERSION 4
 
 /* Where an event was taken. Netfilter points are 1 + NF_INET_* hook number. */
 enum st_point {
@@ -36,7 +36,11 @@ enum st_point {
 
 /* ST_DNS events reuse the tuple fields: pkt = the answer's flow, orig.saddr = the address,
  * and the 20 bytes from orig.daddr to the end hold the start of the query name (DNS wire
- * format); aux = TTL, mark = record index | answer count << 8. */
+ * format); aux = TTL, mark = record index | answer count << 8.
+ * Version 4: ct_status = the question's type (1 A, 28 AAAA), ctinfo = the response's rcode
+ * (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN ...); a response without an A record gives one event
+ * with ST_F_NO_ADDR: orig.saddr = 0, aux = 0, record index 0. Earlier versions have zeros
+ * there (their events are all A records of NOERROR responses). */
 #define ST_DNS_NAME_BYTES 20
 #define ST_DNS_MAX_ANSWERS 4
 
@@ -46,6 +50,7 @@ enum st_point {
 #define ST_F_BRIDGED 0x04   /* netfilter hook ran with a bridge as input device (br_netfilter) */
 #define ST_F_LOCAL 0x08     /* sent by a socket of this netns (not forwarded through it) */
 #define ST_F_ENCAP 0x10     /* ST_DROP of a VXLAN packet: pkt is its inner tuple, see above */
+#define ST_F_NO_ADDR 0x20   /* ST_DNS of a response without an A record, see above */
 
 struct st_tuple {
 	__u32 saddr;  /* network byte order */

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import docker
 import pytest
+from dns_responder import responding
+from docker.types import DNSConfig
 from faults import check, injected, traced
 from swarm_fixture import two_node_swarm
 
@@ -18,8 +21,9 @@ from tracer.enrich.docker_topology import DOCKER_GONE
 from tracer.enrich.ipvs import ipvs_available
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD
+from tracer.lab.swarm.image import IMAGE
 from tracer.lab.swarm.layout import VETH
-from tracer.lab.swarm.services import NETWORK, client_container
+from tracer.lab.swarm.services import GRACE_NS, NETWORK, READY_TIMEOUT_S, client_container
 
 pytestmark = [
     pytest.mark.docker,
@@ -33,6 +37,7 @@ OVERLAY_PREFIX = "10.0.1."  # overlay1's addresses: the lab's own requests, not 
 MAX_TRIES = 20
 STALE = "10.0.0.99"  # on the ingress network, and no task's
 BIG, PAGE = 30_000, "/www/big"
+SEARCH, NOSUCH = "stlab.test", "nosuch"  # a search domain, and a name nothing has
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +151,64 @@ def test_stale_real_server_in_dockers_ipvs(lab: swarm.SwarmLab) -> None:
     assert any(f["node"] == "node1" and f["sandbox"] == "ingress_sbox"
                and f["what"].startswith(f"IPVS real server {STALE} (fwmark {fwmark}")
                and "stale backend" in f["actual"] for f in findings), text
+
+
+def _task_of(client: docker.DockerClient, service: str) -> docker.models.containers.Container:
+    """The running container of service's task on this node, once it runs."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        found = client.containers.list(filters={"label": f"com.docker.swarm.service.name="
+                                                f"{service}", "status": "running"})
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"the task of {service} did not run within {READY_TIMEOUT_S:.0f} s")
+
+
+@pytest.fixture
+def asker(lab: swarm.SwarmLab) -> Iterator[docker.models.containers.Container]:
+    """A task on node1 whose resolv.conf searches SEARCH, and whose Docker DNS forwards the
+    names it does not know to 127.0.0.1 in the task's own netns (`--dns 127.0.0.1` means the
+    container's loopback), where tests/dns_responder.py answers NXDOMAIN: no query leaves the
+    lab (the lab's other tasks forward to the host's resolvers)."""
+    mgr = docker.DockerClient(base_url=lab.nodes[0].socket, timeout=60)
+    svc = mgr.services.create(IMAGE, ["sleep", "600"], name="asker", networks=[NETWORK],
+                              dns_config=DNSConfig(nameservers=["127.0.0.1"], search=[SEARCH]),
+                              constraints=[f"node.hostname=={lab.nodes[0].name}"],
+                              stop_grace_period=GRACE_NS)
+    try:
+        task = _task_of(mgr, "asker")
+        with responding(["nsenter", f"--net={task.attrs['NetworkSettings']['SandboxKey']}"]):
+            yield task
+    finally:
+        svc.remove()
+        mgr.close()
+
+
+def test_dns_name_that_does_not_exist(lab: swarm.SwarmLab,
+                                      asker: docker.models.containers.Container) -> None:
+    """A task asks for a name no service has: Docker DNS answers NXDOMAIN for it, then for
+    its expansion with the task's search domain (Docker sets ndots:0: the bare name first)."""
+    code, resolv = asker.exec_run(["cat", "/etc/resolv.conf"])
+    assert f"search {SEARCH}" in resolv.decode() and "ndots:0" in resolv.decode(), resolv
+    with traced("--port", "53", "--timeout", "15") as requests:
+        code, out = asker.exec_run(["timeout", "5", "wget", "-qO-", f"http://{NOSUCH}/"])
+    assert code != 0 and b"bad address" in out, out
+    asked = {r["dns"]["name"]: r for r in requests if r["entry"] == "127.0.0.11:53"
+             and r.get("dns")}
+    bare, expansion = asked.get(NOSUCH), asked.get(f"{NOSUCH}.{SEARCH}")
+    assert bare is not None and expansion is not None, [r.get("dns") for r in requests]
+    for r in (bare, expansion):
+        assert (r["status"], r["dns"]["rcode"], r["dns"]["addrs"]) == ("dns-failed", "NXDOMAIN", [])
+        v = r["verdict"]
+        assert (v["node"], v["hop"], v["cause"]) == ("node1", "dns", "dns-nxdomain"), r
+        assert f"no service, task, container or alias named {NOSUCH}" in v["hint"], v
+    assert bare["dns"]["tried"] == [], bare
+    assert "Docker DNS (127.0.0.11) answered nosuch: NXDOMAIN" in bare["verdict"]["evidence"]
+    assert expansion["dns"]["tried"] == [{"id": bare["id"], "name": NOSUCH,
+                                          "rcode": "NXDOMAIN"}], expansion
+    assert f"a search-domain expansion of {NOSUCH} (resolv.conf `search {SEARCH}`)" in \
+        expansion["verdict"]["evidence"], expansion["verdict"]
 
 
 @pytest.fixture

@@ -25,3 +25,23 @@ def test_docker_ipvs_state_in_the_vm(vm_guest: GuestRunner) -> None:
                            timeout=1500)
     assert rc == 0, out[-4000:]
     assert "2 passed" in out, out[-2000:]
+
+
+def test_dns_verdicts_on_bcc_in_the_vm(vm_guest: GuestRunner) -> None:
+    """The bcc backend (the guest's kernel is too old for the core one): a lookup's NXDOMAIN
+    answers and search-domain expansion, SERVFAIL and an empty answer."""
+    rc, out = vm_guest.run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/test_dns_lab.py"], timeout=900)
+    assert rc == 0, out[-4000:]
+    assert "3 passed" in out, out[-2000:]
+
+
+def test_mtu_and_docker_dns_on_bcc_in_the_vm(vm_guest: GuestRunner) -> None:
+    """(d) an underlay MTU below the overlay's, told by the VXLAN packet bcc saw dropped, and
+    a name Docker DNS does not know, on the guest's swarm lab. The guest sees the host's
+    /run: the host's swarm lab must be down (hold the lab lock too, after the VM lock)."""
+    rc, out = vm_guest.run(["python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/test_faults_swarm.py", "-k",
+                            "dns_name_that or underlay_mtu"], timeout=1800)
+    assert rc == 0, out[-4000:]
+    assert "2 passed" in out, out[-2000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import select
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from faults import ATTACH_S, READY, SWARMTRACE, injected, traced
 from test_faults_lab import FAULTS, HOST
 
 from tracer import lab as lab_mod
+from tracer.lab.topology import CLIENT, PUBLISHED_PORT
 
 pytestmark = [
     pytest.mark.root,
@@ -79,3 +81,43 @@ def test_killed_tracers_table_removed_by_the_next(lab: lab_mod.LabInfo) -> None:
                          timeout=ATTACH_S + 30, check=False)
     assert res.returncode == 0, res.stderr
     assert _trace_tables() == []
+
+
+# Two DOCKER-USER rules, each dropping the client ports of one range; a connection from each.
+SPORT_RANGES = {40123: "40000:40999", 41234: "41000:41999"}
+# Connects from a given port and gives up after a few SYN retransmissions.
+CONNECT = ("import socket, sys\n"
+           "s = socket.socket()\n"
+           "s.bind(('', int(sys.argv[3])))\n"
+           "s.settimeout(4)\n"
+           "try:\n"
+           "    s.connect((sys.argv[1], int(sys.argv[2])))\n"
+           "except OSError:\n"
+           "    pass\n")
+
+
+def test_simultaneous_drops_each_named_by_its_own_flow(lab: lab_mod.LabInfo) -> None:
+    """Two connections dropped in the same netns at the same time by two different rules:
+    each verdict names the rule that dropped its own packets (the trace event's flow), not
+    every rule that dropped something there meanwhile."""
+    ipt = ["ip", "netns", "exec", HOST, "iptables"]
+    rules = [["-p", "tcp", "--sport", r, "--dport", str(PUBLISHED_PORT), "-j", "DROP"]
+             for r in SPORT_RANGES.values()]
+    inject = ([*ipt, "-N", "DOCKER-USER"], [*ipt, "-I", "FORWARD", "-j", "DOCKER-USER"],
+              *([*ipt, "-A", "DOCKER-USER", *rule] for rule in rules))
+    undo = ([*ipt, "-D", "FORWARD", "-j", "DOCKER-USER"], [*ipt, "-F", "DOCKER-USER"],
+            [*ipt, "-X", "DOCKER-USER"])
+    with injected(inject, undo), \
+            traced("--nftrace", "--addr", MESH, "--count", "2", "--timeout", "60") as reqs:
+        clients = [subprocess.Popen(["ip", "netns", "exec", CLIENT, sys.executable, "-c",
+                                     CONNECT, MESH, str(PUBLISHED_PORT), str(port)])
+                   for port in SPORT_RANGES]
+        for c in clients:
+            assert c.wait(timeout=30) == 0
+    assert sorted(int(r["client"].rsplit(":", 1)[1]) for r in reqs) == sorted(SPORT_RANGES)
+    for r in reqs:
+        mine = SPORT_RANGES[int(r["client"].rsplit(":", 1)[1])]
+        v = r["verdict"]
+        assert (v["netns"], v["hop"], v["cause"]) == ("host", "drop", "forward-drop"), r
+        named = [rng for rng in SPORT_RANGES.values() if f"--sport {rng} " in v["evidence"]]
+        assert named == [mine], v

@@ -313,10 +313,10 @@ class Correlator:
             return None
         if o.req.client.dport == 53:
             # Resolvers ask for A and AAAA at once on one socket: the query is answered by
-            # the response that carries addresses, else by the second one (or when idle).
+            # the response that carries addresses or an error, else by the second one (or
+            # when idle).
             o.home_replies += 1
-            ans = self._answers.get(netns)
-            if o.home_replies < 2 and (ans is None or ans.ts_ns < o.req.start_ns):
+            if o.home_replies < 2 and not self._answers.settles(o.req):
                 return None
         return o
 

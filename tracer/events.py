@@ -11,10 +11,11 @@ from typing import NamedTuple
 import numpy as np
 
 # Must equal ST_EVENT_VERSION in bpf/event.h (checked by tests/test_event_layout.py).
-EVENT_VERSION = 3
+EVENT_VERSION = 4
 # Older layouts this version still decodes (same record; version 2 added the VXLAN points,
-# version 3 drops of VXLAN packets, F_ENCAP).
-READABLE_EVENT_VERSIONS = (1, 2, 3)
+# version 3 drops of VXLAN packets, F_ENCAP, version 4 the DNS rcode, question type and
+# responses without an address, F_NO_ADDR: zeros in older DNS events read as NOERROR, A).
+READABLE_EVENT_VERSIONS = (1, 2, 3, 4)
 
 
 class Point(enum.IntEnum):
@@ -65,6 +66,7 @@ F_REPLY_DIR = 0x02
 F_BRIDGED = 0x04
 F_LOCAL = 0x08
 F_ENCAP = 0x10  # a DROP of a VXLAN packet: pkt = its inner tuple, orig = the outer one
+F_NO_ADDR = 0x20  # a DNS event of a response without an A record (an error, no answer)
 
 # conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h)
 IPS_SRC_NAT = 0x10
@@ -283,9 +285,10 @@ def decode(records: np.ndarray) -> list[Event]:
     for i in np.flatnonzero(no_ct).tolist():
         origs[i] = replies[i] = None
     out = list(map(_event_of, zip(*cols, pkts, origs, replies, strict=True)))
-    # DNS answer events carry the answered address and the query name where tuples usually are.
+    # DNS answer events carry the answered address ("" for a response without one) and the
+    # query name where tuples usually are.
     for i in np.flatnonzero(records["point"] == Point.DNS).tolist():
         name = dns_name(records[i : i + 1].tobytes()[_DNS_NAME_OFFSET:])
-        addr = _memo.ip(int(records["orig"]["saddr"][i]))
+        addr = "" if out[i].flags & F_NO_ADDR else _memo.ip(int(records["orig"]["saddr"][i]))
         out[i] = out[i]._replace(orig=Flow(addr, 0, name, 0), reply=None)
     return out

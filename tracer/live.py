@@ -33,14 +33,16 @@ def open_pipeline(backend: str, flt: Filter, nftrace: bool = False) -> Iterator[
         pipe = Pipeline(source, names, lab_lb_note())
         pipe.backend_reason = why
         pipe.conntrack = conntrack_use
-        counted = RuleCounters().dropped_since
-        pipe.dropped_by = counted
+        counters = RuleCounters()
+        # Counters know no flows: the rules whose counts rose in the netns since it began.
+        pipe.dropped_by = lambda ino, start, proto, flows: counters.dropped_since(ino, start)
         if nftrace:
             from tracer.diagnose.nftrace import nftrace as open_nftrace
 
             traced = stack.enter_context(open_nftrace(flt, netns_files())).dropped_since
             # A traced drop names its rule; an iptables-legacy drop still has the counters.
-            pipe.dropped_by = lambda ino, start: traced(ino, start) or counted(ino, start)
+            pipe.dropped_by = lambda ino, start, proto, flows: \
+                traced(ino, start, proto, flows) or counters.dropped_since(ino, start)
         yield pipe
 
 

@@ -40,6 +40,7 @@ class Status(enum.StrEnum):
     REFUSED = "refused"  # RST from the backend side
     DROPPED = "dropped"
     UNROUTED = "unrouted"  # never reached a backend
+    DNS_FAILED = "dns-failed"  # a DNS query answered without an address (NXDOMAIN ...)
 
 
 # A value: nothing changes a hop once built. Not frozen all the same: about 20 are built per
@@ -91,6 +92,35 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsQuery:
+    """An earlier query of the same lookup: the resolver tried this name first."""
+
+    id: int  # its request
+    name: str
+    rcode: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "rcode": self.rcode}
+
+
+@dataclass(frozen=True, slots=True)
+class DnsResult:
+    """What a DNS query (a request to port 53) was answered (tracer/dns_join.py)."""
+
+    name: str  # the name asked, its first 20 bytes on the wire ("..." when cut)
+    qtype: str  # "A", "AAAA", ...: the question of the response that decided it
+    rcode: str  # "NOERROR", "NXDOMAIN", "SERVFAIL", ...
+    addrs: tuple[str, ...]  # its A records, in order
+    # The lookup's earlier queries, oldest first: a resolver tries a name and its
+    # search-domain expansions (resolv.conf `search`) one after the other until one answers.
+    tried: tuple[DnsQuery, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "qtype": self.qtype, "rcode": self.rcode,
+                "addrs": list(self.addrs), "tried": [q.to_json() for q in self.tried]}
+
+
+@dataclass(frozen=True, slots=True)
 class Resumed:
     """A request that starts in the middle of a TCP connection: a packet of it was dropped
     after the request that opened it had finished (or before the trace began)."""
@@ -125,6 +155,7 @@ class Request:
     missing: list[str] = field(default_factory=list)
     verdict: Verdict | None = None  # set for every finished request that is not ok
     resumed: Resumed | None = None  # set when it starts in the middle of a connection
+    dns: DnsResult | None = None  # set for a DNS query that got a response
 
     @property
     def reply_ms(self) -> float | None:
@@ -163,5 +194,7 @@ class Request:
             out["verdict"] = self.verdict.to_json()
         if self.resumed is not None:
             out["resumed"] = self.resumed.to_json(self.start_ns)
+        if self.dns is not None:
+            out["dns"] = self.dns.to_json()
         return out
 

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="one JSON object per request per line")
     p.add_argument("--oneline", action="store_true", help="summary line only, no hop lines")
     p.add_argument("--count", type=argtypes.count, default=0, help="exit after N requests")
-    p.add_argument("--timeout", type=float, default=0.0, help="exit after S seconds")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help="exit after tracing for S seconds (counted once attached)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="with -w: record only, show nothing (lowest overhead; replay later)")
     # Like BCC tools: show the kernel program the chosen backend would load, then exit.
@@ -147,7 +148,6 @@ def run(args: argparse.Namespace) -> int:
     if args.ring and not args.write:
         raise TraceFileError("--ring records into a directory: give it with -w DIR")
     sink = JsonSink(sys.stdout) if args.json else TextSink(sys.stdout, hops=not args.oneline)
-    deadline = time.monotonic() + args.timeout if args.timeout else None
     flt = filter_from_args(args)
     if args.nftrace:
         from tracer.diagnose.nftrace import check_filter
@@ -169,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         # Printed once everything is attached: scripts wait for this line.
         print(f"swarmtrace: tracing with the {info.backend} backend ({pipe.backend_reason})",
               file=sys.stderr, flush=True)
+        # --timeout counts from here: bcc compiles for up to a minute before it traces.
+        deadline = time.monotonic() + args.timeout if args.timeout else None
         if args.quiet and observe is None:
             _record_only(pipe, deadline)
         else:

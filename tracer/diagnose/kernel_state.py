@@ -6,19 +6,15 @@ iptables tools under nsenter; a netns that is gone reads as None/empty, never as
 
 from __future__ import annotations
 
-import logging
 import re
 import socket
 import struct
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from tracer.enrich.nsenter import entered
-
-log = logging.getLogger(__name__)
+from tracer.enrich.nsenter import entered, run_in
 
 DNS_TIMEOUT_S = 2.0
 DOCKER_DNS = ("127.0.0.11", 53)
@@ -49,13 +45,8 @@ def iptables_save(netns: Path, table: str) -> dict[str, str]:
         # the legacy tables that exist.
         if flavour == "legacy" and table not in _legacy_tables(netns):
             continue
-        try:
-            res = subprocess.run(["nsenter", f"--net={netns}", f"{tool}-save", "-t", table],
-                                 capture_output=True, text=True, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            log.debug("%s-save -t %s in %s: %s", tool, table, netns, err)
-            continue
-        if res.returncode == 0 and "\nCOMMIT" in res.stdout:
+        res = run_in(netns, [f"{tool}-save", "-t", table])
+        if res is not None and res.returncode == 0 and "\nCOMMIT" in res.stdout:
             out[flavour] = res.stdout
     return out
 
@@ -75,14 +66,11 @@ _IPVS_TIMEOUTS = re.compile(r"Timeout \(tcp tcpfin udp\): (\d+) (\d+) (\d+)")
 
 def ipvs_timeouts(netns: Path) -> IpvsTimeouts | None:
     """`ipvsadm -L --timeout` inside netns; None without IPVS there or without ipvsadm."""
-    try:
-        res = subprocess.run(["nsenter", f"--net={netns}", "ipvsadm", "-L", "--timeout"],
-                             capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        log.debug("ipvsadm -L --timeout in %s: %s", netns, err)
+    res = run_in(netns, ["ipvsadm", "-L", "--timeout"])
+    if res is None or res.returncode != 0:
         return None
     m = _IPVS_TIMEOUTS.search(res.stdout)
-    return IpvsTimeouts(*map(int, m.groups())) if res.returncode == 0 and m else None
+    return IpvsTimeouts(*map(int, m.groups())) if m else None
 
 
 def _legacy_tables(netns: Path) -> set[str]:

@@ -28,8 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.enrich.nsenter import entered
+from tracer.enrich.nsenter import entered, run_in
 from tracer.errors import FilterError
+from tracer.events import Flow
 from tracer.source import Filter
 
 _NETLINK_NETFILTER = 12
@@ -127,8 +128,13 @@ def _flow(net: bytes, transport: bytes) -> str:
     src, dst = socket.inet_ntoa(net[12:16]), socket.inet_ntoa(net[16:20])
     if proto in ("tcp", "udp") and len(transport) >= 4:
         sport, dport = struct.unpack_from("!HH", transport)
-        return f"{proto} {src}:{sport} > {dst}:{dport}"
+        return flow_text(proto, Flow(src, sport, dst, dport))
     return f"{proto} {src} > {dst}"
+
+
+def flow_text(proto: str, f: Flow) -> str:
+    """A TCP/UDP flow as TraceDrop.flow writes it."""
+    return f"{proto} {f.saddr}:{f.sport} > {f.daddr}:{f.dport}"
 
 
 def ruleset(flt: Filter, table: str) -> str:
@@ -146,19 +152,16 @@ def ruleset(flt: Filter, table: str) -> str:
     return f"table ip {table} {{\n{chains}}}\n"
 
 
-def _nft(netns: Path, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["nsenter", f"--net={netns}", "nft", *argv], input=stdin,
-                          capture_output=True, text=True, timeout=NFT_TIMEOUT_S, check=False)
+def _nft(netns: Path, *argv: str, stdin: str | None = None
+         ) -> subprocess.CompletedProcess[str] | None:
+    return run_in(netns, ["nft", *argv], stdin, NFT_TIMEOUT_S)
 
 
 def uses_nftables(netns: Path) -> bool:
     """iptables-nft (or nft) rules are in this netns: an `ip` table of nf_tables exists."""
-    try:
-        res = _nft(netns, "list", "tables", "ip")
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return res.returncode == 0 and any(line.startswith("table ip ")
-                                       for line in res.stdout.splitlines())
+    res = _nft(netns, "list", "tables", "ip")
+    return res is not None and res.returncode == 0 and any(
+        line.startswith("table ip ") for line in res.stdout.splitlines())
 
 
 def rule_text(netns: Path, d: TraceDrop) -> str:
@@ -166,9 +169,8 @@ def rule_text(netns: Path, d: TraceDrop) -> str:
     where = f"nftables trace: table {d.family} {d.table}, chain {d.chain}"
     if not d.handle:
         return f"{where}, policy drop"
-    try:
-        res = _nft(netns, "-a", "-s", "list", "chain", d.family, d.table, d.chain)
-    except (OSError, subprocess.TimeoutExpired):
+    res = _nft(netns, "-a", "-s", "list", "chain", d.family, d.table, d.chain)
+    if res is None:
         return f"{where}, rule handle {d.handle}"
     rules = [line.strip() for line in res.stdout.splitlines() if "# handle " in line
              and not line.strip().startswith(("chain ", "table "))]
@@ -185,10 +187,8 @@ def _iptables_line(netns: Path, d: TraceDrop, index: int) -> str:
     """The iptables-nft rule at the same place in the chain: how the user wrote it."""
     if d.family != "ip":
         return ""
-    try:
-        res = subprocess.run(["nsenter", f"--net={netns}", "iptables-nft-save", "-t", d.table],
-                             capture_output=True, text=True, timeout=NFT_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+    res = run_in(netns, ["iptables-nft-save", "-t", d.table], timeout_s=NFT_TIMEOUT_S)
+    if res is None:
         return ""
     lines = [line for line in res.stdout.splitlines() if line.startswith(f"-A {d.chain} ")]
     return lines[index] if index < len(lines) else ""
@@ -203,9 +203,8 @@ def check_filter(flt: Filter) -> None:
 
 def remove_stale(netns: Path) -> None:
     """Trace tables of a swarmtrace that was killed before it could remove them."""
-    try:
-        res = _nft(netns, "list", "tables", "ip")
-    except (OSError, subprocess.TimeoutExpired):
+    res = _nft(netns, "list", "tables", "ip")
+    if res is None:
         return
     for line in res.stdout.splitlines():
         name = line.removeprefix("table ip ")
@@ -256,9 +255,10 @@ class NfTrace:
             raise
         self._socks[sock] = ino
         res = _nft(path, "-f", "-", stdin=ruleset(self._flt, self.table))
-        if res.returncode != 0:
-            raise FilterError(f"--nftrace: cannot add table ip {self.table} in {path}: "
-                              f"{res.stderr.strip()}")
+        if res is None or res.returncode != 0:
+            why = res.stderr.strip() if res is not None else \
+                f"nft did not run or took over {NFT_TIMEOUT_S} s"
+            raise FilterError(f"--nftrace: cannot add table ip {self.table} in {path}: {why}")
         self._paths[ino] = path
 
     def _read(self) -> None:
@@ -280,10 +280,16 @@ class NfTrace:
                 with self._lock:
                     self._drops.extend(drops)
 
-    def dropped_since(self, netns_inode: int, start_ns: int) -> list[str]:
-        """The rules (or policies) that dropped traced packets in netns since start_ns."""
+    def dropped_since(self, netns_inode: int, start_ns: int, proto: str,
+                      flows: frozenset[Flow]) -> list[str]:
+        """The rules (or policies) that dropped packets of flows (a request's tuples, either
+        direction) in netns since start_ns. A drop whose headers were not seen (its first
+        trace event lost) counts by netns and time alone."""
+        keys = {flow_text(proto, f) for f in flows} | \
+            {flow_text(proto, f.reversed()) for f in flows}
         with self._lock:
-            drops = [d for d in self._drops if d.netns == netns_inode and d.ts_ns >= start_ns]
+            drops = [d for d in self._drops if d.netns == netns_inode and d.ts_ns >= start_ns
+                     and (not d.flow or d.flow in keys)]
         names: list[str] = []
         for d in drops:
             key = TraceDrop(d.netns, 0, d.family, d.table, d.chain, d.handle, "")
@@ -297,10 +303,7 @@ class NfTrace:
         if self._thread.is_alive():
             self._thread.join()
         for path in self._paths.values():
-            try:
-                _nft(path, "delete", "table", "ip", self.table)
-            except (OSError, subprocess.TimeoutExpired):
-                continue
+            _nft(path, "delete", "table", "ip", self.table)
         self._paths.clear()
         for sock in self._socks:
             sock.close()

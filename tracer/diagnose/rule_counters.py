@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from tracer.diagnose.kernel_state import IPTABLES
 from tracer.enrich.docker_topology import docker_netns_dirs
 from tracer.enrich.netns_names import NETNS_DIRS, ROOT_NETNS
+from tracer.enrich.nsenter import run_in
 
 TABLES = ("raw", "mangle", "nat", "filter")
 KEEP = 8  # snapshots kept per netns: a failing request starts after one of them
@@ -29,11 +29,8 @@ def counters(netns: Path) -> dict[str, int]:
     for flavour, tool in IPTABLES.items():
         if shutil.which(f"{tool}-save") is None:
             continue
-        try:
-            res = subprocess.run(["nsenter", f"--net={netns}", f"{tool}-save", "-c"],
-                                 capture_output=True,
-                                 text=True, timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
+        res = run_in(netns, [f"{tool}-save", "-c"])
+        if res is None:
             continue
         table = ""
         for line in res.stdout.splitlines():

@@ -11,15 +11,18 @@ from dataclasses import replace
 
 from tracer.correlate import VXLAN_SIZE
 from tracer.diagnose.conntrack import ConntrackUse
+from tracer.diagnose.dns_failure import dns_failure
 from tracer.enrich.names import Names
+from tracer.events import Flow
 from tracer.model import Hop, HopKind, Request, Status, Verdict
 
 CHECK = "run `swarmtrace check`"
 # A dropped VXLAN packet this large, of a connection whose handshake crossed, is one the
 # underlay's MTU refused (an underlay below 1280 bytes carries no IPv6 either).
 MTU_SUSPECT = 1280
-# (netns inode, request start) -> the netfilter rules that dropped packets there since then
-DroppedBy = Callable[[int, int], list[str]]
+# (netns inode, request start, its protocol and every tuple it had) -> the netfilter rules
+# that dropped its packets there since then
+DroppedBy = Callable[[int, int, str, frozenset[Flow]], list[str]]
 
 
 def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | None = None,
@@ -27,6 +30,8 @@ def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | 
     """The verdict on req, None if it is ok (or still open)."""
     if req.status in (Status.OK, Status.OPEN):
         return None
+    if req.status == Status.DNS_FAILED:
+        return dns_failure(req)
     cut = next((h for h in req.hops if h.kind == HopKind.DROP), None)
     if req.resumed is not None and cut is not None:
         return _cut(req, cut, names, conntrack)
@@ -36,7 +41,7 @@ def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | 
     drop = next((h for h in req.hops if h.kind == HopKind.DROP), None)
     if drop is not None and req.status != Status.REFUSED:
         reason = drop.detail.partition(VXLAN_SIZE)[0]
-        rules = dropped_by(drop.netns, req.start_ns) \
+        rules = dropped_by(drop.netns, req.start_ns, req.proto, _tuples(req)) \
             if dropped_by is not None and drop.netns and reason == "NETFILTER_DROP" else []
         return _drop(req, drop, names, conntrack, rules)
     if req.status == Status.REFUSED:
@@ -62,6 +67,12 @@ def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | 
                    str(last.kind) if last else "", "unrouted",
                    f"last seen in {last.where if last else 'no netns'}; it reached no task",
                    "no route or no balancer for " + req.client.dst + ": " + CHECK)
+
+
+def _tuples(req: Request) -> frozenset[Flow]:
+    """Every tuple req had on its way: as sent, and before and after each rewrite."""
+    return frozenset((req.client, *(f for h in req.hops for f in (h.before, h.after)
+                                    if f is not None)))
 
 
 def _stale_pick(req: Request, names: Names | None) -> Verdict | None:

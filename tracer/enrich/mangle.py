@@ -6,13 +6,11 @@ routing mesh:  -A PREROUTING -p tcp -m tcp --dport 8080 -j MARK --set-xmark 0x10
 
 from __future__ import annotations
 
-import logging
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from tracer.enrich.nsenter import run_in
 
 _MARK = re.compile(r"-j MARK --set-(?:x)?mark (0x[0-9a-f]+|\d+)")
 _DEST = re.compile(r"-d (\d+\.\d+\.\d+\.\d+)(?:/32)?\b")
@@ -41,10 +39,5 @@ def parse_mark_rules(iptables_save: str) -> list[MarkRule]:
 
 def read_mark_rules(netns: Path) -> list[MarkRule]:
     """The MARK rules of the mangle table inside netns (a netns file path)."""
-    try:
-        res = subprocess.run(["nsenter", f"--net={netns}", "iptables-save", "-t", "mangle"],
-                             capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        log.debug("cannot read mangle rules in %s: %s", netns, err)
-        return []
-    return parse_mark_rules(res.stdout) if res.returncode == 0 else []
+    res = run_in(netns, ["iptables-save", "-t", "mangle"])
+    return parse_mark_rules(res.stdout) if res is not None and res.returncode == 0 else []

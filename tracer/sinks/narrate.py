@@ -201,6 +201,8 @@ def outcome(r: Request) -> str:
         return "no reply"
     if r.status is Status.UNROUTED:
         return "never reached a backend"
+    if r.status is Status.DNS_FAILED:
+        return f"answered {r.dns.rcode if r.dns else 'with a failure'}"
     return "in flight"
 
 

@@ -93,7 +93,9 @@ def _render(req: Request, hops: bool) -> tuple[str, list[str]]:
     if req.reply_ms is not None:
         parts.append(f"reply {req.reply_ms:.2f} ms")
     if req.status not in _QUIET_STATUS:
-        parts.append(str(req.status).upper())
+        # A failed DNS query says how: NXDOMAIN, SERVFAIL ...
+        failed = req.dns.rcode if req.dns is not None and req.status is Status.DNS_FAILED else ""
+        parts.append(failed if failed not in ("", "NOERROR") else str(req.status).upper())
     parts += req.missing
     return " | ".join(parts), lines
 

@@ -18,6 +18,7 @@ _STATUS = {
     Status.REFUSED: "error",
     Status.DROPPED: "error",
     Status.UNROUTED: "error",
+    Status.DNS_FAILED: "error",
 }
 
 

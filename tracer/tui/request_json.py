@@ -7,7 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from tracer.events import Flow
-from tracer.model import JSON_SCHEMA_VERSION, Hop, HopKind, Request, Resumed, Status, Verdict
+from tracer.model import (
+    JSON_SCHEMA_VERSION,
+    DnsQuery,
+    DnsResult,
+    Hop,
+    HopKind,
+    Request,
+    Resumed,
+    Status,
+    Verdict,
+)
 
 
 def parse_flow(text: str) -> Flow:
@@ -60,7 +70,15 @@ def request_from_json(d: dict[str, Any]) -> Request:
         end_ns=start + round(duration_ms * 1e6) if duration_ms is not None else 0,
         verdict=Verdict(**d["verdict"]) if d.get("verdict") else None,
         resumed=_resumed(d.get("resumed"), start),
+        dns=_dns(d.get("dns")),
     )
+
+
+def _dns(d: dict[str, Any] | None) -> DnsResult | None:
+    if d is None:
+        return None
+    return DnsResult(d["name"], d["qtype"], d["rcode"], tuple(d["addrs"]),
+                     tuple(DnsQuery(int(q["id"]), q["name"], q["rcode"]) for q in d["tried"]))
 
 
 def _resumed(d: dict[str, Any] | None, start_ns: int) -> Resumed | None:
