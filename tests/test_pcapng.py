@@ -275,3 +275,14 @@ def test_no_recorded_trace_gives_wireshark_false_tcp_analysis(tmp_path: Path) ->
     mid = _tshark(tmp_path / "underlay_mtu_below_the_overlay.pcapng", "-Y",
                   'frame.comment contains "IP header only (TCP flags ACK"')
     assert len(mid) >= 17
+
+
+def test_a_dns_error_says_its_rcode_not_a_record_count(tmp_path: Path) -> None:
+    """The swarm lab's recording of a name that does not exist: the responses without an
+    address name their rcode and question, not "answer record 1 of 0"."""
+    out = tmp_path / "nxdomain.pcapng"
+    trace = FAULTS / "dns_name_that_does_not_exist.swt"
+    write_pcapng(trace, out, trace_names(trace))
+    comments = "\n".join(_tshark(out, "-T", "fields", "-e", "frame.comment"))
+    assert "answer NXDOMAIN to the A question, no address" in comments
+    assert " of 0" not in comments

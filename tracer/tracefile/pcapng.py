@@ -28,9 +28,10 @@ from typing import BinaryIO
 import numpy as np
 
 from tracer import __version__
+from tracer.dns_join import qtype_name, rcode_name
 from tracer.enrich.names import Names, short_task
 from tracer.errors import TraceFileError
-from tracer.events import EVENT_DTYPE, F_CT, IPS_DST_NAT, IPS_SRC_NAT, Point
+from tracer.events import EVENT_DTYPE, F_CT, F_NO_ADDR, IPS_DST_NAT, IPS_SRC_NAT, Point
 from tracer.model import Hop, HopKind, Request
 from tracer.sinks.text import hop_action, verdict_line
 from tracer.tracefile.format import TraceHeader
@@ -337,7 +338,11 @@ def _hop_comment(
         reason = reasons[aux] if 0 <= aux < len(reasons) else f"code {aux}"
         parts.append(f"drop reason {reason}")
     extra = []
-    if point == Point.DNS:
+    if point == Point.DNS and flags & F_NO_ADDR:
+        # Event v4: the question's type in ct_status, the response's rcode in ctinfo.
+        extra.append(f"answer {rcode_name(rec[11])} to the {qtype_name(ct_status)} question, "
+                     "no address")
+    elif point == Point.DNS:
         extra.append(f"answer record {(mark & 0xFF) + 1} of {mark >> 8}")
     elif mark:
         svc = namer.mark_service(inode, mark, ts)
