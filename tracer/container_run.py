@@ -14,18 +14,23 @@ from __future__ import annotations
 CAPABILITIES = ("SYS_ADMIN", "NET_ADMIN")  # as `docker run --cap-add` names them
 SOCKET_IN_CONTAINER = "/var/run/docker.sock"
 NETNS_IN_CONTAINER = "/var/run/docker/netns"
-BCC_PATHS = ("/sys/kernel/debug", "/lib/modules", "/usr/src")
+DEBUGFS, MODULES, SRC = BCC_PATHS = ("/sys/kernel/debug", "/lib/modules", "/usr/src")
 # BTF is visible in a plain container's /sys; a Swarm task gets it bound explicitly as well.
 NODE_PATHS = ("/sys/kernel/btf", *BCC_PATHS)
 
 
+def read_only(path: str) -> list[str]:
+    """`docker run` flags that bind the node's path at the same place, read-only."""
+    return ["-v", f"{path}:{path}:ro"]
+
+
 def docker_run_flags(docker_socket: str, netns_dir: str,
                      caps: tuple[str, ...] = CAPABILITIES,
-                     read_only: tuple[str, ...] = ()) -> list[str]:
+                     read_only_paths: tuple[str, ...] = ()) -> list[str]:
     """`docker run` flags for the tracer on a node whose Docker listens on `docker_socket`
     (a path or unix:// URL) and keeps its sandboxes in `netns_dir`: no capability but `caps`,
-    the host's network, and `read_only` node paths (BCC_PATHS for bcc) bound read-only."""
+    the host's network, and `read_only_paths` node paths (BCC_PATHS for bcc) bound read-only."""
     return ["--cap-drop", "ALL", *(f"--cap-add={c}" for c in caps), "--network", "host",
             "-v", f"{docker_socket.removeprefix('unix://')}:{SOCKET_IN_CONTAINER}",
             "-v", f"{netns_dir}:{NETNS_IN_CONTAINER}",
-            *(arg for path in read_only for arg in ("-v", f"{path}:{path}:ro"))]
+            *(arg for path in read_only_paths for arg in read_only(path))]

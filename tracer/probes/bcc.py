@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer import privileges
+from tracer.container_run import DEBUGFS, MODULES, SRC, read_only
 from tracer.errors import ProbeUnavailable
 from tracer.events import ip_to_raw, port_to_raw
 from tracer.probes import bpf_source_dir, btf
@@ -42,11 +43,10 @@ KPROBES = (
 # BCC's own search order for tracefs: its kprobe function list and tracepoint ids are there.
 TRACEFS = (Path("/sys/kernel/debug/tracing"), Path("/sys/kernel/tracing"))
 KHEADERS = Path("/sys/kernel/kheaders.tar.xz")  # BCC's fallback for a kernel without headers
-# In a container (the image), the host's directories these come from, as README's flags mount
-# them.
-MOUNT_DEBUGFS = "-v /sys/kernel/debug:/sys/kernel/debug:ro"
-MOUNT_MODULES = "-v /lib/modules:/lib/modules:ro"
-MOUNT_SRC = "-v /usr/src:/usr/src:ro"
+# In a container (the image), the host's directories these come from, mounted as
+# tracer/container_run.py mounts them.
+MOUNT_DEBUGFS, MOUNT_MODULES, MOUNT_SRC = (" ".join(read_only(path))
+                                           for path in (DEBUGFS, MODULES, SRC))
 
 
 def missing_files(release: str) -> str:
