@@ -32,13 +32,12 @@ def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | 
         return None
     if req.status == Status.DNS_FAILED:
         return dns_failure(req)
-    cut = next((h for h in req.hops if h.kind == HopKind.DROP), None)
-    if req.resumed is not None and cut is not None:
-        return _cut(req, cut, names, conntrack)
+    drop = next((h for h in req.hops if h.kind == HopKind.DROP), None)
+    if req.resumed is not None and drop is not None:
+        return _cut(req, drop, names, conntrack)
     stale = _stale_pick(req, names)
     if stale is not None:
         return stale
-    drop = next((h for h in req.hops if h.kind == HopKind.DROP), None)
     if drop is not None and req.status != Status.REFUSED:
         reason = drop.detail.partition(VXLAN_SIZE)[0]
         rules = dropped_by(drop.netns, req.start_ns, req.proto, _tuples(req)) \
@@ -128,8 +127,7 @@ def _cut(req: Request, d: Hop, names: Names | None, conntrack: ConntrackUse | No
     opened = f"opened {ago} earlier by request #{r.opened_by}" if r.opened_by \
         else "opened before the trace began"
     reset = "; a RST went back to the client" if req.status == Status.REFUSED else ""
-    ns = names.netns(d.netns, d.ts_ns) if names is not None and d.netns else None
-    kind = ns.kind if ns is not None else _kind_from_name(d.where)
+    kind = _sandbox_kind(d, names)
     evidence = f"a packet in the middle of {req.client} ({opened}) was dropped in {d.where}: " \
         f"{d.detail}{reset}"
     if kind in ("ingress_sbox", "lb") and d.detail in ("NO_SOCKET", "NETFILTER_DROP"):
@@ -160,6 +158,12 @@ def _cut(req: Request, d: Hop, names: Names | None, conntrack: ConntrackUse | No
     return replace(v, evidence=evidence)
 
 
+def _sandbox_kind(d: Hop, names: Names | None) -> str:
+    """The kind of sandbox hop d happened in, by its netns's name then or by its label."""
+    ns = names.netns(d.netns, d.ts_ns) if names is not None and d.netns else None
+    return ns.kind if ns is not None else _kind_from_name(d.where)
+
+
 def _refused(req: Request) -> Verdict:
     reply = next((h for h in req.hops if h.kind == HopKind.DELIVER), None) or \
         next((h for h in reversed(req.hops) if h.kind != HopKind.REPLY), None)
@@ -182,8 +186,7 @@ def _drop(req: Request, d: Hop, names: Names | None, conntrack: ConntrackUse | N
                        f"VXLAN (udp/4789) between the nodes is blocked or lost in {d.where}: "
                        "check the firewalls between the nodes (moby#33416, moby#25836); "
                        + CHECK)
-    ns = names.netns(d.netns, d.ts_ns) if names is not None and d.netns else None
-    kind = ns.kind if ns is not None else _kind_from_name(d.where)
+    kind = _sandbox_kind(d, names)
     before = [h for h in req.hops if h.netns == d.netns and h.where == d.where
               and h.ts_ns <= d.ts_ns and h.kind != HopKind.DROP]
     nat = next((h for h in reversed(before) if h.kind in (HopKind.DNAT, HopKind.LB)), None)
