@@ -95,10 +95,14 @@ class Pipeline:
 
     def poll(self, timeout_s: float) -> list[Request]:
         arr = self.pump(timeout_s)  # outside: no GC setting of ours while the source waits
+        # Idle requests end by the clock, not only by the next event (same clock as BPF).
+        return self._correlated(arr, expire=self.source.info.live)
+
+    def _correlated(self, arr: np.ndarray, expire: bool = False) -> list[Request]:
+        """arr's events into the requests they finish, marked for loss and named."""
         with fewer_young_collections():
             done = self.correlator.feed_array(arr)
-            if self.source.info.live:
-                # Idle requests end by the clock, not only by the next event (same clock as BPF).
+            if expire:
                 done += self.correlator.expire(time.monotonic_ns())
             return [self._finish(r) for r in self._mark_loss(done)]
 
@@ -119,9 +123,7 @@ class Pipeline:
         """pump_rest() correlated, then every request in flight as it stands."""
         done = []
         for arr in self.pump_rest():
-            with fewer_young_collections():
-                done += [self._finish(r) for r in
-                         self._mark_loss(self.correlator.feed_array(arr))]
+            done += self._correlated(arr)
         return done + self.flush()
 
     def _finish(self, req: Request) -> Request:
