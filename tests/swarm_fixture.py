@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import docker
 import pytest
 
+from tracer import slowdown
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
 from tracer.lab.swarm.layout import lab_nodes
+from tracer.lab.swarm.services import READY_TIMEOUT_S
 
 # What every test on the native swarm lab needs.
 SWARM_LAB_MARKS = [
@@ -45,3 +48,25 @@ def vote_tasks(clients: dict[str, docker.DockerClient]) -> dict[str, tuple[str, 
             ip = ct.attrs["NetworkSettings"]["Networks"]["overlay1"]["IPAddress"]
             out[ip] = (ct.labels["com.docker.swarm.task.name"], ct.id[:12], node)
     return out
+
+
+def vote_on_every_node(lab: swarm.SwarmLab) -> None:
+    """Wait until every node runs a vote task, as the lab places them (one per node): a test
+    of traffic between the nodes needs both. After a fault that made Swarm think a node was
+    down for a while (the underlay MTU), its task comes back late. Fails naming the node."""
+    limit = slowdown.scaled(READY_TIMEOUT_S)
+    deadline = time.monotonic() + limit
+    clients = lab.clients()
+    try:
+        while True:
+            running = {node for _, _, node in vote_tasks(clients).values()}
+            missing = [n.name for n in lab.nodes if n.name not in running]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no vote task running on {', '.join(missing)} after "
+                                     f"{limit:.0f} s{slowdown.note()}")
+            time.sleep(0.5)
+    finally:
+        for c in clients.values():
+            c.close()

@@ -15,7 +15,7 @@ import pytest
 from dns_responder import responding
 from docker.types import DNSConfig
 from faults import check, injected, traced
-from swarm_fixture import two_node_swarm
+from swarm_fixture import two_node_swarm, vote_on_every_node
 
 from tracer.enrich.docker_topology import DOCKER_GONE
 from tracer.enrich.ipvs import ipvs_available
@@ -117,6 +117,7 @@ def test_underlay_mtu_below_the_overlay(lab: swarm.SwarmLab) -> None:
 def test_data_path_port_blocked(lab: swarm.SwarmLab) -> None:
     rule = ["INPUT", "-p", "udp", "--dport", "4789", "-j", "DROP"]
     ns = ["ip", "netns", "exec", NODE2_NETNS, "iptables"]
+    vote_on_every_node(lab)  # half the requests must cross to node2's task
     with injected(([*ns, "-I", *rule],), ([*ns, "-D", *rule],)):
         rc, findings, text = check(DOCKER)
         assert rc == 1

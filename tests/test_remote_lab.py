@@ -22,7 +22,7 @@ from typing import IO
 import numpy as np
 import pytest
 from ipvs_match import check_crossing
-from swarm_fixture import two_node_swarm
+from swarm_fixture import two_node_swarm, vote_on_every_node
 
 from tracer.enrich.docker_topology import DockerNode
 from tracer.enrich.names import short_task
@@ -222,6 +222,7 @@ def _vxlan_blocked_at_node2(lab: swarm.SwarmLab, tmp: Path) -> Iterator[None]:
 
 def test_blocked_data_path_is_sent_and_never_arrives(
         lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
+    vote_on_every_node(lab)  # some requests must reach node1's task, some node2's
     tasks = _vote_tasks(lab)
     tasks.pop("vni")
     trace = _collector(lab, token, tmp_path)
