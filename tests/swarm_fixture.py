@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,7 +15,7 @@ from tracer import slowdown
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
 from tracer.lab.swarm.layout import lab_nodes
-from tracer.lab.swarm.services import READY_TIMEOUT_S
+from tracer.lab.swarm.services import READY_TIMEOUT_S, Answer, client_container, request_from_client
 
 # What every test on the native swarm lab needs.
 SWARM_LAB_MARKS = [
@@ -48,6 +49,39 @@ def vote_tasks(clients: dict[str, docker.DockerClient]) -> dict[str, tuple[str, 
             ip = ct.attrs["NetworkSettings"]["Networks"]["overlay1"]["IPAddress"]
             out[ip] = (ct.labels["com.docker.swarm.task.name"], ct.id[:12], node)
     return out
+
+
+def vote_task_nodes(lab: swarm.SwarmLab) -> dict[str, tuple[str, str]]:
+    """vote task ip -> (task name, node), from the daemons themselves."""
+    clients = lab.clients()
+    try:
+        return {ip: (task, node) for ip, (task, _, node) in vote_tasks(clients).items()}
+    finally:
+        for c in clients.values():
+            c.close()
+
+
+def dnsrr_spread(lab: swarm.SwarmLab, least: int = 4, each: int = 1,
+                 most: int = 48) -> list[Answer]:
+    """DNS round-robin requests from the client task to vote: at least `least`, and on until
+    two outcomes were each seen `each` times: both vote tasks' answers, or one task's answers
+    and failures (the path to the other one cut). Docker's DNS shuffles the task addresses in
+    every answer, so a fixed number of requests can all go to one task: 4 do, 1 time in 8."""
+    clients = lab.clients()
+    try:
+        container = client_container(clients)
+        answers: list[Answer] = []
+        while True:
+            answers.append(request_from_client(container, "vote"))
+            seen = Counter(a.container if a.ok else "failed" for a in answers)
+            if len(answers) >= least and sum(n >= each for n in seen.values()) >= 2:
+                return answers
+            if len(answers) >= most:
+                raise AssertionError(f"{most} DNS round-robin requests did not spread over two "
+                                     f"outcomes {each} times each: {dict(seen)}")
+    finally:
+        for c in clients.values():
+            c.close()
 
 
 def vote_on_every_node(lab: swarm.SwarmLab) -> None:

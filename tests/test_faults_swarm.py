@@ -15,7 +15,7 @@ import pytest
 from dns_responder import responding
 from docker.types import DNSConfig
 from faults import check, injected, traced
-from swarm_fixture import two_node_swarm, vote_on_every_node
+from swarm_fixture import dnsrr_spread, two_node_swarm, vote_on_every_node
 
 from tracer.enrich.docker_topology import DOCKER_GONE
 from tracer.enrich.ipvs import ipvs_available
@@ -123,8 +123,9 @@ def test_data_path_port_blocked(lab: swarm.SwarmLab) -> None:
         assert rc == 1
         assert any(f["node"] == "node2" and f["what"] == "INPUT of the data path (udp/4789)"
                    for f in findings), text
-        with traced("--port", "80", "--timeout", "25") as requests:
-            swarm.traffic("dnsrr", 4)
+        # Up to 12 requests, half of them waiting 3 s for an answer that never comes.
+        with traced("--port", "80", "--timeout", "45") as requests:
+            dnsrr_spread(lab, most=12)
     # The client task on node1 asks for both vote tasks; the one on node2 is cut off, where
     # node2's INPUT drops the VXLAN packets that carry it.
     crossing = [r for r in requests if r["client"].startswith(OVERLAY_PREFIX)

@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 from image_build import build_image
-from swarm_fixture import two_node_swarm
+from swarm_fixture import dnsrr_spread, two_node_swarm, vote_task_nodes
 
 from tracer import __version__
 from tracer.container_run import CAPABILITIES, docker_run_flags
@@ -83,7 +83,7 @@ def test_image_traces_the_swarm_with_least_privilege(lab: swarm.SwarmLab) -> Non
                 break
         assert any(n.startswith("swarmtrace: service vote: ports 53, addresses ")
                    for n in notes), notes
-        swarm.traffic("dnsrr", 4)
+        sent = len(dnsrr_spread(lab))  # some to each node's task
         time.sleep(1)  # the last reply's events are read at the next ring poll (<= 0.1 s)
     finally:
         _docker("kill", "--signal", "INT", name)
@@ -91,8 +91,8 @@ def test_image_traces_the_swarm_with_least_privilege(lab: swarm.SwarmLab) -> Non
     assert proc.returncode == 0, err
     reqs = [json.loads(line) for line in out.splitlines()]
     vote = [q for q in reqs if q["mode"] == "dnsrr"]
-    assert len(vote) == 4, reqs
-    tasks = _vote_tasks(lab)
+    assert len(vote) == sent, reqs
+    tasks = vote_task_nodes(lab)
     for q in vote:
         assert (q["service"], q["status"]) == ("vote", "ok")
         assert _same_task(q["client_name"], _client_task(lab))
@@ -108,18 +108,6 @@ def test_image_traces_the_swarm_with_least_privilege(lab: swarm.SwarmLab) -> Non
 def _same_task(shown: str, task: str) -> bool:
     """swarmtrace shows a task as service.slot.<first 4 of its id> (`vote.1.omna`)."""
     return shown.count(".") == 2 and task.startswith(shown)
-
-
-def _vote_tasks(lab: swarm.SwarmLab) -> dict[str, tuple[str, str]]:
-    """vote task address -> (task name, node), from the daemons themselves."""
-    out = {}
-    for node in lab.nodes:
-        with closing(docker.DockerClient(base_url=node.socket, timeout=30)) as client:
-            for ct in client.containers.list(
-                    filters={"label": "com.docker.swarm.service.name=vote"}):
-                ip = ct.attrs["NetworkSettings"]["Networks"]["overlay1"]["IPAddress"]
-                out[ip] = (ct.labels["com.docker.swarm.task.name"], node.name)
-    return out
 
 
 def _client_task(lab: swarm.SwarmLab) -> str:

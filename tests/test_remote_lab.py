@@ -15,14 +15,15 @@ import sys
 import tarfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import IO
 
+import docker
 import numpy as np
 import pytest
 from ipvs_match import check_crossing
-from swarm_fixture import two_node_swarm, vote_on_every_node
+from swarm_fixture import dnsrr_spread, two_node_swarm, vote_on_every_node, vote_task_nodes
 
 from tracer.enrich.docker_topology import DockerNode
 from tracer.enrich.names import short_task
@@ -132,22 +133,11 @@ def _collector(lab: swarm.SwarmLab, token: Path, tmp: Path, *extra: str) -> _Pro
     return p
 
 
-def _vote_tasks(lab: swarm.SwarmLab) -> dict[str, tuple[str, str]]:
-    """vote task ip -> (task name, node) from `docker inspect` via the SDK."""
-    out = {}
-    clients = lab.clients()
-    try:
-        for node, c in clients.items():
-            for ct in c.containers.list(filters={"label": "com.docker.swarm.service.name=vote"}):
-                ip = ct.attrs["NetworkSettings"]["Networks"]["overlay1"]["IPAddress"]
-                out[ip] = (ct.labels["com.docker.swarm.task.name"], node)
-        vni = clients["node1"].networks.get("overlay1").attrs["Options"][
-            "com.docker.network.driver.overlay.vxlanid_list"]
-        out["vni"] = (vni, "")
-    finally:
-        for c in clients.values():
-            c.close()
-    return out
+def _vni(lab: swarm.SwarmLab) -> str:
+    """overlay1's VXLAN network identifier, as Docker gave it."""
+    with closing(docker.DockerClient(base_url=lab.nodes[0].socket, timeout=30)) as client:
+        return str(client.networks.get("overlay1").attrs["Options"][
+            "com.docker.network.driver.overlay.vxlanid_list"])
 
 
 def _dnsrr(reqs: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -162,18 +152,18 @@ def test_manager_node_list_gives_the_agents(lab: swarm.SwarmLab) -> None:
 
 def test_requests_join_across_agents_and_clocks_align(
         lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
-    tasks = _vote_tasks(lab)
-    vni = tasks.pop("vni")[0]
+    tasks = vote_task_nodes(lab)
+    vni = _vni(lab)
     record = tmp_path / "cluster.swt"
     # The agents' addresses from the manager's node list; every node's events in one file.
     trace = _collector(lab, token, tmp_path, "--swarm", "--agent-port", str(PORT),
                        "-w", str(record))
-    answers = swarm.traffic("dnsrr", 12)
+    answers = dnsrr_spread(lab, least=12, each=3)  # 3 or more cross to node2
     assert all(a.ok for a in answers), [a.text for a in answers if not a.ok]
     time.sleep(4)  # requests end when idle for 3 s
     assert trace.stop() == 0, trace.stderr
     reqs = _dnsrr(trace.lines())
-    assert len(reqs) == 12, trace.stderr
+    assert len(reqs) == len(answers), trace.stderr
     crossed = 0
     for q in reqs:
         backend = q["backend"]
@@ -223,11 +213,10 @@ def _vxlan_blocked_at_node2(lab: swarm.SwarmLab, tmp: Path) -> Iterator[None]:
 def test_blocked_data_path_is_sent_and_never_arrives(
         lab: swarm.SwarmLab, agents: list[_Proc], token: Path, tmp_path: Path) -> None:
     vote_on_every_node(lab)  # some requests must reach node1's task, some node2's
-    tasks = _vote_tasks(lab)
-    tasks.pop("vni")
+    tasks = vote_task_nodes(lab)
     trace = _collector(lab, token, tmp_path)
     with _vxlan_blocked_at_node2(lab, tmp_path):
-        answers = swarm.traffic("dnsrr", 4)
+        answers = dnsrr_spread(lab)
     assert any(not a.ok for a in answers) and any(a.ok for a in answers), answers
     time.sleep(4)
     assert trace.stop() == 0, trace.stderr
@@ -264,7 +253,7 @@ def test_stopped_agent_is_named_missing_then_recovers(
     trace = _collector(lab, token, tmp_path)
     assert agents[1].stop() == 0
     trace.wait_for("node2: no agent, its hops are missing", timeout_s=15)
-    swarm.traffic("dnsrr", 6)
+    sent = len(dnsrr_spread(lab, least=6))  # some cross to node2
     time.sleep(4)
     missing = _dnsrr(trace.lines())
     agents[1] = _agent(lab, 1, token, tmp_path)
@@ -272,11 +261,11 @@ def test_stopped_agent_is_named_missing_then_recovers(
     # with the new agent (it retries each second) is rightly missing node2's hops.
     trace.wait_for("node2: agent connected", timeout_s=15, times=2)
     done = len(trace.lines())
-    swarm.traffic("dnsrr", 6)
+    sent_back = len(dnsrr_spread(lab, least=6))
     time.sleep(4)
     assert trace.stop() == 0, trace.stderr
     back = _dnsrr(trace.lines()[done:])
-    assert len(missing) == 6 and len(back) == 6, trace.stderr
+    assert len(missing) == sent and len(back) == sent_back, trace.stderr
     for q in missing:
         assert q["missing"] == ["node2: no agent, its hops are missing"], q
     lost = [h["detail"] for q in missing for h in q["hops"] if h["kind"] == "vxlan"]
@@ -321,7 +310,7 @@ def test_an_overlay_made_after_start_is_observed(lab: swarm.SwarmLab, tmp_path: 
         while not src.stats().extra["device_tracepoints"]:
             assert time.monotonic() < deadline, "no device tracepoints 10 s after the overlay"
             src.poll(0.1)  # each poll rescans the netns twice a second
-        assert all(a.ok for a in swarm.traffic("dnsrr", 4))
+        assert all(a.ok for a in dnsrr_spread(lab))  # some cross to node2
         assert _vxlan_points(src, 2.0) == {Point.VXLAN_OUT, Point.VXLAN_IN}
 
 
@@ -411,13 +400,13 @@ def test_deploy_puts_an_agent_on_every_node_and_undeploy_leaves_nothing(
                     pytest.fail(f"the deployed agents did not come up: {trace.stderr}\n"
                                 f"{_service_state(lab)}")
                 time.sleep(0.5)
-            answers = swarm.traffic("dnsrr", 8)
+            answers = dnsrr_spread(lab, least=8)  # some cross to node2
             assert all(a.ok for a in answers)
             time.sleep(4)
         finally:
             assert trace.stop() == 0, trace.stderr
         reqs = _dnsrr(trace.lines())
-        assert len(reqs) == 8, trace.stderr
+        assert len(reqs) == len(answers), trace.stderr
         both = [h for q in reqs for h in q["hops"]  # type: ignore[union-attr]
                 if h["kind"] == "vxlan" and "seen leaving and arriving" in h["detail"]]
         assert both, reqs

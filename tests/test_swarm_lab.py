@@ -17,7 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from swarm_fixture import vote_tasks
+from swarm_fixture import dnsrr_spread, vote_tasks
 
 from tracer.enrich.docker_names import DockerNames
 from tracer.enrich.history import recorded_names
@@ -141,7 +141,7 @@ def test_names_match_docker_inspect(lab: swarm.SwarmLab,
 
 def test_dnsrr_answers_come_from_both_tasks(lab: swarm.SwarmLab,
                                             clients: dict[str, docker.DockerClient]) -> None:
-    answers = swarm.traffic("dnsrr", 12)
+    answers = dnsrr_spread(lab, least=12)
     assert all(a.ok for a in answers), [a.text for a in answers if not a.ok]
     expected = {cid for _, cid, _ in vote_tasks(clients).values()}
     assert {a.container for a in answers} == expected
@@ -202,7 +202,7 @@ def test_names_survive_service_update(lab: swarm.SwarmLab,
             for resolver in (names, replay):
                 a = resolver.addr(ip, t_old)
                 assert a is not None and (a.task, a.container, a.node) == (task, cid, node)
-    answers = swarm.traffic("dnsrr", 8)
+    answers = dnsrr_spread(lab, least=8)
     assert {a.container for a in answers} == {cid for _, cid, _ in new.values()}
 
 
