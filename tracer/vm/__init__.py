@@ -2,7 +2,8 @@
 IPVS, kernel headers and BCC are real. `Guest` boots once and runs commands inside."""
 
 from tracer.vm.boot import KernelImage, VmConfig, find_kernel, kvm_usable
-from tracer.vm.guest import Guest, GuestResult, in_guest
+from tracer.vm.guest import Guest, in_guest
+from tracer.vm.jobs import GuestResult
 
 __all__ = [
     "Guest",

@@ -1,14 +1,12 @@
 """A persistent stock-kernel guest: boot once, then run many commands in it (~1 s each).
 
 The host and the guest's job agent (guest_agent.py) talk through files in one shared
-directory, the only host directory the guest can write. qemu is found by pid among vng's
-descendants and killed by that pid if the guest does not power off by itself.
+directory, the only host directory the guest can write (jobs.py). qemu is found by pid among
+vng's descendants and killed by that pid if the guest does not power off (qemu_proc.py).
 """
 
 from __future__ import annotations
 
-import codecs
-import json
 import logging
 import os
 import shlex
@@ -19,97 +17,31 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple, TextIO
+from typing import TextIO
 
 from tracer import slowdown
 from tracer.errors import LabError
 from tracer.vm.boot import KernelImage, VmConfig, find_kernel, kvm_usable, venv_bin, vng_command
 from tracer.vm.boot import vng_env as _vng_env
+from tracer.vm.jobs import GuestResult, Jobs
+from tracer.vm.qemu_proc import QemuProc, find_qemu
 
 log = logging.getLogger(__name__)
 
 GUEST_ENV_FLAG = "SWARMTRACE_VM_GUEST"
 REPO = Path(__file__).resolve().parents[2]
 _HERE = Path(__file__).resolve().parent
-POLL_S = 0.05
 STOP_WAIT_S = 30.0  # clean power-off under TCG takes a few seconds
 HEARTBEAT_S = 2.0  # the agent powers the guest off when this stops (host killed uncleanly)
-CANCEL_WAIT_S = 30.0  # for the agent to stop a job the host cancelled
 # Boot time of an idle 2-CPU host (README: 30-50 s emulated): the measure of a slow guest.
 REFERENCE_BOOT_S = {True: 10.0, False: 45.0}  # by KVM
-
-
-class GuestResult(NamedTuple):
-    """Exit code and combined stdout+stderr of one command run in the guest."""
-
-    rc: int
-    output: str
 
 
 def in_guest() -> bool:
     """True inside a guest started by Guest (set for every job it runs)."""
     return os.environ.get(GUEST_ENV_FLAG) == "1"
-
-
-@dataclass(frozen=True)
-class _Proc:
-    """A process identified by pid AND start time, so a reused pid is never killed."""
-
-    pid: int
-    start: str
-
-    @staticmethod
-    def stat(pid: int) -> list[str] | None:
-        try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return None
-        # Fields after "(comm)"; comm may contain spaces and parentheses.
-        return raw[raw.rindex(")") + 2 :].split()
-
-    @classmethod
-    def of(cls, pid: int) -> _Proc | None:
-        fields = cls.stat(pid)
-        return None if fields is None else cls(pid, fields[19])
-
-    def alive(self) -> bool:
-        fields = self.stat(self.pid)
-        return fields is not None and fields[19] == self.start and fields[0] != "Z"
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _Proc.stat(int(entry.name))
-        if fields is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def _find_qemu(vng_pid: int, share: Path) -> _Proc | None:
-    """The qemu running our guest: vng also starts short-lived qemu probes, so match the share
-    directory (unique per guest) on the command line."""
-    for pid in _descendants(vng_pid):
-        try:
-            exe = os.readlink(f"/proc/{pid}/exe")
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if Path(exe).name.startswith("qemu-system") and any(
-            str(share).encode() in arg for arg in cmdline
-        ):
-            return _Proc.of(pid)
-    return None
 
 
 def guest_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -143,10 +75,9 @@ class Guest:
         self._progress = progress or log.info
         self._workdir: Path | None = None
         self._vng: subprocess.Popen[bytes] | None = None
-        self._qemu: _Proc | None = None
+        self._qemu: QemuProc | None = None
         self._console: TextIO | None = None
-        self._lock = threading.Lock()
-        self._next_job = 0
+        self._jobs: Jobs | None = None
         self._stop_beat = threading.Event()
         self._beat: threading.Thread | None = None
         self.boot_seconds: float | None = None
@@ -189,6 +120,7 @@ class Guest:
         self._workdir = Path(tempfile.mkdtemp(prefix="swarmtrace-vm-"))
         self.share.mkdir()
         (self.share / "heartbeat").touch()
+        self._jobs = Jobs(self.share, self.alive, self._console_tail)
         self._stop_beat.clear()
         self._beat = threading.Thread(target=self._heartbeat, name="vm-heartbeat", daemon=True)
         self._beat.start()
@@ -265,7 +197,7 @@ class Guest:
                     f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs): {self._console_tail()}"
                 )
             if self._qemu is None:
-                self._qemu = _find_qemu(self._vng.pid, self.share)
+                self._qemu = find_qemu(self._vng.pid, self.share)
             lines = self._progress_lines()
             for line in lines[seen_lines:]:
                 self._progress(f"{line} ({now - began:.0f} s)")
@@ -277,7 +209,7 @@ class Guest:
             time.sleep(0.2)
         self.boot_seconds = time.monotonic() - began
         if self._qemu is None:
-            self._qemu = _find_qemu(self._vng.pid, self.share)
+            self._qemu = find_qemu(self._vng.pid, self.share)
         self.slowdown = max(
             slowdown.from_boot(self.boot_seconds, REFERENCE_BOOT_S[kvm]), slowdown.host_load()
         )
@@ -313,13 +245,14 @@ class Guest:
                 except subprocess.TimeoutExpired:
                     log.warning("vm: guest did not power off; killing qemu")
             if self._qemu is None and self._vng.poll() is None:
-                self._qemu = _find_qemu(self._vng.pid, self.share)
+                self._qemu = find_qemu(self._vng.pid, self.share)
             if self._qemu is not None:
-                self._kill(self._qemu)
+                self._qemu.kill()
             if self._vng.poll() is None:
                 os.killpg(self._vng.pid, signal.SIGKILL)
             self._vng.wait()
             self._vng = None
+        self._jobs = None
         self._stop_beat.set()
         if self._beat is not None:
             self._beat.join()
@@ -331,33 +264,12 @@ class Guest:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
-    @staticmethod
-    def _kill(proc: _Proc) -> None:
-        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if not proc.alive():
-                return
-            os.kill(proc.pid, sig)
-            deadline = time.monotonic() + wait_s
-            while proc.alive() and time.monotonic() < deadline:
-                time.sleep(0.1)
-        if proc.alive():
-            raise LabError(f"qemu (pid {proc.pid}) survived SIGKILL; kill it by hand")
-
     def alive(self) -> bool:
         return self._vng is not None and self._vng.poll() is None
 
     def qemu_rss_mb(self) -> float | None:
         """Host memory used by the guest's qemu process."""
-        if self._qemu is None:
-            return None
-        try:
-            status = Path(f"/proc/{self._qemu.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return None
+        return None if self._qemu is None else self._qemu.rss_mb()
 
     def share_file(self, path: Path) -> Path:
         """Where the guest reads host file `path` for the rest of its life.
@@ -393,82 +305,8 @@ class Guest:
         rc 124 = timed out (killed in the guest), 130 = cancelled (Ctrl-C on the host).
         The timeout, and the waits inside the job, scale with the slowdown measured at boot.
         """
+        if self._jobs is None:
+            raise LabError("the VM guest is not running: start it first")
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        timeout *= self.slowdown
         env = {slowdown.ENV: f"{self.slowdown:.2f}", **(env or {})}
-        with self._lock:
-            if not self.alive():
-                raise LabError(f"the VM guest is not running: {self._console_tail()}")
-            self._next_job += 1
-            job_id = f"{self._next_job:06d}"
-            job = {"argv": argv, "cwd": str(cwd or REPO), "env": guest_env(env)}
-            jobs = self.share / "jobs"
-            tmp = jobs / f"{job_id}.json.tmp"
-            tmp.write_text(json.dumps(job))
-            tmp.rename(jobs / f"{job_id}.json")
-            output = _JobOutput(self.share / "out" / f"{job_id}.log", stream)
-            try:
-                done = self._collect(job_id, timeout, output)
-                if done is None:
-                    # Timed out by the host's clock: the guest's runs slow under emulation.
-                    (jobs / f"{job_id}.cancel").write_text("timeout")
-                    done = self._collect(job_id, CANCEL_WAIT_S, output)
-                if done is None:
-                    raise LabError(
-                        f"the VM agent did not stop job {job_id}: {self._console_tail()}"
-                    )
-                return done
-            except KeyboardInterrupt:
-                (jobs / f"{job_id}.cancel").write_text("interrupt")
-                self._collect(job_id, CANCEL_WAIT_S, output)
-                raise
-            finally:
-                for leftover in (
-                    jobs / f"{job_id}.cancel",
-                    self.share / "out" / f"{job_id}.log",
-                    self.share / "out" / f"{job_id}.rc",
-                ):
-                    leftover.unlink(missing_ok=True)
-
-    def _collect(self, job_id: str, wait_s: float, output: _JobOutput) -> GuestResult | None:
-        """The job's result, streaming its output meanwhile; None if not done within wait_s."""
-        rc_file = self.share / "out" / f"{job_id}.rc"
-        deadline = time.monotonic() + wait_s
-        while not rc_file.exists():
-            output.drain()
-            if not self.alive():
-                raise LabError(f"the VM died while running a command: {self._console_tail()}")
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(POLL_S)
-        output.drain()
-        return GuestResult(int(rc_file.read_text()), output.text())
-
-
-class _JobOutput:
-    """Follows a job's log file in the share as the guest writes it."""
-
-    def __init__(self, path: Path, stream: TextIO | None) -> None:
-        self._path = path
-        self._stream = stream
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._chunks: list[str] = []
-        self._offset = 0
-
-    def drain(self) -> None:
-        try:
-            with self._path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        self._offset += len(data)
-        text = self._decoder.decode(data)
-        if text:
-            self._chunks.append(text)
-            if self._stream is not None:
-                self._stream.write(text)
-                self._stream.flush()
-
-    def text(self) -> str:
-        return "".join(self._chunks)
+        return self._jobs.run(argv, timeout * self.slowdown, stream, guest_env(env), cwd or REPO)
