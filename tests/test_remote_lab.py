@@ -48,10 +48,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PORT = 4791
 SHIFT_NS = 250_000_000  # node2's agent runs 250 ms ahead (its --clock-offset-ns test hook)
 READY_S = 60.0
+_RUNNING: list[_Proc] = []  # every _Proc not yet stopped
 
 
 class _Proc:
-    """A swarmtrace subprocess whose stderr is a file we can wait on."""
+    """A swarmtrace subprocess whose stderr is a file we can wait on; stopped after the test
+    at the latest (a test that fails midway leaves none running)."""
 
     def __init__(self, argv: list[str], tmp: Path, name: str) -> None:
         self.err_path = tmp / f"{name}.err"
@@ -60,6 +62,7 @@ class _Proc:
         self._out: IO[bytes] = self.out_path.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "tracer", *argv],
                                      stdout=self._out, stderr=self._err)
+        _RUNNING.append(self)
 
     def wait_for(self, text: str, timeout_s: float = READY_S, times: int = 1) -> None:
         """Until stderr says `text` for the `times`-th time (a reconnect repeats a line)."""
@@ -79,6 +82,8 @@ class _Proc:
         return [json.loads(x) for x in self.out_path.read_text().splitlines() if x.strip()]
 
     def stop(self) -> int:
+        if self in _RUNNING:
+            _RUNNING.remove(self)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -89,6 +94,13 @@ class _Proc:
         self._err.close()
         self._out.close()
         return self.proc.returncode
+
+
+@pytest.fixture(autouse=True)
+def _none_left_running() -> Iterator[None]:
+    yield
+    while _RUNNING:
+        _RUNNING[-1].stop()
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +130,10 @@ def _agent(lab: swarm.SwarmLab, index: int, token: Path, tmp: Path) -> _Proc:
 @pytest.fixture
 def agents(lab: swarm.SwarmLab, token: Path, tmp_path: Path) -> Iterator[list[_Proc]]:
     procs = [_agent(lab, i, token, tmp_path) for i in range(2)]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            assert p.stop() == 0, p.stderr
+    yield procs
+    # Every agent stopped first: one left listening would fail every later test.
+    codes = [(p.stop(), p) for p in procs]
+    assert all(rc == 0 for rc, _ in codes), [(rc, p.stderr[-3000:]) for rc, p in codes if rc]
 
 
 def _collector(lab: swarm.SwarmLab, token: Path, tmp: Path, *extra: str) -> _Proc:
