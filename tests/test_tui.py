@@ -587,3 +587,44 @@ async def test_request_updated_in_place_is_redrawn() -> None:
         assert "ok" in lst.render_line(1).text
         drawing = screen.query_one(HopPath).drawing
         assert drawing is not None and "reply" in drawing.text().plain
+
+
+@sync
+async def test_frame_after_a_key_is_not_held_back_by_the_frame_cap() -> None:
+    """A key's frame is painted at once; other repaints keep the cap between frames."""
+    import time
+
+    from textual.app import App
+
+    from tracer.tui.frame_pacer import FramePacer
+
+    ticks: list[float] = []
+    ticked = asyncio.Event()
+    input_at = [0.0]
+
+    def tick() -> None:
+        pacer.pause()  # as Screen._on_timer_update does
+        ticks.append(time.monotonic())
+        ticked.set()
+
+    async def next_tick() -> None:
+        ticked.clear()
+        pacer.resume()
+        await asyncio.wait_for(ticked.wait(), timeout=5)
+
+    app: App[None] = App()
+    async with app.run_test():
+        # An hour between frames: only a key can bring the second one within the timeout.
+        pacer = FramePacer(app, 3600.0, tick, lambda: input_at[0])
+        pacer._start()
+        try:
+            await next_tick()  # the first frame: none before it
+            input_at[0] = time.monotonic()
+            await next_tick()
+            assert len(ticks) == 2
+            ticked.clear()
+            pacer.resume()  # no key since: this repaint waits for the cap
+            await asyncio.sleep(0.2)
+            assert not ticked.is_set()
+        finally:
+            pacer.stop()
