@@ -628,3 +628,27 @@ async def test_frame_after_a_key_is_not_held_back_by_the_frame_cap() -> None:
             assert not ticked.is_set()
         finally:
             pacer.stop()
+
+
+@sync
+async def test_key_bar_fits_narrow_terminals_keeping_help_and_quit() -> None:
+    """At 80 columns and less the line drops keys instead of being cut: help and quit stay,
+    the palette hint goes first, then the replay keys, then the screen's own from the end."""
+    from tracer.tui.widgets.key_bar import KeyBar
+
+    app = SwarmtraceApp(feed_of(LAB))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        bars: dict[tuple[str, int], str] = {}
+        for screen_key in ("1", "t"):
+            await pilot.press(screen_key)
+            for width in (160, 80, 50):
+                await pilot.resize_terminal(width, 24)
+                await pilot.pause()
+                bars[screen_key, width] = app.screen.query_one(KeyBar).render().plain
+    for (_, width), bar in bars.items():
+        assert len(bar) <= width and "? help" in bar and "q quit" in bar, (width, bar)
+    assert "^p palette" in bars["1", 160] and ". step" in bars["1", 160]
+    assert "^p palette" not in bars["1", 80] and ". step" not in bars["1", 80]
+    assert "n drop" in bars["1", 80]  # the screen's own keys before the app's replay keys
+    assert "→← hop" in bars["t", 50] and "p present" not in bars["t", 50]
