@@ -159,7 +159,7 @@ class RequestList(LineView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self.line_style
         if y == 0:
             style = self.get_component_rich_style("request-list--header")
             return self._strip(header_text(self._cols), base + style, width)
