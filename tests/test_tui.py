@@ -380,6 +380,12 @@ async def test_theme_toggle() -> None:
         assert app.theme == "textual-light"
         await pilot.press("d")
         assert app.theme == "textual-dark"
+        # Every screen follows, also those restyled while another one was shown.
+        await pilot.press("d", "2")
+        await pilot.pause()
+        light = app.get_theme("textual-light")
+        assert light is not None and light.background is not None
+        assert app.screen.styles.background.hex6.lower() == light.background.lower()
 
 
 # -- talk mode ----------------------------------------------------------------------------------
