@@ -44,3 +44,6 @@ class FramePacer(Timer):
                 continue  # still wanted? A layout pass may have painted and paused meanwhile
             last = now
             await self._tick(next_timer=last, count=0)
+            # The repaint pauses this timer; when it does not (the app is exiting, the callback
+            # failed) the loop must still let the event loop run.
+            await asyncio.sleep(0)
