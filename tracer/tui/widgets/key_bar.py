@@ -92,10 +92,10 @@ class KeyBar(Widget):
     def _fitting(self, entries: list[Entry], width: int) -> list[Entry]:
         """Help first, the palette last, and as many keys between as the width holds.
 
-        A narrow terminal (80 columns) cut the line after the replay keys, so quit and the
-        palette were gone. Now the palette hint goes first, then the app's own keys from the
-        last shown (replay step, seek, speed, pause, views), then this screen's from its last.
-        Help and quit always stay: `?` lists every key.
+        Cut at the width, an 80-column line lost everything after the replay keys, quit
+        included. So keys are dropped instead: the palette hint first, then the app's own keys
+        from the last shown (replay step, seek, speed, pause, views), then this screen's from
+        its last. Help and quit always stay: `?` lists every key.
         """
         entries = sorted(entries, key=lambda e: e[2] != "help")
         entries.append((PALETTE_DISPLAY, "palette", "command_palette", self.app, True))

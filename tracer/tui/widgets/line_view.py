@@ -20,7 +20,7 @@ class LineView(ScrollView):
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # rich_style walks the styles of every ancestor (~0.1 ms): look it up once per frame,
-        # not in render_line, where a new hop path asked for it twice per line (~3 ms a key).
+        # not in render_line, where a new hop path asked for it twice per line drawn.
         self.line_style = self.rich_style
         return super().render_lines(crop)
 
