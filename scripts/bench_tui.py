@@ -2,7 +2,9 @@
 """TUI key-press latency: with 100k requests loaded, then while ~100k events/s stream in.
 
 Runs the real app headless, fed by a ListFeed of requests cloned from
-tests/fixtures/requests_sample.json (~10 hops = ~10 events each). Latency of a key = from the
+tests/fixtures/requests_sample.json (~10 hops = ~10 events each), with its notifications on
+as in a terminal (a test app has none: `n` with no drop to jump to then drew nothing, and its
+"frame" was the next batch's). Latency of a key = from the
 key event reaching the app to the first frame the app renders after handling it (the frame a
 terminal would show). Target: p95 < 50 ms.
 
@@ -184,7 +186,7 @@ async def run(loaded: int, rate: int, seconds: float) -> bool:
     app = TimedApp(feed)
     app.state.paused = True  # as the feed is: talk mode then leaves the pause alone
     ok = True
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
         while app.state.store.total < loaded:
             await pilot.pause(0.05)
         print(f"loaded {app.state.store.total} requests")
@@ -216,7 +218,7 @@ async def run_live_pipeline(flood: float, seconds: float) -> bool:
             w.events(mesh_events(int(flood * (seconds + 3)), rate_per_s=flood))
         with ReplaySource(path, speed=1.0) as src:
             app = TimedApp(PipelineFeed(Pipeline(src)))
-            async with app.run_test(size=(100, 30)) as pilot:
+            async with app.run_test(size=(100, 30), notifications=True) as pilot:
                 await pilot.pause(1.0)  # the flood under way
                 keys = Keys()
                 t0, cpu0 = time.perf_counter(), time.process_time()
