@@ -380,6 +380,12 @@ async def test_theme_toggle() -> None:
         assert app.theme == "textual-light"
         await pilot.press("d")
         assert app.theme == "textual-dark"
+        # Every screen follows, also those restyled while another one was shown.
+        await pilot.press("d", "2")
+        await pilot.pause()
+        light = app.get_theme("textual-light")
+        assert light is not None and light.background is not None
+        assert app.screen.styles.background.hex6.lower() == light.background.lower()
 
 
 # -- talk mode ----------------------------------------------------------------------------------
@@ -587,3 +593,69 @@ async def test_request_updated_in_place_is_redrawn() -> None:
         assert "ok" in lst.render_line(1).text
         drawing = screen.query_one(HopPath).drawing
         assert drawing is not None and "reply" in drawing.text().plain
+
+
+@sync
+async def test_frame_after_a_key_is_not_held_back_by_the_frame_cap() -> None:
+    """Frames right after a key are painted at once; other repaints keep the cap."""
+    import time
+
+    from textual.app import App
+
+    from tracer.tui.frame_pacer import FramePacer
+
+    ticks: list[float] = []
+    ticked = asyncio.Event()
+    input_at = [0.0]
+
+    def tick() -> None:
+        pacer.pause()  # as Screen._on_timer_update does
+        ticks.append(time.monotonic())
+        ticked.set()
+
+    async def next_tick() -> None:
+        ticked.clear()
+        pacer.resume()
+        await asyncio.wait_for(ticked.wait(), timeout=5)
+
+    app: App[None] = App()
+    async with app.run_test():
+        # An hour between frames: only a key can bring the second one within the timeout.
+        pacer = FramePacer(app, 3600.0, tick, lambda: input_at[0])
+        pacer._start()
+        try:
+            await next_tick()  # the first frame: none before it
+            input_at[0] = time.monotonic()
+            await next_tick()
+            assert len(ticks) == 2
+            input_at[0] = time.monotonic() - 1.0  # the last key a second ago
+            ticked.clear()
+            pacer.resume()  # a repaint for the feed: it waits for the cap
+            await asyncio.sleep(0.2)
+            assert not ticked.is_set()
+        finally:
+            pacer.stop()
+
+
+@sync
+async def test_key_bar_fits_narrow_terminals_keeping_help_and_quit() -> None:
+    """At 80 columns and less the line drops keys instead of being cut: help and quit stay,
+    the palette hint goes first, then the replay keys, then the screen's own from the end."""
+    from tracer.tui.widgets.key_bar import KeyBar
+
+    app = SwarmtraceApp(feed_of(LAB))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot, app)
+        bars: dict[tuple[str, int], str] = {}
+        for screen_key in ("1", "t"):
+            await pilot.press(screen_key)
+            for width in (160, 80, 50):
+                await pilot.resize_terminal(width, 24)
+                await pilot.pause()
+                bars[screen_key, width] = app.screen.query_one(KeyBar).render().plain
+    for (_, width), bar in bars.items():
+        assert len(bar) <= width and "? help" in bar and "q quit" in bar, (width, bar)
+    assert "^p palette" in bars["1", 160] and ". step" in bars["1", 160]
+    assert "^p palette" not in bars["1", 80] and ". step" not in bars["1", 80]
+    assert "n drop" in bars["1", 80]  # the screen's own keys before the app's replay keys
+    assert "→← hop" in bars["t", 50] and "p present" not in bars["t", 50]

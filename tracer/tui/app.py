@@ -126,6 +126,17 @@ class SwarmtraceApp(App[None]):
             talk.action_present()
         self._pump()
 
+    def refresh_css(self, animate: bool = True) -> None:
+        super().refresh_css(animate)
+        # Textual restyles only the current mode's screens; another, switched to later, made
+        # the app reparse the whole stylesheet first (the theme is set once the app runs, so
+        # the first switch to each screen cost ~10 ms of its key). Restyle them all now, as
+        # Textual restyles the current stack's others (pinned textual==8.2.8).
+        for screen in self._screens.values():
+            if screen._css_update_count != self._css_update_count:
+                self.stylesheet.update(screen, animate=animate)
+                screen._css_update_count = self._css_update_count
+
     async def on_event(self, event: events.Event) -> None:
         # Every key and click reaches the app first: note when, so slow work can step aside.
         if isinstance(event, events.Key | events.MouseDown):

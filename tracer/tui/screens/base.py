@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.css.query import NoMatches
-from textual.screen import Screen
+from textual.screen import UPDATE_PERIOD, Screen
+from textual.timer import Timer
 
+from tracer.tui.frame_pacer import FramePacer
 from tracer.tui.state import TuiState
 from tracer.tui.widgets.key_bar import KeyBar
 from tracer.tui.widgets.status_bar import StatusBar, StatusState
@@ -17,6 +19,19 @@ class TracerScreen(Screen[None]):
     def __init__(self, state: TuiState) -> None:
         super().__init__()
         self.state = state
+        self._pacer: FramePacer | None = None
+
+    @property
+    def _update_timer(self) -> Timer:
+        # Textual's own repaint timer, made as Screen makes it but a FramePacer (pinned
+        # textual==8.2.8): a key's frame comes at once, not one or two frames later.
+        if self._pacer is None:
+            self._pacer = FramePacer(
+                self, UPDATE_PERIOD, self._on_timer_update, lambda: self.state.input_at
+            )
+            self._pacer._start()
+            self._timers.add(self._pacer)  # stopped with the screen
+        return self._pacer
 
     def compose_footer(self) -> ComposeResult:
         yield StatusBar(id="status")

@@ -22,6 +22,10 @@ from tracer.tui.store import task_of
 from tracer.tui.widgets.hop_path import HopPath
 from tracer.tui.widgets.text_box import TextBox
 
+# One key bar entry per pair of arrows ("→← hop"): four entries did not fit 80 columns.
+HOP = Binding.Group("hop", compact=True)
+REQUEST = Binding.Group("request", compact=True)
+
 
 class TalkHost(Protocol):
     """What talk mode needs of the app: typed here so this module never imports the app."""
@@ -35,10 +39,18 @@ class TalkHost(Protocol):
 
 class TalkScreen(TracerScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("right,l,enter", "hop(1)", "next hop", key_display="→", id="talk.next_hop"),
-        Binding("left,h", "hop(-1)", "back", key_display="←", id="talk.prev_hop"),
-        Binding("down,j", "request(1)", "next request", key_display="↓", id="talk.next_request"),
-        Binding("up,k", "request(-1)", "previous", key_display="↑", id="talk.prev_request"),
+        Binding(
+            "right,l,enter", "hop(1)", "next hop", key_display="→", id="talk.next_hop", group=HOP
+        ),
+        Binding("left,h", "hop(-1)", "back", key_display="←", id="talk.prev_hop", group=HOP),
+        Binding(
+            "down,j", "request(1)", "next request", key_display="↓", id="talk.next_request",
+            group=REQUEST,
+        ),
+        Binding(
+            "up,k", "request(-1)", "previous", key_display="↑", id="talk.prev_request",
+            group=REQUEST,
+        ),
         Binding("home", "first", "first", show=False, id="talk.first"),
         Binding("end", "last", "last", show=False, id="talk.last"),
         Binding("a", "auto", "auto", id="talk.auto"),

@@ -78,9 +78,10 @@ class HopPath(LineView, can_focus=False):
             else:
                 lines = self.drawing.lines if self.drawing is not None else []
             if index >= len(lines):
-                return Strip.blank(width, self.rich_style)
-            segments = Segment.apply_style(lines[index].render(self.app.console), self.rich_style)
-            strip = self._strips[index] = Strip(segments).crop_extend(0, width, self.rich_style)
+                return Strip.blank(width, self.line_style)
+            style = self.line_style
+            segments = Segment.apply_style(lines[index].render(self.app.console), style)
+            strip = self._strips[index] = Strip(segments).crop_extend(0, width, style)
         return strip
 
     def shows(self, request: Request) -> bool:

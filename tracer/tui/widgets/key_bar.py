@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual import events
@@ -13,6 +14,15 @@ from textual.screen import Screen
 from textual.widget import Widget
 
 PALETTE_KEY = "ctrl+p"
+PALETTE_DISPLAY = "^p"
+KEEP = frozenset({"help", "quit"})  # never dropped to fit the width
+# (keys, description, action, namespace, enabled)
+Entry = tuple[str, str, str, DOMNode, bool]
+
+
+def _width(keys: str, desc: str) -> int:
+    """Cells an entry takes: ` keys desc `."""
+    return cell_len(keys) + cell_len(desc) + 3
 
 
 class KeyBar(Widget):
@@ -39,9 +49,9 @@ class KeyBar(Widget):
     def _bindings_changed(self, screen: Screen[object]) -> None:
         self.refresh()
 
-    def _entries(self) -> list[tuple[str, str, str, DOMNode, bool]]:
-        """(keys, description, action, namespace, enabled) in the order Footer shows them."""
-        out: list[tuple[str, str, str, DOMNode, bool]] = []
+    def _entries(self) -> list[Entry]:
+        """The shown bindings in the order Footer shows them."""
+        out: list[Entry] = []
         groups: dict[Binding.Group, int] = {}
         seen: set[tuple[str, int]] = set()
         for active in self.screen.active_bindings.values():
@@ -66,22 +76,41 @@ class KeyBar(Widget):
     def render(self) -> Text:
         key_style = self.get_component_rich_style("key-bar--key")
         desc_style = self.get_component_rich_style("key-bar--description")
+        entries = self._fitting(self._entries(), self.size.width)
         t = Text(no_wrap=True, overflow="ellipsis")
         self._targets = []
-        # Help first: on a narrow screen the line is cut at the end, and `?` explains the rest.
-        entries = sorted(self._entries(), key=lambda e: e[2] != "help")
         for keys, desc, action, node, enabled in entries:
+            if action == "command_palette":
+                # Right-aligned, apart from the keys of this screen.
+                t.append(" " * (self.size.width - t.cell_len - _width(keys, desc)))
             start = len(t)
             t.append(f" {keys} ", style=key_style)
             t.append(f"{desc} ", style=desc_style if enabled else desc_style + Style(dim=True))
             self._targets.append((start, len(t), action, node))
-        palette = Text.assemble((" ^p ", key_style), ("palette ", desc_style))
-        gap = self.size.width - t.cell_len - palette.cell_len
-        if gap > 0:
-            t.append(" " * gap)
-            self._targets.append((len(t), len(t) + palette.cell_len, "command_palette", self.app))
-        t.append_text(palette)
         return t
+
+    def _fitting(self, entries: list[Entry], width: int) -> list[Entry]:
+        """Help first, the palette last, and as many keys between as the width holds.
+
+        Cut at the width, an 80-column line lost everything after the replay keys, quit
+        included. So keys are dropped instead: the palette hint first, then the app's own keys
+        from the last shown (replay step, seek, speed, pause, views), then this screen's from
+        its last. Help and quit always stay: `?` lists every key.
+        """
+        entries = sorted(entries, key=lambda e: e[2] != "help")
+        entries.append((PALETTE_DISPLAY, "palette", "command_palette", self.app, True))
+        kept = list(entries)
+        drop_order = [kept[-1]]  # the palette hint: also in help and in the palette itself
+        for mine in (False, True):  # the app's keys first, then this screen's
+            drop_order += [
+                e for e in reversed(entries[:-1])
+                if e[2] not in KEEP and (e[3] is not self.app) is mine
+            ]
+        for entry in drop_order:
+            if sum(_width(e[0], e[1]) for e in kept) <= width:
+                break
+            kept.remove(entry)
+        return kept
 
     async def on_click(self, event: events.Click) -> None:
         for start, end, action, node in self._targets:

@@ -65,18 +65,21 @@ class RequestList(LineView, can_focus=True):
         n = len(self.store)
         self.set_content_size(Size(self.size.width, n + 1))
         if n == 0:
-            self.cursor = 0
+            cursor = 0
         elif self.follow:
-            self.cursor = n - 1
+            cursor = n - 1
         else:
             # Keep the same request under the cursor as old ones leave or the filter changes.
             at = None
             if self._selected_id is not None and self._position is not None:
                 at = self.store.index_at(self._position, self._selected_id)
-            self.cursor = min(at if at is not None else 0, n - 1)
+            cursor = min(at if at is not None else 0, n - 1)
         # The app calls this after every batch, also when none came (a paused replay): repaint
-        # the rows only when they changed; a cursor move repaints its own lines.
+        # the rows only when they changed, and move the cursor (which repaints its lines) only
+        # when it moves or the rows changed under it. Each batch of a paused replay cost a frame.
         drawn = (self.store.version, self.clock_offset_ns)
+        if cursor != self.cursor or drawn != self._drawn:
+            self.cursor = cursor
         if drawn != self._drawn:
             self._drawn = drawn
             self.refresh()
@@ -156,7 +159,7 @@ class RequestList(LineView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
+        base = self.line_style
         if y == 0:
             style = self.get_component_rich_style("request-list--header")
             return self._strip(header_text(self._cols), base + style, width)
