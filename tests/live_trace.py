@@ -47,6 +47,23 @@ def start_trace(*args: str, timeout: float = 30, links: int = LAB_LINKS
     raise AssertionError(f"trace did not attach within {timeout:.0f} s")
 
 
+def stopped(proc: subprocess.Popen[str], timeout: float = 60,
+            sig: int | None = signal.SIGINT) -> tuple[str, str]:
+    """Send `sig` (None: it ends by itself, --count or --timeout), then its output once it
+    exits. One still running `timeout` s later is killed, and the test fails saying so: a
+    tracer left running would hold its BPF links through every later test."""
+    if sig is not None and proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        what = "its end" if sig is None else signal.Signals(sig).name
+        raise AssertionError(f"{' '.join(map(str, proc.args))} still ran {timeout:.0f} s after "
+                             f"{what}; killed: {err[-2000:]}") from None
+
+
 def our_links() -> int:
     """BPF links of swarmtrace's programs (named st_*), whoever holds them."""
     out = subprocess.run(["bpftool", "link", "list", "--json"], capture_output=True, text=True,

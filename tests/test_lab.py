@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from live_trace import stopped
 
 from tracer import lab as lab_mod
 from tracer.errors import LabError
@@ -208,8 +209,7 @@ def test_interrupted_up_leaves_nothing(lab_session: None, sig: signal.Signals) -
     # Interrupt once the build is under way (some netns exist), not before it starts.
     while not existing_lab_netns() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.005)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    _, err = stopped(proc, sig=sig)
     if proc.returncode == 0:
         pytest.skip("the build finished before the signal arrived")  # a very fast machine
     assert proc.returncode == 130, err

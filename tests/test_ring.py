@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from live_trace import stopped
 
 from tracer import lab as lab_mod
 from tracer.lab.refuse import refusing
@@ -83,8 +83,7 @@ def test_ring_keeps_only_failure_windows_within_its_size(
         _wait_for(lambda: bool(list(ring_dir.glob(f"{KEPT_PREFIX}*.swt"))), 30,
                   "no failure window written within 30 s")
     finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = stopped(proc)
     assert proc.returncode == 0, err
     kept = sorted(ring_dir.glob(f"{KEPT_PREFIX}*.swt"))
     assert not list(ring_dir.glob(f"{SEGMENT_PREFIX}*")), "ring segments left after exit"

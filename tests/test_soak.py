@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_trace import LAB_LINKS, SWARMTRACE, Running, our_links, start_trace
+from live_trace import LAB_LINKS, SWARMTRACE, Running, our_links, start_trace, stopped
 
 from tracer import lab as lab_mod
 from tracer import leftovers
@@ -134,7 +134,7 @@ def test_sigkill_leaves_no_bpf_behind(lab: lab_mod.LabInfo) -> None:
     print(f"soak: SIGKILL: links gone {time.monotonic() - t0:.1f} s after the kill")
     again = start_trace("--json", "--count", "3", *FILTER, "--timeout", "60")
     answers = lab_mod.traffic("mesh", 3)
-    out, err = again.communicate(timeout=60)
+    out, err = stopped(again, sig=None)
     assert again.returncode == 0, err
     _traced([json.loads(x) for x in out.splitlines()], answers)
 

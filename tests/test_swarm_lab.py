@@ -17,6 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from live_trace import stopped
 from swarm_fixture import dnsrr_spread, vote_tasks
 
 from tracer.enrich.docker_names import DockerNames
@@ -166,8 +167,7 @@ def test_trace_service_shows_its_requests_only(lab: swarm.SwarmLab,
                all(ip in line for ip in tasks) for line in notes), notes
     swarm.traffic("dnsrr", 4)
     time.sleep(1)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = stopped(proc)
     assert proc.returncode == 0, err
     reqs = [json.loads(line) for line in out.splitlines()]
     vote = [q for q in reqs if q["mode"] == "dnsrr"]

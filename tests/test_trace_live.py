@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_trace import SWARMTRACE, our_links, start_trace
+from live_trace import SWARMTRACE, our_links, start_trace, stopped
 
 from tracer import lab as lab_mod
 from tracer.probes.core import bpf_object_path
@@ -90,7 +91,7 @@ def test_vip_requests_match_answers(traced_requests: tuple[list[dict], list]) ->
 def test_text_output_reads_like_the_path(lab: lab_mod.LabInfo) -> None:
     proc = start_trace("--count", "1", "--port", "8080", "--timeout", "60")
     answers = lab_mod.traffic("mesh", 1)
-    out, err = proc.communicate(timeout=60)
+    out, err = stopped(proc, sig=None)
     assert proc.returncode == 0, err
     first = out.splitlines()[0]
     assert first.startswith(f"#1 client {answers[0].client} -> 192.168.100.1:8080 | host: DNAT -> "
@@ -101,8 +102,7 @@ def test_text_output_reads_like_the_path(lab: lab_mod.LabInfo) -> None:
 def test_ctrl_c_and_sigterm_detach_everything(lab: lab_mod.LabInfo) -> None:
     for sig in ("INT", "TERM"):
         proc = start_trace("--port", "8080")
-        proc.send_signal(getattr(__import__("signal"), f"SIG{sig}"))
-        proc.communicate(timeout=30)
+        stopped(proc, sig=getattr(signal, f"SIG{sig}"))
         assert proc.returncode in (0, 130)
         assert our_links() == 0
 

@@ -1,4 +1,4 @@
-"""SIGTERM takes the same clean path as Ctrl-C: detach probes, finish files, remove labs."""
+"""SIGTERM and SIGINT take the clean path of Ctrl-C: detach probes, finish files, remove labs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import signal
 from types import FrameType
 
 
-def sigterm_as_interrupt() -> None:
-    """From now on SIGTERM raises KeyboardInterrupt in this process (not in forked children)."""
+def stop_signals_as_interrupt() -> None:
+    """From now on SIGTERM and SIGINT raise KeyboardInterrupt in this process (not in forked
+    children). SIGINT too, because a shell starts a background command (`swarmtrace trace -w
+    F &`) with SIGINT ignored, and Python then leaves it ignored: `kill -INT` did nothing."""
     owner = os.getpid()
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -18,3 +20,4 @@ def sigterm_as_interrupt() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

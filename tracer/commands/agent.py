@@ -52,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from tracer.probes.netns import NETNS_DIRS, NetnsScope
     from tracer.remote.agent import Agent, AgentOptions
     from tracer.remote.auth import load_token, new_token
-    from tracer.signals import sigterm_as_interrupt
+    from tracer.signals import stop_signals_as_interrupt
 
     if args.new_token:
         new_token(args.new_token)
         print(f"swarmtrace: new token in {args.new_token} (mode 600)", file=sys.stderr)
         return 0
-    sigterm_as_interrupt()
+    stop_signals_as_interrupt()
     token = load_token(args.token_file)
     urls = [] if args.no_docker else [args.docker] if args.docker else local_docker_sockets()
     if len(urls) > 1:

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from tracer.commands import swarm_lab
-from tracer.signals import sigterm_as_interrupt
+from tracer.signals import stop_signals_as_interrupt
 
 if TYPE_CHECKING:
     from tracer.lab import LabInfo
@@ -70,7 +70,7 @@ def run_up(args: argparse.Namespace) -> int:
     if args.swarm:
         return swarm_lab.run_up(args)
     # SIGTERM gets the same tear-down of a half-built lab as Ctrl-C.
-    sigterm_as_interrupt()
+    stop_signals_as_interrupt()
     _print_info(lab.up())
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from tracer.signals import sigterm_as_interrupt
+from tracer.signals import stop_signals_as_interrupt
 
 EPILOG = """examples:
   swarmtrace swarmlab up --nodes 2              two dockerds, a swarm, overlay1, vote + client
@@ -44,7 +44,7 @@ def run_up(args: argparse.Namespace) -> int:
     from tracer.lab import swarm
 
     # SIGTERM gets the same tear-down of a half-built lab as Ctrl-C.
-    sigterm_as_interrupt()
+    stop_signals_as_interrupt()
     lab = swarm.up(nodes=args.nodes, progress=print)
     _print_lab(lab)
     return 0

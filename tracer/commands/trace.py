@@ -13,7 +13,7 @@ from tracer.commands import argtypes
 from tracer.errors import RemoteError, TraceFileError
 from tracer.model import Request
 from tracer.pipeline import Pipeline
-from tracer.signals import sigterm_as_interrupt
+from tracer.signals import stop_signals_as_interrupt
 from tracer.sinks.text import JsonSink, Sink, TextSink
 from tracer.source import Filter
 from tracer.tracefile.ring import KEEP_ON, RingConfig, parse_size, ring_recording
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.ebpf:
         return _print_program(args.backend)
-    sigterm_as_interrupt()
+    stop_signals_as_interrupt()
     if args.quiet and not args.write:
         raise TraceFileError("--quiet records without showing: give a file with -w FILE")
     if args.ring and not args.write:

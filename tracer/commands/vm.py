@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tracer.errors import LabError
-from tracer.signals import sigterm_as_interrupt
+from tracer.signals import stop_signals_as_interrupt
 from tracer.vm import Guest, VmConfig, in_guest
 
 EPILOG = """examples:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 def run_in_guest(config: VmConfig, argv: list[str], timeout: float, quiet: bool = False) -> int:
     """Boot the guest, stream argv's output, power off; the command's exit code."""
     show = _progress(quiet)
-    sigterm_as_interrupt()
+    stop_signals_as_interrupt()
     with Guest(config, progress=show) as guest:
         began = time.monotonic()
         result = guest.run(argv, timeout=timeout, stream=sys.stdout, cwd=Path.cwd())
