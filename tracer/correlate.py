@@ -15,8 +15,18 @@ import numpy as np
 from tracer.dns_join import DnsAnswers
 from tracer.drops import cuts, dropped, reason_name
 from tracer.event_roles import may_change_requests, starts_connection
-from tracer.events import F_CT, F_REPLY_DIR, TCP_SYN, Event, Flow, Point, decode
-from tracer.flow_index import FlowIndex
+from tracer.events import (
+    F_CT,
+    F_REPLY_DIR,
+    TCP_SYN,
+    Event,
+    EventRow,
+    Flow,
+    Point,
+    as_event,
+    event_rows,
+)
+from tracer.flow_index import FlowIndex, Index
 from tracer.in_flight import IDLE_NS, MAX_OPEN, InFlight, InFlightRequests
 from tracer.model import Request, Resumed, Status
 from tracer.past_connections import PastConnections
@@ -25,8 +35,7 @@ from tracer.request_end import BY_TIME, finish, replied
 
 _PROTO = {6: "tcp", 17: "udp"}
 # Members as plain names: reading an enum member off its class costs a lookup per event.
-_DNS, _DROP, _LB = Point.DNS, Point.DROP, Point.LB
-_VXLAN_OUT, _VXLAN_IN = Point.VXLAN_OUT, Point.VXLAN_IN
+_DNS, _DROP, _LB, _VXLAN_IN = Point.DNS, Point.DROP, Point.LB, Point.VXLAN_IN
 
 
 class Correlator:
@@ -50,7 +59,7 @@ class Correlator:
         if len(records):
             self.now_ns = max(self.now_ns, int(records["ts_ns"].max()))
         keep = may_change_requests(records)
-        return self._feed(decode(records if keep.all() else records[keep]))
+        return self._feed(event_rows(records if keep.all() else records[keep]))
 
     def feed(self, events: Iterable[Event]) -> list[Request]:
         events = list(events)
@@ -58,15 +67,59 @@ class Correlator:
             self.now_ns = max(self.now_ns, max(e.ts_ns for e in events))
         return self._feed(events)
 
-    def _feed(self, events: list[Event]) -> list[Request]:
-        """Events of a batch whose latest time is already in now_ns."""
+    def _feed(self, rows: Iterable[EventRow]) -> list[Request]:
+        """Events of a batch whose latest time is already in now_ns. One loop, no call per
+        event on the common path: most events only find their request, or none."""
         done: list[Request] = []
-        for e in events:
-            finished = self._event(e)
-            if finished is not None:
-                done.append(self._close(finished))
+        by_proto = self._flows.by_proto
+        touch = self._in_flight.by_id.move_to_end
+        for row in rows:
+            ts, _, netns, _, _, _, _, _, point, proto, tcp_flags, ctinfo, flags, pkt, orig, _ = row
+            index = by_proto.get(proto)
+            if index is None:
+                continue  # neither TCP nor UDP
+            if _DNS <= point <= _VXLAN_IN:  # DNS, VXLAN_OUT, VXLAN_IN: none a request's own
+                self._aside(as_event(row), index)
+                continue
+            # The request this event belongs to, and whether it travels in the reply direction.
+            o: InFlight | None = None
+            reply = flags & F_REPLY_DIR
+            if flags & F_CT:
+                hit = index.get(orig)  # type: ignore[arg-type]
+                if hit is not None and not hit[1]:
+                    o = hit[0]
+            if o is None:
+                hit = index.get(pkt)
+                if hit is not None:
+                    o, reply = hit
+                elif reply or not starts_connection(point, proto, tcp_flags, flags, ctinfo, pkt) \
+                        or (proto == 17 and not flags & F_CT and self._in_flight.late_udp(pkt)):
+                    if point == _DROP and proto == 6:
+                        self._cut(as_event(row))
+                    continue
+                else:
+                    client = orig if flags & F_CT and orig is not None else pkt
+                    o = self._in_flight.new(_PROTO[proto], client, ts)
+                    FlowIndex.register(o, index, client)
+            o.last_ts = ts
+            touch(o.req.id)
+            if point == _DROP:
+                e = as_event(row)
+                dropped(o, e, reason_name(self._drop_reasons, e.aux))
+            elif point == _LB:
+                balanced(o, as_event(row), index)
+            elif replied(o, netns, ts, tcp_flags, point, self._answers) if reply \
+                    else forward(o, row, index):
+                done.append(self._close(o))
         done.extend(self.expire(self.now_ns))
         return done
+
+    def _aside(self, e: Event, index: Index) -> None:
+        """An event beside the packets of requests: a DNS answer, an overlay crossing."""
+        if e.point == _DNS:
+            self._answers.add(e)  # kept per netns: the query may be over, the next one not
+        else:
+            crossed(index, e)
 
     def expire(self, now_ns: int) -> list[Request]:
         """Close requests idle since before now_ns - idle, and the oldest beyond the cap."""
@@ -80,50 +133,6 @@ class Correlator:
     def flush(self) -> list[Request]:
         """Close everything still open (end of a replay, end of a trace)."""
         return [self._close(o) for o in list(self._in_flight.by_id.values())]
-
-    def _event(self, e: Event) -> InFlight | None:
-        """The request e ends, if any."""
-        ts, _, netns, _, _, _, _, _, point, proto, tcp_flags, ctinfo, flags, pkt, orig, _ = e
-        index = self._flows.by_proto.get(proto)
-        if index is None:
-            return None  # neither TCP nor UDP
-        if point == _DNS:
-            self._answers.add(e)  # kept per netns: the query may be over, the next one not
-            return None
-        if point == _VXLAN_OUT or point == _VXLAN_IN:  # noqa: SIM109 (an IntEnum hashes in Python)
-            crossed(index, e)
-            return None
-        # The request this event belongs to, and whether it travels in the reply direction.
-        o: InFlight | None = None
-        reply = bool(flags & F_REPLY_DIR)
-        if flags & F_CT:
-            hit = index.get(orig)  # type: ignore[arg-type]
-            if hit is not None and not hit[1]:
-                o = hit[0]
-        if o is None:
-            hit = index.get(pkt)
-            if hit is not None:
-                o, reply = hit
-            elif reply or not starts_connection(point, proto, tcp_flags, flags, ctinfo, pkt) \
-                    or (proto == 17 and not flags & F_CT and self._in_flight.late_udp(pkt)):
-                if point == _DROP and proto == 6:
-                    self._cut(e)
-                return None
-            else:
-                client = orig if flags & F_CT and orig is not None else pkt
-                o = self._in_flight.new(_PROTO[proto], client, ts)
-                FlowIndex.register(o, index, client)
-        o.last_ts = ts
-        self._in_flight.by_id.move_to_end(o.req.id)
-        if point == _DROP:
-            dropped(o, e, reason_name(self._drop_reasons, e.aux))
-            return None
-        if point == _LB:
-            balanced(o, e, index)
-            return None
-        if reply:
-            return o if replied(o, netns, ts, tcp_flags, point, self._answers) else None
-        return o if forward(o, e, index) else None
 
     def _cut(self, e: Event) -> None:
         """A TCP packet dropped in the middle of a connection no open request holds: a

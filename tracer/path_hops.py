@@ -13,6 +13,7 @@ from tracer.events import (
     TCP_RST,
     TCP_SYN,
     Event,
+    EventRow,
     Flow,
     Point,
 )
@@ -25,7 +26,7 @@ _LOCAL_POINTS = frozenset((Point.NF_OUT, Point.TX))  # a socket of this netns se
 _register = FlowIndex.register
 
 
-def forward(o: InFlight, e: Event, index: Index) -> bool:
+def forward(o: InFlight, e: EventRow, index: Index) -> bool:
     """A packet of o in the forward direction: its tuples, and the hops of a first packet.
     Whether it ends o (a RST)."""
     ts, _, netns, ifindex, mark, _, _, ct_status, point, proto, tcp_flags, _, flags, pkt, \
@@ -57,7 +58,7 @@ def forward(o: InFlight, e: Event, index: Index) -> bool:
     return False
 
 
-def _nat_hops(o: InFlight, e: Event, orig: Flow, reply: Flow) -> None:
+def _nat_hops(o: InFlight, e: EventRow, orig: Flow, reply: Flow) -> None:
     ts, _, netns, ifindex, mark, _, _, ct_status, point, _, _, _, _, pkt, _, _ = e
     o_saddr, o_sport, o_daddr, o_dport = orig
     r_saddr, r_sport, r_daddr, r_dport = reply
