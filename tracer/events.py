@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import socket
+from collections.abc import Iterator
 from functools import partial
 from typing import NamedTuple
 
@@ -294,16 +295,18 @@ def as_event(row: EventRow) -> Event:
     return _event_of(row)
 
 
-def event_rows(records: np.ndarray) -> list[EventRow]:
-    """decode() without the Event objects: each record's fields as a plain tuple."""
+def event_rows(records: np.ndarray) -> Iterator[EventRow]:
+    """decode() without the Event objects: each record's fields as a plain tuple, built one
+    at a time (a loop that unpacks each at once gets the same tuple object back every time)."""
     if not len(records):
-        return []
+        return iter(())
     _memo.trim()
     cols = [records[f].tolist() for f in ("ts_ns", "skb", "netns", "ifindex", "mark", "aux",
                                           "ct", "ct_status")]
     raw_points = records["point"].tolist()
     points = list(map(_POINTS.get, raw_points, raw_points))
-    cols += [points] + [records[f].tolist() for f in ("proto", "tcp_flags", "ctinfo", "flags")]
+    flags = records["flags"].tolist()
+    cols += [points] + [records[f].tolist() for f in ("proto", "tcp_flags", "ctinfo")]
     pkts, origs_, replies_ = _flows(records)
     origs: list[Flow | None] = origs_  # type: ignore[assignment]
     replies: list[Flow | None] = replies_  # type: ignore[assignment]
@@ -315,11 +318,10 @@ def event_rows(records: np.ndarray) -> list[EventRow]:
         (raw != Point.VXLAN_IN)
     for i in np.flatnonzero(no_ct).tolist():
         origs[i] = replies[i] = None
-    out: list[EventRow] = list(zip(*cols, pkts, origs, replies, strict=True))
     # DNS answer events carry the answered address ("" for a response without one) and the
     # query name where tuples usually are.
-    for i in np.flatnonzero(records["point"] == Point.DNS).tolist():
+    for i in np.flatnonzero(raw == Point.DNS).tolist():
         name = dns_name(records[i : i + 1].tobytes()[_DNS_NAME_OFFSET:])
-        addr = "" if out[i][12] & F_NO_ADDR else _memo.ip(int(records["orig"]["saddr"][i]))
-        out[i] = (*out[i][:14], Flow(addr, 0, name, 0), None)
-    return out
+        addr = "" if flags[i] & F_NO_ADDR else _memo.ip(int(records["orig"]["saddr"][i]))
+        origs[i], replies[i] = Flow(addr, 0, name, 0), None
+    return zip(*cols, flags, pkts, origs, replies, strict=True)

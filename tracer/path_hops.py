@@ -40,26 +40,25 @@ def forward(o: InFlight, e: EventRow, index: Index) -> bool:
         return True
     if not tcp_flags & TCP_SYN and proto == 6:
         return False
-    req, where = o.req, None
+    hops, where = o.req.hops, f"netns:{netns}"
     if netns not in o.netns_seen:
         o.netns_seen.add(netns)
-        where = f"netns:{netns}"
-        kind = _enter_kind(point, flags, ct_status, not req.hops)
-        req.hops.append(Hop(kind, ts, netns, where, ifindex))
+        kind = _enter_kind(point, flags, ct_status, not hops)
+        hops.append(Hop(kind, ts, netns, where, ifindex))
     if mark and (netns, "mark") not in o.nat_seen:
         o.nat_seen.add((netns, "mark"))
-        req.hops.append(Hop(HopKind.MARK, ts, netns, where or f"netns:{netns}", ifindex,
-                            mark=mark))
+        hops.append(Hop(HopKind.MARK, ts, netns, where, ifindex, mark))
     if flags & F_CT and orig is not None and reply is not None:
-        _nat_hops(o, e, orig, reply)
+        _nat_hops(o, ts, netns, where, ifindex, mark, ct_status, point, pkt, orig, reply)
     fwd_pkt = o.fwd_pkt
     fwd_pkt.pop(netns, None)
     fwd_pkt[netns] = pkt
     return False
 
 
-def _nat_hops(o: InFlight, e: EventRow, orig: Flow, reply: Flow) -> None:
-    ts, _, netns, ifindex, mark, _, _, ct_status, point, _, _, _, _, pkt, _, _ = e
+def _nat_hops(o: InFlight, ts: int, netns: int, where: str, ifindex: int, mark: int,
+              ct_status: int, point: int, pkt: Flow, orig: Flow, reply: Flow) -> None:
+    """The rewrites that this netns's conntrack entry shows, as hops."""
     o_saddr, o_sport, o_daddr, o_dport = orig
     r_saddr, r_sport, r_daddr, r_dport = reply
     _, _, p_daddr, p_dport = pkt
@@ -71,16 +70,14 @@ def _nat_hops(o: InFlight, e: EventRow, orig: Flow, reply: Flow) -> None:
         o.nat_seen.add((netns, "dnat"))
         # A destination chosen where a fwmark selects a service is a load-balancer pick.
         kind = HopKind.LB if mark else HopKind.DNAT
-        o.req.hops.append(Hop(kind, ts, netns, f"netns:{netns}", ifindex,
-                              mark=mark, before=orig,
-                              after=Flow(o_saddr, o_sport, r_saddr, r_sport)))
+        o.req.hops.append(Hop(kind, ts, netns, where, ifindex, mark, orig,
+                              Flow(o_saddr, o_sport, r_saddr, r_sport)))
     if ct_status & IPS_SRC_NAT and point in _SNAT_POINTS \
             and (r_daddr != o_saddr or r_dport != o_sport) \
             and (netns, "snat") not in o.nat_seen:
         o.nat_seen.add((netns, "snat"))
-        o.req.hops.append(Hop(HopKind.SNAT, ts, netns, f"netns:{netns}", ifindex,
-                              mark=mark, before=Flow(o_saddr, o_sport, r_saddr, r_sport),
-                              after=reply.reversed()))
+        o.req.hops.append(Hop(HopKind.SNAT, ts, netns, where, ifindex, mark,
+                              Flow(o_saddr, o_sport, r_saddr, r_sport), reply.reversed()))
 
 
 def _enter_kind(point: int, flags: int, ct_status: int, first: bool) -> HopKind:
