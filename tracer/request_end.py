@@ -73,24 +73,24 @@ def finish(o: InFlight) -> None:
             netns = next(iter(replies))
         req.reply_ns = replies[netns]
         req.hops.append(Hop(HopKind.REPLY, req.reply_ns, netns, f"netns:{netns}"))
+    if o.vxlan_out is not None or o.vxlan_in is not None:
+        req.hops += vxlan_hops(o.vxlan_out, o.vxlan_in)
+    req.hops.sort(key=BY_TIME)
+    kinds = [h.kind for h in req.hops]
     if req.status == Status.OPEN:
         # A drop is the request's fate only if no answer came back despite it (a late
         # retransmission dropped after the reply is shown as a hop, not as a failure).
-        dropped = _HOP_DROP in [h.kind for h in req.hops]
-        if dropped and not req.reply_ns:
+        if _HOP_DROP in kinds and not req.reply_ns:
             req.status = Status.DROPPED
         elif not req.backend_addr:
             req.status = Status.UNROUTED
         else:
             req.status = Status.OK if req.reply_ns else Status.NO_REPLY
-    if o.vxlan_out is not None or o.vxlan_in is not None:
-        req.hops += vxlan_hops(o.vxlan_out, o.vxlan_in)
-    req.hops.sort(key=BY_TIME)
-    req.mode = req.mode or _mode(req.hops)  # a resumed request has its connection's
+    req.mode = req.mode or _mode(kinds)  # a resumed request has its connection's
 
 
-def _mode(hops: list[Hop]) -> str:
-    kinds = [h.kind for h in hops]
+def _mode(kinds: list[HopKind]) -> str:
+    """How the request was balanced, from its hops' kinds in time order."""
     if _HOP_LB not in kinds:
         return "direct"
     # A balancer behind a node's entry DNAT (the published port) is the routing mesh;
