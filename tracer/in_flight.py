@@ -20,9 +20,9 @@ class InFlight:
     # tuple is looked up in backs, so no reversed tuple is built per event).
     tuples: set[Flow] = field(default_factory=set)
     backs: set[Flow] = field(default_factory=set)
-    netns_seen: set[int] = field(default_factory=set)
     nat_seen: set[tuple[int, str]] = field(default_factory=set)
-    # The first packet's destination in each netns it reached, the latest reached last.
+    # The first packet's destination in each netns it reached, the latest reached last (also
+    # which netns it entered: their enter hops are drawn).
     fwd_pkt: dict[int, Flow] = field(default_factory=dict)
     reply_by_netns: dict[int, int] = field(default_factory=dict)  # first reply event per netns
     home_replies: int = 0  # DNS responses seen by the asking netns

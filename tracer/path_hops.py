@@ -41,8 +41,8 @@ def forward(o: InFlight, e: EventRow, index: Index) -> bool:
     if not tcp_flags & TCP_SYN and proto == 6:
         return False
     hops, where = o.req.hops, f"netns:{netns}"
-    if netns not in o.netns_seen:
-        o.netns_seen.add(netns)
+    fwd_pkt = o.fwd_pkt
+    if netns not in fwd_pkt:
         kind = _enter_kind(point, flags, ct_status, not hops)
         hops.append(Hop(kind, ts, netns, where, ifindex))
     if mark and (netns, "mark") not in o.nat_seen:
@@ -50,7 +50,6 @@ def forward(o: InFlight, e: EventRow, index: Index) -> bool:
         hops.append(Hop(HopKind.MARK, ts, netns, where, ifindex, mark))
     if flags & F_CT and orig is not None and reply is not None:
         _nat_hops(o, ts, netns, where, ifindex, mark, ct_status, point, pkt, orig, reply)
-    fwd_pkt = o.fwd_pkt
     fwd_pkt.pop(netns, None)
     fwd_pkt[netns] = pkt
     return False
