@@ -68,8 +68,9 @@ class Correlator:
         return self._feed(events)
 
     def _feed(self, rows: Iterable[EventRow]) -> list[Request]:
-        """Events of a batch whose latest time is already in now_ns. One loop, no call per
-        event on the common path: most events only find their request, or none."""
+        """Events of a batch whose latest time is already in now_ns. The lookups are done here,
+        not in a method per event: most events only find their request, or none, and the call
+        would cost more than the lookups."""
         done: list[Request] = []
         by_proto = self._flows.by_proto
         touch = self._in_flight.by_id.move_to_end
