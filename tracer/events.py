@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import socket
+from collections.abc import Iterator
 from functools import partial
 from typing import NamedTuple
 
@@ -246,33 +247,66 @@ _TUPLE_SIZE = 12  # struct st_tuple
 _TUPLES_AT = 44  # offsetof(struct st_event, pkt); orig and reply follow to the end
 
 
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: spreads the ports over 64 bits
+
+
 def _flows(records: np.ndarray) -> list[list[Flow]]:
-    """pkt, orig and reply of every record as Flow objects, looked up by their raw bytes: a
-    request's events repeat the same few tuples, so each tuple is decoded once."""
+    """pkt, orig and reply of every record as Flow objects. A batch holds few distinct tuples
+    (a request's events repeat them): numpy finds the distinct ones, Python looks each up (or
+    decodes it) once by its raw bytes, and numpy hands the Flow objects back out per record."""
     n = len(records)
     raw = np.ascontiguousarray(records.view(np.uint8).reshape(n, EVENT_SIZE)[:, _TUPLES_AT:])
-    keys = raw.view(f"V{_TUPLE_SIZE}").reshape(n, 3)
+    words = raw.view("<u4").reshape(n * 3, 3)  # per tuple: saddr, daddr, both ports
+    addrs = (words[:, 0].astype(np.uint64) << 32) | words[:, 1]
+    ports = words[:, 2]
+    # Sorted by a 64-bit mix of the 96 bits: equal tuples end up side by side. Two tuples
+    # that share a mix may interleave; each run of equal ones then counts as distinct, which
+    # costs a lookup, never a wrong tuple (a run is equal in all 96 bits).
+    order = np.argsort(addrs ^ (ports.astype(np.uint64) * _MIX))
+    addrs, ports = addrs[order], ports[order]
+    first = np.empty(len(order), dtype=bool)
+    first[0] = True
+    first[1:] = (addrs[1:] != addrs[:-1]) | (ports[1:] != ports[:-1])
+    which = np.empty(len(order), dtype=np.intp)  # each tuple's place among the distinct ones
+    which[order] = np.cumsum(first) - 1
+    keys = raw.view(f"V{_TUPLE_SIZE}").reshape(n * 3)[order[first]].tolist()
     known = _memo.flows
-    out = []
-    for k in range(3):
-        col = keys[:, k].tolist()
-        new = set(col).difference(known)  # bytes keep their hash: rehashing them is free
-        if new:
-            _memo.add_flows(list(new))
-        out.append(list(map(known.__getitem__, col)))
-    return out
+    new = set(keys).difference(known)
+    if new:
+        _memo.add_flows(list(new))
+    distinct = np.fromiter(map(known.__getitem__, keys), dtype=object, count=len(keys))
+    per_record = distinct[which].reshape(n, 3)
+    return [per_record[:, k].tolist() for k in range(3)]
+
+
+# An Event's fields as a plain tuple: what the correlator's hot loop reads (building the
+# NamedTuple costs a call per event; only the few events kept by a request become one).
+EventRow = tuple[int, int, int, int, int, int, int, int, Point, int, int, int, int, Flow,
+                 Flow | None, Flow | None]
 
 
 def decode(records: np.ndarray) -> list[Event]:
     """Decode an array of EVENT_DTYPE records (vectorised, each distinct tuple decoded once)."""
+    return list(map(_event_of, event_rows(records)))
+
+
+def as_event(row: EventRow) -> Event:
+    """A row as its Event: for the few events that a request keeps or that have no tuples."""
+    return _event_of(row)
+
+
+def event_rows(records: np.ndarray) -> Iterator[EventRow]:
+    """decode() without the Event objects: each record's fields as a plain tuple, built one
+    at a time (a loop that unpacks each at once gets the same tuple object back every time)."""
     if not len(records):
-        return []
+        return iter(())
     _memo.trim()
     cols = [records[f].tolist() for f in ("ts_ns", "skb", "netns", "ifindex", "mark", "aux",
                                           "ct", "ct_status")]
     raw_points = records["point"].tolist()
     points = list(map(_POINTS.get, raw_points, raw_points))
-    cols += [points] + [records[f].tolist() for f in ("proto", "tcp_flags", "ctinfo", "flags")]
+    flags = records["flags"].tolist()
+    cols += [points] + [records[f].tolist() for f in ("proto", "tcp_flags", "ctinfo")]
     pkts, origs_, replies_ = _flows(records)
     origs: list[Flow | None] = origs_  # type: ignore[assignment]
     replies: list[Flow | None] = replies_  # type: ignore[assignment]
@@ -284,11 +318,10 @@ def decode(records: np.ndarray) -> list[Event]:
         (raw != Point.VXLAN_IN)
     for i in np.flatnonzero(no_ct).tolist():
         origs[i] = replies[i] = None
-    out = list(map(_event_of, zip(*cols, pkts, origs, replies, strict=True)))
     # DNS answer events carry the answered address ("" for a response without one) and the
     # query name where tuples usually are.
-    for i in np.flatnonzero(records["point"] == Point.DNS).tolist():
+    for i in np.flatnonzero(raw == Point.DNS).tolist():
         name = dns_name(records[i : i + 1].tobytes()[_DNS_NAME_OFFSET:])
-        addr = "" if out[i].flags & F_NO_ADDR else _memo.ip(int(records["orig"]["saddr"][i]))
-        out[i] = out[i]._replace(orig=Flow(addr, 0, name, 0), reply=None)
-    return out
+        addr = "" if flags[i] & F_NO_ADDR else _memo.ip(int(records["orig"]["saddr"][i]))
+        origs[i], replies[i] = Flow(addr, 0, name, 0), None
+    return zip(*cols, flags, pkts, origs, replies, strict=True)

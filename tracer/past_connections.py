@@ -19,6 +19,8 @@ MAX_PAST = 16_384
 # for life, and tens of thousands of remembered connections made its full collections cost
 # more than the tracing. Equal to the Flow it copies, and hashed alike.
 Plain = tuple[str, int, str, int]
+# Spelled once: a subscripted type written in a call is built anew at every call.
+_Plains = tuple[Plain, ...]
 
 
 class Past(NamedTuple):
@@ -43,7 +45,7 @@ class PastConnections:
         self._by_tuple: dict[Plain, int] = {}  # forward tuples only: find() tries both ways
 
     def remember(self, req: Request, tuples: Iterable[Flow]) -> None:
-        plain = cast(tuple[Plain, ...], tuple(map(tuple, tuples)))
+        plain = cast(_Plains, tuple(map(tuple, tuples)))
         self._by_id[req.id] = Past(req.id, req.start_ns, cast(Plain, tuple(req.client)),
                                    req.backend_addr, req.mode, plain)
         self._by_tuple.update(dict.fromkeys(plain, req.id))

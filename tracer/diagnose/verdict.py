@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from tracer.correlate import VXLAN_SIZE
 from tracer.diagnose.conntrack import ConntrackUse
 from tracer.diagnose.dns_failure import dns_failure
+from tracer.drops import VXLAN_SIZE
 from tracer.enrich.names import Names
 from tracer.events import Flow
 from tracer.model import Hop, HopKind, Request, Status, Verdict
