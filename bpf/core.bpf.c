@@ -230,6 +230,20 @@ static __always_inline int port_bit(const struct port_bits *b, __u16 port)
 	return (b->bits[port >> 3] >> (port & 7)) & 1;
 }
 
+/* Remember a newly watched flow as it looks before and after this netns's NAT: once where NAT
+ * changed nothing (each LRU hash update takes a node, and under load the map is full: every
+ * update evicts). */
+static __always_inline void flow_add_nat_forms(const struct st_tuple *orig,
+					       const struct st_tuple *reply, __u8 proto)
+{
+	struct st_tuple after;
+	reverse(&after, reply);
+	flow_add(orig, proto);
+	if (after.saddr != orig->saddr || after.daddr != orig->daddr ||
+	    after.sport != orig->sport || after.dport != orig->dport)
+		flow_add(&after, proto);
+}
+
 static __always_inline int selector_match(const struct st_tuple *t)
 {
 	__u32 zero = 0;
@@ -277,20 +291,18 @@ static __always_inline int origin_gate(const struct pkt *p, const struct st_tupl
 				       const struct st_tuple *reply, int has_ct, __u8 ctinfo,
 				       __u32 netns, __u32 cfg)
 {
-	struct flow_key key = {.t = p->t, .proto = p->proto};
-	int is_reply = 0;
-	if (has_ct) {
-		key.t = *orig;
-		is_reply = ctinfo >= 3; /* IP_CT_IS_REPLY */
-	} else if (!bpf_map_lookup_elem(&st_origin, &key)) {
+	struct flow_key key = {.t = has_ct ? *orig : p->t, .proto = p->proto};
+	int is_reply = has_ct && ctinfo >= 3; /* IP_CT_IS_REPLY */
+	__u32 *home = bpf_map_lookup_elem(&st_origin, &key);
+	if (!has_ct && !home) {
 		struct flow_key back = {.proto = p->proto};
 		reverse(&back.t, &p->t);
-		if (bpf_map_lookup_elem(&st_origin, &back)) {
+		home = bpf_map_lookup_elem(&st_origin, &back);
+		if (home) {
 			key = back;
 			is_reply = 1;
 		}
 	}
-	__u32 *home = bpf_map_lookup_elem(&st_origin, &key);
 	if (!is_reply) {
 		__u32 h = home ? *home : netns;
 		if (!home)
@@ -298,7 +310,10 @@ static __always_inline int origin_gate(const struct pkt *p, const struct st_tupl
 		if (has_ct) {
 			struct flow_key after = {.proto = p->proto};
 			reverse(&after.t, reply);
-			bpf_map_update_elem(&st_origin, &after, &h, BPF_NOEXIST);
+			/* Looked up first: an LRU hash update takes a free node before it looks for
+			 * the key, and most packets are in a form this flow already had. */
+			if (!bpf_map_lookup_elem(&st_origin, &after))
+				bpf_map_update_elem(&st_origin, &after, &h, BPF_NOEXIST);
 		}
 		return (cfg & ST_CFG_ALL_PKTS) || p->proto == IPPROTO_UDP ||
 		       (p->tcp_flags & TCP_RST) || !(p->tcp_flags & TCP_ACK);
@@ -404,9 +419,8 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 	 * the tuples are read: most packets leave a netns without SNAT). */
 	if (hook == 4 && !(status & IPS_SRC_NAT))
 		return NF_ACCEPT;
-	if (ct) {
+	if (ct)
 		read_tuples(ct, &orig, &reply);
-	}
 	__u32 netns = state->net->ns.inum;
 
 	if (cfg & ST_CFG_FILTER) {
@@ -415,13 +429,8 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 			count(ST_CNT_FILTERED);
 			return NF_ACCEPT;
 		}
-		if (ct && !hit) {
-			/* Remember the flow as it looks after this netns's NAT. */
-			struct st_tuple fwd_after;
-			reverse(&fwd_after, &reply);
-			flow_add(&orig, p.proto);
-			flow_add(&fwd_after, p.proto);
-		}
+		if (ct && !hit)
+			flow_add_nat_forms(&orig, &reply, p.proto);
 	}
 
 	if (!origin_gate(&p, &orig, &reply, ct != NULL, ctinfo, netns, cfg))
@@ -501,12 +510,8 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 			count(ST_CNT_FILTERED);
 			return 0;
 		}
-		if (ct && !hit) {
-			struct st_tuple fwd_after;
-			reverse(&fwd_after, &reply);
-			flow_add(&orig, p.proto);
-			flow_add(&fwd_after, p.proto);
-		}
+		if (ct && !hit)
+			flow_add_nat_forms(&orig, &reply, p.proto);
 	}
 
 	if (!dev)
