@@ -335,7 +335,8 @@ static __always_inline void tuple_from(struct st_tuple *dst, const unsigned char
 }
 
 /* Both conntrack tuples with one helper call instead of eight (ct is not a BTF pointer: its
- * fields cannot be plain loads). */
+ * fields cannot be plain loads). The copy has this build's size; were the running kernel's
+ * array larger, the verifier would refuse the program rather than let it read wrong fields. */
 static __always_inline void read_tuples(struct nf_conn *ct, struct st_tuple *orig,
 					struct st_tuple *reply)
 {
