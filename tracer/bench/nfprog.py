@@ -51,12 +51,8 @@ CASES = (
 )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeat", type=int, default=10000, help="runs per measurement")
-    ap.add_argument("--tries", type=int, default=5, help="measurements per case; the least is "
-                    "printed (the others were disturbed by the machine's other work)")
-    args = ap.parse_args()
+def load_program() -> libbpf.BpfObject:
+    """The CO-RE object loaded (nothing attached) with the overhead bench's filter."""
     check_capabilities()
     obj = libbpf.BpfObject(bpf_object_path())
     try:
@@ -64,6 +60,20 @@ def main() -> None:
         obj.make_netfilter("st_nf_hook")
         obj.load()
         configure(obj, FILTER, netfilter=True)
+    except BaseException:
+        obj.close()
+        raise
+    return obj
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=10000, help="runs per measurement")
+    ap.add_argument("--tries", type=int, default=5, help="measurements per case; the least is "
+                    "printed (the others were disturbed by the machine's other work)")
+    args = ap.parse_args()
+    obj = load_program()
+    try:
         prog = obj.prog_fd("st_nf_hook")
         print(f"st_nf_hook, filter port 8080 + VIP, {args.repeat} runs x {args.tries}, "
               f"load average {os.getloadavg()[0]:.2f}")
