@@ -39,6 +39,16 @@ NETNS_RESCAN_S = 0.5
 MAX_WAIT_S = 0.1
 PROC_RESCAN_S = 5.0
 RING_BYTES = 16 << 20
+PORT_BYTES = 65536 // 8  # ST_PORT_BYTES in core.bpf.c
+
+
+def port_bits(ports: tuple[int, ...]) -> bytes:
+    """st_ports' one entry: bit (raw & 7) of byte (raw >> 3) per port, raw as the kernel has it."""
+    bits = bytearray(PORT_BYTES)
+    for p in ports:
+        raw = port_to_raw(p)
+        bits[raw >> 3] |= 1 << (raw & 7)
+    return bytes(bits)
 
 
 def kernel_at_least(major: int, minor: int) -> bool:
@@ -55,6 +65,35 @@ def check_capabilities() -> None:
             "this kernel has no BTF (/sys/kernel/btf/vmlinux): use --backend bcc where kernel "
             "headers are installed"
         )
+
+
+def configure(obj: libbpf.BpfObject, f: Filter, netfilter: bool) -> bool:
+    """Fill the loaded object's filter maps for `f`; whether device crossings (rx/tx) are
+    traced (always without netfilter programs)."""
+    flags = (CFG_FILTER if (f.ports or f.addrs or f.expr) else 0)
+    flags |= CFG_ALL_PKTS if f.all_packets else 0
+    flags |= CFG_DEVICES if f.devices or not netfilter else 0
+    flags |= CFG_VXLAN if f.vxlan_port else 0
+    obj.map_update(obj.map_fd("st_config"), struct.pack("<I", 0),
+                   struct.pack("<IHH", flags, port_to_raw(f.vxlan_port), 0))
+    obj.map_update(obj.map_fd("st_ports"), struct.pack("<I", 0), port_bits(f.ports))
+    addrs_fd = obj.map_fd("st_addrs")
+    for a in f.addrs:
+        obj.map_update(addrs_fd, struct.pack("<I", ip_to_raw(a)), b"\x01")
+    rules_fd = obj.map_fd("st_rules")
+    for i, r in enumerate(compile_rules(f.expr) if f.expr else ()):
+        # struct st_rule: saddr, daddr, sport, dport (network order), proto, used.
+        rule = struct.pack("<IIHHBBxx", ip_to_raw(r.saddr) if r.saddr else 0,
+                           ip_to_raw(r.daddr) if r.daddr else 0,
+                           port_to_raw(r.sport), port_to_raw(r.dport), r.proto, 1)
+        obj.map_update(rules_fd, struct.pack("<I", i), rule)
+    return bool(flags & CFG_DEVICES)
+
+
+def per_cpu_counter(obj: libbpf.BpfObject, idx: int, ncpu: int) -> tuple[int, ...]:
+    """One st_counters counter's value on each CPU (one map lookup)."""
+    raw = obj.map_lookup(obj.map_fd("st_counters"), struct.pack("<I", idx), 8 * ncpu)
+    return struct.unpack(f"<{ncpu}Q", raw) if raw else (0,) * ncpu
 
 
 def _link_hooks(prog_fd: int) -> list[int]:
@@ -108,7 +147,7 @@ class CoreSource(ProbeSource):
 
     def _start(self) -> None:
         self._obj.load()
-        devices = self._configure()
+        devices = configure(self._obj, self.filter, self.netfilter)
         self._obj.attach("st_drop")
         # A device tracepoint runs for every packet of the machine even when it only returns:
         # attached only when device crossings are wanted, or once Docker's overlays can carry
@@ -134,29 +173,6 @@ class CoreSource(ProbeSource):
         for prog in ("st_rx", "st_tx"):
             self._obj.attach(prog)
         self._devices = True
-
-    def _configure(self) -> bool:
-        """Fill the filter maps; whether device crossings (rx/tx) are traced."""
-        f = self.filter
-        flags = (CFG_FILTER if (f.ports or f.addrs or f.expr) else 0)
-        flags |= CFG_ALL_PKTS if f.all_packets else 0
-        flags |= CFG_DEVICES if f.devices or not self.netfilter else 0
-        flags |= CFG_VXLAN if f.vxlan_port else 0
-        self._obj.map_update(self._obj.map_fd("st_config"), struct.pack("<I", 0),
-                             struct.pack("<IHH", flags, port_to_raw(f.vxlan_port), 0))
-        ports_fd, addrs_fd = self._obj.map_fd("st_ports"), self._obj.map_fd("st_addrs")
-        for p in f.ports:
-            self._obj.map_update(ports_fd, struct.pack("<H", port_to_raw(p)), b"\x01")
-        for a in f.addrs:
-            self._obj.map_update(addrs_fd, struct.pack("<I", ip_to_raw(a)), b"\x01")
-        rules_fd = self._obj.map_fd("st_rules")
-        for i, r in enumerate(compile_rules(f.expr) if f.expr else ()):
-            # struct st_rule: saddr, daddr, sport, dport (network order), proto, used.
-            rule = struct.pack("<IIHHBBxx", ip_to_raw(r.saddr) if r.saddr else 0,
-                               ip_to_raw(r.daddr) if r.daddr else 0,
-                               port_to_raw(r.sport), port_to_raw(r.dport), r.proto, 1)
-            self._obj.map_update(rules_fd, struct.pack("<I", i), rule)
-        return bool(flags & CFG_DEVICES)
 
     def _scan_netns(self, force_proc: bool = False) -> None:
         now = time.monotonic()
@@ -199,7 +215,7 @@ class CoreSource(ProbeSource):
 
     def stats(self) -> SourceStats:
         ncpu = os.cpu_count() or 1
-        per_cpu = [self._per_cpu(idx, ncpu) for idx in range(CNT_MAX)]
+        per_cpu = [per_cpu_counter(self._obj, idx, ncpu) for idx in range(CNT_MAX)]
         # Per CPU: which CPU's producers found the ring full, and what each offered.
         extra = {"netns_hooked": len(self._nf_links), "device_tracepoints": int(self._devices)}
         for cpu in range(ncpu):
@@ -209,13 +225,7 @@ class CoreSource(ProbeSource):
                            filtered=sum(per_cpu[CNT_FILTERED]), extra=extra)
 
     def lost(self) -> int:
-        return sum(self._per_cpu(CNT_LOST, os.cpu_count() or 1))
-
-    def _per_cpu(self, idx: int, ncpu: int) -> tuple[int, ...]:
-        """One counter's value on each CPU (one map lookup)."""
-        raw = self._obj.map_lookup(self._obj.map_fd("st_counters"), struct.pack("<I", idx),
-                                   8 * ncpu)
-        return struct.unpack(f"<{ncpu}Q", raw) if raw else (0,) * ncpu
+        return sum(per_cpu_counter(self._obj, CNT_LOST, os.cpu_count() or 1))
 
     def _detach(self) -> None:
         for fds in self._nf_links.values():

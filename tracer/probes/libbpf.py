@@ -10,6 +10,7 @@ import ctypes.util
 import errno
 import logging
 import os
+import struct
 from pathlib import Path
 
 from tracer.errors import ProbeUnavailable
@@ -20,6 +21,7 @@ BPF_PROG_TYPE_NETFILTER = 32
 BPF_NETFILTER = 45  # enum bpf_attach_type
 BPF_LINK_CREATE = 28
 BPF_ENABLE_STATS = 32
+BPF_PROG_TEST_RUN = 10
 SYS_BPF = 321  # x86_64
 NFPROTO_IPV4 = 2
 
@@ -167,3 +169,19 @@ def enable_stats() -> int:
     if fd < 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     return int(fd)
+
+
+def prog_test_run(prog_fd: int, data: bytes, ctx: bytes, repeat: int) -> tuple[int, int]:
+    """bpf(BPF_PROG_TEST_RUN): the program's return value and its mean run time in ns over
+    `repeat` runs on `data` with context `ctx` (a netfilter program: a packet, a hook state)."""
+    din = ctypes.create_string_buffer(data, len(data))
+    cin = ctypes.create_string_buffer(ctx, len(ctx))
+    # attr.test: prog_fd, retval, data_size_in, data_size_out, data_in, data_out, repeat,
+    # duration, ctx_size_in, ctx_size_out, ctx_in, ctx_out, flags, cpu, batch_size.
+    attr = ctypes.create_string_buffer(80)
+    struct.pack_into("<IIIIQQIIIIQQ", attr, 0, prog_fd, 0, len(data), 0, ctypes.addressof(din),
+                     0, repeat, 0, len(ctx), 0, ctypes.addressof(cin), 0)
+    if _libc.syscall(SYS_BPF, BPF_PROG_TEST_RUN, attr, len(attr)) < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    retval, duration = struct.unpack_from("<I", attr, 4)[0], struct.unpack_from("<I", attr, 36)[0]
+    return retval, duration

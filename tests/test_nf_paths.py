@@ -1,0 +1,43 @@
+"""st_nf_hook's paths on the running kernel, without the lab: BPF_PROG_TEST_RUN of the cases
+`scripts/bench nfprog` times, and what each leaves in the kernel's counters (the cheap exits
+must not drop what the filter wants)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tracer.bench.nfprog import CASES, hook_state, load_program
+from tracer.probes import libbpf
+from tracer.probes.core import CNT_EMITTED, CNT_FILTERED, kernel_at_least, per_cpu_counter
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: BPF"),
+    pytest.mark.skipif(not Path("/sys/kernel/btf/vmlinux").exists(), reason="kernel has no BTF"),
+    pytest.mark.skipif(not kernel_at_least(6, 4), reason="no BPF netfilter programs before 6.4"),
+]
+
+# (events, filtered) each case adds: in CASES' order.
+EXPECTED = ((0, 0), (0, 0), (0, 1), (1, 0))
+
+
+def test_each_path_emits_only_what_the_filter_wants() -> None:
+    obj = load_program()
+    try:
+        prog, ncpu = obj.prog_fd("st_nf_hook"), os.cpu_count() or 1
+
+        def counters() -> tuple[int, int]:
+            return (sum(per_cpu_counter(obj, CNT_EMITTED, ncpu)),
+                    sum(per_cpu_counter(obj, CNT_FILTERED, ncpu)))
+
+        for (label, hook, packet), (events, filtered) in zip(CASES, EXPECTED, strict=True):
+            before = counters()
+            retval, _ = libbpf.prog_test_run(prog, packet, hook_state(hook), 1)
+            after = counters()
+            assert retval == 1, label  # NF_ACCEPT: the tracer never drops a packet
+            assert (after[0] - before[0], after[1] - before[1]) == (events, filtered), label
+    finally:
+        obj.close()
