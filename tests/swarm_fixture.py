@@ -15,7 +15,13 @@ from tracer import slowdown
 from tracer.lab import swarm
 from tracer.lab.swarm.daemons import DOCKERD, foreign_dockerd
 from tracer.lab.swarm.layout import lab_nodes
-from tracer.lab.swarm.services import READY_TIMEOUT_S, Answer, client_container, request_from_client
+from tracer.lab.swarm.services import (
+    MODE_SERVICE,
+    READY_TIMEOUT_S,
+    Answer,
+    client_container,
+    request_from_client,
+)
 
 # What every test on the native swarm lab needs.
 SWARM_LAB_MARKS = [
@@ -53,12 +59,8 @@ def vote_tasks(clients: dict[str, docker.DockerClient]) -> dict[str, tuple[str, 
 
 def vote_task_nodes(lab: swarm.SwarmLab) -> dict[str, tuple[str, str]]:
     """vote task ip -> (task name, node), from the daemons themselves."""
-    clients = lab.clients()
-    try:
+    with lab.open_clients() as clients:
         return {ip: (task, node) for ip, (task, _, node) in vote_tasks(clients).items()}
-    finally:
-        for c in clients.values():
-            c.close()
 
 
 def dnsrr_spread(lab: swarm.SwarmLab, least: int = 4, each: int = 1,
@@ -67,31 +69,26 @@ def dnsrr_spread(lab: swarm.SwarmLab, least: int = 4, each: int = 1,
     two outcomes were each seen `each` times: both vote tasks' answers, or one task's answers
     and failures (the path to the other one cut). Docker's DNS shuffles the task addresses in
     every answer, so a fixed number of requests can all go to one task: 4 do, 1 time in 8."""
-    clients = lab.clients()
-    try:
+    with lab.open_clients() as clients:
         container = client_container(clients)
         answers: list[Answer] = []
         while True:
-            answers.append(request_from_client(container, "vote"))
+            answers.append(request_from_client(container, MODE_SERVICE["dnsrr"]))
             seen = Counter(a.container if a.ok else "failed" for a in answers)
             if len(answers) >= least and sum(n >= each for n in seen.values()) >= 2:
                 return answers
             if len(answers) >= most:
                 raise AssertionError(f"{most} DNS round-robin requests did not spread over two "
                                      f"outcomes {each} times each: {dict(seen)}")
-    finally:
-        for c in clients.values():
-            c.close()
 
 
 def vote_on_every_node(lab: swarm.SwarmLab) -> None:
     """Wait until every node runs a vote task, as the lab places them (one per node): a test
-    of traffic between the nodes needs both. After a fault that made Swarm think a node was
-    down for a while (the underlay MTU), its task comes back late. Fails naming the node."""
+    of traffic between the nodes needs both, also right after an earlier test's fault. Fails
+    naming the node without one."""
     limit = slowdown.scaled(READY_TIMEOUT_S)
     deadline = time.monotonic() + limit
-    clients = lab.clients()
-    try:
+    with lab.open_clients() as clients:
         while True:
             running = {node for _, _, node in vote_tasks(clients).values()}
             missing = [n.name for n in lab.nodes if n.name not in running]
@@ -101,6 +98,3 @@ def vote_on_every_node(lab: swarm.SwarmLab) -> None:
                 raise AssertionError(f"no vote task running on {', '.join(missing)} after "
                                      f"{limit:.0f} s{slowdown.note()}")
             time.sleep(0.5)
-    finally:
-        for c in clients.values():
-            c.close()

@@ -7,8 +7,8 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,16 @@ class SwarmLab:
     def clients(self) -> dict[str, docker.DockerClient]:
         """One docker SDK client per node (close them when done)."""
         return {n.name: docker.DockerClient(base_url=n.socket, timeout=30) for n in self.nodes}
+
+    @contextmanager
+    def open_clients(self) -> Iterator[dict[str, docker.DockerClient]]:
+        """clients(), closed after the block."""
+        clients = self.clients()
+        try:
+            yield clients
+        finally:
+            for c in clients.values():
+                c.close()
 
 
 def _run(*argv: str) -> None:
@@ -196,13 +206,9 @@ def traffic(mode: str = "dnsrr", count: int = 10) -> list[Answer]:
     if mode == "mesh":
         return [request_from_host(lab.nodes[i % len(lab.nodes)].addr, PUBLISHED_PORT)
                 for i in range(count)]
-    clients = lab.clients()
-    try:
+    with lab.open_clients() as clients:
         container = client_container(clients)
         return [request_from_client(container, MODE_SERVICE[mode]) for _ in range(count)]
-    finally:
-        for c in clients.values():
-            c.close()
 
 
 def _leave_swarm(nodes: list[LabNode]) -> None:
