@@ -305,11 +305,9 @@ def swarm_lab(count: int, backends: list[str], record: Path | None,
             for node in up.nodes:
                 for ns in _docker_netns(node):
                     ipvs |= ipvs_connections(ns)
-            clients = up.clients()
-            tasks = {ct.id[:12]: [ct.labels.get("com.docker.swarm.task.name", ct.name), name]
-                     for name, c in clients.items() for ct in c.containers.list()}
-            for c in clients.values():
-                c.close()
+            with up.open_clients() as clients:
+                tasks = {ct.id[:12]: [ct.labels.get("com.docker.swarm.task.name", ct.name), name]
+                         for name, c in clients.items() for ct in c.containers.list()}
             result: dict[str, Any] = {
                 "lab": "swarm", "lb": "ipvs", "answers": answers, "ipvs": ipvs, "tasks": tasks,
                 "traced": stop_all(tracers, len(answers))}

@@ -71,14 +71,9 @@ def big_page(lab: swarm.SwarmLab) -> Iterator[str]:
 
 def _fetch(lab: swarm.SwarmLab, url: str) -> int:
     """Bytes the client task (node1) got for url within 5 s."""
-    clients = lab.clients()
-    try:
-        client = client_container(clients)
-        code, out = client.exec_run(["timeout", "5", "wget", "-qO-", url])
-        return len(out) if code == 0 else -1
-    finally:
-        for c in clients.values():
-            c.close()
+    with lab.open_clients() as clients:
+        code, out = client_container(clients).exec_run(["timeout", "5", "wget", "-qO-", url])
+    return len(out) if code == 0 else -1
 
 
 def _gso_max_segs() -> str:

@@ -346,8 +346,7 @@ def _dev_image(lab: swarm.SwarmLab) -> str:
         info.size, info.mode = len(script), 0o755
         tar.addfile(info, io.BytesIO(script))
     repo, tag = name.split(":")
-    clients = lab.clients()
-    try:
+    with lab.open_clients() as clients:
         first, *others = clients.values()
         first.api.import_image_from_data(buf.getvalue(), repository=repo, tag=tag,
                                          changes=["ENV PATH=/opt/st/bin:/usr/bin:/bin",
@@ -357,25 +356,19 @@ def _dev_image(lab: swarm.SwarmLab) -> str:
         archive = b"".join(first.images.get(name).save())
         for c in others:
             c.images.load(archive)
-    finally:
-        for c in clients.values():
-            c.close()
     return name
 
 
 def _service_state(lab: swarm.SwarmLab) -> str:
     """The agent service's tasks and logs, to say why it did not come up."""
-    clients = lab.clients()
-    try:
-        svc = clients["node1"].services.get("swarmtrace-agent")
-        tasks = [(t["Status"]["State"], t["Status"].get("Err", "")) for t in svc.tasks()]
-        logs = b"".join(svc.logs(stdout=True, stderr=True, tail=20)).decode(errors="replace")
-        return f"tasks {tasks}\n{logs}"
-    except Exception as err:  # diagnostics only: the failure is reported either way
-        return f"(no service state: {err})"
-    finally:
-        for c in clients.values():
-            c.close()
+    with lab.open_clients() as clients:
+        try:
+            svc = clients["node1"].services.get("swarmtrace-agent")
+            tasks = [(t["Status"]["State"], t["Status"].get("Err", "")) for t in svc.tasks()]
+            logs = b"".join(svc.logs(stdout=True, stderr=True, tail=20)).decode(errors="replace")
+            return f"tasks {tasks}\n{logs}"
+        except Exception as err:  # diagnostics only: the failure is reported either way
+            return f"(no service state: {err})"
 
 
 def _ours_in_kernel() -> set[str]:
@@ -427,8 +420,7 @@ def test_deploy_puts_an_agent_on_every_node_and_undeploy_leaves_nothing(
         node1_sock.unlink()
     assert undo.returncode == 0, undo.stderr
     assert "removed service swarmtrace-agent, secret swarmtrace-token" in undo.stderr
-    clients = lab.clients()
-    try:
+    with lab.open_clients() as clients:
         mgr = clients["node1"]
         assert not mgr.services.list(filters={"name": "swarmtrace-agent"})
         assert not mgr.secrets.list(filters={"name": "swarmtrace-token"})
@@ -440,9 +432,6 @@ def test_deploy_puts_an_agent_on_every_node_and_undeploy_leaves_nothing(
                     c.containers.list(all=True, filters={"label": "io.swarmtrace.deploy"})]
             time.sleep(0.2)
         assert not left
-    finally:
-        for c in clients.values():
-            c.close()
     deadline = time.monotonic() + 10  # the kernel frees a program shortly after its last fd
     while _ours_in_kernel() - others and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -87,10 +87,8 @@ def lab(before: dict[str, object]) -> Iterator[swarm.SwarmLab]:
 
 @pytest.fixture
 def clients(lab: swarm.SwarmLab) -> Iterator[dict[str, docker.DockerClient]]:
-    cs = lab.clients()
-    yield cs
-    for c in cs.values():
-        c.close()
+    with lab.open_clients() as cs:
+        yield cs
 
 
 def _dockerd_pid(node: swarm.LabNode) -> int:

@@ -72,14 +72,10 @@ class SwarmLab:
                 client.close()
         return dead
 
-    def clients(self) -> dict[str, docker.DockerClient]:
-        """One docker SDK client per node (close them when done)."""
-        return {n.name: docker.DockerClient(base_url=n.socket, timeout=30) for n in self.nodes}
-
     @contextmanager
     def open_clients(self) -> Iterator[dict[str, docker.DockerClient]]:
-        """clients(), closed after the block."""
-        clients = self.clients()
+        """One docker SDK client per node, by node name, closed after the block."""
+        clients = {n.name: docker.DockerClient(base_url=n.socket, timeout=30) for n in self.nodes}
         try:
             yield clients
         finally:
