@@ -15,6 +15,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="also run the long live-side soak tests (tests/test_soak*.py)")
     parser.addoption("--soak-minutes", type=int, default=60,
                      help="how long the recording soak runs (tests/test_soak_hour.py)")
+    parser.addoption("--soak-rate", type=float, default=10.0,
+                     help="requests per second of the recording soak (tests/test_soak_hour.py)")
     parser.addoption("--multihost", action="store_true",
                      help="also run the two-VM swarm (tests/test_multihost_vm.py)")
 
