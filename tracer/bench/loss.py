@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -108,10 +109,12 @@ def drivers(prog_fd: int, rate: float, seconds: float) -> Iterator[list[subproce
                  "--cpu", str(cpu), "--rate", str(rate / ncpu), "--seconds", str(seconds),
                  "--first-port", str(20000 + 2000 * cpu), "--dport", str(PORT)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, pass_fds=(prog_fd,)))
-        for p in procs:
+        for cpu, p in enumerate(procs):
             assert p.stdout is not None
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"load driver exited with {p.wait()} before it was ready")
+            ready, _, _ = select.select([p.stdout], [], [], STARTUP_S)
+            if not ready or p.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"the load driver for CPU {cpu} was not ready in "
+                                   f"{STARTUP_S:.0f} s (exit status {p.poll()})")
         yield procs
     finally:
         for p in procs:
@@ -155,7 +158,8 @@ def run_row(scope: NetnsScope, ring: int, full: bool, rate: float, seconds: floa
                     assert p.stdin is not None
                     p.stdin.write("go\n")
                     p.stdin.flush()
-                took = [float(p.communicate()[0].split()[3]) for p in procs]
+                took = [float(p.communicate(timeout=seconds + STARTUP_S)[0].split()[3])
+                        for p in procs]
             read_during = pipe.events
             emitted = sum(source.stats().extra[f"emitted_cpu{i}"] for i in range(ncpu))
             deadline = time.monotonic() + DRAIN_S
