@@ -123,6 +123,18 @@ def drivers(prog_fd: int, rate: float, seconds: float) -> Iterator[list[subproce
             p.wait()
 
 
+def _took(cpu: int, driver: subprocess.Popen[str], seconds: float) -> float:
+    """Seconds the driver needed for its paced load; a driver that ran out of time is a
+    RuntimeError saying so (a loaded machine: the driver shares its CPU)."""
+    try:
+        return float(driver.communicate(timeout=seconds + STARTUP_S)[0].split()[3])
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"the load driver for CPU {cpu} did not offer {seconds:.0f} s of load within "
+            f"{seconds + STARTUP_S:.0f} s: the machine is too busy (load average "
+            f"{os.getloadavg()[0]:.1f}); run the bench on a quieter machine") from None
+
+
 def run_row(scope: NetnsScope, ring: int, full: bool, rate: float, seconds: float) -> Row:
     """The load at `rate` for `seconds` into a `ring`-byte ring read by one consumer."""
     ncpu = os.cpu_count() or 1
@@ -158,8 +170,7 @@ def run_row(scope: NetnsScope, ring: int, full: bool, rate: float, seconds: floa
                     assert p.stdin is not None
                     p.stdin.write("go\n")
                     p.stdin.flush()
-                took = [float(p.communicate(timeout=seconds + STARTUP_S)[0].split()[3])
-                        for p in procs]
+                took = [_took(cpu, p, seconds) for cpu, p in enumerate(procs)]
             read_during = pipe.events
             emitted = sum(source.stats().extra[f"emitted_cpu{i}"] for i in range(ncpu))
             deadline = time.monotonic() + DRAIN_S
@@ -245,4 +256,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RuntimeError as err:  # the machine or the kernel could not give the load
+        raise SystemExit(f"bench loss: {err}") from None
