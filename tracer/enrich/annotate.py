@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tracer.enrich.history import RecordedNames
-from tracer.enrich.names import AddrName, Names, NetnsName
+from tracer.enrich.names import AddrName, Names
 from tracer.model import VXLAN_IN, VXLAN_OUT, Hop, HopKind, Request
 
 # Docker's embedded DNS server in every container's netns.
@@ -104,9 +104,8 @@ class Annotator:
             elif kind is _DELIVER:
                 if deliver is None:
                     deliver = h
-            elif kind is _VXLAN:
-                if h.before is not None:
-                    observed.append(h)
+            elif kind is _VXLAN and h.before is not None:
+                observed.append(h)
             if first is None and kind is not _DNS:
                 first = h
             node = h.node
