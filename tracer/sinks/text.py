@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Protocol, TextIO
 
 from tracer.events import Flow
 from tracer.model import Hop, HopKind, Request, Status, Verdict
 from tracer.sinks.hop_order import causal_hops
+from tracer.sinks.json_line import JsonLines
 
 _SUMMARY_SKIP = frozenset((HopKind.SEND, HopKind.ENTER_NODE, HopKind.ENTER_NETNS,
                            HopKind.BRIDGE, HopKind.REPLY, HopKind.DELIVER))
@@ -181,22 +181,20 @@ class TextSink:
         self._out.flush()
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"))  # what json.dumps builds on every call
-
-
 class JsonSink:
     """One JSON object per request per line (schema: tracer.model.JSON_SCHEMA_VERSION)."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
+        self._lines = JsonLines()
 
     def write(self, req: Request) -> None:
         self.write_all([req])
 
     def write_all(self, reqs: list[Request]) -> None:
         if reqs:
-            dumps = _ENCODER.encode
-            self._out.write("".join([dumps(r.to_json()) + "\n" for r in reqs]))
+            line = self._lines.line
+            self._out.write("".join([line(r) + "\n" for r in reqs]))
             self._out.flush()
 
     def close(self) -> None:
