@@ -47,3 +47,15 @@ def test_what_no_fixture_has() -> None:
     assert lines.line(r) == ENCODER.encode(r.to_json())
     bare = Request(8, "tcp", flow, 0)
     assert lines.line(bare) == ENCODER.encode(bare.to_json())
+
+
+def test_hop_times_round_as_the_float_does() -> None:
+    """Every rounding case of a hop's time: ties (to even, as the float lies), both sides of
+    them, negative times (a DNS answer before the request), huge ones."""
+    times = [0, 1, 49, 50, 51, 99, 100, 149, 150, 151, 250, 350, 1_013_232_449, 10**15 - 50,
+             10**15, 10**18 + 7, -1, -50, -150, -2_000_049]
+    times += [k * 100 + 50 for k in range(0, 10**6, 997)]
+    flow = Flow("10.0.0.2", 40000, "10.0.0.9", 80)
+    for ns in times:
+        r = Request(1, "tcp", flow, 10**18, [Hop(HopKind.SEND, 10**18 + ns, 1, "client")])
+        assert JsonLines().line(r) == ENCODER.encode(r.to_json()), ns
