@@ -55,18 +55,16 @@ class JsonLines:
         self._hops: dict[_HopKey, tuple[str, str]] = {}
         self._details: dict[str, str] = {}
 
-    def _hop_pieces(self, h: Hop) -> tuple[str, str]:
+    def _hop_pieces(self, key: _HopKey) -> tuple[str, str]:
         """The hop's JSON before its time (kind, netns) and after it (node, ifindex, mark)."""
-        key = (h.kind, h.where, h.node, h.ifindex, h.mark)
-        pieces = self._hops.get(key)
-        if pieces is None:
-            if len(self._hops) >= PIECES_KEPT:
-                self._hops.clear()
-            head = f'{{"kind":{_str(h.kind)},"netns":{_str(h.where)},"t_us":'
-            tail = (f',"node":{_str(h.node)}' if h.node else "") \
-                + (f',"ifindex":{h.ifindex:d}' if h.ifindex else "") \
-                + (f',"mark":{_str(f"{h.mark:#x}")}' if h.mark else "")
-            pieces = self._hops[key] = (head, tail)
+        if len(self._hops) >= PIECES_KEPT:
+            self._hops.clear()
+        kind, where, node, ifindex, mark = key
+        head = f'{{"kind":{_str(kind)},"netns":{_str(where)},"t_us":'
+        tail = (f',"node":{_str(node)}' if node else "") \
+            + (f',"ifindex":{ifindex:d}' if ifindex else "") \
+            + (f',"mark":{_str(f"{mark:#x}")}' if mark else "")
+        pieces = self._hops[key] = (head, tail)
         return pieces
 
     def _detail(self, detail: str) -> str:
@@ -81,8 +79,10 @@ class JsonLines:
         """encode(r.to_json()), without building the dicts."""
         start, c = r.start_ns, r.client
         hops = []
+        kept = self._hops
         for h in r.hops:
-            head, tail = self._hop_pieces(h)
+            key = (h.kind, h.where, h.node, h.ifindex, h.mark)
+            head, tail = kept.get(key) or self._hop_pieces(key)
             s = head + _us(h.ts_ns - start) + tail
             if (b := h.before) is not None:
                 s += ',"before":' + _str(f"{b[0]}:{b[1]} -> {b[2]}:{b[3]}")
