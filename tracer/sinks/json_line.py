@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from json.encoder import encode_basestring_ascii as _str  # C, what the encoder itself uses
 
-from tracer.model import JSON_SCHEMA_VERSION, Hop, Request
+from tracer.model import JSON_SCHEMA_VERSION, Request
 
 ENCODER = json.JSONEncoder(separators=(",", ":"))  # what json.dumps builds on every call
 
