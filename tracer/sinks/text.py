@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
 from tracer.events import Flow
@@ -52,10 +53,24 @@ _COLUMNS = "  %-16s %-28s "
 # The action of a hop kind that the summary leaves out is the kind's own word.
 _SKIP_ACTION = {k: str(k) for k in _SUMMARY_SKIP}
 
-# Where and what a hop did, padded, by (where, action): a flood's hops repeat the same few.
-# Bounded: unnamed netns ("netns:<inode>") and addresses churn on a long-running trace.
-Columns = dict[tuple[str, str], str]
-COLUMNS_KEPT = 4096
+KEPT = 4096
+
+
+@dataclass(slots=True)
+class Kept:
+    """What a sink keeps across requests, whose hops repeat the same few netns and rewrites.
+    Bounded: unnamed netns ("netns:<inode>") and addresses churn on a long-running trace."""
+
+    columns: dict[tuple[str, str], str] = field(default_factory=dict)  # (where, action) ->
+    # A hop's action and its summary's form, by what hop_action() reads.
+    actions: dict[tuple[object, ...], tuple[str, str]] = field(default_factory=dict)
+
+    def bounded(self) -> Kept:
+        if len(self.columns) >= KEPT:
+            self.columns.clear()
+        if len(self.actions) >= KEPT:
+            self.actions.clear()
+        return self
 
 
 def _what(h: Hop, client: str, backend_addr: str) -> str:
@@ -69,16 +84,14 @@ def _what(h: Hop, client: str, backend_addr: str) -> str:
     return backend_addr if k is _DELIVER else ""
 
 
-def _render(req: Request, hops: bool, cache: Columns | None = None) -> tuple[str, list[str]]:
+def _render(req: Request, hops: bool, kept: Kept | None = None) -> tuple[str, list[str]]:
     """The summary, and (hops) a line per hop, in one pass over the hops: this runs for every
-    request a live trace shows. cache: padded columns kept across requests (a sink's)."""
+    request a live trace shows. kept: a sink's pieces, kept across requests."""
     start, c = req.start_ns, req.client
     client = f"{c[0]}:{c[1]} -> {c[2]}:{c[3]}"
     backend_addr = req.backend_addr
-    if cache is None:
-        cache = {}
-    elif len(cache) >= COLUMNS_KEPT:
-        cache.clear()
+    kept = kept.bounded() if kept is not None else Kept()
+    columns, actions = kept.columns, kept.actions
     # The backend's own port redirect (Docker's REDIRECT in the task) shows in its address.
     deliver = [h.netns for h in req.hops if h.kind is _DELIVER]
     groups: dict[str, list[str]] = {}
@@ -87,19 +100,25 @@ def _render(req: Request, hops: bool, cache: Columns | None = None) -> tuple[str
         kind, where = h.kind, h.where
         action = _SKIP_ACTION.get(kind)
         if action is None:
-            action = hop_action(h)
-            if not (kind is _DNAT and h.netns in deliver):
-                short = action
+            a = h.after
+            key = (kind, h.detail, h.mark, a[0], a[2], a[3]) if a is not None \
+                else (kind, h.detail, h.mark)
+            known = actions.get(key)
+            if known is None:
+                action = short = hop_action(h)
                 if kind is _LB and h.detail:
                     short = action.replace(h.detail, h.detail.split(":")[0])
+                known = actions[key] = (action, short)
+            action, short = known
+            if not (kind is _DNAT and h.netns in deliver):
                 if (group := groups.get(where)) is None:
                     groups[where] = [short]
                 else:
                     group.append(short)
         if hops:
-            cols = cache.get((where, action))
+            cols = columns.get((where, action))
             if cols is None:
-                cols = cache[(where, action)] = _COLUMNS % (where, action)
+                cols = columns[(where, action)] = _COLUMNS % (where, action)
             what = _what(h, client, backend_addr)
             line = _TIME % ((h.ts_ns - start) / 1e6) + cols + what
             lines.append(line if what else line.rstrip())
@@ -133,9 +152,9 @@ def hop_line(req: Request, h: Hop) -> str:
     return line if what else line.rstrip()
 
 
-def block(req: Request, hops: bool = True, cache: Columns | None = None) -> str:
+def block(req: Request, hops: bool = True, kept: Kept | None = None) -> str:
     """`#id summary`, then (hops) a line per hop."""
-    head, lines = _render(req, hops, cache)
+    head, lines = _render(req, hops, kept)
     if req.verdict is not None:
         lines.insert(0, verdict_line(req.verdict))
     lines.insert(0, f"#{req.id} {head}")
@@ -166,15 +185,15 @@ class TextSink:
     def __init__(self, out: TextIO, hops: bool = True) -> None:
         self._out = out
         self._hops = hops
-        self._columns: Columns = {}
+        self._kept = Kept()
 
     def write(self, req: Request) -> None:
         self.write_all([req])
 
     def write_all(self, reqs: list[Request]) -> None:
         if reqs:
-            hops, cache = self._hops, self._columns
-            self._out.write("".join([block(req, hops, cache) + "\n" for req in reqs]))
+            hops, kept = self._hops, self._kept
+            self._out.write("".join([block(req, hops, kept) + "\n" for req in reqs]))
             self._out.flush()
 
     def close(self) -> None:
