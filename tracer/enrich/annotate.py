@@ -2,43 +2,45 @@
 
 from __future__ import annotations
 
-from tracer.enrich.history import NameHistory, RecordedNames
-from tracer.enrich.names import AddrName, Names, NetnsName
+from tracer.enrich.history import RecordedNames
+from tracer.enrich.names import AddrName, Names
 from tracer.model import VXLAN_IN, VXLAN_OUT, Hop, HopKind, Request
 
 # Docker's embedded DNS server in every container's netns.
 DOCKER_DNS = "127.0.0.11"
 
-_Where = tuple[NetnsName | None, str, str]  # name, label, node
+# A netns as hops show it: named (else the hop keeps "netns:<inode>"), label, node, and
+# whether it is a node's own (underlay) netns.
+_Where = tuple[bool, str, str, bool]
+_UNNAMED: _Where = (False, "", "", False)
 
 
 class Annotator:
-    """Names hops as of each hop's time. A flood's requests cross the same few netns and
-    backends: answers that hold at every time are kept until the names change."""
+    """Names hops as of each hop's time. A flood's requests cross the same few netns, marks
+    and backends: answers that hold at every time are kept until the names change."""
 
     def __init__(self, names: Names | None, lb_note: str = "") -> None:
         self.names = names
         self.lb_note = lb_note  # how balancing is done, said on LB hops ("IPVS stand-in")
-        self._history: NameHistory | None = \
-            names.history if isinstance(names, RecordedNames) else None
+        self._recorded = names if isinstance(names, RecordedNames) else None
         self._version = -1
         self._netns: dict[int, _Where] = {}
         self._addrs: dict[str, AddrName | None] = {}
+        self._marks: dict[tuple[int, int], str] = {}  # (netns, mark) -> the MARK hop's detail
 
     def _fresh(self) -> None:
-        v = self._history.version if self._history is not None else -1
+        v = self._recorded.history.version if self._recorded is not None else -1
         if v != self._version:
             self._version = v
             self._netns.clear()
             self._addrs.clear()
+            self._marks.clear()
 
     def _where(self, names: Names, inode: int, ts_ns: int) -> _Where:
-        hit = self._netns.get(inode)
-        if hit is not None:
-            return hit
         ns = names.netns(inode, ts_ns)
-        where = (ns, ns.label, ns.node or "") if ns is not None else (None, "", "")
-        if self._history is not None and self._history.timeless("netns", inode):
+        where = (True, ns.label, ns.node or "", ns.kind == "host") if ns is not None \
+            else _UNNAMED
+        if self._recorded is not None and self._recorded.history.timeless("netns", inode):
             self._netns[inode] = where
         return where
 
@@ -46,9 +48,16 @@ class Annotator:
         if ip in self._addrs:
             return self._addrs[ip]
         addr = names.addr(ip, ts_ns)
-        if self._history is not None and self._history.timeless("addrs", ip):
+        if self._recorded is not None and self._recorded.history.timeless("addrs", ip):
             self._addrs[ip] = addr
         return addr
+
+    def _mark(self, names: Names, inode: int, mark: int, ts_ns: int) -> str:
+        svc = names.fwmark(inode, mark, ts_ns)
+        detail = f"service {svc} (fwmark {mark})" if svc else ""
+        if self._recorded is not None and self._recorded.fwmark_timeless(inode, mark):
+            self._marks[(inode, mark)] = detail
+        return detail
 
     def annotate(self, req: Request, agents: dict[str, bool] | None = None) -> Request:
         """Fill hop.where, hop.node, mark services and the backend's name, as of each hop's time.
@@ -58,35 +67,58 @@ class Annotator:
         `agents`, when tracing through agents: node -> whether its agent is streaming now; it
         tells a packet never seen arriving from one whose receiver was not traced."""
         names = self.names
+        lb_note = self.lb_note
         if names is None:  # nothing to name with: only say how balancing was done
             for h in req.hops:
-                if h.kind is _LB and not h.detail and self.lb_note:
-                    h.detail = self.lb_note
+                if h.kind is _LB and not h.detail and lb_note:
+                    h.detail = lb_note
             return req
         self._fresh()
+        known, marks = self._netns, self._marks
         hosts: set[int] = set()  # netns that are a node's own (underlay) netns
+        # What the rest needs, found in the same pass: a request's ~10 hops, every request.
+        first: Hop | None = None  # the first hop that is not a DNS answer
+        deliver: Hop | None = None
+        observed: list[Hop] = []  # VXLAN crossings the kernel saw
+        node0, nodes = "", 0  # a node of the path; 0, 1 or more than 1 nodes
         for h in req.hops:
-            ns, label, node = self._where(names, h.netns, h.ts_ns)
-            if ns is not None:
-                if ns.kind == "host":
-                    hosts.add(h.netns)
-                    if h.kind is _ENTER_NETNS:
-                        h.kind = HopKind.ENTER_NODE
-                h.where, h.node = label, node
+            inode = h.netns
+            w = known.get(inode)
+            if w is None:
+                w = self._where(names, inode, h.ts_ns)
             kind = h.kind
-            if kind is _MARK and not h.detail:
-                svc = names.fwmark(h.netns, h.mark, h.ts_ns)
-                if svc:
-                    h.detail = f"service {svc} (fwmark {h.mark})"
-            elif kind is _LB and not h.detail and self.lb_note:
-                h.detail = self.lb_note
+            if w[0]:
+                if w[3]:
+                    hosts.add(inode)
+                    if kind is _ENTER_NETNS:
+                        h.kind = kind = _ENTER_NODE
+                h.where, h.node = w[1], w[2]
+            if kind is _MARK:
+                if not h.detail:
+                    detail = marks.get((inode, h.mark))
+                    h.detail = detail if detail is not None \
+                        else self._mark(names, inode, h.mark, h.ts_ns)
+            elif kind is _LB:
+                if not h.detail and lb_note:
+                    h.detail = lb_note
+            elif kind is _DELIVER:
+                if deliver is None:
+                    deliver = h
+            elif kind is _VXLAN and h.before is not None:
+                observed.append(h)
+            if first is None and kind is not _DNS:
+                first = h
+            node = h.node
+            if node and node != node0:
+                if nodes:
+                    nodes = 2
+                else:
+                    node0, nodes = node, 1
         hops = req.hops
         # The sender is known when its own netns was traced (a send, or a VIP balancer in it).
-        first = next((h for h in hops if h.kind != HopKind.DNS), None)
-        if first is not None and first.kind in (HopKind.SEND, HopKind.LB) \
+        if first is not None and (first.kind is _SEND or first.kind is _LB) \
                 and not first.where.startswith("netns:"):
             req.client_name = first.where
-        deliver = next((h for h in hops if h.kind == HopKind.DELIVER), None)
         addr = None
         if req.backend_addr:
             ip = req.backend_addr.rsplit(":", 1)[0]
@@ -104,21 +136,21 @@ class Annotator:
             elif deliver is not None:
                 req.backend_name = deliver.where
         overlay = ""
-        if addr is not None and addr.network \
-                and len({h.node for h in hops if h.node}) > 1:
+        if addr is not None and addr.network and nodes > 1:
             # Between nodes, the backend's network is the overlay that carried it: its VNI.
             vni = names.network_vni(addr.network, req.start_ns)
             overlay = f", VNI {vni} ({addr.network})" if vni is not None else ""
-        observed = [h for h in hops if h.kind is HopKind.VXLAN and h.before is not None]
         if observed:  # the kernel saw the crossing: say what it saw at each end
             req.hops = _observed_crossing(hops, observed, names, overlay, agents)
-        elif any(h.node for h in hops):  # else infer it between two named nodes
+        elif nodes:  # else infer it between two named nodes
             req.hops = _with_node_crossings(hops, hosts, overlay)
         return req
 
 
 # Members as plain names: an enum member read off its class costs a lookup per hop (3.11).
-_ENTER_NETNS, _MARK, _LB = HopKind.ENTER_NETNS, HopKind.MARK, HopKind.LB
+_ENTER_NETNS, _ENTER_NODE, _MARK, _LB = \
+    HopKind.ENTER_NETNS, HopKind.ENTER_NODE, HopKind.MARK, HopKind.LB
+_SEND, _DELIVER, _VXLAN, _DNS = HopKind.SEND, HopKind.DELIVER, HopKind.VXLAN, HopKind.DNS
 
 def _observed_crossing(hops: list[Hop], observed: list[Hop], names: Names, overlay: str,
                        agents: dict[str, bool] | None) -> list[Hop]:

@@ -251,6 +251,14 @@ class RecordedNames(Names):
                       for k in self.history.keys("lb_index") if k[1] == mark}  # type: ignore[index]
         return cast(str, candidates.pop()) if len(candidates) == 1 else None
 
+    def fwmark_timeless(self, netns_inode: int, mark: int) -> bool:
+        """Whether fwmark() answers the same at every time: every key it may read has at
+        most one span."""
+        h = self.history
+        return h.timeless("fwmarks", (netns_inode, mark)) and h.timeless("netns", netns_inode) \
+            and all(h.timeless("lb_index", k) for k in h.keys("lb_index")
+                    if k[1] == mark)  # type: ignore[index]
+
     def published_port(self, port: int, ts_ns: int, proto: str = "tcp") -> str | None:
         """The service that publishes `port` on the routing mesh."""
         return cast(str | None, self.history.lookup("ports", (proto, port), ts_ns))
