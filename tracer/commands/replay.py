@@ -14,7 +14,7 @@ from pathlib import Path
 from tracer.commands import argtypes
 from tracer.errors import EXIT_TRACE_DAMAGED, TraceFileError
 from tracer.model import JSON_SCHEMA_VERSION, Request
-from tracer.pipeline import Pipeline
+from tracer.pipeline import Pipeline, paced_gc
 from tracer.sinks.service_name import service_name
 from tracer.sinks.step_text import StepSink
 from tracer.sinks.text import TIMES_LEGEND, JsonSink, Sink, TextSink
@@ -154,17 +154,19 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(sink, TextSink | StepSink) and not args.oneline:
             print(f"swarmtrace: {TIMES_LEGEND}", file=sys.stderr)
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
-        while not (args.count and shown >= args.count) and not (
-            isinstance(sink, StepSink) and sink.quit
-        ):
-            done = source.finished
-            for req in pipe.flush() if done else pipe.poll(0.2):
-                if matches(req, flt) and of_service(req, services) \
-                        and not (args.count and shown >= args.count):
-                    sink.write(req)
-                    shown += 1
-            if done:
-                break
+        with paced_gc() as between_polls:
+            while not (args.count and shown >= args.count) and not (
+                isinstance(sink, StepSink) and sink.quit
+            ):
+                between_polls()
+                done = source.finished
+                for req in pipe.flush() if done else pipe.poll(0.2):
+                    if matches(req, flt) and of_service(req, services) \
+                            and not (args.count and shown >= args.count):
+                        sink.write(req)
+                        shown += 1
+                if done:
+                    break
         damage = source.damage_json()
     sink.close()
     if damage["damaged_parts"] and args.json:

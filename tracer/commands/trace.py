@@ -12,7 +12,7 @@ from pathlib import Path
 from tracer.commands import argtypes
 from tracer.errors import RemoteError, TraceFileError
 from tracer.model import Request
-from tracer.pipeline import Pipeline
+from tracer.pipeline import Pipeline, paced_gc
 from tracer.signals import stop_signals_as_interrupt
 from tracer.sinks.text import JsonSink, Sink, TextSink
 from tracer.source import Filter
@@ -229,9 +229,17 @@ def show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
 
     `observe` sees every batch of finished requests, empty ones too (the ring's clock).
     """
+    with paced_gc() as between_polls:
+        _show(pipe, sink, count, deadline, observe, between_polls)
+
+
+def _show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
+          observe: Callable[[list[Request]], None] | None,
+          between_polls: Callable[[], None]) -> None:
     shown = 0
     try:
         while not (count and shown >= count):
+            between_polls()
             if deadline is not None and time.monotonic() >= deadline:
                 break
             for line in cluster_lines(pipe):
