@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import sys
 import tempfile
@@ -150,6 +151,49 @@ async def press_all(app: TimedApp, pilot: Any, keys: tuple[str, ...]) -> Keys:
     return out
 
 
+class GcPauses:
+    """Every cyclic-GC collection of the process while installed (gc.callbacks give its start
+    and stop), by generation: a full collection walks every tracked object not frozen. Wall
+    time and the collecting thread's CPU time: on a loaded machine the first is mostly waiting."""
+
+    def __init__(self) -> None:
+        self.ms: dict[int, list[tuple[float, float]]] = {0: [], 1: [], 2: []}
+        self._start = (0.0, 0.0)
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter(), time.thread_time()
+        else:
+            wall, cpu = self._start
+            self.ms[info["generation"]].append(
+                ((time.perf_counter() - wall) * 1e3, (time.thread_time() - cpu) * 1e3))
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+    def line(self) -> str:
+        full, young = self.ms[2], self.ms[0] + self.ms[1]
+        return (f"{'':<28} GC: {len(full)} full collections, longest {longest(full)}; "
+                f"{len(young)} young, longest {longest(young)}")
+
+
+def longest(pauses: list[tuple[float, float]]) -> str:
+    wall, cpu = max(pauses, default=(0.0, 0.0))
+    return f"{wall:.1f} ms ({cpu:.1f} ms CPU)"
+
+
+def stranded() -> int:
+    """Garbage the freezes kept: frozen objects that died in reference cycles since (collected
+    here, a long pause, so only when measuring is over)."""
+    gc.collect()
+    gc.unfreeze()
+    return gc.collect()
+
+
 def pct(values: list[float], q: float) -> float:
     v = sorted(values)
     return v[min(len(v) - 1, int(len(v) * q))]
@@ -190,22 +234,27 @@ async def run(loaded: int, rate: int, seconds: float) -> bool:
         while app.state.store.total < loaded:
             await pilot.pause(0.05)
         print(f"loaded {app.state.store.total} requests")
-        ok &= report("loaded: keys", await press_all(app, pilot, KEYS * 3))
-        filter_keys = ("slash", *"backend-2", "enter", "escape")
-        ok &= report("loaded: filter as you type", await press_all(app, pilot, filter_keys))
+        with GcPauses() as pauses:
+            ok &= report("loaded: keys", await press_all(app, pilot, KEYS * 3))
+            filter_keys = ("slash", *"backend-2", "enter", "escape")
+            ok &= report("loaded: filter as you type", await press_all(app, pilot, filter_keys))
+        print(pauses.line())
         feed.set_paused(False)
         app.state.paused = False
         events0, t_start = app.state.stats.events if app.state.stats else 0, time.perf_counter()
         streamed = Keys()
-        while time.perf_counter() - t_start < seconds and not feed.finished:
-            streamed += await press_all(app, pilot, ("down", "up", "n", "end"))
-            await pilot.pause(0.1)
-        elapsed = time.perf_counter() - t_start
-        await pilot.pause(0.3)
+        with GcPauses() as pauses:
+            while time.perf_counter() - t_start < seconds and not feed.finished:
+                streamed += await press_all(app, pilot, ("down", "up", "n", "end"))
+                await pilot.pause(0.1)
+            elapsed = time.perf_counter() - t_start
+            await pilot.pause(0.3)
         events = (app.state.stats.events if app.state.stats else 0) - events0
         print(f"streamed {events / elapsed:,.0f} events/s ({events} events in {elapsed:.1f} s), "
               f"store {app.state.store.total} requests")
         ok &= report("while streaming: keys", streamed)
+        print(pauses.line())
+        print(f"{'':<28} frozen garbage at the end: {stranded()} objects")
     return ok
 
 
@@ -222,14 +271,18 @@ async def run_live_pipeline(flood: float, seconds: float) -> bool:
                 await pilot.pause(1.0)  # the flood under way
                 keys = Keys()
                 t0, cpu0 = time.perf_counter(), time.process_time()
-                while time.perf_counter() - t0 < seconds:
-                    keys += await press_all(app, pilot, ("down", "up", "n", "end"))
-                    await pilot.pause(0.1)
+                with GcPauses() as pauses:
+                    while time.perf_counter() - t0 < seconds:
+                        keys += await press_all(app, pilot, ("down", "up", "n", "end"))
+                        await pilot.pause(0.1)
                 elapsed = time.perf_counter() - t0
                 print(f"correlating {flood * EVENTS_PER_REQUEST:,.0f} events/s offered, the "
                       f"process used {(time.process_time() - cpu0) / elapsed:.2f} CPUs, store "
                       f"{app.state.store.total} requests")
-                return report("while correlating: keys", keys)
+                ok = report("while correlating: keys", keys)
+                print(pauses.line())
+                print(f"{'':<28} frozen garbage at the end: {stranded()} objects")
+                return ok
 
 
 def main() -> int:
@@ -247,6 +300,7 @@ def main() -> int:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     ok = asyncio.run(run(args.loaded, args.rate, args.seconds))
     if args.live_pipeline:
+        gc.collect()  # the first app's garbage: not the live scenario's to collect
         ok &= asyncio.run(run_live_pipeline(args.flood, args.seconds))
     print(f"target wall p95 < {TARGET_MS:.0f} ms: {'met' if ok else 'NOT met'}"
           f" (load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")

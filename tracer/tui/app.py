@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from textual.message import Message
 from textual.worker import get_current_worker
 
 from tracer.model import Request
+from tracer.tui.collector import Collector
 from tracer.tui.command_palette import TracerCommands
 from tracer.tui.feed import FeedStats, ReplayControls, RequestFeed
 from tracer.tui.screens.base import TracerScreen
@@ -24,9 +24,10 @@ from tracer.tui.screens.services import ServicesScreen
 from tracer.tui.screens.talk import TalkScreen
 from tracer.tui.screens.topology import TopologyScreen
 from tracer.tui.state import TuiState
+from tracer.tui.untrack import untrack
 
 BATCH_S = 0.1  # one message to the UI per this long, however many events arrived
-FREEZE_EVERY = 10_000  # requests between two gc.freeze() calls
+COLLECT_TICK_S = 0.25  # how often a full collection between keys is considered
 DARK, LIGHT = "textual-dark", "textual-light"
 SPEEDS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
 SPEED = Binding.Group("speed", compact=True)
@@ -92,8 +93,8 @@ class SwarmtraceApp(App[None]):
         self._start_mode = "talk" if step or present else "requests"
         self._present = present
         self._start_query = query
-        self._frozen_at = 0
         self._screens: dict[str, TracerScreen] = {}
+        self._collector = Collector()
         modes: tuple[tuple[str, type[TracerScreen]], ...] = (
             ("requests", RequestsScreen),
             ("services", ServicesScreen),
@@ -125,6 +126,15 @@ class SwarmtraceApp(App[None]):
             assert isinstance(talk, TalkScreen)
             talk.action_present()
         self._pump()
+        self.call_after_refresh(self._start_collector)
+
+    def _start_collector(self) -> None:
+        # After the first frame: the screens built are frozen with the rest.
+        self._collector.start()
+        self.set_interval(COLLECT_TICK_S, lambda: self._collector.tick(self.state.input_at))
+
+    def on_unmount(self) -> None:
+        self._collector.stop()
 
     def refresh_css(self, animate: bool = True) -> None:
         super().refresh_css(animate)
@@ -157,7 +167,9 @@ class SwarmtraceApp(App[None]):
             finished = False
             while not worker.is_cancelled:
                 batch = self.feed.poll(max(0.0, deadline - time.monotonic()))
-                requests.update((r.id, r) for r in batch.requests)
+                for r in batch.requests:
+                    untrack(r)  # here, off the UI thread: ~2 µs a request
+                    requests[r.id] = r
                 stats = batch.stats
                 topology = batch.topology if batch.topology is not None else topology
                 finished = self.feed.finished
@@ -179,21 +191,7 @@ class SwarmtraceApp(App[None]):
             self._pending.extend(msg.requests)
         elif msg.requests:
             st.store.apply(msg.requests)
-            self._settle_garbage()
         self.refresh_screen()
-
-    def _settle_garbage(self) -> None:
-        """Keep Python's full GC off the stored requests.
-
-        100k+ requests are millions of long-lived, acyclic objects: each full collection would
-        scan them all (~0.5 s, a frozen screen). After every FREEZE_EVERY new requests, collect
-        the young generations and move what survives out of the collector's sight.
-        """
-        seen = self.state.store.seen
-        if seen - self._frozen_at >= FREEZE_EVERY:
-            gc.collect(1)
-            gc.freeze()
-            self._frozen_at = seen
 
     def refresh_screen(self) -> None:
         screen = self.screen

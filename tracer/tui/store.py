@@ -126,7 +126,9 @@ class RequestStore:
         self._query = Query()
         self._view: deque[int] | None = None  # ids matching the query; None = no filter
         self._hay: dict[int, Haystack] = {}  # filled lazily, the first time a filter runs
-        self._counted: dict[int, tuple[str, str, Status, float | None, float]] = {}
+        # Atomic values only (dropped or not, no Status member): the collector stops tracking
+        # such a tuple, so a full collection does not walk one per stored request.
+        self._counted: dict[int, tuple[str, str, bool, float | None, float]] = {}
         self.services: dict[str, ServiceCount] = {}
         self._colors: dict[str, int] = {}
         self.seen = 0  # requests ever stored, evicted included
@@ -279,7 +281,7 @@ class RequestStore:
         if r.mode == "dns":
             return  # a query to Docker's resolver is not balanced over a service's tasks
         duration = (r.end_ns - r.start_ns) / 1e9 if r.end_ns else 0.0
-        key = (service_key(r), task, r.status, r.reply_ms, duration)
+        key = (service_key(r), task, r.status is Status.DROPPED, r.reply_ms, duration)
         old = self._counted.get(r.id)
         if old == key:
             return
@@ -292,14 +294,14 @@ class RequestStore:
         self,
         service: str,
         task: str,
-        status: Status,
+        dropped: bool,
         reply_ms: float | None,
         duration: float,
         sign: int,
     ) -> None:
         t = self.services.setdefault(service, ServiceCount()).tasks.setdefault(task, TaskCount())
         t.connections += sign
-        t.dropped += sign * (status is Status.DROPPED)
+        t.dropped += sign * dropped
         if reply_ms is not None:
             t.reply_ms_total += sign * reply_ms
             t.replies += sign
