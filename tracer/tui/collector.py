@@ -13,8 +13,8 @@ import gc
 import time
 
 FULL_EVERY_S = 2.0  # a full collection about this often
-QUIET_S = 0.3  # ... once no key or click came for this long
-OVERDUE_S = 10.0  # keys without such a pause this long: collect anyway, cycles pile up
+QUIET_S = 0.2  # ... once no key or click came for this long
+OVERDUE_S = 5.0  # keys without such a pause this long: collect anyway, cycles pile up
 # The oldest generation's threshold (young collections between two automatic full ones):
 # this high, the collector never starts a full collection by itself.
 NO_AUTO_FULL = 1_000_000
