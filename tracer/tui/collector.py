@@ -3,7 +3,7 @@
 Three parts. The requests, which come and go by the hundred thousand, are kept off the
 collector (tracer/tui/untrack.py). What lives as long as the app (modules, classes, functions,
 the screens: ~100k objects, ~50 ms of CPU per full collection) is frozen once at the start.
-Full collections of the rest (Textual's line caches, the correlator's state: 5-15 ms) run from
+Full collections of the rest (Textual's line caches, the correlator's state: 5-30 ms) run from
 a timer while no key is waiting, rather than whenever the allocation count says so.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import gc
 import time
 
-FULL_EVERY_S = 2.0  # a full collection about this often
+FULL_EVERY_S = 1.0  # a full collection about this often (each walks what piled up since)
 QUIET_S = 0.2  # ... once no key or click came for this long
-OVERDUE_S = 5.0  # keys without such a pause this long: collect anyway, cycles pile up
+OVERDUE_S = 3.0  # keys without such a pause this long: collect anyway, cycles pile up
 # The oldest generation's threshold (young collections between two automatic full ones):
 # this high, the collector never starts a full collection by itself.
 NO_AUTO_FULL = 1_000_000
