@@ -165,8 +165,12 @@ def test_full_collections_wait_for_a_pause_in_the_keys() -> None:
         collector.tick(input_at=now - QUIET_S)
         assert len(collected) == 1
         collector.tick(input_at=now - QUIET_S)  # not due again
+        collector.after_input_frame()
+        assert len(collected) == 1
         collector._last = time.monotonic() - OVERDUE_S
-        collector.tick(input_at=time.monotonic())  # keys for too long: collect anyway
+        collector.tick(input_at=time.monotonic())  # keys without a pause: not from the timer
+        assert len(collected) == 1
+        collector.after_input_frame()  # but once a key's frame is shown
         assert len(collected) == 2
     finally:
         gc.callbacks.remove(note)

@@ -151,6 +151,7 @@ class SwarmtraceApp(App[None]):
         # Every key and click reaches the app first: note when, so slow work can step aside.
         if isinstance(event, events.Key | events.MouseDown):
             self.state.input_at = time.monotonic()
+            self.call_after_refresh(self._collector.after_input_frame)
         await super().on_event(event)
 
     # -- the feed ----------------------------------------------------------------------------
