@@ -8,10 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.console import RenderableType
 from textual import events, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.message import Message
+from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from tracer.model import Request
@@ -95,6 +97,7 @@ class SwarmtraceApp(App[None]):
         self._start_query = query
         self._screens: dict[str, TracerScreen] = {}
         self._collector = Collector()
+        self._input_frame_due = False  # a key or click came; its frame is not out yet
         modes: tuple[tuple[str, type[TracerScreen]], ...] = (
             ("requests", RequestsScreen),
             ("services", ServicesScreen),
@@ -151,8 +154,17 @@ class SwarmtraceApp(App[None]):
         # Every key and click reaches the app first: note when, so slow work can step aside.
         if isinstance(event, events.Key | events.MouseDown):
             self.state.input_at = time.monotonic()
-            self.call_after_refresh(self._collector.after_input_frame)
+            self._input_frame_due = True
         await super().on_event(event)
+
+    def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
+        super()._display(screen, renderable)
+        # The frame a key or click was waiting for is out: the moment furthest from the next
+        # one. (call_after_refresh ran before it, when the screen was idle before the key's
+        # action had changed anything.) A message, so the frame reaches the terminal first.
+        if renderable is not None and self._input_frame_due:
+            self._input_frame_due = False
+            self.call_later(self._collector.after_input_frame)
 
     # -- the feed ----------------------------------------------------------------------------
 
