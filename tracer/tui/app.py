@@ -207,6 +207,8 @@ class SwarmtraceApp(App[None]):
         self.refresh_screen()
 
     def refresh_screen(self) -> None:
+        if not self._screen_stacks.get(self._current_mode):
+            return  # quitting: the screens are closed, a last batch may still come
         screen = self.screen
         if isinstance(screen, TracerScreen):
             with self.batch_update():
