@@ -41,6 +41,6 @@ def untrack(r: Request) -> None:
         if h.after is not None and is_tracked(h.after):
             off(h.after)
     if r.dns is not None:
-        for d in (r.dns, r.dns.tried, *r.dns.tried):
+        for d in (r.dns, r.dns.addrs, r.dns.tried, *r.dns.tried):
             if is_tracked(d):
                 off(d)
