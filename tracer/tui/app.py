@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.console import RenderableType
 from textual import events, work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.message import Message
+from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from tracer.model import Request
+from tracer.tui.collector import Collector
 from tracer.tui.command_palette import TracerCommands
 from tracer.tui.feed import FeedStats, ReplayControls, RequestFeed
 from tracer.tui.screens.base import TracerScreen
@@ -24,9 +26,10 @@ from tracer.tui.screens.services import ServicesScreen
 from tracer.tui.screens.talk import TalkScreen
 from tracer.tui.screens.topology import TopologyScreen
 from tracer.tui.state import TuiState
+from tracer.tui.untrack import untrack
 
 BATCH_S = 0.1  # one message to the UI per this long, however many events arrived
-FREEZE_EVERY = 10_000  # requests between two gc.freeze() calls
+COLLECT_TICK_S = 0.25  # how often a full collection between keys is considered
 DARK, LIGHT = "textual-dark", "textual-light"
 SPEEDS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
 SPEED = Binding.Group("speed", compact=True)
@@ -92,8 +95,9 @@ class SwarmtraceApp(App[None]):
         self._start_mode = "talk" if step or present else "requests"
         self._present = present
         self._start_query = query
-        self._frozen_at = 0
         self._screens: dict[str, TracerScreen] = {}
+        self._collector = Collector()
+        self._input_frame_due = False  # a key or click came; its frame is not out yet
         modes: tuple[tuple[str, type[TracerScreen]], ...] = (
             ("requests", RequestsScreen),
             ("services", ServicesScreen),
@@ -125,6 +129,15 @@ class SwarmtraceApp(App[None]):
             assert isinstance(talk, TalkScreen)
             talk.action_present()
         self._pump()
+        self.call_after_refresh(self._start_collector)
+
+    def _start_collector(self) -> None:
+        # After the first frame: the screens built are frozen with the rest.
+        self._collector.start()
+        self.set_interval(COLLECT_TICK_S, lambda: self._collector.tick(self.state.input_at))
+
+    def on_unmount(self) -> None:
+        self._collector.stop()
 
     def refresh_css(self, animate: bool = True) -> None:
         super().refresh_css(animate)
@@ -141,7 +154,17 @@ class SwarmtraceApp(App[None]):
         # Every key and click reaches the app first: note when, so slow work can step aside.
         if isinstance(event, events.Key | events.MouseDown):
             self.state.input_at = time.monotonic()
+            self._input_frame_due = True
         await super().on_event(event)
+
+    def _display(self, screen: Screen[Any], renderable: RenderableType | None) -> None:
+        super()._display(screen, renderable)
+        # The frame a key or click was waiting for is out: the moment furthest from the next
+        # one. (call_after_refresh ran before it, when the screen was idle before the key's
+        # action had changed anything.) A message, so the frame reaches the terminal first.
+        if renderable is not None and self._input_frame_due:
+            self._input_frame_due = False
+            self.call_later(self._collector.after_input_frame)
 
     # -- the feed ----------------------------------------------------------------------------
 
@@ -157,7 +180,9 @@ class SwarmtraceApp(App[None]):
             finished = False
             while not worker.is_cancelled:
                 batch = self.feed.poll(max(0.0, deadline - time.monotonic()))
-                requests.update((r.id, r) for r in batch.requests)
+                for r in batch.requests:
+                    untrack(r)  # here, off the UI thread: ~2 µs a request
+                    requests[r.id] = r
                 stats = batch.stats
                 topology = batch.topology if batch.topology is not None else topology
                 finished = self.feed.finished
@@ -179,23 +204,11 @@ class SwarmtraceApp(App[None]):
             self._pending.extend(msg.requests)
         elif msg.requests:
             st.store.apply(msg.requests)
-            self._settle_garbage()
         self.refresh_screen()
 
-    def _settle_garbage(self) -> None:
-        """Keep Python's full GC off the stored requests.
-
-        100k+ requests are millions of long-lived, acyclic objects: each full collection would
-        scan them all (~0.5 s, a frozen screen). After every FREEZE_EVERY new requests, collect
-        the young generations and move what survives out of the collector's sight.
-        """
-        seen = self.state.store.seen
-        if seen - self._frozen_at >= FREEZE_EVERY:
-            gc.collect(1)
-            gc.freeze()
-            self._frozen_at = seen
-
     def refresh_screen(self) -> None:
+        if not self._screen_stacks.get(self._current_mode):
+            return  # quitting: the screens are closed, a last batch may still come
         screen = self.screen
         if isinstance(screen, TracerScreen):
             with self.batch_update():

@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tracer.model import Request
 from tracer.source import SourceInfo
+from tracer.tui.untrack import untrack
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class ListFeed:
         damage: str = "",
     ) -> None:
         self._requests = sorted(requests, key=lambda r: r.start_ns)
+        for r in self._requests:
+            untrack(r)  # a whole trace waits here to be released: keep it out of collections
         self._info = info
         self._topology = topology
         self._paced = paced

@@ -126,7 +126,9 @@ class RequestStore:
         self._query = Query()
         self._view: deque[int] | None = None  # ids matching the query; None = no filter
         self._hay: dict[int, Haystack] = {}  # filled lazily, the first time a filter runs
-        self._counted: dict[int, tuple[str, str, Status, float | None, float]] = {}
+        # Atomic values only (dropped or not, no Status member): the collector stops tracking
+        # such a tuple, so a full collection does not walk one per stored request.
+        self._counted: dict[int, tuple[str, str, bool, float | None, float]] = {}
         self.services: dict[str, ServiceCount] = {}
         self._colors: dict[str, int] = {}
         self.seen = 0  # requests ever stored, evicted included
@@ -209,19 +211,24 @@ class RequestStore:
         return self._colors.setdefault(backend, len(self._colors))
 
     def apply(self, requests: Iterable[Request]) -> None:
+        # Runs on the UI thread for every request of every batch (12k/s in scripts/bench tui):
+        # a key that comes meanwhile waits for it, so lookups are hoisted out of the loop.
+        by_id, order, colors, count = self._by_id, self._order, self._colors, self._count
         for r in requests:
-            if r.id not in self._by_id:
-                self._order.append(r.id)
+            rid = r.id
+            if rid not in by_id:
+                order.append(rid)
                 self.seen += 1
                 if self._view is not None and self._matches(r):
-                    self._view.append(r.id)
+                    self._view.append(rid)
             else:
-                self._hay.pop(r.id, None)
-            self._by_id[r.id] = r
+                self._hay.pop(rid, None)
+            by_id[rid] = r
             task = task_of(r)
             if task:
-                self._count(r, task)
-                self.color_of(task)
+                count(r, task)
+                if task not in colors:
+                    colors[task] = len(colors)
         while len(self._order) > self.capacity:
             self._evict()
         self.version += 1
@@ -279,7 +286,8 @@ class RequestStore:
         if r.mode == "dns":
             return  # a query to Docker's resolver is not balanced over a service's tasks
         duration = (r.end_ns - r.start_ns) / 1e9 if r.end_ns else 0.0
-        key = (service_key(r), task, r.status, r.reply_ms, duration)
+        reply_ms = (r.reply_ns - r.start_ns) / 1e6 if r.reply_ns else None  # r.reply_ms, inlined
+        key = (service_key(r), task, r.status is Status.DROPPED, reply_ms, duration)
         old = self._counted.get(r.id)
         if old == key:
             return
@@ -292,14 +300,20 @@ class RequestStore:
         self,
         service: str,
         task: str,
-        status: Status,
+        dropped: bool,
         reply_ms: float | None,
         duration: float,
         sign: int,
     ) -> None:
-        t = self.services.setdefault(service, ServiceCount()).tasks.setdefault(task, TaskCount())
+        # get() first: setdefault would build a ServiceCount and a TaskCount every time.
+        counts = self.services.get(service)
+        if counts is None:
+            counts = self.services[service] = ServiceCount()
+        t = counts.tasks.get(task)
+        if t is None:
+            t = counts.tasks[task] = TaskCount()
         t.connections += sign
-        t.dropped += sign * (status is Status.DROPPED)
+        t.dropped += sign * dropped
         if reply_ms is not None:
             t.reply_ms_total += sign * reply_ms
             t.replies += sign
