@@ -587,12 +587,21 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 			read_tuples(ct, &orig, &reply);
 		}
 	}
-	if (!dev)
-		dev = skb->dev;
-	__u32 netns = dev ? dev_netns(dev) : 0;
+	/* A drop's device is read once the filter let it through (the origin gate, which needs
+	 * the netns, is not asked about drops): most drops are filtered out. */
+	__u32 netns = 0;
+	if (point != ST_DROP) {
+		if (!dev)
+			dev = skb->dev;
+		netns = dev ? dev_netns(dev) : 0;
+	}
 	if (!(ct ? decide_ct(&p, &orig, &reply, nfct & 7, netns, cfg)
 		 : decide_no_ct(&p, netns, cfg, point != ST_DROP)))
 		return 0;
+	if (point == ST_DROP) {
+		dev = skb->dev;
+		netns = dev ? dev_netns(dev) : 0;
+	}
 
 	struct st_event *e = reserve();
 	if (!e)

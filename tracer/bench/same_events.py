@@ -35,6 +35,12 @@ KNOWN_PORTS = {PUBLISHED_PORT, TASK_PORT}
 QUIET_S = 1.0  # no lab event for this long after the last answer: the run's events are in
 MAX_WAIT_S = 30
 
+SHOWN = 5  # differing events printed per side
+SCALARS = ("netns", "ifindex", "point", "proto", "tcp_flags", "flags", "ctinfo", "ct_status",
+           "mark", "aux")
+TUPLES = ("pkt", "orig", "reply")
+FIELDS = SCALARS + tuple(f"{t}.{f}" for t in TUPLES for f in ("saddr", "daddr", "sport", "dport"))
+
 Key = tuple[int, ...]
 
 
@@ -71,9 +77,8 @@ def keys(events: np.ndarray) -> Counter[Key]:
     """Events as comparable keys."""
     out: Counter[Key] = Counter()
     for e in events:
-        fields = [int(e[f]) for f in ("netns", "ifindex", "point", "proto", "tcp_flags",
-                                          "flags", "ctinfo", "ct_status", "mark", "aux")]
-        for t in ("pkt", "orig", "reply"):
+        fields = [int(e[f]) for f in SCALARS]
+        for t in TUPLES:
             fields += [int(e[t]["saddr"]), int(e[t]["daddr"]), _port(e[t]["sport"]),
                        _port(e[t]["dport"])]
         out[tuple(fields)] += 1
@@ -115,6 +120,9 @@ def main() -> None:
     lab_netns = {ns.inode for ns in info.netns}
     differ = 0
     try:
+        # Untraced: a lab's first requests find no neighbour entries yet, and a SYN may be sent
+        # again (events the next runs would not have).
+        workload(args.requests)
         for name, flt, netfilter in SETTINGS:
             with object_dir(args.against):
                 other = traced(flt, netfilter, args.requests, lab_netns)
@@ -126,6 +134,9 @@ def main() -> None:
             print(f"{name:<22} events: this {this.total():4d}, other {other.total():4d}; "
                   + ("the same" if same else f"{only_this.total()} only here, "
                      f"{only_other.total()} only in the other"), flush=True)
+            for where, diff in (("here", only_this), ("other", only_other)):
+                for key, n in list(diff.items())[:SHOWN]:
+                    print(f"  only {where} x{n}: {dict(zip(FIELDS, key, strict=True))}")
     finally:
         if not was_up:
             lab.down()
