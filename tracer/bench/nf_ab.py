@@ -8,30 +8,24 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from tracer import lab
+from tracer.bench.builds import THIS_BUILD, add_against, check_against, lab_up, object_dir
 from tracer.bench.overhead import traced_run
-from tracer.bench.same_events import object_dir
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--against", type=Path, required=True,
-                    help="directory of the other build's core.bpf.o (e.g. main's bpf/build)")
+    add_against(ap)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
-    if not (args.against / "core.bpf.o").is_file():
-        raise SystemExit(f"no core.bpf.o in {args.against}: build the other checkout first")
-    here = Path(__file__).resolve().parents[2] / "bpf" / "build"
-    was_up = lab.status() is not None
-    lab.up()
-    try:
+    check_against(args.against)
+    with lab_up():
         lab.flood("mesh", 1.0, 4)  # warm up
         print(f"load average {os.getloadavg()[0]:.2f} at start")
         for _ in range(args.rounds):
-            for name, path in (("other", args.against), ("this", here)):
+            for name, path in (("other", args.against), ("this", THIS_BUILD)):
                 with object_dir(path):
                     t = traced_run("mesh", args.seconds, 4, full=False, stats=True)
                 reqs = max(t.requests, 1)
@@ -41,9 +35,6 @@ def main() -> None:
                 print(f"{name:<5} {t.rate:5.0f} req/s, {t.events / reqs:.1f} events and lost "
                       f"{t.lost}; per request: {progs}", flush=True)
         print(f"load average {os.getloadavg()[0]:.2f} at the end")
-    finally:
-        if not was_up:
-            lab.down()
 
 
 if __name__ == "__main__":

@@ -7,17 +7,14 @@ clients' ports)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
 from tracer import lab
+from tracer.bench.builds import THIS_BUILD, add_against, check_against, lab_up, object_dir
 from tracer.lab.refuse import refusing
 from tracer.lab.topology import BACKENDS, PUBLISHED_PORT, TASK_PORT, VIP
 from tracer.probes.core import CoreSource
@@ -42,20 +39,6 @@ TUPLES = ("pkt", "orig", "reply")
 FIELDS = SCALARS + tuple(f"{t}.{f}" for t in TUPLES for f in ("saddr", "daddr", "sport", "dport"))
 
 Key = tuple[int, ...]
-
-
-@contextmanager
-def object_dir(path: Path) -> Iterator[None]:
-    """CoreSource loads the object in `path` inside the block."""
-    before = os.environ.get("SWARMTRACE_BPF_DIR")
-    os.environ["SWARMTRACE_BPF_DIR"] = str(path)
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["SWARMTRACE_BPF_DIR"]
-        else:
-            os.environ["SWARMTRACE_BPF_DIR"] = before
 
 
 def workload(requests: int) -> None:
@@ -108,25 +91,20 @@ def traced(flt: Filter, netfilter: bool, requests: int, lab_netns: set[int]) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--against", type=Path, required=True,
-                    help="directory of the other build's core.bpf.o (e.g. main's bpf/build)")
+    add_against(ap)
     ap.add_argument("--requests", type=int, default=6, help="mesh and VIP requests per run")
     args = ap.parse_args()
-    if not (args.against / "core.bpf.o").is_file():
-        raise SystemExit(f"no core.bpf.o in {args.against}: build the other checkout first")
-    here = Path(__file__).resolve().parents[2] / "bpf" / "build"
-    was_up = lab.status() is not None
-    info = lab.up()
-    lab_netns = {ns.inode for ns in info.netns}
+    check_against(args.against)
     differ = 0
-    try:
+    with lab_up() as info:
+        lab_netns = {ns.inode for ns in info.netns}
         # Untraced: a lab's first requests find no neighbour entries yet, and a SYN may be sent
         # again (events the next runs would not have).
         workload(args.requests)
         for name, flt, netfilter in SETTINGS:
             with object_dir(args.against):
                 other = traced(flt, netfilter, args.requests, lab_netns)
-            with object_dir(here):
+            with object_dir(THIS_BUILD):
                 this = traced(flt, netfilter, args.requests, lab_netns)
             only_this, only_other = this - other, other - this
             same = not only_this and not only_other
@@ -137,9 +115,6 @@ def main() -> None:
             for where, diff in (("here", only_this), ("other", only_other)):
                 for key, n in list(diff.items())[:SHOWN]:
                     print(f"  only {where} x{n}: {dict(zip(FIELDS, key, strict=True))}")
-    finally:
-        if not was_up:
-            lab.down()
     sys.exit(1 if differ else 0)
 
 
