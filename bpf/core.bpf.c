@@ -78,28 +78,32 @@ struct {
 	__type(value, struct st_rule);
 } st_rules SEC(".maps");
 
-/* Flows already found interesting, in every NAT form conntrack gave them: a flow keeps
- * matching after DNAT/SNAT changed its ports and addresses in the next netns. */
+/* What the programs learnt about each flow, under every tuple (NAT form) conntrack gave it:
+ * whether it is watched (a flow keeps matching after DNAT/SNAT changed its ports and
+ * addresses in the next netns), and where it started (netns inode: tells a reply from a
+ * request without conntrack, and lets only the origin report the reply). One map for both
+ * facts, kept under the same tuples: what a run costs is its lookups of tuples not seen
+ * before (each a cache miss) and its inserts (the map is full under load: each evicts). */
 struct flow_key {
 	struct st_tuple t;
 	__u32 proto;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct flow_key);
-	__type(value, __u8);
-} st_flows SEC(".maps");
+/* Bytes, each written alone: two CPUs learning different facts of one flow lose neither. */
+struct flow_state {
+	__u32 home;   /* netns inode, where homed */
+	__u8 watched; /* matched the filter (here or under another of the flow's tuples) */
+	__u8 homed;
+	__u8 pad[2];
+};
 
-/* Where each connection started (netns inode), under every tuple it had so far: tells a
- * reply from a request without conntrack, and lets only the origin report the reply. */
+/* As many entries as the two maps (watched flows, origins) this one replaced held together. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 131072);
 	__type(key, struct flow_key);
-	__type(value, __u32);
-} st_origin SEC(".maps");
+	__type(value, struct flow_state);
+} st_flows SEC(".maps");
 
 /* The packet as parsed from its IPv4 header. */
 struct pkt {
@@ -209,39 +213,65 @@ static __always_inline void reverse(struct st_tuple *dst, const struct st_tuple 
 	dst->dport = src->sport;
 }
 
-static __always_inline int flow_known(const struct st_tuple *t, __u8 proto)
+static __always_inline struct flow_state *flow_get(const struct st_tuple *t, __u8 proto)
 {
 	struct flow_key k = {.t = *t, .proto = proto};
-	if (bpf_map_lookup_elem(&st_flows, &k))
-		return 1;
-	reverse(&k.t, t);
-	return bpf_map_lookup_elem(&st_flows, &k) != NULL;
+	return bpf_map_lookup_elem(&st_flows, &k);
 }
 
-static __always_inline void flow_add(const struct st_tuple *t, __u8 proto)
+static __always_inline int watched(const struct flow_state *s)
 {
-	struct flow_key k = {.t = *t, .proto = proto};
-	__u8 one = 1;
-	bpf_map_update_elem(&st_flows, &k, &one, BPF_ANY);
+	return s && s->watched;
+}
+
+static __always_inline int homed(const struct flow_state *s)
+{
+	return s && s->homed;
+}
+
+static __always_inline int same_tuple(const struct st_tuple *a, const struct st_tuple *b)
+{
+	return a->saddr == b->saddr && a->daddr == b->daddr && a->sport == b->sport &&
+	       a->dport == b->dport;
+}
+
+/* A flow seen before, in either direction of tuple t (the device tracepoints' test). */
+static __always_inline int flow_known(const struct st_tuple *t, __u8 proto)
+{
+	struct st_tuple back;
+	if (watched(flow_get(t, proto)))
+		return 1;
+	reverse(&back, t);
+	return watched(flow_get(&back, proto));
+}
+
+/* Tuple t's entry (s, or NULL where it has none) learns that the flow is watched and/or
+ * where it started (home is kept where it is known already): in place, or with one insert. */
+static __always_inline void flow_learn(struct flow_state *s, const struct st_tuple *t,
+				       __u8 proto, int watch, int home_it, __u32 home)
+{
+	if (!watch && !home_it)
+		return;
+	if (!s) {
+		struct flow_key k = {.t = *t, .proto = proto};
+		struct flow_state v = {.home = home, .watched = watch, .homed = home_it};
+		if (!bpf_map_update_elem(&st_flows, &k, &v, BPF_NOEXIST))
+			return;
+		s = bpf_map_lookup_elem(&st_flows, &k); /* another CPU added it meanwhile */
+		if (!s)
+			return;
+	}
+	if (home_it && !s->homed) {
+		s->home = home;
+		s->homed = 1;
+	}
+	if (watch)
+		s->watched = 1;
 }
 
 static __always_inline int port_bit(const struct port_bits *b, __u16 port)
 {
 	return (b->bits[port >> 3] >> (port & 7)) & 1;
-}
-
-/* Remember a newly watched flow as it looks before and after this netns's NAT: once where NAT
- * changed nothing (each LRU hash update takes a node, and under load the map is full: every
- * update evicts). */
-static __always_inline void flow_add_nat_forms(const struct st_tuple *orig,
-					       const struct st_tuple *reply, __u8 proto)
-{
-	struct st_tuple after;
-	reverse(&after, reply);
-	flow_add(orig, proto);
-	if (after.saddr != orig->saddr || after.daddr != orig->daddr ||
-	    after.sport != orig->sport || after.dport != orig->dport)
-		flow_add(&after, proto);
 }
 
 static __always_inline int selector_match(const struct st_tuple *t)
@@ -285,40 +315,101 @@ static __always_inline int informative(const struct pkt *p, __u32 cfg)
 	return p->proto == IPPROTO_UDP || (p->tcp_flags & (TCP_SYN | TCP_RST));
 }
 
-/* Decide direction by where the flow started, remember the flow's NAT forms under the same
- * origin, and report replies only in the origin netns (unless every packet is wanted). */
-static __always_inline int origin_gate(const struct pkt *p, const struct st_tuple *orig,
-				       const struct st_tuple *reply, int has_ct, __u8 ctinfo,
-				       __u32 netns, __u32 cfg)
+/* A request packet (not a reply) is reported where it is informative: the first packet of a
+ * flow in each netns (no ACK), a datagram, a refusal, or every packet when asked. */
+static __always_inline int report_request(const struct pkt *p, __u32 cfg)
 {
-	struct flow_key key = {.t = has_ct ? *orig : p->t, .proto = p->proto};
-	int is_reply = has_ct && ctinfo >= 3; /* IP_CT_IS_REPLY */
-	__u32 *home = bpf_map_lookup_elem(&st_origin, &key);
-	if (!has_ct && !home) {
-		struct flow_key back = {.proto = p->proto};
-		reverse(&back.t, &p->t);
-		home = bpf_map_lookup_elem(&st_origin, &back);
-		if (home) {
-			key = back;
-			is_reply = 1;
+	return (cfg & ST_CFG_ALL_PKTS) || p->proto == IPPROTO_UDP || (p->tcp_flags & TCP_RST) ||
+	       !(p->tcp_flags & TCP_ACK);
+}
+
+/* Whether a run without conntrack reports its packet: the filter (a flow seen before in
+ * either direction, or a wanted tuple), then, with gate, direction by where the flow started:
+ * a packet whose reverse started somewhere is a reply, reported only there. Each tuple is
+ * looked up once for both. */
+static __always_inline int decide_no_ct(const struct pkt *p, __u32 netns, __u32 cfg, int gate)
+{
+	int filter = cfg & ST_CFG_FILTER;
+	if (!filter && !gate)
+		return 1;
+	struct st_tuple back;
+	reverse(&back, &p->t);
+	struct flow_state *fwd = flow_get(&p->t, p->proto), *rev = NULL;
+	int rev_read = 0;
+	if (filter && !watched(fwd)) {
+		rev = flow_get(&back, p->proto);
+		rev_read = 1;
+		if (!watched(rev) && !wanted(&p->t, p->proto)) {
+			count(ST_CNT_FILTERED);
+			return 0;
 		}
 	}
-	if (!is_reply) {
-		__u32 h = home ? *home : netns;
-		if (!home)
-			bpf_map_update_elem(&st_origin, &key, &h, BPF_NOEXIST);
-		if (has_ct) {
-			struct flow_key after = {.proto = p->proto};
-			reverse(&after.t, reply);
-			/* Looked up first: an LRU hash update takes a free node before it looks for
-			 * the key, and most packets are in a form this flow already had. */
-			if (!bpf_map_lookup_elem(&st_origin, &after))
-				bpf_map_update_elem(&st_origin, &after, &h, BPF_NOEXIST);
+	if (!gate)
+		return 1;
+	if (homed(fwd))
+		return report_request(p, cfg);
+	if (!rev_read)
+		rev = flow_get(&back, p->proto);
+	if (homed(rev))
+		return (cfg & ST_CFG_ALL_PKTS) || rev->home == netns;
+	flow_learn(fwd, &p->t, p->proto, 0, 1, netns);
+	return report_request(p, cfg);
+}
+
+/* Whether a run with conntrack reports its packet. The filter: a flow seen before under its
+ * packet's or its original tuple, in either direction, or one of the two wanted; a newly
+ * watched flow is remembered as it looks before and after this netns's NAT (original tuple,
+ * reversed reply tuple). Direction is conntrack's: a request's tuples are homed where the
+ * flow started (here, if nowhere yet), a reply is reported only there. The tuples often
+ * coincide (no NAT in this netns, or the packet already NATed): each is looked up once. */
+static __always_inline int decide_ct(const struct pkt *p, const struct st_tuple *orig,
+				     const struct st_tuple *reply, __u8 ctinfo, __u32 netns,
+				     __u32 cfg)
+{
+	int is_reply = ctinfo >= 3; /* IP_CT_IS_REPLY */
+	struct st_tuple after;
+	reverse(&after, reply);
+	struct flow_state *s_orig = flow_get(orig, p->proto);
+	struct flow_state *s_pkt = s_orig;
+	int pkt_is_orig = same_tuple(&p->t, orig), pkt_read = pkt_is_orig;
+	int watch = 0;
+	if (cfg & ST_CFG_FILTER) {
+		struct st_tuple back;
+		reverse(&back, &p->t);
+		/* back is orig's reverse when the packet is orig's, orig when the packet is its
+		 * reverse: each entry read once */
+		int pkt_is_back = same_tuple(&back, orig);
+		int hit = watched(s_orig);
+		if (!hit && !pkt_is_orig) {
+			s_pkt = flow_get(&p->t, p->proto);
+			pkt_read = 1;
+			hit = watched(s_pkt);
 		}
-		return (cfg & ST_CFG_ALL_PKTS) || p->proto == IPPROTO_UDP ||
-		       (p->tcp_flags & TCP_RST) || !(p->tcp_flags & TCP_ACK);
+		if (!hit && !pkt_is_back)
+			hit = watched(flow_get(&back, p->proto));
+		if (!hit && !pkt_is_orig && !pkt_is_back) {
+			struct st_tuple orig_back;
+			reverse(&orig_back, orig);
+			hit = watched(flow_get(&orig_back, p->proto));
+		}
+		if (!hit && !wanted(&p->t, p->proto) && !wanted(orig, p->proto)) {
+			count(ST_CNT_FILTERED);
+			return 0;
+		}
+		watch = !hit;
 	}
-	return (cfg & ST_CFG_ALL_PKTS) || !home || *home == netns;
+	int home_it = !is_reply && !homed(s_orig);
+	__u32 home = homed(s_orig) ? s_orig->home : netns;
+	flow_learn(s_orig, orig, p->proto, watch, home_it, home);
+	if (!same_tuple(&after, orig) && (watch || !is_reply)) {
+		struct flow_state *s_after = pkt_read && same_tuple(&after, &p->t)
+						     ? s_pkt
+						     : flow_get(&after, p->proto);
+		flow_learn(s_after, &after, p->proto, watch, !is_reply && !homed(s_after), home);
+	}
+	if (!is_reply)
+		return report_request(p, cfg);
+	return (cfg & ST_CFG_ALL_PKTS) || !homed(s_orig) || s_orig->home == netns;
 }
 
 /* A tuple field inside a copy of one struct nf_conntrack_tuple_hash, at the running kernel's
@@ -431,17 +522,8 @@ static __always_inline int nf_event(struct bpf_nf_ctx *ctx)
 		read_tuples(ct, &orig, &reply);
 	__u32 netns = state->net->ns.inum;
 
-	if (cfg & ST_CFG_FILTER) {
-		int hit = flow_known(&p.t, p.proto) || (ct && flow_known(&orig, p.proto));
-		if (!hit && !wanted(&p.t, p.proto) && !(ct && wanted(&orig, p.proto))) {
-			count(ST_CNT_FILTERED);
-			return NF_ACCEPT;
-		}
-		if (ct && !hit)
-			flow_add_nat_forms(&orig, &reply, p.proto);
-	}
-
-	if (!origin_gate(&p, &orig, &reply, ct != NULL, ctinfo, netns, cfg))
+	if (!(ct ? decide_ct(&p, &orig, &reply, ctinfo, netns, cfg)
+		 : decide_no_ct(&p, netns, cfg, 1)))
 		return NF_ACCEPT;
 	/* Answers first, so they are in when the reply event completes the query. */
 	if (p.proto == IPPROTO_UDP && hook == 3 &&
@@ -512,21 +594,21 @@ static __always_inline int dev_event(struct sk_buff *skb, const struct net_devic
 			read_tuples(ct, &orig, &reply);
 		}
 	}
-	if (cfg & ST_CFG_FILTER) {
-		int hit = flow_known(&p.t, p.proto) || (ct && flow_known(&orig, p.proto));
-		if (!hit && !wanted(&p.t, p.proto) && !(ct && wanted(&orig, p.proto))) {
-			count(ST_CNT_FILTERED);
-			return 0;
-		}
-		if (ct && !hit)
-			flow_add_nat_forms(&orig, &reply, p.proto);
+	/* A drop's device is read once the filter let it through (the origin gate, which needs
+	 * the netns, is not asked about drops): most drops are filtered out. */
+	__u32 netns = 0;
+	if (point != ST_DROP) {
+		if (!dev)
+			dev = skb->dev;
+		netns = dev ? dev_netns(dev) : 0;
 	}
-
-	if (!dev)
-		dev = skb->dev;
-	__u32 netns = dev ? dev_netns(dev) : 0;
-	if (point != ST_DROP && !origin_gate(&p, &orig, &reply, ct != NULL, nfct & 7, netns, cfg))
+	if (!(ct ? decide_ct(&p, &orig, &reply, nfct & 7, netns, cfg)
+		 : decide_no_ct(&p, netns, cfg, point != ST_DROP)))
 		return 0;
+	if (point == ST_DROP) {
+		dev = skb->dev;
+		netns = dev ? dev_netns(dev) : 0;
+	}
 
 	struct st_event *e = reserve();
 	if (!e)

@@ -9,9 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from tracer.bench.nfprog import CASES, hook_state, load_program
+from tracer.bench.nfprog import (
+    CASES,
+    FULL_MAP_FLOWS,
+    NF_INET_PRE_ROUTING,
+    hook_state,
+    load_program,
+    new_flow_syn,
+    new_flows_ns,
+)
 from tracer.probes import libbpf
-from tracer.probes.core import CNT_EMITTED, CNT_FILTERED, kernel_at_least, per_cpu_counter
+from tracer.probes.core import (
+    CNT_EMITTED,
+    CNT_FILTERED,
+    CNT_LOST,
+    RING_BYTES,
+    kernel_at_least,
+    per_cpu_counter,
+)
+from tracer.probes.ringbuf import RingReader
 
 pytestmark = [
     pytest.mark.root,
@@ -40,4 +56,22 @@ def test_each_path_emits_only_what_the_filter_wants() -> None:
             assert retval == 1, label  # NF_ACCEPT: the tracer never drops a packet
             assert (after[0] - before[0], after[1] - before[1]) == (events, filtered), label
     finally:
+        obj.close()
+
+
+def test_new_flows_into_a_full_flow_map_each_give_one_event() -> None:
+    # The flood's case: every insert evicts an older entry (the ring is drained meanwhile).
+    obj = load_program()
+    ring = RingReader(obj.map_fd("st_events"), RING_BYTES)
+    try:
+        prog, ncpu = obj.prog_fd("st_nf_hook"), os.cpu_count() or 1
+        new_flows_ns(prog, ring, 0, FULL_MAP_FLOWS)
+        before = sum(per_cpu_counter(obj, CNT_EMITTED, ncpu))
+        state = hook_state(NF_INET_PRE_ROUTING)
+        for i in range(FULL_MAP_FLOWS, FULL_MAP_FLOWS + 64):
+            assert libbpf.prog_test_run(prog, new_flow_syn(i), state, 1)[0] == 1
+        assert sum(per_cpu_counter(obj, CNT_EMITTED, ncpu)) - before == 64
+        assert sum(per_cpu_counter(obj, CNT_LOST, ncpu)) == 0
+    finally:
+        ring.close()
         obj.close()
