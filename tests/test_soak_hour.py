@@ -128,14 +128,23 @@ class Tally:
         return t
 
 
-def check_complete(replayed: Tally, live: Tally, answered: int, failed: int) -> None:
+def check_complete(replayed: Tally, live: Tally, answered: int, failed: int, lost: int) -> None:
     """Every request answered is in the file and was shown live, once, as ok. One the client
-    gave up on (a loaded machine) may have sent nothing: it may be missing."""
+    gave up on (a loaded machine) may have sent nothing: it may be missing. So may one per
+    event the kernel failed to put in the ring, which the tracer counted (`lost`): a few per
+    million at any rate (README "Scale curve and loss point"; 159 of 14.4 M events in an hour
+    at 1,000 requests/s took 30 requests with them)."""
     for got, what in ((replayed, "replayed"), (live, "shown live")):
-        assert answered <= got.requests <= answered + failed and got.ok >= answered, \
+        assert answered - lost <= got.requests <= answered + failed \
+            and got.ok >= answered - lost, \
             f"{what}: {got.requests} requests ({got.ok} ok) for {answered} answered + " \
-            f"{failed} failed"
+            f"{failed} failed, {lost} events lost"
     assert replayed.distinct == replayed.requests, replayed
+    # What the file holds was shown live too, the last poll's requests at the stop included
+    # (an hour's run lost 81 there before tracer/signals.interrupts_held). Up to 2 apart: a
+    # retransmitted SYN can start a request at a time that differs between the two.
+    assert replayed.requests - live.requests <= 2, \
+        f"{replayed.requests} requests in the file, {live.requests} shown live"
 
 
 def test_an_hour_of_recording(run_dir: Path, request: pytest.FixtureRequest) -> None:
@@ -186,12 +195,13 @@ def test_an_hour_of_recording(run_dir: Path, request: pytest.FixtureRequest) -> 
     rss = [s.rss_kib for s in samples]
     print(f"soak: hour: {minutes} min at {rate:.0f} req/s: sent {sent} (+{failed} failed), "
           f"live {live.requests}, replayed {replayed.requests} in {replay_s:.0f} s; "
-          f"{info['events']} events, {info['bytes']} bytes, complete {info['complete']}; "
+          f"{info['events']} events ({info['lost_events']} lost), {info['bytes']} bytes, "
+          f"complete {info['complete']}; "
           f"RSS start {rss[0]} end {rss[-1]} max {max(rss)} KiB; "
           f"fds {samples[0].fds}->{samples[-1].fds}, links {samples[0].links}->"
           f"{samples[-1].links}, maps {samples[0].maps}->{samples[-1].maps}, progs "
           f"{samples[0].progs}->{samples[-1].progs}, netns {samples[0].netns}->"
           f"{samples[-1].netns}")
     assert info["complete"]
-    check_complete(replayed, live, sent, failed)
+    check_complete(replayed, live, sent, failed, info["lost_events"])
     _check_bounded(samples)

@@ -13,7 +13,7 @@ from tracer.commands import argtypes
 from tracer.errors import RemoteError, TraceFileError
 from tracer.model import Request
 from tracer.pipeline import Pipeline, paced_gc
-from tracer.signals import stop_signals_as_interrupt
+from tracer.signals import interrupts_held, stop_signals_as_interrupt
 from tracer.sinks.text import JsonSink, Sink, TextSink
 from tracer.source import Filter
 from tracer.tracefile.ring import KEEP_ON, RingConfig, parse_size, ring_recording
@@ -244,14 +244,15 @@ def _show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
                 break
             for line in cluster_lines(pipe):
                 print(f"swarmtrace: {line}", file=sys.stderr, flush=True)
-            reqs = pipe.poll(0.2)
-            if observe is not None:
-                observe(reqs)
-            if count:
-                reqs = reqs[: count - shown]
-            if sink is not None:
-                sink.write_all(reqs)  # one flush per poll, not per request
-            shown += len(reqs)
+            with interrupts_held():
+                reqs = pipe.poll(0.2)
+                if observe is not None:
+                    observe(reqs)
+                if count:
+                    reqs = reqs[: count - shown]
+                if sink is not None:
+                    sink.write_all(reqs)  # one flush per poll, not per request
+                shown += len(reqs)
     except KeyboardInterrupt:
         # Events still in the ring are read, requests still in flight shown as they stand.
         reqs = pipe.drain()

@@ -139,6 +139,14 @@ class SwarmtraceApp(App[None]):
     def on_unmount(self) -> None:
         self._collector.stop()
 
+    def delay_update(self, delay: float = 0.05) -> None:
+        # Textual holds every frame for 50 ms after switch_mode (and the palette's search),
+        # to hide a screen still being built. Ours are all built before the first frame, so
+        # the hold only made the frame of a screen key (1-4, t) and the next key wait 50 ms
+        # longer (scripts/bench tui: `/` right after `1` took 50 ms, 40 of them idle).
+        # (A zero delay is no way out: a 0 s timer froze the frames altogether.)
+        return
+
     def refresh_css(self, animate: bool = True) -> None:
         super().refresh_css(animate)
         # Textual restyles only the current mode's screens; another, switched to later, made
