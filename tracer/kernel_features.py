@@ -78,6 +78,15 @@ def _syscall(number: int, *args: int | ctypes.Array[ctypes.c_char]) -> int:
     return fd
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists(), False where we may not look: tracefs is root's only (0700), and an
+    unprivileged user must get the "run as root" line, not a PermissionError."""
+    try:
+        return path.exists()
+    except PermissionError:
+        return False
+
+
 def try_kprobe(function: str = PROBE_FUNCTION) -> TryResult:
     """Create (and at once remove) a kprobe on `function` through the perf kprobe PMU."""
     try:
@@ -85,7 +94,7 @@ def try_kprobe(function: str = PROBE_FUNCTION) -> TryResult:
     except (OSError, ValueError):
         # Kernels before 4.17 have no kprobe PMU; BCC then writes tracefs kprobe_events.
         for events in KPROBE_EVENTS:
-            if events.exists():
+            if _exists(events):
                 return TryResult(True, f"{events} present (no kprobe PMU to try)")
         return TryResult(False, f"no kprobe perf PMU ({KPROBE_PMU.parent} missing)")
     name = ctypes.create_string_buffer(function.encode())
