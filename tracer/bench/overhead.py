@@ -21,7 +21,7 @@ from tracer import lab
 from tracer.bench.peer import tcpdump_everywhere
 from tracer.enrich import open_names
 from tracer.live import lab_lb_note
-from tracer.pipeline import Pipeline
+from tracer.pipeline import Pipeline, paced_gc
 from tracer.probes import libbpf
 from tracer.probes.core import RING_BYTES, CoreSource
 from tracer.sinks.text import TextSink
@@ -71,11 +71,14 @@ def traced_run(mode: str, seconds: float, conns: int, full: bool, stats: bool = 
             events = [0]
             cpu = [0.0]
 
-            def consume() -> None:
-                while not stop.is_set():
-                    if full:
-                        sink.write_all(pipe.poll(0.1))
-                    else:
+            def consume() -> None:  # as `trace` (show) and `trace -w -q` (_record_only) do
+                if full:
+                    with paced_gc() as between_polls:
+                        while not stop.is_set():
+                            between_polls()
+                            sink.write_all(pipe.poll(0.1))
+                else:
+                    while not stop.is_set():
                         events[0] += len(pipe.pump(0.1))
                 cpu[0] = time.thread_time()
 
