@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import mmap
 import select
-import struct
 
 import numpy as np
 
@@ -32,6 +31,11 @@ class RingReader:
         self._prod = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                                offset=page)
         self._data_off = page
+        # The positions as one aligned 8-byte word each, so that every load and store of them
+        # is a single access (struct's byte-wise writes could show the kernel a torn consumer
+        # position, a few bytes of the new value with the old high bytes: far behind).
+        self._cons_pos = np.frombuffer(self._cons, dtype=np.uint64, count=1)
+        self._prod_pos = np.frombuffer(self._prod, dtype=np.uint64, count=1)
         self._poll = select.epoll()
         self._poll.register(map_fd, select.EPOLLIN)
 
@@ -40,13 +44,11 @@ class RingReader:
             self._poll.poll(timeout_s)
 
     def _pending(self) -> bool:
-        cons = struct.unpack_from("<Q", self._cons, 0)[0]
-        prod = struct.unpack_from("<Q", self._prod, 0)[0]
-        return bool(prod > cons)
+        return bool(self._prod_pos[0] > self._cons_pos[0])
 
     def read(self, max_records: int = 1 << 20) -> np.ndarray:
-        cons = struct.unpack_from("<Q", self._cons, 0)[0]
-        prod = struct.unpack_from("<Q", self._prod, 0)[0]
+        cons = int(self._cons_pos[0])
+        prod = int(self._prod_pos[0])
         avail = min(prod - cons, max_records * _STRIDE)
         if avail <= 0:
             return np.empty(0, dtype=EVENT_DTYPE)
@@ -60,10 +62,11 @@ class RingReader:
             recs = recs[:n]
         keep = (recs["len"] & _DISCARD) == 0
         out: np.ndarray = recs["ev"][keep].copy()
-        struct.pack_into("<Q", self._cons, 0, cons + n * _STRIDE)
+        self._cons_pos[0] = cons + n * _STRIDE
         return out
 
     def close(self) -> None:
         self._poll.close()
+        del self._cons_pos, self._prod_pos  # views of the maps: they could not close under them
         self._cons.close()
         self._prod.close()
