@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
@@ -14,20 +13,10 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from tracer.errors import OutputError, TraceFileError
+from tracer.errors import TraceFileError
 from tracer.events import EVENT_DTYPE
-from tracer.tracefile.format import (
-    MAGIC,
-    PREAMBLE,
-    SCHEMA_VERSION,
-    RecordType,
-    TraceHeader,
-    default_level,
-    encode_events,
-    encode_json,
-    frame,
-)
-from tracer.tracefile.output import OutputFile
+from tracer.tracefile.format import RecordType, TraceHeader, default_level, encode_json
+from tracer.tracefile.frame_file import FrameFile
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +50,6 @@ class TraceWriter:
         self.header = header
         self._flush_interval = flush_interval_s
         self._chunk_events = chunk_events
-        self._zstd = zstandard.ZstdCompressor(level=default_level() if level is None else level)
         self._cond = threading.Condition()
         # Guarded by _cond:
         self._pending: list[np.ndarray] = []  # events not yet cut into a chunk
@@ -72,34 +60,11 @@ class TraceWriter:
         self._stopping = False
         self._error: TraceFileError | None = None
         self._reported = False
-        # Only the writing thread (or close() after it stopped) touches these:
-        self._good_size = 0  # end of the last complete frame
-        self.events_written = 0
         self.lost_total = 0
         self._topology_records = 0
-        self._first_ts = 0
-        self._last_ts = 0
-        # 0600: a trace names hosts, addresses and services of a production cluster.
-        try:
-            out = OutputFile(self.path, mode=0o600)
-        except OutputError as err:
-            raise TraceFileError(str(err)) from err
-        head = PREAMBLE.pack(MAGIC, SCHEMA_VERSION, 0) + frame(
-            RecordType.HEADER, self._zstd.compress(encode_json(header.to_json()))
-        )
-        try:
-            _write_all(out.fd, head)
-            # An existing file is replaced only now that the new one is a readable trace.
-            out.publish()
-        except OSError as err:
-            out.discard()
-            raise TraceFileError(f"cannot create trace file {self.path}: {err.strerror}") from err
-        except OutputError as err:
-            raise TraceFileError(str(err)) from err
-        if out.replaced is not None:
-            log.warning("recording to %s%s", self.path, out.replaced_note())
-        self._fd: int | None = out.release()
-        self._good_size = len(head)
+        # Only the writing thread (or close() after it stopped) writes to the file.
+        zstd = zstandard.ZstdCompressor(level=default_level() if level is None else level)
+        self._file = FrameFile(self.path, header, zstd)
         self._thread = threading.Thread(target=self._run, name="swarmtrace-writer", daemon=True)
         self._thread.start()
 
@@ -124,7 +89,11 @@ class TraceWriter:
 
     @property
     def bytes_written(self) -> int:
-        return self._good_size
+        return self._file.good_size
+
+    @property
+    def events_written(self) -> int:
+        return self._file.events_written
 
     def events(self, events: np.ndarray) -> None:
         """Queue events (EVENT_DTYPE, in arrival order); cheap, the thread does the work."""
@@ -163,7 +132,8 @@ class TraceWriter:
             if not self._open() or total <= self.lost_total:
                 return
             self.lost_total = total
-            body = {"ts_ns": int(self._last_ts if ts_ns is None else ts_ns), "total": int(total)}
+            ts = self._file.last_ts if ts_ns is None else ts_ns
+            body = {"ts_ns": int(ts), "total": int(total)}
             self._enqueue((RecordType.LOST, encode_json(body)))
 
     def flush(self) -> None:
@@ -186,16 +156,9 @@ class TraceWriter:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join()
-        try:
-            if self._fd is not None:
-                self._record(RecordType.SUMMARY, encode_json(self._summary(reason)))
-            if self._fd is not None:
-                os.fsync(self._fd)
-        finally:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        self._file.close(self._summary(reason))
         with self._cond:
+            self._error = self._error or self._file.error
             self._check()
 
     def _check(self) -> None:
@@ -239,78 +202,33 @@ class TraceWriter:
                 self._cond.notify_all()  # callers held back by MAX_QUEUED_CHUNKS may go on
             try:
                 for item in items:
-                    if self._fd is not None:
-                        self._write_item(item)
+                    self._write_item(item)
             except Exception as err:  # a bug must not leave callers waiting on a dead thread
                 log.exception("trace writer failed")
-                if self._fd is not None:
-                    self._fail(OSError(0, f"internal error ({err!r})"))
+                if self._file.writing:
+                    self._file.fail(OSError(0, f"internal error ({err!r})"))
             with self._cond:
+                self._error = self._file.error
                 self._busy = False
                 self._cond.notify_all()
                 if items or time.monotonic() >= deadline:
                     deadline = time.monotonic() + self._flush_interval
-                if (stopping and not self._queue) or self._fd is None:
+                if (stopping and not self._queue) or not self._file.writing:
                     return
 
     def _write_item(self, item: _Item) -> None:
         if isinstance(item, tuple):
-            self._record(*item)
-            return
-        self._first_ts = self._first_ts or int(item["ts_ns"][0])
-        self._last_ts = int(item["ts_ns"][-1])
-        for start in range(0, len(item), self._chunk_events):
-            chunk = item[start : start + self._chunk_events]
-            self._record(RecordType.EVENTS, encode_events(chunk).data)
-            if self._fd is None:
-                return
-            self.events_written += len(chunk)
+            self._file.record(*item)
+        else:
+            self._file.events(item, self._chunk_events)
 
     def _summary(self, reason: str) -> dict[str, Any]:
         return {
             "reason": reason,
-            "events": self.events_written,
+            "events": self._file.events_written,
             "lost": self.lost_total,
             "topology_records": self._topology_records,
-            "first_ts_ns": self._first_ts,
-            "last_ts_ns": self._last_ts,
+            "first_ts_ns": self._file.first_ts,
+            "last_ts_ns": self._file.last_ts,
             "end_wall_ns": time.time_ns(),
         }
-
-    def _record(self, kind: RecordType, raw: bytes | memoryview) -> None:
-        self._write(frame(kind, self._zstd.compress(raw)))
-
-    def _write(self, data: bytes) -> None:
-        if self._fd is None:
-            return
-        try:
-            _write_all(self._fd, data)
-        except OSError as err:
-            self._fail(err)
-            return
-        self._good_size += len(data)
-
-    def _fail(self, err: OSError) -> None:
-        """Cut the file back to its last whole frame, close it, keep one clear line to raise."""
-        assert self._fd is not None
-        try:
-            os.ftruncate(self._fd, self._good_size)
-        except OSError:
-            log.debug("could not cut %s back to %d bytes", self.path, self._good_size)
-        os.close(self._fd)
-        self._fd = None
-        what = "disk full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else err.strerror
-        error = TraceFileError(
-            f"{what} writing {self.path}: recording stopped; the {self.events_written} events "
-            "written before are readable (free space and record again)"
-        )
-        error.__cause__ = err
-        with self._cond:
-            self._error = error
-            self._cond.notify_all()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
