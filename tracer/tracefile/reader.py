@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ from tracer.events import EVENT_SIZE, READABLE_EVENT_VERSIONS, Point
 from tracer.tracefile import validate
 from tracer.tracefile.format import (
     FRAME,
-    MAX_FRAME_BYTES,
     MAX_TOPOLOGY_BYTES,
     PREAMBLE,
     RecordType,
@@ -30,9 +27,9 @@ from tracer.tracefile.format import (
     content_size,
     decode_events,
     decompress,
-    frame_crc,
     max_payload,
 )
+from tracer.tracefile.frame_scan import Damage, FrameScanner
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +90,8 @@ Record = EventChunk | TopologyRecord | LostRecord | TraceSummary | TraceDamage
 
 # Consumers get event arrays of at most this many events (views into one decoded chunk).
 YIELD_EVENTS = 1 << 16
-RESYNC_BLOCK = 1 << 20
 MAX_DAMAGES_KEPT = 100
-RESYNC_CHECK_BYTES = 64 << 20  # payload bytes read to check candidates, plus twice the file
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # every payload is one zstd frame
-# Where a frame may start: a record type (never 0), then the two reserved fields (zero).
-_FRAME_START = re.compile(rb"[^\x00]\x00\x00\x00")
 _KNOWN_POINTS = np.array(sorted(int(p) for p in Point), dtype=np.uint8)
-
-
-class _Damage(Exception):
-    """A frame that cannot be used."""
 
 
 class TraceReader:
@@ -125,6 +113,7 @@ class TraceReader:
         self._last_damage: TraceDamage | None = None
         self.complete = False  # a closing summary was read
         self._fd = open_regular(self.path, "trace")
+        self._frames = FrameScanner(self._fd)
         try:
             self.header = self._read_header()
         except BaseException:
@@ -171,14 +160,14 @@ class TraceReader:
     def _read_header(self) -> TraceHeader:
         schema = check_preamble(os.pread(self._fd, PREAMBLE.size, 0), str(self.path))
         try:
-            kind, payload = self._frame(PREAMBLE.size)
+            kind, payload = self._frames.frame(PREAMBLE.size)
             if kind != RecordType.HEADER:
-                raise _Damage("first record is not the header")
+                raise Damage("first record is not the header")
             raw = decompress(payload, max_payload(kind))
             header = TraceHeader.from_json(validate.loads(raw))
         except EOFError as err:
             raise TraceFileError(f"{self.path} is truncated inside its header") from err
-        except (_Damage, zstandard.ZstdError, ValueError, RecursionError) as err:
+        except (Damage, zstandard.ZstdError, ValueError, RecursionError) as err:
             raise TraceFileError(
                 f"{self.path}: header damaged ({err}): the file is corrupt"
             ) from err
@@ -197,75 +186,18 @@ class TraceReader:
             )
         return header
 
-    def _frame(self, pos: int) -> tuple[int, bytes]:
-        """(type, payload) of the frame at pos; EOFError at the end, _Damage if unusable."""
-        head = os.pread(self._fd, FRAME.size, pos)
-        if not head:
-            raise EOFError
-        if len(head) < FRAME.size:
-            raise _Damage("truncated (partial record header)")
-        kind, reserved1, reserved2, length, crc = FRAME.unpack(head)
-        if not kind or reserved1 or reserved2 or not 0 < length <= MAX_FRAME_BYTES:
-            raise _Damage("damaged (not a record header)")
-        payload = os.pread(self._fd, length, pos + FRAME.size)
-        if len(payload) < length:
-            raise _Damage("truncated (partial record)")
-        if frame_crc(head[:8], payload) != crc:
-            raise _Damage("damaged (checksum mismatch)")
-        return kind, payload
-
-    def _resync(self, start: int) -> int | None:
-        """Offset of the next intact frame at or after start, or None."""
-        pos = start
-        size = os.fstat(self._fd).st_size
-        while True:
-            try:
-                # A file extended by `truncate` is a hole: jump over it instead of reading it.
-                pos = os.lseek(self._fd, pos, os.SEEK_DATA)
-            except OSError as err:
-                if err.errno == errno.ENXIO:
-                    return None  # nothing but a hole up to the end
-                if err.errno != errno.EINVAL:  # EINVAL: no SEEK_DATA here; read it all
-                    raise
-            block = os.pread(self._fd, RESYNC_BLOCK, pos)
-            if len(block) < FRAME.size + len(_ZSTD_MAGIC):
-                return None
-            last = len(block) - FRAME.size - len(_ZSTD_MAGIC) + 1
-            if block.count(0) == len(block):  # zeros written out: 15x faster than the regex
-                pos += last
-                continue
-            for m in _FRAME_START.finditer(block, 0, last):
-                at = m.start()
-                length = FRAME.unpack_from(block, at)[3]
-                if not (
-                    0 < length <= MAX_FRAME_BYTES
-                    and pos + at + FRAME.size + length <= size
-                    and block.startswith(_ZSTD_MAGIC, at + FRAME.size)
-                    and length <= self._check_budget
-                ):
-                    continue
-                # Checking a candidate reads its payload: a file of crafted candidates must
-                # not make that quadratic, so what all of them may cost is bounded.
-                self._check_budget -= length
-                try:
-                    self._frame(pos + at)
-                except (_Damage, EOFError):
-                    continue
-                return pos + at
-            pos += last
-
     def _scan(self, wanted: frozenset[int]) -> Iterator[Record]:
         """Records of the wanted types and every damage, in file order."""
         pos, topology_bytes = self._body, 0
         self._end = pos  # end of the last intact frame
-        self._check_budget = RESYNC_CHECK_BYTES + 2 * os.fstat(self._fd).st_size
+        self._frames.start_scan()
         while True:
             try:
-                kind, payload = self._frame(pos)
+                kind, payload = self._frames.frame(pos)
             except EOFError:
                 return
-            except _Damage as why:
-                nxt = self._resync(pos + 1)
+            except Damage as why:
+                nxt = self._frames.next_intact(pos + 1)
                 end = os.fstat(self._fd).st_size if nxt is None else nxt
                 yield TraceDamage(pos, end - pos, str(why), nxt is not None)
                 if nxt is None:
@@ -280,11 +212,11 @@ class TraceReader:
                 if kind == RecordType.TOPOLOGY:
                     topology_bytes += max(_content_size(payload), 0)
                     if topology_bytes > MAX_TOPOLOGY_BYTES:
-                        raise _Damage(
+                        raise Damage(
                             f"damaged (names beyond {MAX_TOPOLOGY_BYTES >> 20} MiB in one file)"
                         )
                 yield from _decode(kind, payload, at)
-            except _Damage as why:
+            except Damage as why:
                 yield TraceDamage(at, pos - at, f"{why}: skipped this record", True)
                 continue
             if kind == RecordType.SUMMARY:
@@ -380,7 +312,7 @@ def _content_size(payload: bytes) -> int:
     try:
         return content_size(payload)
     except zstandard.ZstdError as err:
-        raise _Damage(f"damaged (not a zstd frame: {err})") from err
+        raise Damage(f"damaged (not a zstd frame: {err})") from err
 
 
 def _decode(kind: int, payload: bytes, offset: int) -> Iterator[Record]:
@@ -413,7 +345,7 @@ def _decode(kind: int, payload: bytes, offset: int) -> Iterator[Record]:
             )
     except (zstandard.ZstdError, ValueError, KeyError, TypeError, RecursionError) as err:
         # UnicodeDecodeError and JSONDecodeError are ValueErrors.
-        raise _Damage(f"damaged ({RecordType(kind).name.lower()} record: {err})") from err
+        raise Damage(f"damaged ({RecordType(kind).name.lower()} record: {err})") from err
 
 
 def _event_chunks(events: np.ndarray, offset: int) -> Iterator[Record]:
