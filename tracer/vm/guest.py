@@ -23,8 +23,9 @@ from typing import TextIO
 
 from tracer import slowdown
 from tracer.errors import LabError
-from tracer.vm.boot import KernelImage, VmConfig, find_kernel, kvm_usable, venv_bin, vng_command
+from tracer.vm.boot import KernelImage, VmConfig, find_kernel, venv_bin, vng_command
 from tracer.vm.boot import vng_env as _vng_env
+from tracer.vm.boot_wait import console_tail, wait_for_boot
 from tracer.vm.jobs import GuestResult, Jobs
 from tracer.vm.qemu_proc import QemuProc, find_qemu
 
@@ -35,8 +36,6 @@ REPO = Path(__file__).resolve().parents[2]
 _HERE = Path(__file__).resolve().parent
 STOP_WAIT_S = 30.0  # clean power-off under TCG takes a few seconds
 HEARTBEAT_S = 2.0  # the agent powers the guest off when this stops (host killed uncleanly)
-# Boot time of an idle 2-CPU host (README: 30-50 s emulated): the measure of a slow guest.
-REFERENCE_BOOT_S = {True: 10.0, False: 45.0}  # by KVM
 
 
 def in_guest() -> bool:
@@ -177,61 +176,15 @@ class Guest:
     def _wait_ready(self) -> None:
         if self._vng is None:
             raise LabError("the VM guest was not launched: launch() it first")
-        kvm = kvm_usable() if self.config.kvm is None else self.config.kvm
-        began = self._began
-        accel = "KVM" if kvm else "software emulation (no KVM: ~30 s)"
-        # A loaded host boots slower: give the boot as much more time as the load says.
-        boot_timeout = self.config.boot_timeout_s * slowdown.host_load()
-        self._progress(f"booting {self.kernel.version} with {accel}")
-        seen_lines = 0
-        last_note = began
-        while not (self.share / "ready").exists():
-            now = time.monotonic()
-            if self._vng.poll() is not None:
-                raise LabError(
-                    f"the VM exited during boot (rc {self._vng.returncode}): {self._console_tail()}"
-                )
-            if now - began > boot_timeout:
-                raise LabError(
-                    f"the VM did not come up within {boot_timeout:.0f} s (host load "
-                    f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs): {self._console_tail()}"
-                )
-            if self._qemu is None:
-                self._qemu = find_qemu(self._vng.pid, self.share)
-            lines = self._progress_lines()
-            for line in lines[seen_lines:]:
-                self._progress(f"{line} ({now - began:.0f} s)")
-                last_note = now
-            seen_lines = len(lines)
-            if now - last_note >= 10:
-                self._progress(f"still booting ({now - began:.0f} s)")
-                last_note = now
-            time.sleep(0.2)
-        self.boot_seconds = time.monotonic() - began
-        if self._qemu is None:
-            self._qemu = find_qemu(self._vng.pid, self.share)
-        self.slowdown = max(
-            slowdown.from_boot(self.boot_seconds, REFERENCE_BOOT_S[kvm]), slowdown.host_load()
-        )
-        self._progress(
-            f"guest ready in {self.boot_seconds:.0f} s; waits in the guest scaled "
-            f"x{self.slowdown:.1f}"
-        )
-
-    def _progress_lines(self) -> list[str]:
-        try:
-            return (self.share / "progress").read_text().splitlines()
-        except OSError:
-            return []
+        assert self._workdir is not None
+        booted = wait_for_boot(self._vng, self.share, self._workdir / "console.log",
+                               self._began, self.kernel, self.config, self._progress)
+        self.boot_seconds, self.slowdown = booted.seconds, booted.slowdown
+        self._qemu = self._qemu or booted.qemu
 
     def _console_tail(self) -> str:
         assert self._workdir is not None
-        try:
-            lines = (self._workdir / "console.log").read_text(errors="replace").splitlines()
-        except OSError:
-            return "no console output"
-        tail = [line.strip() for line in lines if line.strip()][-3:]
-        return " | ".join(tail) or "no console output"
+        return console_tail(self._workdir / "console.log")
 
     def stop(self) -> None:
         """Power the guest off (kill qemu by pid if it does not go), remove every file."""
