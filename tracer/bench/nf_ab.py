@@ -2,16 +2,29 @@
 build's (`--against DIR`, e.g. main's bpf/build), in alternating `trace -w -q` runs with the
 kernel's run-time stats on: ns per run and per request of each program. Alternating runs share
 the machine's drifting load, which makes their wall-clock ratios noisy; BPF time per request
-moves far less."""
+moves far less.
+
+Run time is read per program name: another tracer's st_nf_hook loaded meanwhile (another
+checkout's tests, a second swarmtrace) is read in its place and runs in the lab's hooks too, so
+each run says how many were loaded before it started."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 
 from tracer import lab
 from tracer.bench.builds import THIS_BUILD, add_against, check_against, lab_up, object_dir
 from tracer.bench.overhead import traced_run
+
+
+def loaded_nf_programs() -> int:
+    """How many st_nf_hook programs the kernel has loaded now (any process's)."""
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
+                         check=True).stdout
+    return sum(p.get("name") == "st_nf_hook" for p in json.loads(out))
 
 
 def main() -> None:
@@ -26,6 +39,9 @@ def main() -> None:
         print(f"load average {os.getloadavg()[0]:.2f} at start")
         for _ in range(args.rounds):
             for name, path in (("other", args.against), ("this", THIS_BUILD)):
+                if foreign := loaded_nf_programs():
+                    print(f"note: {foreign} st_nf_hook of another tracer loaded: this run's "
+                          "figures may be that program's", flush=True)
                 with object_dir(path):
                     t = traced_run("mesh", args.seconds, 4, full=False, stats=True)
                 reqs = max(t.requests, 1)
