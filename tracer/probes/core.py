@@ -227,6 +227,11 @@ class CoreSource(ProbeSource):
     def lost(self) -> int:
         return sum(per_cpu_counter(self._obj, CNT_LOST, os.cpu_count() or 1))
 
+    def run_stats(self) -> dict[str, tuple[int, int]]:
+        """This source's attached programs: name -> (run_time_ns, run_cnt) (benchmarks)."""
+        names = ["st_drop"] + ["st_nf_hook"] * self.netfilter + ["st_rx", "st_tx"] * self._devices
+        return {n: libbpf.prog_run_stats(self._obj.prog_fd(n)) for n in names}
+
     def _detach(self) -> None:
         for fds in self._nf_links.values():
             for fd in fds:

@@ -22,6 +22,7 @@ BPF_NETFILTER = 45  # enum bpf_attach_type
 BPF_LINK_CREATE = 28
 BPF_ENABLE_STATS = 32
 BPF_PROG_TEST_RUN = 10
+BPF_OBJ_GET_INFO_BY_FD = 15
 SYS_BPF = 321  # x86_64
 NFPROTO_IPV4 = 2
 
@@ -169,6 +170,18 @@ def enable_stats() -> int:
     if fd < 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     return int(fd)
+
+
+def prog_run_stats(prog_fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of one loaded program, by its fd: counted only while stats are
+    on (enable_stats). By fd, not by name: another tracer's programs have the same names."""
+    info = ctypes.create_string_buffer(256)  # struct bpf_prog_info, zeroed: no arrays asked
+    attr = ctypes.create_string_buffer(16)  # info: bpf_fd, info_len, info pointer
+    struct.pack_into("<IIQ", attr, 0, prog_fd, len(info), ctypes.addressof(info))
+    if _libc.syscall(SYS_BPF, BPF_OBJ_GET_INFO_BY_FD, attr, len(attr)) < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    run_time_ns, run_cnt = struct.unpack_from("<QQ", info, 192)
+    return run_time_ns, run_cnt
 
 
 def prog_test_run(prog_fd: int, data: bytes, ctx: bytes, repeat: int) -> tuple[int, int]:
