@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tracer.commands import argtypes
 from tracer.errors import EXIT_TRACE_DAMAGED, TraceFileError
+from tracer.gc_pacing import paced_gc
 from tracer.model import JSON_SCHEMA_VERSION, Request
-from tracer.pipeline import Pipeline, paced_gc
+from tracer.pipeline import Pipeline
 from tracer.sinks.service_name import service_name
 from tracer.sinks.step_text import StepSink
 from tracer.sinks.text import TIMES_LEGEND, JsonSink, Sink, TextSink
@@ -114,7 +115,10 @@ def open_tui(path: Path, args: argparse.Namespace) -> int | None:
     query = " ".join(f"service:{s}" for s in args.service)
     with ReplaySource(path) as source:
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
-        feed = replay_feed(pipe, speed=args.speed or 1.0, filters=", ".join(words))
+        # The whole trace is correlated before the app starts: replay's policy for that, the
+        # app's own collector (tracer/tui/collector.py) once it runs.
+        with paced_gc():
+            feed = replay_feed(pipe, speed=args.speed or 1.0, filters=", ".join(words))
         run_tui(feed, step=args.step, title=f"swarmtrace replay {path.name}", query=query,
                 present=args.present)
         return EXIT_TRACE_DAMAGED if source.damage else 0
