@@ -1,5 +1,6 @@
 """The pipeline sets no GC policy: the front end does (tests/fixtures/lab_mesh_vip.swt
-replayed). `trace`, `replay` and the agent pace it with tracer.gc_pacing.paced_gc."""
+replayed). `trace`, `replay` and the agent pace it with tracer.gc_pacing.paced_gc; the TUI's
+feed thread raises the young threshold only while it correlates."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import gc
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from tracer.correlate import Correlator
 from tracer.gc_pacing import paced_gc
+from tracer.model import Request
 from tracer.pipeline import Pipeline
 from tracer.tracefile.replay import ReplaySource
 from tracer.tracefile.topology import trace_names
+from tracer.tui.collector import CORRELATING_YOUNG
+from tracer.tui.pipeline_feed import PipelineFeed
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lab_mesh_vip.swt"
 
@@ -61,3 +67,36 @@ def test_paced_gc_collects_only_between_polls_and_gives_the_gc_back(
     finally:
         gc.callbacks.remove(note)
     assert gc.isenabled() and gc.get_threshold() == default_gc
+
+
+class _Seeing(Correlator):
+    """A correlator that notes the GC's young threshold while it works."""
+
+    seen: list[int]
+
+    def feed_array(self, records: np.ndarray) -> list[Request]:
+        self.seen.append(gc.get_threshold()[0])
+        return super().feed_array(records)
+
+
+def test_the_tui_feed_raises_the_young_threshold_only_while_it_correlates(
+        default_gc: tuple[int, int, int]) -> None:
+    with ReplaySource(FIXTURE, batch_events=16) as src:
+        pipe = Pipeline(src, trace_names(FIXTURE), src.header.lb_note)
+        pipe.correlator = seeing = _Seeing(src.info.drop_reasons)
+        seeing.seen = []
+        feed = PipelineFeed(pipe)
+        requests = []
+        while not feed.finished:
+            requests += feed.poll(0).requests
+            assert gc.get_threshold() == default_gc
+    assert requests and set(seeing.seen) == {CORRELATING_YOUNG}
+
+
+def test_a_higher_threshold_of_the_caller_stands(default_gc: tuple[int, int, int]) -> None:
+    gc.set_threshold(50_000, 10, 10)
+    with ReplaySource(FIXTURE) as src:
+        feed = PipelineFeed(Pipeline(src, trace_names(FIXTURE), src.header.lb_note))
+        while not feed.finished:
+            feed.poll(0)
+    assert gc.get_threshold() == (50_000, 10, 10)

@@ -72,8 +72,13 @@ class Pipeline:
         return arr
 
     def poll(self, timeout_s: float) -> list[Request]:
-        arr = self.pump(timeout_s)
-        # Idle requests end by the clock, not only by the next event (same clock as BPF).
+        """pump() then correlate(): a front end that sets a GC policy for the correlating
+        only (the TUI's feed thread) calls the two itself."""
+        return self.correlate(self.pump(timeout_s))
+
+    def correlate(self, arr: np.ndarray) -> list[Request]:
+        """Events pump() read into the requests they finish; idle requests end by the clock
+        too, not only by the next event (same clock as BPF)."""
         return self._correlated(arr, expire=self.source.info.live)
 
     def _correlated(self, arr: np.ndarray, expire: bool = False) -> list[Request]:

@@ -115,10 +115,7 @@ def open_tui(path: Path, args: argparse.Namespace) -> int | None:
     query = " ".join(f"service:{s}" for s in args.service)
     with ReplaySource(path) as source:
         pipe = Pipeline(source, trace_names(path), source.header.lb_note)
-        # The whole trace is correlated before the app starts: replay's policy for that, the
-        # app's own collector (tracer/tui/collector.py) once it runs.
-        with paced_gc():
-            feed = replay_feed(pipe, speed=args.speed or 1.0, filters=", ".join(words))
+        feed = replay_feed(pipe, speed=args.speed or 1.0, filters=", ".join(words))
         run_tui(feed, step=args.step, title=f"swarmtrace replay {path.name}", query=query,
                 present=args.present)
         return EXIT_TRACE_DAMAGED if source.damage else 0
