@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracer.gc_pacing import paced_gc
 from tracer.pipeline import Pipeline
 from tracer.remote.agent import Agent, AgentOptions
 from tracer.remote.auth import new_token
@@ -92,8 +93,10 @@ def main() -> None:
         requests = 0
         start = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.monotonic()
-        while time.monotonic() - t0 < args.seconds:
-            requests += len(pipe.poll(0.1))
+        with paced_gc() as between_polls:  # `trace --swarm`'s GC policy
+            while time.monotonic() - t0 < args.seconds:
+                between_polls()
+                requests += len(pipe.poll(0.1))
         end = resource.getrusage(resource.RUSAGE_SELF)
         wall = time.monotonic() - t0
         dropped = coll.stats().lost  # what the agent could not queue for a slow collector

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracer.gc_pacing import paced_gc
 from tracer.pipeline import Pipeline
 from tracer.source import Filter, SourceInfo
 from tracer.tracefile import ReplaySource, TraceHeader, TraceWriter, open_trace
@@ -55,9 +56,11 @@ def replay(path: Path, limit: int) -> tuple[float, float, int, int]:
     at full speed."""
     t0, c0 = time.perf_counter(), time.process_time()
     events = requests = 0
-    with ReplaySource(path, batch_events=POLL_BATCH) as src:
+    # With `replay`'s GC policy: the pipeline sets none of its own.
+    with ReplaySource(path, batch_events=POLL_BATCH) as src, paced_gc() as between_polls:
         pipe = Pipeline(src)
         while not src.finished and events < limit:
+            between_polls()
             requests += len(pipe.poll(0))
             events = src.stats().events
         requests += len(pipe.flush())

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -23,66 +21,12 @@ RawTap = Callable[[np.ndarray], None]
 DRAIN_READS = 64
 ConntrackProbe = Callable[[], ConntrackUse | None]
 
-# Objects allocated between two young collections of the cyclic GC. Decoding and correlating
-# allocate a few acyclic objects per event (nothing to collect): at the default 700 a young
-# collection ran every ~150 events and took 15-20% of replay's time.
-GC_YOUNG = 10_000
-
-
-@contextmanager
-def fewer_young_collections() -> Iterator[None]:
-    """GC_YOUNG as the young threshold while the pipeline works, the old one again after:
-    the setting is the whole process's, and the rest of it (a TUI, a caller's own work)
-    keeps its own."""
-    young, *older = gc.get_threshold()
-    if not 0 < young < GC_YOUNG:  # the GC is off, or already raised (by us, in another thread)
-        yield
-        return
-    gc.set_threshold(GC_YOUNG, *older)
-    try:
-        yield
-    finally:
-        # Not if someone changed it meanwhile: theirs stands. Only the young threshold: the
-        # older ones may have been changed meanwhile (the TUI's collector turns off automatic
-        # full collections while it runs, from another thread).
-        now = gc.get_threshold()
-        if now[0] == GC_YOUNG:
-            gc.set_threshold(young, *now[1:])
-
-
-# How often a front end that runs only the pipeline collects cyclic garbage (see paced_gc).
-COLLECT_EVERY_S = 30.0
-
-
-@contextmanager
-def paced_gc(every_s: float = COLLECT_EVERY_S) -> Iterator[Callable[[], None]]:
-    """For a process that runs only the pipeline (`trace`, `replay`): the cyclic GC off, and
-    one full collection every `every_s` at the call of the function yielded (between polls).
-
-    The pipeline's objects are acyclic and die by reference counting; the automatic
-    collections still walked every young survivor (tuples in flight, remembered connections,
-    finished requests on their way out): 13 us per request on a recorded flood, a fifth of
-    the full `trace`'s cost, for ~0.1 freed objects per request. What does form cycles
-    elsewhere (the docker SDK's sockets, exceptions) waits at most `every_s`."""
-    was = gc.isenabled()
-    gc.disable()
-    last = time.monotonic()
-
-    def between_polls() -> None:
-        nonlocal last
-        if time.monotonic() - last >= every_s:
-            gc.collect()
-            last = time.monotonic()
-
-    try:
-        yield between_polls
-    finally:
-        if was:
-            gc.enable()
-
 
 class Pipeline:
-    """Poll a source, turn its events into finished, named requests."""
+    """Poll a source, turn its events into finished, named requests.
+
+    It sets no GC policy: the front end running it does (tracer/gc_pacing.py for `trace`,
+    `replay` and the benches, tracer/tui/collector.py for the TUI)."""
 
     def __init__(self, source: EventSource, names: Names | None = None, lb_note: str = "") -> None:
         self.source = source
@@ -128,21 +72,24 @@ class Pipeline:
         return arr
 
     def poll(self, timeout_s: float) -> list[Request]:
-        arr = self.pump(timeout_s)  # outside: no GC setting of ours while the source waits
-        # Idle requests end by the clock, not only by the next event (same clock as BPF).
+        """pump() then correlate(): a front end that sets a GC policy for the correlating
+        only (the TUI's feed thread) calls the two itself."""
+        return self.correlate(self.pump(timeout_s))
+
+    def correlate(self, arr: np.ndarray) -> list[Request]:
+        """Events pump() read into the requests they finish; idle requests end by the clock
+        too, not only by the next event (same clock as BPF)."""
         return self._correlated(arr, expire=self.source.info.live)
 
     def _correlated(self, arr: np.ndarray, expire: bool = False) -> list[Request]:
         """arr's events into the requests they finish, marked for loss and named."""
-        with fewer_young_collections():
-            done = self.correlator.feed_array(arr)
-            if expire:
-                done += self.correlator.expire(time.monotonic_ns())
-            return [self._finish(r) for r in self._mark_loss(done)]
+        done = self.correlator.feed_array(arr)
+        if expire:
+            done += self.correlator.expire(time.monotonic_ns())
+        return [self._finish(r) for r in self._mark_loss(done)]
 
     def flush(self) -> list[Request]:
-        with fewer_young_collections():
-            return [self._finish(r) for r in self._mark_loss(self.correlator.flush())]
+        return [self._finish(r) for r in self._mark_loss(self.correlator.flush())]
 
     def pump_rest(self) -> Iterator[np.ndarray]:
         """At the end (Ctrl-C): the events the source still holds, which the kernel wrote

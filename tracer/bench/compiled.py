@@ -86,6 +86,7 @@ def build(dest: Path, compiled: bool) -> None:
 def child(path: Path) -> None:
     """One round in this interpreter: print the timings as JSON."""
     from tracer import pipeline
+    from tracer.gc_pacing import paced_gc
     from tracer.sinks.text import TextSink
     from tracer.tracefile.replay import ReplaySource
     from tracer.tracefile.topology import trace_names
@@ -93,11 +94,14 @@ def child(path: Path) -> None:
     def run(full: bool) -> tuple[float, int, int]:
         c0 = time.process_time()
         requests = 0
-        with ReplaySource(path, batch_events=BATCH) as src, open(os.devnull, "w") as out:
+        # With `replay`'s GC policy: the pipeline sets none of its own.
+        with ReplaySource(path, batch_events=BATCH) as src, open(os.devnull, "w") as out, \
+                paced_gc() as between_polls:
             pipe = pipeline.Pipeline(src, trace_names(path) if full else None,
                                      src.header.lb_note)
             sink = TextSink(out)
             while not src.finished:
+                between_polls()
                 done = pipe.poll(0)
                 requests += len(done)
                 if full:

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from tracer.commands.trace import filter_from_args
     from tracer.enrich import open_names
     from tracer.enrich.docker_topology import DOCKER_GONE, DockerNode, local_docker_sockets
+    from tracer.gc_pacing import paced_gc
     from tracer.probes.choose import choose, open_source
     from tracer.probes.netns import NETNS_DIRS, NetnsScope
     from tracer.remote.agent import Agent, AgentOptions
@@ -100,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
         # Printed once everything is attached and listening: scripts wait for this line.
         print(f"swarmtrace: agent for {name} listening on {addr[0]}:{addr[1]} (tracing with "
               f"the {source.info.backend} backend, {why})", file=sys.stderr, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            agent.serve(until=lambda: deadline is not None and time.monotonic() >= deadline)
+        with contextlib.suppress(KeyboardInterrupt), paced_gc() as between_polls:
+
+            def until() -> bool:  # asked once per read of the source
+                between_polls()
+                return deadline is not None and time.monotonic() >= deadline
+
+            agent.serve(until=until)
         st = source.stats()
         print(f"swarmtrace: agent for {name}: {st.events} events read ({st.lost} lost, "
               f"{st.filtered} filtered in the kernel, netns hooked "

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tracer.commands import argtypes
 from tracer.errors import EXIT_TRACE_DAMAGED, TraceFileError
+from tracer.gc_pacing import paced_gc
 from tracer.model import JSON_SCHEMA_VERSION, Request
-from tracer.pipeline import Pipeline, paced_gc
+from tracer.pipeline import Pipeline
 from tracer.sinks.service_name import service_name
 from tracer.sinks.step_text import StepSink
 from tracer.sinks.text import TIMES_LEGEND, JsonSink, Sink, TextSink

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
@@ -11,8 +12,9 @@ from pathlib import Path
 
 from tracer.commands import argtypes
 from tracer.errors import RemoteError, TraceFileError
+from tracer.gc_pacing import paced_gc
 from tracer.model import Request
-from tracer.pipeline import Pipeline, paced_gc
+from tracer.pipeline import Pipeline
 from tracer.signals import interrupts_held, stop_signals_as_interrupt
 from tracer.sinks.text import JsonSink, Sink, TextSink
 from tracer.source import Filter
@@ -172,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         # --timeout counts from here: bcc compiles for up to a minute before it traces.
         deadline = time.monotonic() + args.timeout if args.timeout else None
         if args.quiet and observe is None:
-            _record_only(pipe, deadline)
+            record_only(pipe, deadline)
         else:
             # The ring needs finished requests to know what failed, even when nothing is shown.
             show(pipe, None if args.quiet else sink, args.count, deadline, observe)
@@ -224,23 +226,33 @@ def cluster_lines(pipe: Pipeline, clocks: bool = False) -> list[str]:
 
 
 def show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
-         observe: Callable[[list[Request]], None] | None = None) -> None:
-    """Write finished requests until `count` of them or the deadline (0/None: forever).
+         observe: Callable[[list[Request]], None] | None = None,
+         stop: threading.Event | None = None) -> None:
+    """Write finished requests until `count` of them, the deadline (0/None: forever) or `stop`
+    is set (by another thread: the overhead bench runs this very loop).
 
     `observe` sees every batch of finished requests, empty ones too (the ring's clock).
     """
     with paced_gc() as between_polls:
-        _show(pipe, sink, count, deadline, observe, between_polls)
+        _show(pipe, sink, count, _until(deadline, stop), observe, between_polls)
 
 
-def _show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
+def _until(deadline: float | None, stop: threading.Event | None) -> Callable[[], bool]:
+    """True once the deadline has passed or `stop` is set."""
+    def over() -> bool:
+        return (deadline is not None and time.monotonic() >= deadline) or \
+            (stop is not None and stop.is_set())
+    return over
+
+
+def _show(pipe: Pipeline, sink: Sink | None, count: int, over: Callable[[], bool],
           observe: Callable[[list[Request]], None] | None,
           between_polls: Callable[[], None]) -> None:
     shown = 0
     try:
         while not (count and shown >= count):
             between_polls()
-            if deadline is not None and time.monotonic() >= deadline:
+            if over():
                 break
             for line in cluster_lines(pipe):
                 print(f"swarmtrace: {line}", file=sys.stderr, flush=True)
@@ -262,9 +274,13 @@ def _show(pipe: Pipeline, sink: Sink | None, count: int, deadline: float | None,
             sink.write_all(reqs)
 
 
-def _record_only(pipe: Pipeline, deadline: float | None) -> None:
+def record_only(pipe: Pipeline, deadline: float | None,
+                stop: threading.Event | None = None) -> None:
+    """`trace -w -q`: read into the recording (the pipeline's taps) until the deadline, `stop`
+    or Ctrl-C; nothing correlated."""
+    over = _until(deadline, stop)
     try:
-        while deadline is None or time.monotonic() < deadline:
+        while not over():
             pipe.pump(0.2)
     except KeyboardInterrupt:
         for _ in pipe.pump_rest():  # into the recording, which the caller then finishes

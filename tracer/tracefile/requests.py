@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from tracer.enrich.names import Names
+from tracer.gc_pacing import paced_gc
 from tracer.model import Request
 from tracer.pipeline import Pipeline
 from tracer.tracefile.replay import ReplaySource
@@ -20,9 +21,10 @@ def trace_requests(
     `names` defaults to the trace's own; report=False keeps the file's damage unreported, for
     a second reading of a file whose first reading has said it.
     """
-    with ReplaySource(path, report=report) as src:
+    with ReplaySource(path, report=report) as src, paced_gc() as between_polls:
         pipe = Pipeline(src, names if names is not None else trace_names(path), src.header.lb_note)
         out: list[Request] = []
         while not src.finished:
+            between_polls()
             out += pipe.poll(0)
         return out + pipe.flush()

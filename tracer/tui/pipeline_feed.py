@@ -6,9 +6,11 @@ import dataclasses
 import time
 from typing import Any
 
+from tracer.gc_pacing import paced_gc
 from tracer.model import Request
 from tracer.pipeline import Pipeline
 from tracer.source import SourceInfo
+from tracer.tui.collector import correlating
 from tracer.tui.feed import FeedBatch, FeedStats, ListFeed
 
 OPEN_EVERY_S = 0.5  # how often in-flight requests are shown before they complete
@@ -38,11 +40,13 @@ class PipelineFeed:
         if self._done:
             time.sleep(timeout_s)
             return FeedBatch(stats=self._stats())
-        requests = self.pipe.poll(timeout_s)
+        arr = self.pipe.pump(timeout_s)
         source = self.pipe.source
-        if source.finished:
-            requests += self.pipe.flush()
-            self._done = True
+        with correlating():
+            requests = self.pipe.correlate(arr)
+            if source.finished:
+                requests += self.pipe.flush()
+                self._done = True
         now = time.monotonic()
         if now - self._open_at >= OPEN_EVERY_S and not self._done:
             self._open_at = now
@@ -87,11 +91,14 @@ def with_note(info: SourceInfo, note: str) -> SourceInfo:
 
 
 def drain(pipe: Pipeline) -> list[Request]:
-    """Every request of a finite source (a trace file read at full speed)."""
+    """Every request of a finite source (a trace file read at full speed), before the app
+    runs: with `replay`'s GC policy, the app's own (tracer/tui/collector.py) once it runs."""
     out: list[Request] = []
-    while not pipe.source.finished:
-        out += pipe.poll(0.0)
-    return out + pipe.flush()
+    with paced_gc() as between_polls:
+        while not pipe.source.finished:
+            between_polls()
+            out += pipe.poll(0.0)
+        return out + pipe.flush()
 
 
 def replay_feed(pipe: Pipeline, *, speed: float = 1.0, filters: str = "") -> ListFeed:
