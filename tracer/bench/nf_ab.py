@@ -4,9 +4,9 @@ kernel's run-time stats on: ns per run and per request of each program. Alternat
 the machine's drifting load, which makes their wall-clock ratios noisy; BPF time per request
 moves far less.
 
-Run time is read per program name: another tracer's st_nf_hook loaded meanwhile (another
-checkout's tests, a second swarmtrace) is read in its place and runs in the lab's hooks too, so
-each run says how many were loaded before it started."""
+Run time is read from this run's own programs (by fd). Another tracer's st_nf_hook loaded
+meanwhile (another checkout's tests, a second swarmtrace) still runs in the lab's hooks and
+takes the machine's time, so each run says how many were loaded before it started."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, path in (("other", args.against), ("this", THIS_BUILD)):
                 if foreign := loaded_nf_programs():
-                    print(f"note: {foreign} st_nf_hook of another tracer loaded: this run's "
-                          "figures may be that program's", flush=True)
+                    print(f"note: {foreign} st_nf_hook of another tracer loaded: it runs in "
+                          "the same hooks, so this run's requests/s is lower", flush=True)
                 with object_dir(path):
                     t = traced_run("mesh", args.seconds, 4, full=False, stats=True)
                 reqs = max(t.requests, 1)

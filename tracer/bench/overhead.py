@@ -11,9 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import enum
-import json
 import os
-import subprocess
 import tempfile
 import threading
 import time
@@ -51,13 +49,6 @@ class Traced:
     counters: dict[str, int]  # the source's extra stats: emitted and lost per CPU
 
 
-def _prog_stats() -> dict[str, tuple[int, int]]:
-    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
-                         check=True).stdout
-    return {p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0))
-            for p in json.loads(out) if p.get("name", "").startswith("st_")}
-
-
 class Front(enum.Enum):
     """What reads the pipeline while the lab is flooded: each runs the command's own loop."""
 
@@ -75,23 +66,24 @@ SETTLE_S = 0.5  # after the flood: the last requests' events read before the fro
 
 @dataclass
 class _Flood:
-    """The lab's flood, with each BPF program's run counters around it."""
+    """The lab's flood, with each of the source's BPF programs' run counters around it."""
 
     mode: str
     seconds: float
     conns: int
     rate: float
+    run_stats: Callable[[], dict[str, tuple[int, int]]]
     done: float = 0.0  # requests/s completed
     elapsed: float = 0.0
     before: dict[str, tuple[int, int]] = field(default_factory=dict)
     after: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def run(self) -> None:
-        self.before = _prog_stats()
+        self.before = self.run_stats()
         t0 = time.monotonic()
         self.done = lab.flood(self.mode, self.seconds, self.conns, self.rate)  # type: ignore[arg-type]
         self.elapsed = time.monotonic() - t0
-        self.after = _prog_stats()
+        self.after = self.run_stats()
 
 
 def traced_run(mode: str, seconds: float, conns: int, full: bool, stats: bool = False,
@@ -112,7 +104,7 @@ def front_run(front: Front, mode: str, seconds: float, conns: int, stats: bool =
             source = stack.enter_context(CoreSource(flt, ring_bytes=ring_bytes))
             names = stack.enter_context(open_names())
             pipe = Pipeline(source, names, lab_lb_note())
-            flood = _Flood(mode, seconds, conns, rate)
+            flood = _Flood(mode, seconds, conns, rate, source.run_stats)
             out = stack.enter_context(open(os.devnull, "w"))  # text and JSON go nowhere
             if front is Front.RECORD:
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
