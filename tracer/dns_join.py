@@ -1,13 +1,17 @@
 """DNS answers joined to requests: the response a query got (its addresses, or its rcode), the
 connection that used an address from it, and the queries one lookup made (a name and its
 search-domain expansions). The kernel reports each A record of a response (Point.DNS), and a
-response without one once (F_NO_ADDR)."""
+response without one once (F_NO_ADDR).
+
+A failed query is held back until its lookup asks the next name (it was then a step of the
+resolver's search, tracer/dns_search.py, not a failure) or gives up (it failed)."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
 from tracer.dns_search import same_lookup
@@ -53,7 +57,8 @@ class Answer:
 
 
 class DnsAnswers:
-    """The responses seen lately per netns, the last one with addresses apart."""
+    """The responses seen lately per netns, the last one with addresses apart; the lookups in
+    progress, with their failed queries held back."""
 
     def __init__(self) -> None:
         self._by_netns: dict[int, Answer] = {}
@@ -196,20 +201,42 @@ class DnsAnswers:
         return found
 
     def gave_up(self, now_ns: int, asking: Callable[[], dict[LookupKey, int]]) -> list[Request]:
-        """The held queries of lookups that asked nothing more for LOOKUP_GAP_NS (asking: the
-        latest start of a query in flight per lookup key): their failures are final."""
+        """The held queries answered after all, and those of lookups that asked nothing more
+        for LOOKUP_GAP_NS (asking: the latest start of a query in flight per lookup key):
+        their failures are final."""
         if not self._lookups:
             return []
+        out = self._answered_late()
         late = [k for k, look in self._lookups.items() if look.tried[-1][1] + LOOKUP_GAP_NS
                 < now_ns]
         if not late:
-            return []
+            return out
         started = asking()
-        out: list[Request] = []
         for k in late:
             if self._lookups[k].next_asked(started.get(k, 0)):
                 continue  # its next query is in flight: that one decides
             out += self._lookups.pop(k).held
+        return out
+
+    def _answered_late(self) -> list[Request]:
+        """Held queries whose answer with addresses came after all: a resolver's A and AAAA
+        go on one socket, and the reply that ended the query (the second) may be seen before
+        the records it carries. The lookup is over: it found its address."""
+        out: list[Request] = []
+        for k, look in list(self._lookups.items()):
+            found = next((r for r in look.held if any(a.addrs for a in self._responses(
+                r, 1 << 63))), None)
+            if found is None:
+                continue
+            del self._lookups[k]
+            found.hops = [h for h in found.hops if h.kind != HopKind.DNS]
+            found.status = Status.OK  # failed by this join only: its reply had come
+            tried = found.dns.tried if found.dns is not None else ()
+            self._answer_query(found, 1 << 63)
+            if found.dns is not None:
+                found.dns = replace(found.dns, tried=tried)
+            found.hops.sort(key=attrgetter("ts_ns"))
+            out += [r for r in look.held if r is not found] + [found]
         return out
 
     def held(self) -> list[Request]:
