@@ -12,7 +12,7 @@ import numpy as np
 
 from tracer.correlate import Correlator
 from tracer.dns_join import LOOKUP_GAP_NS
-from tracer.model import Request, Status
+from tracer.model import HopKind, Request, Status
 from tracer.sinks.narrate import outcome
 from tracer.sinks.text import summary
 from tracer.tracefile.reader import EventChunk, TraceReader
@@ -66,7 +66,9 @@ def test_a_lookup_whose_every_name_failed_is_one_failure_naming_them() -> None:
 
 def test_a_service_found_through_docker_dns_after_its_expansion() -> None:
     """The expansion Docker DNS did not know and forwarded (its forwarded queries, from the
-    task's netns, too) is a step: the lookup of the service raises nothing."""
+    task's netns, too) is a step: the lookup of the service raises nothing. In this recording
+    the tracer reads vote's A records after the reply that ended the query (its AAAA went
+    first, empty): the held query is answered after all, not `dns-empty`."""
     requests = trace_requests(SERVICE)
     assert [r for r in requests if r.verdict is not None] == []
     expansions = [r for r in requests if r.dns is not None and r.dns.name == "vote.stlab.test"]
@@ -75,6 +77,8 @@ def test_a_service_found_through_docker_dns_after_its_expansion() -> None:
     assert {r.status for r in expansions} == {Status.DNS_SEARCH}
     [found] = [r for r in requests if r.dns is not None and r.dns.addrs]
     assert found.dns is not None and found.dns.name == "vote" and found.status == Status.OK
+    assert [h.detail for h in found.hops if h.kind == HopKind.DNS] == [
+        f"vote -> {', '.join(found.dns.addrs)} (ttl 600)"]
     assert "after 1 search-domain expansion (vote.stlab.test: NXDOMAIN)" in summary(found)
 
 
