@@ -1,9 +1,10 @@
 """A lookup through a resolv.conf search domain, on the real kernel: a netns of its own whose
 resolv.conf (`ip netns exec` mounts /etc/netns/NAME/resolv.conf) searches stlab.test with
-ndots:1, and whose only DNS server, tests/dns_responder.py on its loopback, knows no name.
-glibc asks the search-domain expansion first, then the bare name: the trace shows both as
-NXDOMAIN, the bare name's verdict naming the expansion tried before it. SERVFAIL and an empty
-answer get their own verdicts."""
+ndots:1, and whose only DNS server, tests/dns_responder.py on its loopback, knows one name
+(`known`). glibc asks the search-domain expansion first, then the bare name: a name it knows
+is found after the expansion failed, a search step and no failure; for a name it does not know,
+the bare name's NXDOMAIN is the lookup's failure, its verdict naming the expansion tried before
+it. SERVFAIL and an empty answer get their own verdicts."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ pytestmark = [
 
 NETNS = "stlab-dns"
 ETC = Path("/etc/netns") / NETNS
-SEARCH, NOSUCH = "stlab.test", "nosuch"
+SEARCH, NOSUCH, KNOWN = "stlab.test", "nosuch", "known"
 
 
 @pytest.fixture
@@ -55,14 +56,33 @@ def test_search_domain_expansion_then_the_bare_name(resolver_netns: str) -> None
     asked = {r["dns"]["name"]: r for r in requests if r.get("dns")}
     bare, expansion = asked.get(NOSUCH), asked.get(f"{NOSUCH}.{SEARCH}")
     assert bare is not None and expansion is not None, [r.get("dns") for r in requests]
-    for r in (bare, expansion):
-        assert (r["status"], r["dns"]["rcode"]) == ("dns-failed", "NXDOMAIN"), r
-        assert (r["verdict"]["hop"], r["verdict"]["cause"]) == ("dns", "dns-nxdomain"), r
+    # The expansion was a step of the lookup; the bare name's NXDOMAIN is its failure.
+    assert (expansion["status"], expansion["dns"]["rcode"]) == ("dns-search", "NXDOMAIN")
+    assert "verdict" not in expansion, expansion
+    assert (bare["status"], bare["dns"]["rcode"]) == ("dns-failed", "NXDOMAIN"), bare
+    assert (bare["verdict"]["hop"], bare["verdict"]["cause"]) == ("dns", "dns-nxdomain"), bare
     assert expansion["dns"]["tried"] == [] and expansion["start_ns"] < bare["start_ns"]
     assert bare["dns"]["tried"] == [{"id": expansion["id"], "name": f"{NOSUCH}.{SEARCH}",
                                      "rcode": "NXDOMAIN"}], bare
     assert f"the search-domain expansion {NOSUCH}.{SEARCH} answered NXDOMAIN before the " \
         f"bare name {NOSUCH} was tried" in bare["verdict"]["evidence"], bare["verdict"]
+
+
+def test_search_domain_expansion_then_the_name_answered(resolver_netns: str) -> None:
+    """The false alarm users of a host with a `search` line met on every lookup of a service:
+    the expansion's NXDOMAIN is a step of a lookup that found its address."""
+    with traced("--port", "53", "--timeout", "10") as requests:
+        res = subprocess.run(["ip", "netns", "exec", resolver_netns, "getent", "ahosts",
+                              KNOWN], capture_output=True, text=True, timeout=20, check=False)
+    assert res.returncode == 0 and "127.0.0.1" in res.stdout, res
+    asked = {r["dns"]["name"]: r for r in requests if r.get("dns")}
+    bare, expansion = asked.get(KNOWN), asked.get(f"{KNOWN}.{SEARCH}")
+    assert bare is not None and expansion is not None, [r.get("dns") for r in requests]
+    assert (expansion["status"], expansion["dns"]["rcode"]) == ("dns-search", "NXDOMAIN")
+    assert (bare["status"], bare["dns"]["addrs"]) == ("ok", ["127.0.0.1"]), bare
+    assert not [r for r in requests if "verdict" in r], requests
+    assert bare["dns"]["tried"] == [{"id": expansion["id"], "name": f"{KNOWN}.{SEARCH}",
+                                     "rcode": "NXDOMAIN"}], bare
 
 
 @pytest.mark.parametrize(("name", "rcode", "cause"), [("servfail", "SERVFAIL", "dns-servfail"),
@@ -72,8 +92,13 @@ def test_servfail_and_empty_answers(resolver_netns: str, name: str, rcode: str,
     with traced("--port", "53", "--timeout", "10") as requests:
         subprocess.run(["ip", "netns", "exec", resolver_netns, "getent", "ahosts", name],
                        capture_output=True, text=True, timeout=20, check=False)
-    asked = [r for r in requests if r.get("dns")]
+    asked = sorted((r for r in requests if r.get("dns")), key=lambda r: r["start_ns"])
     assert asked, requests
+    # The last name the resolver tried is the lookup's failure; those before it its steps.
+    *steps, last = asked
     for r in asked:
-        assert (r["status"], r["dns"]["rcode"], r["dns"]["addrs"]) == ("dns-failed", rcode, []), r
-        assert (r["verdict"]["hop"], r["verdict"]["cause"]) == ("dns", cause), r
+        assert (r["dns"]["rcode"], r["dns"]["addrs"]) == (rcode, []), r
+    assert [(r["status"], r.get("verdict")) for r in steps] == [("dns-search", None)] * len(steps)
+    assert last["status"] == "dns-failed", last
+    assert (last["verdict"]["hop"], last["verdict"]["cause"]) == ("dns", cause), last
+    assert [q["id"] for q in last["dns"]["tried"]] == [r["id"] for r in steps], last

@@ -185,7 +185,9 @@ def asker(lab: swarm.SwarmLab) -> Iterator[docker.models.containers.Container]:
 def test_dns_name_that_does_not_exist(lab: swarm.SwarmLab,
                                       asker: docker.models.containers.Container) -> None:
     """A task asks for a name no service has: Docker DNS answers NXDOMAIN for it, then for
-    its expansion with the task's search domain (Docker sets ndots:0: the bare name first)."""
+    its expansion with the task's search domain (Docker sets ndots:0: the bare name first).
+    The bare name's NXDOMAIN is a step of the lookup; the expansion's, the last name tried,
+    its failure."""
     code, resolv = asker.exec_run(["cat", "/etc/resolv.conf"])
     assert f"search {SEARCH}" in resolv.decode() and "ndots:0" in resolv.decode(), resolv
     with traced("--port", "53", "--timeout", "15") as requests:
@@ -195,17 +197,43 @@ def test_dns_name_that_does_not_exist(lab: swarm.SwarmLab,
              and r.get("dns")}
     bare, expansion = asked.get(NOSUCH), asked.get(f"{NOSUCH}.{SEARCH}")
     assert bare is not None and expansion is not None, [r.get("dns") for r in requests]
-    for r in (bare, expansion):
-        assert (r["status"], r["dns"]["rcode"], r["dns"]["addrs"]) == ("dns-failed", "NXDOMAIN", [])
-        v = r["verdict"]
-        assert (v["node"], v["hop"], v["cause"]) == ("node1", "dns", "dns-nxdomain"), r
-        assert f"no service, task, container or alias named {NOSUCH}" in v["hint"], v
-    assert bare["dns"]["tried"] == [], bare
-    assert "Docker DNS (127.0.0.11) answered nosuch: NXDOMAIN" in bare["verdict"]["evidence"]
+    assert (bare["status"], bare["dns"]["rcode"]) == ("dns-search", "NXDOMAIN"), bare
+    assert "verdict" not in bare and bare["dns"]["tried"] == [], bare
+    r = expansion
+    assert (r["status"], r["dns"]["rcode"], r["dns"]["addrs"]) == ("dns-failed", "NXDOMAIN", [])
+    v = r["verdict"]
+    assert (v["node"], v["hop"], v["cause"]) == ("node1", "dns", "dns-nxdomain"), r
+    assert f"no service, task, container or alias named {NOSUCH}" in v["hint"], v
+    assert "Docker DNS (127.0.0.11) answered nosuch.stlab.test: NXDOMAIN" in v["evidence"], v
     assert expansion["dns"]["tried"] == [{"id": bare["id"], "name": NOSUCH,
                                           "rcode": "NXDOMAIN"}], expansion
     assert f"a search-domain expansion of {NOSUCH} (resolv.conf `search {SEARCH}`)" in \
         expansion["verdict"]["evidence"], expansion["verdict"]
+
+
+def test_service_found_after_a_search_domain(lab: swarm.SwarmLab,
+                                             asker: docker.models.containers.Container) -> None:
+    """A host's `search` line in a container's resolv.conf without Swarm's ndots:0 (a plain
+    container's, as Docker writes it: the libc's default ndots:1): the resolver asks
+    vote.SEARCH first, which Docker DNS forwards and gets NXDOMAIN for, then vote, which
+    Docker DNS answers. A step of a lookup that found the service, not a failure."""
+    # Written in place: Docker bind-mounts the file (Docker 20.10 writes ndots:0 for a
+    # service whatever its --dns-option says).
+    code, out = asker.exec_run(["sh", "-c", f"printf 'search {SEARCH}\\nnameserver "
+                                "127.0.0.11\\n' > /etc/resolv.conf && cat /etc/resolv.conf"])
+    assert code == 0 and "ndots" not in out.decode() and SEARCH in out.decode(), out
+    with traced("--port", "53", "--timeout", "15") as requests:
+        code, out = asker.exec_run(["timeout", "5", "wget", "-qO-", "http://vote/"])
+    assert code == 0, out
+    asked = [r for r in requests if r["entry"] == "127.0.0.11:53" and r.get("dns")]
+    expansions = [r for r in asked if r["dns"]["name"] == f"vote.{SEARCH}"]
+    found = [r for r in asked if r["dns"]["name"] == "vote" and r["dns"]["addrs"]]
+    assert expansions and found, [r.get("dns") for r in requests]
+    for r in expansions:
+        assert (r["status"], r["dns"]["rcode"]) == ("dns-search", "NXDOMAIN"), r
+    assert not [r for r in requests if r.get("verdict")], requests
+    assert found[0]["status"] == "ok", found[0]
+    assert {q["name"] for q in found[0]["dns"]["tried"]} == {f"vote.{SEARCH}"}, found[0]
 
 
 @pytest.fixture

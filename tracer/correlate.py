@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tracer.dns_join import DnsAnswers
+from tracer.dns_join import DnsAnswers, asking
 from tracer.drops import cuts, dropped, reason_name
 from tracer.event_roles import may_change_requests, starts_connection
 from tracer.events import (
@@ -111,7 +111,7 @@ class Correlator:
                 balanced(o, as_event(row), index)
             elif replied(o, netns, ts, tcp_flags, point, self._answers) if reply \
                     else forward(o, row, index):
-                done.append(self._close(o))
+                done += self._close(o)
         done.extend(self.expire(self.now_ns))
         return done
 
@@ -123,8 +123,10 @@ class Correlator:
             crossed(index, e)
 
     def expire(self, now_ns: int) -> list[Request]:
-        """Close requests idle since before now_ns - idle, and the oldest beyond the cap."""
-        return [self._close(o) for o in self._in_flight.idle(now_ns)]
+        """Close requests idle since before now_ns - idle, and the oldest beyond the cap; and
+        report the failed DNS queries whose lookup asked no other name after them."""
+        done = [r for o in self._in_flight.idle(now_ns) for r in self._close(o)]
+        return done + self._answers.gave_up(now_ns, lambda: asking(self.open_requests))
 
     def mark_open(self, note: str) -> None:
         """Note on every request in flight that it may be incomplete (events were lost)."""
@@ -133,7 +135,8 @@ class Correlator:
 
     def flush(self) -> list[Request]:
         """Close everything still open (end of a replay, end of a trace)."""
-        return [self._close(o) for o in list(self._in_flight.by_id.values())]
+        done = [r for o in list(self._in_flight.by_id.values()) for r in self._close(o)]
+        return done + self._answers.held()
 
     def _cut(self, e: Event) -> None:
         """A TCP packet dropped in the middle of a connection no open request holds: a
@@ -158,7 +161,9 @@ class Correlator:
                 FlowIndex.register(o, index, Flow(*t))
         dropped(o, e, reason)
 
-    def _close(self, o: InFlight) -> Request:
+    def _close(self, o: InFlight) -> list[Request]:
+        """o's request, ended; none while it is a DNS query whose lookup may go on (a failed
+        search-domain expansion is then a step of it), and earlier ones it decides."""
         req = o.req
         self._in_flight.closed(o)
         self._flows.forget(o)
@@ -167,4 +172,4 @@ class Correlator:
             self._past.remember(req, o.tuples)
         if self._answers.join(req, o.last_ts):
             req.hops.sort(key=BY_TIME)
-        return req
+        return self._answers.settle(req)

@@ -41,6 +41,9 @@ class Status(enum.StrEnum):
     DROPPED = "dropped"
     UNROUTED = "unrouted"  # never reached a backend
     DNS_FAILED = "dns-failed"  # a DNS query answered without an address (NXDOMAIN ...)
+    # A query answered without an address after which the resolver asked the next name of the
+    # same lookup (a search-domain expansion, or the bare name): a step, not a failure.
+    DNS_SEARCH = "dns-search"
 
 
 # A value: nothing changes a hop once built. Not frozen all the same: about 20 are built per

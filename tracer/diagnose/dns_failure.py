@@ -3,7 +3,7 @@ the lookup it was part of (the bare name and its search-domain expansions)."""
 
 from __future__ import annotations
 
-from tracer.dns_join import split_expansion
+from tracer.dns_search import split_expansion
 from tracer.enrich.annotate import DOCKER_DNS
 from tracer.model import DnsResult, HopKind, Request, Verdict
 

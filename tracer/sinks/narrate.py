@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from tracer.dns_search import search_note
 from tracer.model import Hop, HopKind, Request, Status
 from tracer.sinks.hop_order import causal_hops
 
@@ -192,7 +193,8 @@ def outcome(r: Request) -> str:
     """The request's outcome in a few words (not a diagnosis: that is a verdict)."""
     name = task_name(r)
     if r.status is Status.OK:
-        return f"answered by {name}"
+        searched = search_note(r.dns) if r.dns is not None else ""
+        return f"answered by {name}, {searched}" if searched else f"answered by {name}"
     if r.status is Status.DROPPED:
         return "dropped"
     if r.status is Status.REFUSED:
@@ -203,6 +205,9 @@ def outcome(r: Request) -> str:
         return "never reached a backend"
     if r.status is Status.DNS_FAILED:
         return f"answered {r.dns.rcode if r.dns else 'with a failure'}"
+    if r.status is Status.DNS_SEARCH:
+        return f"answered {r.dns.rcode if r.dns else 'without an address'}; the resolver went " \
+            "on to the next name of its search list"
     return "in flight"
 
 

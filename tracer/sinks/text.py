@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
+from tracer.dns_search import search_note
 from tracer.events import Flow
 from tracer.model import Hop, HopKind, Request, Status, Verdict
 from tracer.sinks.hop_order import causal_hops
@@ -132,10 +133,15 @@ def _render(req: Request, hops: bool, kept: Kept | None = None) -> tuple[str, li
         parts.append(f"{name} ({backend_addr})")
     if req.reply_ns:
         parts.append("reply %.2f ms" % ((req.reply_ns - start) / 1e6))
-    if req.status not in _QUIET_STATUS:
+    dns = req.dns
+    if req.status is Status.DNS_SEARCH and dns is not None:
+        parts.append(f"{dns.rcode}, a search step: the resolver asked the next name")
+    elif req.status not in _QUIET_STATUS:
         # A failed DNS query says how: NXDOMAIN, SERVFAIL ...
-        failed = req.dns.rcode if req.dns is not None and req.status is Status.DNS_FAILED else ""
+        failed = dns.rcode if dns is not None and req.status is Status.DNS_FAILED else ""
         parts.append(failed if failed not in ("", "NOERROR") else str(req.status).upper())
+    elif dns is not None and dns.tried:
+        parts.append(search_note(dns))  # an answer found after failed names: how
     parts += req.missing
     return " | ".join(parts), lines
 

@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 
 SEGMENT_PREFIX = ".ring-"
 KEPT_PREFIX = "failed-"
-# What `--keep-on` accepts: a request's end state, or "failed" for every state but ok.
-KEEP_ON = {"failed": frozenset(Status) - {Status.OK, Status.OPEN}} | {
+# What `--keep-on` accepts: a request's end state, or "failed" for every state but ok (and a
+# resolver's search step, which no failure is).
+KEEP_ON = {"failed": frozenset(Status) - {Status.OK, Status.OPEN, Status.DNS_SEARCH}} | {
     str(s): frozenset({s}) for s in Status if s not in (Status.OK, Status.OPEN)
 }
 

@@ -19,6 +19,7 @@ _STATUS = {
     Status.DROPPED: "error",
     Status.UNROUTED: "error",
     Status.DNS_FAILED: "error",
+    Status.DNS_SEARCH: "warning",
 }
 
 

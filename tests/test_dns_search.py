@@ -1,0 +1,105 @@
+"""A resolver's search, replayed from real recordings (tests/fixtures/faults/, made by
+`SWARMTRACE_RECORD_FAULTS=DIR` runs of tests/test_dns_lab.py and tests/test_faults_swarm.py):
+a search-domain expansion that failed before the name was found is a step of the lookup, not
+a failure; a lookup whose every name failed is one, its verdict naming the names tried. No
+root, no kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tracer.correlate import Correlator
+from tracer.dns_join import LOOKUP_GAP_NS
+from tracer.model import HopKind, Request, Status
+from tracer.sinks.narrate import outcome
+from tracer.sinks.text import summary
+from tracer.tracefile.reader import EventChunk, TraceReader
+from tracer.tracefile.requests import trace_requests
+from tracer.tracefile.ring import KEEP_ON
+
+FAULTS = Path(__file__).parent / "fixtures" / "faults"
+ANSWERED = FAULTS / "search_domain_expansion_then_the_name_answered.swt"  # netns lab, glibc
+NOT_FOUND = FAULTS / "search_domain_expansion_then_the_bare_name.swt"  # netns lab, glibc
+SERVICE = FAULTS / "service_found_after_a_search_domain.swt"  # swarm lab, Docker DNS
+
+
+def _queries(path: Path) -> dict[str, list[Request]]:
+    """The trace's DNS queries that got a response, by the name asked, in order."""
+    out: dict[str, list[Request]] = {}
+    for r in sorted(trace_requests(path), key=lambda r: r.start_ns):
+        if r.dns is not None:
+            out.setdefault(r.dns.name, []).append(r)
+    return out
+
+
+def test_an_expansion_before_the_name_found_is_a_step() -> None:
+    asked = _queries(ANSWERED)
+    [expansion], [found] = asked["known.stlab.test"], asked["known"]
+    assert (expansion.status, expansion.verdict) == (Status.DNS_SEARCH, None)
+    assert expansion.dns is not None and expansion.dns.rcode == "NXDOMAIN"
+    assert (found.status, found.verdict) == (Status.OK, None)
+    assert found.dns is not None and found.dns.addrs == ("127.0.0.1",)
+    assert [(q.id, q.name, q.rcode) for q in found.dns.tried] == [
+        (expansion.id, "known.stlab.test", "NXDOMAIN")]
+    assert summary(expansion).endswith(
+        "| NXDOMAIN, a search step: the resolver asked the next name")
+    assert summary(found).endswith(
+        "| after 1 search-domain expansion (known.stlab.test: NXDOMAIN)")
+    assert outcome(found).endswith(", after 1 search-domain expansion "
+                                   "(known.stlab.test: NXDOMAIN)")
+    assert expansion.to_json()["status"] == "dns-search"
+    assert "verdict" not in expansion.to_json()
+
+
+def test_a_lookup_whose_every_name_failed_is_one_failure_naming_them() -> None:
+    asked = _queries(NOT_FOUND)
+    [expansion], [bare] = asked["nosuch.stlab.test"], asked["nosuch"]
+    assert (expansion.status, expansion.verdict) == (Status.DNS_SEARCH, None)
+    assert bare.status == Status.DNS_FAILED and bare.verdict is not None
+    assert (bare.verdict.hop, bare.verdict.cause) == ("dns", "dns-nxdomain")
+    assert bare.dns is not None and [q.name for q in bare.dns.tried] == ["nosuch.stlab.test"]
+    assert f"asked nosuch.stlab.test (NXDOMAIN, request #{expansion.id}) before" in \
+        bare.verdict.evidence, bare.verdict
+
+
+def test_a_service_found_through_docker_dns_after_its_expansion() -> None:
+    """The expansion Docker DNS did not know and forwarded (its forwarded queries, from the
+    task's netns, too) is a step: the lookup of the service raises nothing. In this recording
+    the tracer reads vote's A records after the reply that ended the query (its AAAA went
+    first, empty): the held query is answered after all, not `dns-empty`."""
+    requests = trace_requests(SERVICE)
+    assert [r for r in requests if r.verdict is not None] == []
+    expansions = [r for r in requests if r.dns is not None and r.dns.name == "vote.stlab.test"]
+    forwarded = [r for r in expansions if r.client.daddr != "127.0.0.11"]
+    assert forwarded and len(expansions) > len(forwarded)
+    assert {r.status for r in expansions} == {Status.DNS_SEARCH}
+    [found] = [r for r in requests if r.dns is not None and r.dns.addrs]
+    assert found.dns is not None and found.dns.name == "vote" and found.status == Status.OK
+    assert [h.detail for h in found.hops if h.kind == HopKind.DNS] == [
+        f"vote -> {', '.join(found.dns.addrs)} (ttl 600)"]
+    assert "after 1 search-domain expansion (vote.stlab.test: NXDOMAIN)" in summary(found)
+
+
+def test_a_failed_query_waits_for_the_next_name_then_is_reported() -> None:
+    """Streaming: the last query of a lookup that failed is held while the resolver may ask
+    another name, and reported as a failure once LOOKUP_GAP_NS passed without one."""
+    with TraceReader(NOT_FOUND) as reader:
+        chunks = [rec.events for rec in reader if isinstance(rec, EventChunk)]
+    events = np.concatenate(chunks)
+    corr = Correlator(idle_ns=10 * LOOKUP_GAP_NS)
+    done = corr.feed_array(events)
+    assert [(r.dns.name if r.dns else "", r.status) for r in done] == [
+        ("nosuch.stlab.test", Status.DNS_SEARCH)]
+    last = int(events["ts_ns"].max())
+    assert corr.expire(last + LOOKUP_GAP_NS // 2) == []
+    [bare] = corr.expire(last + 2 * LOOKUP_GAP_NS)
+    assert bare.dns is not None and (bare.dns.name, bare.status) == ("nosuch",
+                                                                     Status.DNS_FAILED)
+    assert corr.flush() == []
+
+
+def test_keep_on_failed_keeps_no_search_step() -> None:
+    assert Status.DNS_SEARCH not in KEEP_ON["failed"]
+    assert Status.DNS_FAILED in KEEP_ON["failed"]
