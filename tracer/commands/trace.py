@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                       help="record into a ring of files in DIR within SIZE (e.g. 256M) and keep "
                            "only the windows around failed requests, each as its own .swt")
     ring.add_argument("--keep-on", choices=sorted(KEEP_ON), default="failed",
-                      help="which requests' windows to keep (default: failed = not ok)")
+                      help="which requests' windows to keep (default: failed = neither ok nor a "
+                           "DNS search step)")
     ring.add_argument("--keep-before", type=_seconds, default=10.0, metavar="S",
                       help="seconds kept before a failed request (default 10)")
     ring.add_argument("--keep-after", type=_seconds, default=5.0, metavar="S",
