@@ -22,6 +22,7 @@ RECENT = 16  # responses kept per netns: a query finds its own among them
 # A resolver asks the next name of a lookup as soon as the previous one failed.
 LOOKUP_GAP_NS = 1_000_000_000
 MAX_KEYS = 4096  # netns (and lookups in progress) remembered
+MAX_STEPS = 64  # search steps remembered for the forwards Docker DNS made of them
 MAX_TRIED = 8  # a lookup's queries remembered: a name and its search domains (glibc takes 6)
 RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
 LookupKey = tuple[int, str, str]  # asking netns, address, server
@@ -65,6 +66,8 @@ class DnsAnswers:
         self._recent: dict[int, deque[Answer]] = {}
         # Per netns, asking address and server: the lookup in progress.
         self._lookups: dict[LookupKey, Lookup] = {}
+        # The latest search steps: netns, name, from when asked until the next name was.
+        self._steps: deque[tuple[int, str, int, int]] = deque(maxlen=MAX_STEPS)
 
     def get(self, netns: int) -> Answer | None:
         return self._by_netns.get(netns)
@@ -155,50 +158,63 @@ class DnsAnswers:
         key = lookup_key(req)
         look = self._lookups.get(key)
         out: list[Request] = []
-        if look is not None and not look.goes_on(dns.name, req.start_ns):
+        if look is not None and not look.goes_on(dns.name, dns.qtype, req.start_ns):
             out += look.held  # that lookup gave up: its last queries failed
             del self._lookups[key]
             look = None
         if look is not None:
             # The queries asked before this one, of other names (A and AAAA of one name may
             # go in parallel, on sockets of their own).
-            tried = tuple(q for q, ended in look.tried if ended <= req.start_ns
+            tried = tuple(q for q, ended, _ in look.tried if ended <= req.start_ns
                           and q.name != dns.name)
             req.dns = replace(dns, tried=tried)
             steps = [r for r in look.held if r.dns is not None and r.dns.name != dns.name]
             for r in steps:
                 r.status = Status.DNS_SEARCH  # the resolver went on: not a failure
             look.held = [r for r in look.held if r.status != Status.DNS_SEARCH]
-            out += steps + self._forwarded(key, steps)
+            for r in steps:
+                # Until the next name was asked: what Docker DNS forwarded for the step.
+                self._steps.append((key[0], r.dns.name if r.dns else "", r.start_ns,
+                                    req.start_ns))
+            out += steps + self._forwarded(key)
         if req.status != Status.DNS_FAILED:
             if look is not None:
                 out += look.held  # same name, another question: failed on its own
                 del self._lookups[key]
+            return [*out, req]
+        if self._forwarded_for_step(key, req):
+            req.status = Status.DNS_SEARCH
             return [*out, req]
         if look is None:
             look = self._lookups[key] = Lookup()
             if len(self._lookups) > MAX_KEYS:
                 out += self._lookups.pop(next(iter(self._lookups))).held
         look.tried = (*look.tried[-MAX_TRIED:], (DnsQuery(req.id, dns.name, dns.rcode),
-                                                 req.end_ns))
+                                                 req.end_ns, dns.qtype))
         look.held.append(req)
         return out
 
-    def _forwarded(self, key: LookupKey, steps: list[Request]) -> list[Request]:
-        """The held queries a server asked on behalf of steps (Docker DNS forwards a name it
-        does not know, from the asking netns): the same name, from the same netns, asked while
-        the step was out. Steps of the search too."""
+    def _forwarded(self, key: LookupKey) -> list[Request]:
+        """The held queries a server asked on behalf of the search steps (Docker DNS forwards
+        a name it does not know, from the asking netns). Steps of the search too."""
         found: list[Request] = []
         for k, look in self._lookups.items():
             if k[0] != key[0] or k == key:
                 continue
             for r in look.held:
-                if any(r.dns is not None and s.dns is not None and r.dns.name == s.dns.name
-                       and s.start_ns <= r.start_ns <= s.end_ns for s in steps):
+                if self._forwarded_for_step(k, r):
                     r.status = Status.DNS_SEARCH
                     found.append(r)
             look.held = [r for r in look.held if r.status != Status.DNS_SEARCH]
         return found
+
+    def _forwarded_for_step(self, key: LookupKey, req: Request) -> bool:
+        """Whether req, a failed query, asked a recent search step's name from the step's
+        netns while the step was out: a forward of it (also when it ends after the step was
+        decided)."""
+        name = req.dns.name if req.dns is not None else ""
+        return any(netns == key[0] and step_name == name and start <= req.start_ns <= until
+                   for netns, step_name, start, until in self._steps)
 
     def gave_up(self, now_ns: int, asking: Callable[[], dict[LookupKey, int]]) -> list[Request]:
         """The held queries answered after all, and those of lookups that asked nothing more
@@ -251,18 +267,19 @@ class Lookup:
     """The failed queries of a lookup in progress, oldest first, each with when it ended; and
     those of them not reported yet: the last step, held until the lookup goes on or gives up."""
 
-    tried: tuple[tuple[DnsQuery, int], ...] = ()
+    tried: tuple[tuple[DnsQuery, int, str], ...] = ()  # with when it ended, and its qtype
     held: list[Request] = field(default_factory=list)
 
-    def goes_on(self, name: str, start_ns: int) -> bool:
+    def goes_on(self, name: str, qtype: str, start_ns: int) -> bool:
         """Whether a query of name, started then, is this lookup's: soon after its last query
         ended (or beside it: A and AAAA may go in parallel, on sockets of their own), a name
-        of the same lookup, not one asked again after its answer (a retry, a lookup of its
-        own)."""
+        of the same lookup, not one asked again with the same type after its answer (a retry,
+        a lookup of its own; Docker DNS forwards a name's A and AAAA one after the other)."""
         if start_ns > self.tried[-1][1] + LOOKUP_GAP_NS \
                 or not same_lookup(self.tried[0][0].name, name):
             return False
-        return not any(q.name == name and ended <= start_ns for q, ended in self.tried)
+        return not any(q.name == name and qt == qtype and ended <= start_ns
+                       for q, ended, qt in self.tried)
 
     def next_asked(self, start_ns: int) -> bool:
         """Whether a query started then may be this lookup's next (its name unknown yet)."""
