@@ -21,16 +21,22 @@ class Sample:
     progs: int  # BPF program fds
     netns_fds: int  # open netns files (each keeps its netns alive)
     netns: int  # network namespaces on the machine when sampled (what the tracer should hook)
+    # The most RSS so far (VmHWM). RSS that steps up with it, and stays, is memory a large
+    # transient (a poll that read a backlog) took and the allocator kept, not a leak.
+    peak_kib: int
 
     def to_json(self) -> dict[str, float | int]:
         return asdict(self)
 
 
-def _rss_kib(pid: int) -> int:
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """VmRSS and VmHWM."""
+    found = {"VmRSS:": 0, "VmHWM:": 0}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+        key, *rest = line.split()
+        if key in found:
+            found[key] = int(rest[0])
+    return found["VmRSS:"], found["VmHWM:"]
 
 
 def sample(pid: int, t_s: float) -> Sample:
@@ -46,6 +52,7 @@ def sample(pid: int, t_s: float) -> Sample:
         kind = "net" if target.startswith("net:[") else target
         if kind in kinds:
             kinds[kind] += 1
-    return Sample(t_s, _rss_kib(pid), len(names), kinds["anon_inode:bpf_link"],
+    rss, peak = _memory_kib(pid)
+    return Sample(t_s, rss, len(names), kinds["anon_inode:bpf_link"],
                   kinds["anon_inode:bpf-map"], kinds["anon_inode:bpf-prog"], kinds["net"],
-                  len(netns.discover()))
+                  len(netns.discover()), peak)
