@@ -22,8 +22,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tracer.commands import trace
 from tracer.enrich import open_names
-from tracer.gc_pacing import paced_gc
 from tracer.pipeline import Pipeline
 from tracer.probes import libbpf
 from tracer.probes.core import RING_BYTES, CoreSource
@@ -153,16 +153,12 @@ def run_row(scope: NetnsScope, ring: int, full: bool, rate: float, seconds: floa
         cpu = [0.0]
         requests = [0]
 
-        def consume() -> None:  # as `trace` and `trace -w -q` do, with `trace`'s GC policy
-            with paced_gc() as between_polls:
-                while not stop.is_set():
-                    between_polls()
-                    if full:
-                        reqs = pipe.poll(0.1)
-                        sink.write_all(reqs)
-                        requests[0] += len(reqs)
-                    else:
-                        pipe.pump(0.1)
+        def consume() -> None:  # the loops of `trace` and `trace -w -q` themselves
+            if full:
+                trace.show(pipe, sink, 0, None, stop=stop,
+                           observe=lambda reqs: requests.__setitem__(0, requests[0] + len(reqs)))
+            else:
+                trace.record_only(pipe, None, stop)
             cpu[0] = time.thread_time()
 
         consumer = threading.Thread(target=consume)

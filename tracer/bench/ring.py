@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracer import lab
-from tracer.gc_pacing import paced_gc
+from tracer.commands import trace
 from tracer.lab.refuse import refusing
 from tracer.lab.topology import BACKENDS
 from tracer.live import open_pipeline
@@ -56,13 +56,12 @@ def ring_run(mode: str, seconds: float, conns: int, size: int, every_s: float,
         recorded = [0]
         with open_pipeline("core", FILTER) as pipe, ring_recording(pipe, config, FILTER) as ring:
 
-            def consume() -> None:  # as `trace -w DIR --ring` does, with its GC policy
-                with paced_gc() as between_polls:
-                    while not stop.is_set():
-                        between_polls()
-                        reqs = pipe.poll(0.1)
-                        ring.observe(reqs)
-                        seen.extend(reqs)
+            def observe(reqs: list[Request]) -> None:
+                ring.observe(reqs)
+                seen.extend(reqs)
+
+            def consume() -> None:  # the loop of `trace -w DIR --ring -q` itself
+                trace.show(pipe, None, 0, None, observe, stop=stop)
                 cpu[0] = time.thread_time()
 
             def faults() -> None:
