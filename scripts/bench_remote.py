@@ -67,7 +67,17 @@ def _agent(token: bytes, rate: float, seconds: float, conn: Connection) -> None:
     events = mesh_events(int(rate * (seconds + 5)), rate_per_s=rate)
     agent = Agent(AgentOptions("127.0.0.1", 0, token, "bench"), _Paced(events), None, Filter())
     conn.send(agent.address)
-    t = threading.Thread(target=agent.serve, daemon=True)
+
+    def serve() -> None:
+        with paced_gc() as between_polls:  # `swarmtrace agent`'s GC policy
+
+            def until() -> bool:  # asked once per read of the source, as the command does
+                between_polls()
+                return False
+
+            agent.serve(until=until)
+
+    t = threading.Thread(target=serve, daemon=True)
     cpu0 = time.process_time()
     t.start()
     conn.recv()  # the collector is done

@@ -1,7 +1,8 @@
 """Tracing overhead: lab request throughput traced vs untraced, in the same run.
 
 Interleaved rounds of: untraced, the manual peer (tcpdump -w in every netns of the path), and
-each front end running its own loop on the live pipeline: `trace -w -q`, the full `trace`
+each front end running its own loop on the live pipeline: the probes with the ring buffer
+drained and nothing else done (the kernel side's ceiling), `trace -w -q`, the full `trace`
 (text), `trace --json` and the TUI (the real app, headless). Also CPU per request, events per
 request, lost events, and BPF run time per program."""
 
@@ -50,17 +51,21 @@ class Traced:
 
 
 class Front(enum.Enum):
-    """What reads the pipeline while the lab is flooded: each runs the command's own loop."""
+    """What reads the pipeline while the lab is flooded: each runs the command's own loop.
+    DRAIN is `trace -w -q`'s loop without the recording: the ceiling that the kernel side
+    (hooks, programs, ring buffer) leaves every front end."""
 
+    DRAIN = "probes (ring drained)"
     RECORD = "trace -w -q"
     TEXT = "trace (full)"
     JSON = "trace --json"
     TUI = "tui (live)"
 
 
-# --modes: the peer, then every front end.
-MODES = {"peer": "tcpdump -w (peer)", "record": Front.RECORD.value, "text": Front.TEXT.value,
-         "json": Front.JSON.value, "tui": Front.TUI.value}
+# --modes names: the peer, then every front end by its member's name ("record", "text" ...),
+# each with the label the results are printed under.
+PEER = "peer"
+MODES = {PEER: "tcpdump -w (peer)"} | {f.name.lower(): f.value for f in Front}
 SETTLE_S = 0.5  # after the flood: the last requests' events read before the front end stops
 
 
@@ -132,7 +137,7 @@ def front_run(front: Front, mode: str, seconds: float, conns: int, stats: bool =
 def _command_loop(front: Front, pipe: Pipeline,
                   out: TextIO) -> Callable[[threading.Event], None]:
     """The command's own loop for `front`, to run until the event is set."""
-    if front is Front.RECORD:
+    if front in (Front.DRAIN, Front.RECORD):
         return lambda stop: trace.record_only(pipe, None, stop)
     sink = JsonSink(out) if front is Front.JSON else TextSink(out)
     return lambda stop: trace.show(pipe, sink, 0, None, stop=stop)
@@ -203,10 +208,9 @@ def _modes(text: str) -> list[str]:
 
 def one_round(name: str, args: argparse.Namespace) -> tuple[float, float, Traced | None]:
     """Requests/s and whole-process CPU seconds per request with `name` running."""
-    if name == "peer":
+    if name == PEER:
         return *peer_run(args.mode, args.seconds, args.conns), None
-    front = next(f for f in Front if f.value == MODES[name])
-    t = front_run(front, args.mode, args.seconds, args.conns)
+    t = front_run(Front[name.upper()], args.mode, args.seconds, args.conns)
     return t.rate, t.process_cpu_s / max(t.requests, 1), t
 
 

@@ -87,7 +87,9 @@ def ring_run(mode: str, seconds: float, conns: int, size: int, every_s: float,
             peak[0] = max(peak[0], _dir_bytes(tmp))
             recorded[0] = ring.recorded_bytes
         kept = sorted(tmp.glob(f"{KEPT_PREFIX}*.swt"))
-        kept_reqs = [r for path in kept for r in trace_requests(path)]
+        # Windows around bursts close together overlap: a request kept in two files is one.
+        kept_reqs = list({(r.client, r.start_ns): r
+                          for path in kept for r in trace_requests(path)}.values())
         return RingRun(
             rate, len(seen), sum(r.status is not Status.OK for r in seen), cpu[0], peak[0],
             recorded[0], len(kept), _dir_bytes(tmp),
