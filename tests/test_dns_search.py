@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tracer.correlate import Correlator
-from tracer.dns_join import LOOKUP_GAP_NS
+from tracer.dns_lookups import LOOKUP_GAP_NS
 from tracer.model import HopKind, Request, Status
 from tracer.sinks.narrate import outcome
 from tracer.sinks.text import summary
