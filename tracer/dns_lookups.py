@@ -1,12 +1,17 @@
 """When a failed DNS query is final: the lookups in progress, one chain of queries per asking
 netns, address and server. A failed query is held back until its lookup asks the next name (it
 was then a step of the resolver's search, tracer/dns_search.py, not a failure) or asks nothing
-for LOOKUP_GAP_NS (it failed). Its answer is joined by tracer/dns_join.py before."""
+for LOOKUP_GAP_NS (it failed). Its answer is joined by tracer/dns_join.py before.
+
+A server that forwards the names it does not know (Docker DNS, from the asking netns) makes
+lookups of its own: its failed queries of a name a client's query was asking at the time go
+with that query, steps of the search when it was one, else `dns-forwarded` beside its failure
+(one verdict per failed lookup, the client's)."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from tracer.dns_join import MAX_KEYS, DnsAnswers
@@ -29,6 +34,9 @@ class HeldLookups:
         self._lookups: dict[LookupKey, Lookup] = {}
         # The latest search steps: netns, name, from when asked until the next name was.
         self._steps: deque[tuple[int, str, int, int]] = deque(maxlen=MAX_STEPS)
+        # Per held query (its id), the forwards of it whose own lookup was decided first (the
+        # server asked another name meanwhile): they go out with it.
+        self._waiting: dict[int, list[Request]] = {}
 
     def settle(self, req: Request) -> list[Request]:
         """The requests over now that req closed: req, unless it is a failed query whose lookup
@@ -41,8 +49,8 @@ class HeldLookups:
         look = self._lookups.get(key)
         out: list[Request] = []
         if look is not None and not look.goes_on(dns.name, dns.qtype, req.start_ns):
-            out += look.held  # that lookup gave up: its last queries failed
             del self._lookups[key]
+            out += self._decided(look.held)  # that lookup gave up: its last queries failed
             look = None
         if look is not None:
             # The queries asked before this one, of other names (A and AAAA of one name may
@@ -58,11 +66,11 @@ class HeldLookups:
                 # Until the next name was asked: what Docker DNS forwarded for the step.
                 self._steps.append((key[0], r.dns.name if r.dns else "", r.start_ns,
                                     req.start_ns))
-            out += steps + self._forwarded(key)
+            out += steps + self._waited(steps) + self._forwarded(key)
         if req.status != Status.DNS_FAILED:
             if look is not None:
-                out += look.held  # same name, another question: failed on its own
                 del self._lookups[key]
+                out += self._decided(look.held)  # same name, another question: failed on its own
             return [*out, req]
         if self._forwarded_for_step(key, req):
             req.status = Status.DNS_SEARCH
@@ -70,7 +78,7 @@ class HeldLookups:
         if look is None:
             look = self._lookups[key] = Lookup()
             if len(self._lookups) > MAX_KEYS:
-                out += self._lookups.pop(next(iter(self._lookups))).held
+                out += self._decided(self._lookups.pop(next(iter(self._lookups))).held)
         look.tried = (*look.tried[-MAX_TRIED:], (DnsQuery(req.id, dns.name, dns.rcode),
                                                  req.end_ns, dns.qtype))
         look.held.append(req)
@@ -88,6 +96,53 @@ class HeldLookups:
                     r.status = Status.DNS_SEARCH
                     found.append(r)
             look.held = [r for r in look.held if r.status != Status.DNS_SEARCH]
+        return found
+
+    def _waited(self, steps: list[Request]) -> list[Request]:
+        """The forwards that waited for these search steps: steps too."""
+        found = [f for r in steps for f in self._waiting.pop(r.id, ())]
+        for f in found:
+            f.status = Status.DNS_SEARCH
+        return found
+
+    def _decided(self, held: list[Request]) -> list[Request]:
+        """The held queries of a lookup that is over, as they go out: a failed one after the
+        forwards a server asked upstream for it (dns-forwarded: its verdict covers them). A
+        forward of a query still held waits for it."""
+        out: list[Request] = []
+        for r in held:
+            client = self._client_of(r)
+            if client is not None:
+                self._waiting.setdefault(client.id, []).append(r)
+                if len(self._waiting) > MAX_KEYS:
+                    out += self._waiting.pop(next(iter(self._waiting)))  # as they are
+                continue
+            forwards = self._waiting.pop(r.id, [])
+            if r.status is Status.DNS_FAILED:
+                forwards += self._take_forwards(r)
+                for f in forwards:
+                    f.status = Status.DNS_FORWARDED
+                    if f.dns is not None:
+                        f.dns = replace(f.dns, forwarded_for=r.id)
+            out += [*forwards, r]
+        return out
+
+    def _others(self, req: Request) -> Iterator[Lookup]:
+        """The lookups in progress in req's netns but req's own: a server's beside a client's."""
+        key = lookup_key(req)
+        return (look for k, look in self._lookups.items() if k[0] == key[0] and k != key)
+
+    def _client_of(self, req: Request) -> Request | None:
+        """The query held in another lookup that req, a failed query, was a forward of."""
+        return next((p for look in self._others(req) for p in look.held
+                     if _forward_of(req, p)), None)
+
+    def _take_forwards(self, req: Request) -> list[Request]:
+        """The forwards of req, a failed query, held in other lookups: out of them."""
+        found: list[Request] = []
+        for look in self._others(req):
+            found += [r for r in look.held if _forward_of(r, req)]
+            look.held = [r for r in look.held if not _forward_of(r, req)]
         return found
 
     def _forwarded_for_step(self, key: LookupKey, req: Request) -> bool:
@@ -113,7 +168,7 @@ class HeldLookups:
         for k in late:
             if self._lookups[k].next_asked(started.get(k, 0)):
                 continue  # its next query is in flight: that one decides
-            out += self._lookups.pop(k).held
+            out += self._decided(self._lookups.pop(k).held)
         return out
 
     def _answered_late(self) -> list[Request]:
@@ -127,13 +182,16 @@ class HeldLookups:
                 continue
             del self._lookups[k]
             self._answers.answer_again(found)
-            out += [r for r in look.held if r is not found] + [found]
+            out += self._decided([r for r in look.held if r is not found] + [found])
         return out
 
     def held(self) -> list[Request]:
-        """Every held query, as it is (the end of a trace): the lookup asked nothing more."""
-        out = [r for look in self._lookups.values() for r in look.held]
-        self._lookups.clear()
+        """Every held query, decided (the end of a trace): the lookup asked nothing more."""
+        out: list[Request] = []
+        while self._lookups:
+            out += self._decided(self._lookups.pop(next(iter(self._lookups))).held)
+        out += [r for waiting in self._waiting.values() for r in waiting]
+        self._waiting.clear()
         return out
 
 
@@ -160,6 +218,14 @@ class Lookup:
         """Whether a query started then may be this lookup's next (its name unknown yet)."""
         last_end = self.tried[-1][1]
         return last_end <= start_ns <= last_end + LOOKUP_GAP_NS
+
+
+def _forward_of(req: Request, client: Request) -> bool:
+    """Whether req, a failed query, asked client's name while client was out (the caller
+    knows it came from another lookup of client's netns: a server asking on its behalf)."""
+    return req.status is Status.DNS_FAILED and req.dns is not None \
+        and client.dns is not None and req.dns.name == client.dns.name \
+        and client.start_ns <= req.start_ns <= client.end_ns
 
 
 def lookup_key(req: Request) -> LookupKey:
