@@ -88,11 +88,9 @@ class HeldLookups:
         """The held queries a server asked on behalf of the search steps (Docker DNS forwards
         a name it does not know, from the asking netns). Steps of the search too."""
         found: list[Request] = []
-        for k, look in self._lookups.items():
-            if k[0] != key[0] or k == key:
-                continue
+        for look in self._others(key):
             for r in look.held:
-                if self._forwarded_for_step(k, r):
+                if self._forwarded_for_step(key, r):
                     r.status = Status.DNS_SEARCH
                     found.append(r)
             look.held = [r for r in look.held if r.status != Status.DNS_SEARCH]
@@ -127,20 +125,19 @@ class HeldLookups:
             out += [*forwards, r]
         return out
 
-    def _others(self, req: Request) -> Iterator[Lookup]:
-        """The lookups in progress in req's netns but req's own: a server's beside a client's."""
-        key = lookup_key(req)
+    def _others(self, key: LookupKey) -> Iterator[Lookup]:
+        """The lookups in progress in key's netns but key's own: a server's beside a client's."""
         return (look for k, look in self._lookups.items() if k[0] == key[0] and k != key)
 
     def _client_of(self, req: Request) -> Request | None:
         """The query held in another lookup that req, a failed query, was a forward of."""
-        return next((p for look in self._others(req) for p in look.held
+        return next((p for look in self._others(lookup_key(req)) for p in look.held
                      if _forward_of(req, p)), None)
 
     def _take_forwards(self, req: Request) -> list[Request]:
         """The forwards of req, a failed query, held in other lookups: out of them."""
         found: list[Request] = []
-        for look in self._others(req):
+        for look in self._others(lookup_key(req)):
             found += [r for r in look.held if _forward_of(r, req)]
             look.held = [r for r in look.held if not _forward_of(r, req)]
         return found
@@ -221,11 +218,12 @@ class Lookup:
 
 
 def _forward_of(req: Request, client: Request) -> bool:
-    """Whether req, a failed query, asked client's name while client was out (the caller
-    knows it came from another lookup of client's netns: a server asking on its behalf)."""
+    """Whether req, a failed query, asked client's name and was answered while client was out
+    (the caller knows it came from another lookup of client's netns: a server asking on its
+    behalf answers it only after its own answer came)."""
     return req.status is Status.DNS_FAILED and req.dns is not None \
         and client.dns is not None and req.dns.name == client.dns.name \
-        and client.start_ns <= req.start_ns <= client.end_ns
+        and client.start_ns <= req.start_ns and req.end_ns <= client.end_ns
 
 
 def lookup_key(req: Request) -> LookupKey:
