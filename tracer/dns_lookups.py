@@ -218,12 +218,13 @@ class Lookup:
 
 
 def _forward_of(req: Request, client: Request) -> bool:
-    """Whether req, a failed query, asked client's name and was answered while client was out
-    (the caller knows it came from another lookup of client's netns: a server asking on its
-    behalf answers it only after its own answer came)."""
+    """Whether req, a failed query, asked client's name after client did, while client's
+    lookup could still go on (the caller knows it came from another lookup of client's netns:
+    a server asking on its behalf). Docker DNS forwards a name's A and AAAA one after the
+    other: the second after it answered the first, which ended client's query."""
     return req.status is Status.DNS_FAILED and req.dns is not None \
         and client.dns is not None and req.dns.name == client.dns.name \
-        and client.start_ns <= req.start_ns and req.end_ns <= client.end_ns
+        and client.start_ns <= req.start_ns <= client.end_ns + LOOKUP_GAP_NS
 
 
 def lookup_key(req: Request) -> LookupKey:
