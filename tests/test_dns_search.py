@@ -1,5 +1,6 @@
 """A resolver's search, replayed from real recordings (tests/fixtures/faults/, made by
-`SWARMTRACE_RECORD_FAULTS=DIR` runs of tests/test_dns_lab.py and tests/test_faults_swarm.py):
+`SWARMTRACE_RECORD_FAULTS=DIR` runs of tests/test_dns_lab.py and tests/test_faults_swarm.py;
+dns_forwards_after_the_answer is a run of test_dns_name_that_does_not_exist):
 a search-domain expansion that failed before the name was found is a step of the lookup, not
 a failure; a lookup whose every name failed is one, its verdict naming the names tried, and
 the queries Docker DNS forwarded upstream for it have none of their own. No root, no
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tracer.correlate import Correlator
 from tracer.dns_lookups import LOOKUP_GAP_NS
@@ -26,6 +28,9 @@ ANSWERED = FAULTS / "search_domain_expansion_then_the_name_answered.swt"  # netn
 NOT_FOUND = FAULTS / "search_domain_expansion_then_the_bare_name.swt"  # netns lab, glibc
 SERVICE = FAULTS / "service_found_after_a_search_domain.swt"  # swarm lab, Docker DNS
 NOSUCH = FAULTS / "dns_name_that_does_not_exist.swt"  # swarm lab, Docker DNS, ndots:0
+# The same, where Docker DNS forwarded the AAAA of nosuch.stlab.test after it had answered
+# the A (the client's query was over: the first error ends it).
+FORWARDED_LATE = FAULTS / "dns_forwards_after_the_answer.swt"
 DOCKER_DNS = "127.0.0.11"
 
 
@@ -169,3 +174,17 @@ def test_forwards_whose_own_lookup_ends_first_wait_for_the_query_they_served() -
 
 def test_keep_on_failed_keeps_no_forward() -> None:
     assert Status.DNS_FORWARDED not in KEEP_ON["failed"]
+
+
+@pytest.mark.parametrize("path", [NOSUCH, FORWARDED_LATE], ids=lambda p: p.stem)
+def test_one_verdict_per_failed_lookup(path: Path) -> None:
+    requests = trace_requests(path)
+    [failed] = [r for r in requests if r.verdict is not None]
+    assert failed.client.daddr == DOCKER_DNS and failed.dns is not None
+    assert (failed.dns.name, failed.verdict.cause) == ("nosuch.stlab.test", "dns-nxdomain")
+    forwards = [r for r in requests if r.dns is not None and r.dns.name == failed.dns.name
+                and r is not failed]
+    assert len(forwards) == 2 and {r.status for r in forwards} == {Status.DNS_FORWARDED}
+    assert {r.dns.forwarded_for for r in forwards if r.dns is not None} == {failed.id}
+    if path == FORWARDED_LATE:
+        assert max(r.start_ns for r in forwards) > failed.end_ns
