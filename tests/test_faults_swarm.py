@@ -187,7 +187,8 @@ def test_dns_name_that_does_not_exist(lab: swarm.SwarmLab,
     """A task asks for a name no service has: Docker DNS answers NXDOMAIN for it, then for
     its expansion with the task's search domain (Docker sets ndots:0: the bare name first).
     The bare name's NXDOMAIN is a step of the lookup; the expansion's, the last name tried,
-    its failure."""
+    its failure: the lookup's one verdict. Docker DNS's forwards of the expansion (to the
+    responder) point at that query, without a verdict of their own."""
     code, resolv = asker.exec_run(["cat", "/etc/resolv.conf"])
     assert f"search {SEARCH}" in resolv.decode() and "ndots:0" in resolv.decode(), resolv
     with traced("--port", "53", "--timeout", "15") as requests:
@@ -209,6 +210,13 @@ def test_dns_name_that_does_not_exist(lab: swarm.SwarmLab,
                                           "rcode": "NXDOMAIN"}], expansion
     assert f"a search-domain expansion of {NOSUCH} (resolv.conf `search {SEARCH}`)" in \
         expansion["verdict"]["evidence"], expansion["verdict"]
+    names = (NOSUCH, f"{NOSUCH}.{SEARCH}")
+    lookup = [r for r in requests if r.get("dns") and r["dns"]["name"] in names]
+    assert [r["id"] for r in lookup if r.get("verdict")] == [expansion["id"]], lookup
+    forwards = [r for r in lookup if r["entry"] != "127.0.0.11:53"
+                and r["dns"]["name"] == f"{NOSUCH}.{SEARCH}"]
+    assert forwards and {(r["status"], r["dns"].get("forwarded_for")) for r in forwards} == {
+        ("dns-forwarded", expansion["id"])}, forwards
 
 
 def test_service_found_after_a_search_domain(lab: swarm.SwarmLab,

@@ -3,7 +3,8 @@
 The coordinator: each event finds its request in the flow index (tracer/flow_index.py), or
 starts one; forward packets draw its path (tracer/path_hops.py), drops add theirs
 (tracer/drops.py), replies end it (tracer/request_end.py), DNS answers join it
-(tracer/dns_join.py). Works incrementally on a live stream with bounded memory: idle requests
+(tracer/dns_join.py), and a failed query waits for its lookup to decide
+(tracer/dns_lookups.py). Works incrementally on a live stream with bounded memory: idle requests
 are closed and forgotten (tracer/in_flight.py)."""
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tracer.dns_join import DnsAnswers, asking
+from tracer.dns_join import DnsAnswers
+from tracer.dns_lookups import HeldLookups, asking
 from tracer.drops import cuts, dropped, reason_name
 from tracer.event_roles import may_change_requests, starts_connection
 from tracer.events import (
@@ -49,6 +51,7 @@ class Correlator:
         self.now_ns = 0
         # The last DNS answer seen per netns: joins the connection that follows it.
         self._answers = DnsAnswers()
+        self._lookups = HeldLookups(self._answers)
         self._past = PastConnections()
 
     @property
@@ -126,7 +129,7 @@ class Correlator:
         """Close requests idle since before now_ns - idle, and the oldest beyond the cap; and
         report the failed DNS queries whose lookup asked no other name after them."""
         done = [r for o in self._in_flight.idle(now_ns) for r in self._close(o)]
-        return done + self._answers.gave_up(now_ns, lambda: asking(self.open_requests))
+        return done + self._lookups.gave_up(now_ns, lambda: asking(self.open_requests))
 
     def mark_open(self, note: str) -> None:
         """Note on every request in flight that it may be incomplete (events were lost)."""
@@ -136,7 +139,7 @@ class Correlator:
     def flush(self) -> list[Request]:
         """Close everything still open (end of a replay, end of a trace)."""
         done = [r for o in list(self._in_flight.by_id.values()) for r in self._close(o)]
-        return done + self._answers.held()
+        return done + self._lookups.held()
 
     def _cut(self, e: Event) -> None:
         """A TCP packet dropped in the middle of a connection no open request holds: a
@@ -172,4 +175,4 @@ class Correlator:
             self._past.remember(req, o.tuples)
         if self._answers.join(req, o.last_ts):
             req.hops.sort(key=BY_TIME)
-        return self._answers.settle(req)
+        return self._lookups.settle(req)

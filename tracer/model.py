@@ -44,6 +44,9 @@ class Status(enum.StrEnum):
     # A query answered without an address after which the resolver asked the next name of the
     # same lookup (a search-domain expansion, or the bare name): a step, not a failure.
     DNS_SEARCH = "dns-search"
+    # A failed query a server (Docker DNS) asked upstream on behalf of a failed query of a
+    # client's lookup: part of that lookup, whose verdict covers it (DnsResult.forwarded_for).
+    DNS_FORWARDED = "dns-forwarded"
 
 
 # A value: nothing changes a hop once built. Not frozen all the same: about 20 are built per
@@ -117,10 +120,14 @@ class DnsResult:
     # The lookup's earlier queries, oldest first: a resolver tries a name and its
     # search-domain expansions (resolv.conf `search`) one after the other until one answers.
     tried: tuple[DnsQuery, ...] = ()
+    forwarded_for: int = 0  # a dns-forwarded query's: the request it was asked upstream for
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "qtype": self.qtype, "rcode": self.rcode,
-                "addrs": list(self.addrs), "tried": [q.to_json() for q in self.tried]}
+        out: dict[str, Any] = {"name": self.name, "qtype": self.qtype, "rcode": self.rcode,
+               "addrs": list(self.addrs), "tried": [q.to_json() for q in self.tried]}
+        if self.forwarded_for:
+            out["forwarded_for"] = self.forwarded_for
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                            "only the windows around failed requests, each as its own .swt")
     ring.add_argument("--keep-on", choices=sorted(KEEP_ON), default="failed",
                       help="which requests' windows to keep (default: failed = neither ok nor a "
-                           "DNS search step)")
+                           "DNS search step or forward)")
     ring.add_argument("--keep-before", type=_seconds, default=10.0, metavar="S",
                       help="seconds kept before a failed request (default 10)")
     ring.add_argument("--keep-after", type=_seconds, default=5.0, metavar="S",

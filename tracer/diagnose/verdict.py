@@ -28,7 +28,7 @@ DroppedBy = Callable[[int, int, str, frozenset[Flow]], list[str]]
 def explain(req: Request, names: Names | None = None, conntrack: ConntrackUse | None = None,
             dropped_by: DroppedBy | None = None) -> Verdict | None:
     """The verdict on req, None if it is ok (or still open)."""
-    if req.status in (Status.OK, Status.OPEN, Status.DNS_SEARCH):
+    if req.status in (Status.OK, Status.OPEN, Status.DNS_SEARCH, Status.DNS_FORWARDED):
         return None
     if req.status == Status.DNS_FAILED:
         return dns_failure(req)

@@ -208,6 +208,9 @@ def outcome(r: Request) -> str:
     if r.status is Status.DNS_SEARCH:
         return f"answered {r.dns.rcode if r.dns else 'without an address'}; the resolver went " \
             "on to the next name of its search list"
+    if r.status is Status.DNS_FORWARDED and r.dns is not None:
+        return f"answered {r.dns.rcode}, asked upstream for request #{r.dns.forwarded_for}, " \
+            "whose verdict covers it"
     return "in flight"
 
 

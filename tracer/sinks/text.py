@@ -136,6 +136,9 @@ def _render(req: Request, hops: bool, kept: Kept | None = None) -> tuple[str, li
     dns = req.dns
     if req.status is Status.DNS_SEARCH and dns is not None:
         parts.append(f"{dns.rcode}, a search step: the resolver asked the next name")
+    elif req.status is Status.DNS_FORWARDED and dns is not None:
+        parts.append(f"{dns.rcode}, asked upstream for request #{dns.forwarded_for}: "
+                     "its verdict covers this")
     elif req.status not in _QUIET_STATUS:
         # A failed DNS query says how: NXDOMAIN, SERVFAIL ...
         failed = dns.rcode if dns is not None and req.status is Status.DNS_FAILED else ""

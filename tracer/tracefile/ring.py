@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 SEGMENT_PREFIX = ".ring-"
 KEPT_PREFIX = "failed-"
 # What `--keep-on` accepts: a request's end state, or "failed" for every state but ok (and a
-# resolver's search step, which no failure is).
-KEEP_ON = {"failed": frozenset(Status) - {Status.OK, Status.OPEN, Status.DNS_SEARCH}} | {
+# resolver's search step, which no failure is; and a server's forward of a failed query, which
+# comes with that query's failure).
+KEEP_ON = {"failed": frozenset(Status) - {Status.OK, Status.OPEN, Status.DNS_SEARCH,
+                                          Status.DNS_FORWARDED}} | {
     str(s): frozenset({s}) for s in Status if s not in (Status.OK, Status.OPEN)
 }
 

@@ -20,6 +20,7 @@ _STATUS = {
     Status.UNROUTED: "error",
     Status.DNS_FAILED: "error",
     Status.DNS_SEARCH: "warning",
+    Status.DNS_FORWARDED: "warning",
 }
 
 

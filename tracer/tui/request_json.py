@@ -78,7 +78,8 @@ def _dns(d: dict[str, Any] | None) -> DnsResult | None:
     if d is None:
         return None
     return DnsResult(d["name"], d["qtype"], d["rcode"], tuple(d["addrs"]),
-                     tuple(DnsQuery(int(q["id"]), q["name"], q["rcode"]) for q in d["tried"]))
+                     tuple(DnsQuery(int(q["id"]), q["name"], q["rcode"]) for q in d["tried"]),
+                     int(d.get("forwarded_for", 0)))
 
 
 def _resumed(d: dict[str, Any] | None, start_ns: int) -> Resumed | None:
