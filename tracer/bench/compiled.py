@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # What a live trace runs per event and per request (profiled on a recorded flood).
 HOT = ("events", "event_roles", "correlate", "in_flight", "flow_index", "path_hops", "drops",
-       "request_end", "past_connections", "dns_join", "model", "pipeline", "enrich/annotate",
-       "enrich/history", "enrich/names", "sinks/text", "sinks/hop_order")
+       "request_end", "past_connections", "dns_join", "dns_lookups", "model", "pipeline",
+       "enrich/annotate", "enrich/history", "enrich/names", "sinks/text", "sinks/hop_order")
 BATCH = 2400  # events per poll, about what a live poll of the flood returns
 
 
