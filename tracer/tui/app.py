@@ -71,7 +71,7 @@ class SwarmtraceApp(QuickKeysApp):
         self.state.store.capacity = capacity
         self.controls = feed if isinstance(feed, ReplayControls) else None
         self._pump = FeedPump(self, feed, self.state, capacity)
-        self.playback = Playback(self.state, self.controls, self._pump, self.refresh_screen)
+        self._playback = Playback(self.state, self.controls, self._pump, self.refresh_screen)
         self._start_mode = "talk" if step or present else "requests"
         self._present = present
         self._start_query = query
@@ -116,22 +116,22 @@ class SwarmtraceApp(QuickKeysApp):
             talk.start_at(start)
 
     def action_toggle_pause(self) -> None:
-        self.playback.toggle_pause()
+        self._playback.toggle_pause()
 
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT if self.theme == DARK else DARK
 
     def action_speed(self, direction: int) -> None:
-        self.playback.speed(direction)
+        self._playback.speed(direction)
 
     def action_seek(self, seconds: float) -> None:
-        self.playback.seek(seconds)
+        self._playback.seek(seconds)
 
     def action_restart(self) -> None:
-        self.playback.restart()
+        self._playback.restart()
 
     def action_step(self) -> None:
-        self.playback.step()
+        self._playback.step()
 
     def action_help(self) -> None:
         from tracer.tui.screens.dialogs import HelpScreen

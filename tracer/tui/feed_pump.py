@@ -44,7 +44,7 @@ class FeedPump:
         self._held: deque[Request] = deque(maxlen=capacity)
 
     def start(self) -> None:
-        self._app.run_worker(self._pump, name="_pump", group="feed", exclusive=True, thread=True)
+        self._app.run_worker(self._pump, name="feed", group="feed", exclusive=True, thread=True)
 
     def again(self) -> None:
         """The worker ends with the trace: going back in time needs it again."""
