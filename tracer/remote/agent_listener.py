@@ -23,8 +23,8 @@ HANDSHAKE_TIMEOUT_S = 5.0
 
 
 class AgentListener:
-    """Accepts collectors that prove they hold the token, each as a CollectorQueue; header()
-    is the first record each gets, welcome() runs before its queue starts sending."""
+    """Accepts collectors that prove they hold the token, each as a CollectorQueue: header()
+    is the first record one gets once in, welcome() runs before its queue starts sending."""
 
     def __init__(self, address: tuple[str, int], listen_netns: Path | None, token: bytes,
                  buffer_bytes: int, clock: Callable[[], int],
