@@ -142,7 +142,7 @@ def test_wrong_token_gets_nothing(token: tuple[Path, bytes], tmp_path: Path,
                                   caplog: pytest.LogCaptureFixture) -> None:
     bad = new_token(tmp_path / "other")
     ready = threading.Event()
-    with caplog.at_level(logging.WARNING, logger="tracer.remote.agent"), \
+    with caplog.at_level(logging.WARNING, logger="tracer.remote.agent_listener"), \
             _agent(token[1], ready) as agent, \
             Collector([AgentAddr(*agent.address)], bad, ready_wait_s=1) as coll:
         ready.set()

@@ -234,7 +234,7 @@ def test_names_keep_working_when_dockerd_stops(lab: swarm.SwarmLab,
                                                clients: dict[str, docker.DockerClient],
                                                caplog: pytest.LogCaptureFixture) -> None:
     tasks = vote_tasks(clients)
-    with caplog.at_level(logging.WARNING, logger="tracer.enrich.docker_names"), \
+    with caplog.at_level(logging.WARNING, logger="tracer.enrich.docker_daemons"), \
             DockerNames([n.socket for n in lab.nodes], poll_s=0.3) as names:
         t_before = time.monotonic_ns()
         node2 = lab.nodes[1]

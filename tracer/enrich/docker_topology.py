@@ -7,7 +7,6 @@ lab) mounts its netns files where the root mount namespace cannot see them.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -21,10 +20,11 @@ import docker
 import requests
 
 from tracer.enrich.docker_client import docker_client
-from tracer.enrich.ipvs import ipvs_available, read_ipvs
-from tracer.enrich.mangle import read_mark_rules
+from tracer.enrich.fwmark_owners import FwmarkOwners
+from tracer.enrich.ipvs import ipvs_available
 from tracer.enrich.names import AddrName, NetnsName
 from tracer.enrich.netns_names import NetnsReader, nsfs_inode
+from tracer.enrich.swarm_networks import inspect_network, ip_of, read_networks
 from tracer.enrich.topology import Topology
 from tracer.procs import cmdline, pids_named
 
@@ -35,7 +35,6 @@ DEFAULT_EXEC_ROOT = "/var/run/docker"
 API_TIMEOUT_S = 10
 # A daemon that went away (or never answered) raises any of these.
 DOCKER_GONE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
-VXLAN_IDS = "com.docker.network.driver.overlay.vxlanid_list"
 
 
 def _flag(argv: list[str], *names: str) -> list[str]:
@@ -130,15 +129,6 @@ def docker_netns_dirs() -> list[Path]:
             for pid in pids_named("dockerd")]
 
 
-def _ip(cidr: str | None) -> str | None:
-    if not cidr:
-        return None
-    try:
-        return str(ipaddress.ip_interface(cidr).ip)
-    except ValueError:
-        return None
-
-
 @dataclass
 class NodeReading:
     """What one node's daemon said: its own sandboxes first, its view of others second."""
@@ -179,7 +169,7 @@ class DockerNode:
             # "default" is Docker's handle on the host netns (host-network sandboxes).
             self.netns_dir = mounted
             self.host_netns = mounted / "default" if (mounted / "default").exists() else None
-        self._disagreed: set[tuple[int, int]] = set()
+        self._fwmarks = FwmarkOwners(self.name, self.netns_dir)
 
     def close(self) -> None:
         self.client.close()
@@ -201,10 +191,6 @@ class DockerNode:
         """One full reading of this node. Raises docker.errors.DockerException if it is gone."""
         netns: dict[int, NetnsName] = {}
         addrs: dict[str, AddrName] = {}
-        remote: dict[str, AddrName] = {}
-        lb_index: dict[tuple[str, int], str] = {}
-        vips: dict[str, AddrName] = {}
-        vnis: dict[int, str] = {}
         if self.host_netns is not None and (ino := nsfs_inode(self.host_netns)) is not None:
             netns[ino] = NetnsName("host", "host", self.name)
         sandbox_of: dict[str, NetnsName] = {}  # sandbox id[:12] -> its container's netns name
@@ -212,44 +198,23 @@ class DockerNode:
             ns = self._container(c.attrs, netns, addrs)
             sandbox_of[(c.attrs.get("NetworkSettings") or {}).get("SandboxID", "")[:12]] = ns
         nets = {n.id: n.name for n in self.client.networks.list()}
-        for net_id, net_name in nets.items():
-            detail = self._inspect(net_id)
-            self._endpoints(detail, net_name, sandbox_of, addrs)
-            vni_list = (detail.get("Options") or {}).get(VXLAN_IDS, "")
-            vnis |= {int(v): net_name for v in vni_list.split(",") if v.strip().isdigit()}
-            for svc_name, svc in (detail.get("Services") or {}).items():
-                if svc_name and svc.get("LocalLBIndex"):
-                    lb_index[(self.name, int(svc["LocalLBIndex"]))] = svc_name
-                if svc_name and (vip := _ip(svc.get("VIP"))):  # workers know VIPs too
-                    vips[vip] = AddrName("vip", service=svc_name, network=net_name)
-                for task in svc.get("Tasks") or []:
-                    ip = _ip(task.get("EndpointIP"))
-                    if ip:
-                        remote[ip] = AddrName("task", task=task.get("Name"), service=svc_name,
-                                              network=net_name,
-                                              node=(task.get("Info") or {}).get("Host IP"))
+        seen = read_networks(self.client.api, self.name, nets, sandbox_of, addrs)
         self._special_netns(nets, netns)
         services, ports = self._services(nets) if self.is_manager else ({}, {})
-        vips |= services
+        vips = seen.vips | services
         fwmarks = {}
         if ipvs_available():  # without IPVS Docker installs no MARK rules and no IPVS table
-            task_service = {ip: a.service for ip, a in (remote | addrs).items() if a.service}
-            fwmarks = self._fwmarks(netns, vips, ports, task_service, lb_index)
+            task_service = {ip: a.service for ip, a in (seen.remote | addrs).items() if a.service}
+            fwmarks = self._fwmarks.read(netns, vips, ports, task_service, seen.lb_index)
         return NodeReading(
             self.name,
-            Topology(netns=netns, addrs=addrs | vips, fwmarks=fwmarks, lb_index=lb_index,
-                     ports=ports, vnis=vnis),
-            Topology(addrs=remote), self.node_addr, self._node_addrs())
+            Topology(netns=netns, addrs=addrs | vips, fwmarks=fwmarks, lb_index=seen.lb_index,
+                     ports=ports, vnis=seen.vnis),
+            Topology(addrs=seen.remote), self.node_addr, self._node_addrs())
 
     def _inspect(self, net_id: str) -> dict[str, Any]:
-        api = self.client.api
-        try:  # verbose + swarm scope: services, VIPs, LocalLBIndex, tasks on every node
-            return dict(api.inspect_network(net_id, verbose=True, scope="swarm"))
-        except docker.errors.NotFound:
-            try:  # a local network (bridge, host, docker_gwbridge)
-                return dict(api.inspect_network(net_id))
-            except docker.errors.NotFound:  # removed meanwhile
-                return {}
+        # tracer/diagnose/docker_intent.py reads the networks as read() does.
+        return inspect_network(self.client.api, net_id)
 
     def _container(self, attrs: dict[str, Any], netns: dict[int, NetnsName],
                    addrs: dict[str, AddrName]) -> NetnsName:
@@ -270,25 +235,6 @@ class DockerNode:
                                                   ns.container, ns.service, net_name, self.name,
                                                   ns.name)
         return ns
-
-    def _endpoints(self, detail: dict[str, Any], net_name: str, sandbox_of: dict[str, NetnsName],
-                   addrs: dict[str, AddrName]) -> None:
-        """Endpoints that are not a container's own: ingress-sbox, lb-<net>, gateway_<sbox>."""
-        for key, ep in (detail.get("Containers") or {}).items():
-            ip = _ip(ep.get("IPv4Address"))
-            name = ep.get("Name", "")
-            if not ip or ip in addrs:
-                continue
-            if key == "ingress-sbox":
-                addrs[ip] = AddrName("sandbox", network=net_name, node=self.name,
-                                     netns="ingress_sbox")
-            elif key.startswith("lb-"):
-                addrs[ip] = AddrName("sandbox", network=net_name, node=self.name,
-                                     netns=f"lb_{key.removeprefix('lb-')}")
-            elif name.startswith("gateway_") and (ns := sandbox_of.get(name[8:20])) is not None:
-                # The task's leg on docker_gwbridge (its way out of the swarm).
-                addrs[ip] = AddrName("task" if ns.task else "sandbox", ns.task, ns.container,
-                                     ns.service, net_name, self.name, ns.name)
 
     def _special_netns(self, nets: dict[str, str], netns: dict[int, NetnsName]) -> None:
         """ingress_sbox, lb_<netid> and 1-<netid> files, named after their network."""
@@ -323,7 +269,7 @@ class DockerNode:
             name = svc.name
             endpoint = svc.attrs.get("Endpoint") or {}
             for vip in endpoint.get("VirtualIPs") or []:
-                ip = _ip(vip.get("Addr"))
+                ip = ip_of(vip.get("Addr"))
                 if ip:
                     vips[ip] = AddrName("vip", service=name,
                                         network=nets.get(vip.get("NetworkID", "")))
@@ -331,41 +277,6 @@ class DockerNode:
                 if port.get("PublishedPort"):
                     ports[(port.get("Protocol", "tcp"), int(port["PublishedPort"]))] = name
         return vips, ports
-
-    def _fwmarks(self, netns: dict[int, NetnsName], vips: dict[str, AddrName],
-                 ports: dict[tuple[str, int], str], task_service: dict[str, str],
-                 lb_index: dict[tuple[str, int], str]) -> dict[tuple[int, int], str]:
-        """fwmark -> service per sandbox: its MARK rules (VIP or published port), else its
-        IPVS table (whose real servers are tasks of one service); cross-checked against
-        the node's LocalLBIndex, a disagreement is reported once."""
-        marks: dict[tuple[int, int], str] = {}
-        files = {nsfs_inode(p): p for p in self._sandbox_files()}
-        for ino, ns in netns.items():
-            path = files.get(ino) if ns.kind in ("container", "ingress_sbox", "lb") else None
-            if path is None:
-                continue
-            for rule in read_mark_rules(path):
-                by_vip = vips[rule.vip].service if rule.vip in vips else None
-                by_port = ports.get((rule.proto or "tcp", rule.dport)) if rule.dport else None
-                if svc := by_vip or by_port:
-                    marks[(ino, rule.mark)] = svc
-            for table in read_ipvs(path):
-                owners = {task_service.get(d) for d in table.dests} - {None}
-                if table.fwmark and len(owners) == 1:
-                    marks.setdefault((ino, table.fwmark), str(owners.pop()))
-        for (ino, mark), svc in marks.items():
-            indexed = lb_index.get((self.name, mark))
-            if indexed is not None and indexed != svc and (ino, mark) not in self._disagreed:
-                self._disagreed.add((ino, mark))
-                log.warning("%s: fwmark %#x in %s is %s by its MARK rule/IPVS table but %s by "
-                            "LocalLBIndex", self.name, mark, netns[ino].label, svc, indexed)
-        return marks
-
-    def _sandbox_files(self) -> list[Path]:
-        try:
-            return list(self.netns_dir.iterdir()) if self.netns_dir else []
-        except OSError:
-            return []
 
     def _node_addrs(self) -> dict[str, str]:
         if not self.is_manager:
